@@ -1,0 +1,1 @@
+"""Orchestrator for diffusion-model finetuning and evaluation sweeps."""
