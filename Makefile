@@ -1,0 +1,64 @@
+# Two commands on a fresh machine: `make demo` runs the main job, `make test` passes the tests.
+# `make install` builds everything from nothing and is a no-op (seconds) when nothing changed.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# No code may fetch weights or data at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: help install services demo test bench lock clean
+
+help:
+	@echo "make demo    run the shapes-world demo manifest"
+	@echo "make test    run the test suite (PostgreSQL, Azurite, Ray: all real, all local)"
+	@echo "make bench   run benchmarks/ and print the measured ratios"
+	@echo "make install create or refresh .venv and node_modules (idempotent)"
+
+install: $(VENV)/.installed node_modules/.installed
+
+# torch goes in first, pinned to the CPU build on disk, so nothing later can pull a CUDA build.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	@$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch is not 2.13.0')"
+	@! $(PIP) show -q torchvision 2>/dev/null || (echo "torchvision must not be installed" && exit 1)
+	@touch $@
+
+# Azurite (the Azure Blob emulator the tests run against) lives in the project, not globally.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The PostgreSQL server the journal tests use; start it if this machine has it stopped.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+	  echo "starting PostgreSQL"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start; \
+	  for i in $$(seq 20); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done; }
+
+demo: install
+	$(VENV)/bin/orch validate examples/shapes-demo.yaml
+	$(VENV)/bin/orch plan examples/shapes-demo.yaml
+
+test: install services
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install services
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+# Re-resolve the pins after changing pyproject.toml (torch stays 2.13.0).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q torch==2.13.0 && .lock-venv/bin/pip install -q -e '.[test]'
+	{ sed -n '1,3p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) node_modules runs .bench

@@ -1,0 +1,201 @@
+"""`orch`: the command line. Thin: parses arguments, calls the library, renders the result.
+
+Exit codes: 0 success, 2 bad input (with file, field path and line), 1 anything else.
+Human output goes through Rich; `--format json` prints one JSON document on stdout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, NoReturn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local paths or blobs, never a hub
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .manifest import ManifestError, expand, experiment_id, load_manifest
+
+app = typer.Typer(
+    name="orch",
+    help="Finetune and evaluate text-to-image diffusion models on compositional reasoning, "
+    "from one CPU to a Ray cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Build datasets: the shapes world, GQA-Captions, shards.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class TextFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class PlanFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _bad_manifest(exc: ManifestError, fmt: str, file: Path) -> NoReturn:
+    if fmt == "json":
+        _emit_json({"file": str(file), "valid": False, "errors": [i.as_dict() for i in exc.issues]})
+    else:
+        err.print(f"[bold red]{len(exc.issues)} problem(s)[/] in {file}:")
+        for issue in exc.issues:
+            err.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _not_yet(command: str, arrives_with: str) -> NoReturn:
+    err.print(f"orch {command}: not available yet; it arrives with {arrives_with}.", markup=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    file: Path = typer.Argument(..., help="Experiment manifest (YAML)."),
+    format: TextFormat = typer.Option(TextFormat.text, "--format", help="text or json."),
+) -> None:
+    """Check a manifest: schema, referenced files, every swept value. Exit 2 lists all problems."""
+    try:
+        loaded = load_manifest(file)
+        trials = expand(loaded)
+    except ManifestError as exc:
+        _bad_manifest(exc, format.value, file)
+    if format is TextFormat.json:
+        _emit_json({"file": str(file), "valid": True, "errors": [], "trials": len(trials)})
+    else:
+        out.print(f"[green]valid[/]: {file} ({loaded.manifest.name}, {len(trials)} trial(s))")
+
+
+@app.command()
+def plan(
+    file: Path = typer.Argument(..., help="Experiment manifest (YAML)."),
+    format: PlanFormat = typer.Option(PlanFormat.table, "--format", help="table or json."),
+) -> None:
+    """Show the trials a manifest's sweep expands to, with their stable ids."""
+    try:
+        loaded = load_manifest(file)
+        trials = expand(loaded)
+    except ManifestError as exc:
+        _bad_manifest(exc, "json" if format is PlanFormat.json else "text", file)
+    eid = experiment_id(loaded, trials)
+    if format is PlanFormat.json:
+        _emit_json({
+            "experiment_id": eid,
+            "name": loaded.manifest.name,
+            "trials": [{"id": t.id, "index": t.index, "overrides": t.overrides, "config": t.config} for t in trials],
+        })
+        return
+    swept = list(dict.fromkeys(k for t in trials for k in t.overrides))
+    table = Table(title=f"{loaded.manifest.name} · experiment {eid} · {len(trials)} trial(s)")
+    table.add_column("#", justify="right")
+    table.add_column("trial")
+    for key in swept:
+        table.add_column(key)
+    for t in trials:
+        table.add_row(str(t.index), t.id, *(_cell(t.overrides.get(k, "")) for k in swept))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+# Commands that belong to later work say so plainly instead of pretending.
+
+@app.command()
+def run(file: Path = typer.Argument(...)) -> None:
+    """Run a sweep on an embedded local Ray (SQLite journal, local blobs)."""
+    _not_yet("run", "the Ray actor runtime (issue 4)")
+
+
+@app.command()
+def submit(file: Path = typer.Argument(...), address: str = typer.Option(..., "--address")) -> None:
+    """Submit a manifest to a running Ray cluster."""
+    _not_yet("submit", "the Ray actor runtime (issue 4)")
+
+
+@app.command()
+def status(experiment: str = typer.Argument(None)) -> None:
+    """Show experiments and their trials' states."""
+    _not_yet("status", "the Ray actor runtime (issue 4)")
+
+
+@app.command()
+def results(experiment: str = typer.Argument(...), format: str = typer.Option("table", "--format")) -> None:
+    """Print an experiment's results table (table, json or csv)."""
+    _not_yet("results", "the Ray actor runtime (issue 4)")
+
+
+@app.command()
+def cancel(experiment: str = typer.Argument(...)) -> None:
+    """Cancel an experiment's queued and running trials."""
+    _not_yet("cancel", "the Ray actor runtime (issue 4)")
+
+
+@app.command()
+def resume(experiment: str = typer.Argument(...)) -> None:
+    """Finish an interrupted experiment from its journal."""
+    _not_yet("resume", "the Ray actor runtime (issue 4)")
+
+
+@app.command()
+def train(
+    file: Path = typer.Argument(...),
+    trial: str = typer.Option(..., "--trial"),
+    max_steps: int = typer.Option(None, "--max-steps"),
+) -> None:
+    """Run one trial of a manifest in-process, without Ray."""
+    _not_yet("train", "the ML core (issue 3)")
+
+
+@app.command()
+def pretrain(file: Path = typer.Argument(...)) -> None:
+    """Pretrain the tiny shapes-world base model (VAE, text encoder, U-Net)."""
+    _not_yet("pretrain", "the ML core (issue 3)")
+
+
+@app.command(name="eval")
+def eval_(checkpoint: str = typer.Option(..., "--checkpoint"), suite: str = typer.Option(..., "--suite")) -> None:
+    """Run evaluation suites on a checkpoint."""
+    _not_yet("eval", "the evaluation metrics (issue 5)")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the head's HTTP API."""
+    _not_yet("serve", "the cluster head API (a later issue)")
+
+
+@data_app.command("shapes")
+def data_shapes() -> None:
+    """Generate the shapes world: images, scene graphs, captions, Winoground pairs."""
+    _not_yet("data shapes", "the ML core (issue 3)")
+
+
+@data_app.command("gqa-captions")
+def data_gqa_captions() -> None:
+    """Build GQA-Captions from GQA scene graphs and questions."""
+    _not_yet("data gqa-captions", "the benchmark dataset loaders (issue 6)")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

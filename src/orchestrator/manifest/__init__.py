@@ -1,0 +1,10 @@
+"""Experiment manifests: schema, YAML loading with line numbers, sweep expansion."""
+from .errors import ManifestError, ManifestIssue
+from .load import LoadedManifest, load_manifest
+from .schema import Manifest, local_path
+from .sweep import Trial, canonical_json, content_id, expand, experiment_id, trial_config
+
+__all__ = [
+    "LoadedManifest", "Manifest", "ManifestError", "ManifestIssue", "Trial", "canonical_json",
+    "content_id", "expand", "experiment_id", "load_manifest", "local_path", "trial_config",
+]

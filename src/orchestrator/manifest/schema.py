@@ -1,0 +1,227 @@
+"""The experiment manifest schema.
+
+Every section forbids unknown keys so a typo never silently falls back to a default.
+Paths in a manifest are resolved against the manifest's own directory (as docker compose
+does), so a manifest means the same thing whichever directory it is run from.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+VARIANTS = ("sd", "glide_mini", "discffusion", "vcdm")
+SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
+FILE_KINDS = (
+    "winoground", "drawbench", "gqa", "gqa-captions", "comvg", "refcocog", "vqav2", "vl-checklist", "shards",
+)
+SUITES = ("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "matching", "drawbench")
+# Only these sections change what a trial trains, so only they may be swept and hashed.
+SWEEPABLE_SECTIONS = ("model", "data", "train")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def local_path(value: str, base_dir: Path | None) -> Path:
+    """A path or file:// URI as an absolute local path, relative ones against `base_dir`."""
+    raw = value[len("file://"):] if value.startswith("file://") else value
+    p = Path(raw).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    return p
+
+
+def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | None:
+    """Local references must exist at load time; blob URIs are checked when used."""
+    if value is None or _is_remote(value):
+        return value
+    base = (info.context or {}).get("base_dir")
+    if (info.context or {}).get("check_files", True) and not local_path(value, base).exists():
+        raise ValueError(f"{what} not found: {local_path(value, base)}")
+    return value
+
+
+class ModelSpec(Section):
+    variant: Literal[VARIANTS]  # type: ignore[valid-type]
+    # A diffusers-format directory (local path, file:// or az:// URI). None: the project's
+    # tiny base model for the shapes world, built by `orch pretrain` and cached in blobs.
+    base: str | None = None
+    resolution: Annotated[int, Field(ge=16, le=1024, multiple_of=8)] = 32
+
+    @field_validator("base")
+    @classmethod
+    def _base_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "model directory")
+
+
+class DataSource(Section):
+    kind: Literal[SYNTHETIC_KINDS + FILE_KINDS]  # type: ignore[valid-type]
+    captions: Literal["generic", "spatial", "counting"] | None = None
+    n: PositiveInt | None = None
+    size: Literal[32, 64] | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    root: str | None = None  # local directory or blob URI holding the files of a real benchmark
+    categories: list[str] | None = None
+    on_error: Literal["raise", "skip"] = "raise"
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "data root")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "DataSource":
+        if self.kind in SYNTHETIC_KINDS:
+            if self.root is not None:
+                raise ValueError(f"kind '{self.kind}' is generated; it takes no root")
+            if self.n is None:
+                raise ValueError(f"kind '{self.kind}' needs n (number of examples)")
+        elif self.root is None:
+            raise ValueError(f"kind '{self.kind}' reads files; set root to their directory or blob URI")
+        return self
+
+
+class DataSpec(Section):
+    train: DataSource | None = None
+    eval: DataSource | None = None
+
+
+class TrainSpec(Section):
+    steps: PositiveInt = 1000
+    batch_size: PositiveInt = 8
+    grad_accum: PositiveInt = 1
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-2
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    noise_offset: Annotated[float, Field(ge=0, le=1)] = 0.0
+    min_snr_gamma: Annotated[float, Field(gt=0)] | None = None
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
+    gradient_checkpointing: bool = False
+    checkpoint_every: PositiveInt = 200
+    seed: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> "TrainSpec":
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        return self
+
+
+class SweepSpec(Section):
+    # dotted field path -> values; the trials are the cartesian product, in manifest order
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    # explicit trials, each a mapping of dotted path -> value (crossed with the grid if both given)
+    trials: list[dict[str, Any]] = []
+    seeds: list[Annotated[int, Field(ge=0)]] = []
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+
+class ResourcesSpec(Section):
+    gpus_per_trial: Annotated[int, Field(ge=0, le=64)] = 0  # 0: one CPU slot per trial
+    cpus_per_trial: Annotated[float, Field(gt=0)] = 1.0
+    max_concurrent_trials: PositiveInt | None = None
+
+
+class EvalSpec(Section):
+    suites: list[Literal[SUITES]] = []  # type: ignore[valid-type]
+    every: PositiveInt | None = None  # evaluate every N steps as checkpoints land; None: at the end only
+    samples: PositiveInt = 64
+    fid_weights: str | None = None  # pt_inception-2015-12-05-6726825d.pth, local path or blob URI
+
+    @field_validator("suites")
+    @classmethod
+    def _unique_suites(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("suites must be distinct")
+        return v
+
+    @field_validator("fid_weights")
+    @classmethod
+    def _weights_exist(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "FID weights file")
+
+
+_BLOB_URI = re.compile(r"^(file://.+|az://[a-z0-9][a-z0-9-]{1,62}(/.*)?|[^:]+)$")
+_JOURNAL_URL = re.compile(r"^(sqlite:///.+|postgresql(\+psycopg)?://.+)$")
+
+
+class StorageSpec(Section):
+    blobs: str = "file://./runs/blobs"
+    journal: str = "sqlite:///./runs/journal.db"
+
+    @field_validator("blobs")
+    @classmethod
+    def _blob_uri(cls, v: str) -> str:
+        if not _BLOB_URI.match(v):
+            raise ValueError(f"'{v}' is not a blob store URI (file://DIR, az://container/prefix or a path)")
+        return v
+
+    @field_validator("journal")
+    @classmethod
+    def _journal_url(cls, v: str) -> str:
+        if not _JOURNAL_URL.match(v):
+            raise ValueError(f"'{v}' is not a journal URL (sqlite:///FILE or postgresql://...)")
+        return v
+
+
+class Manifest(Section):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    description: str = ""
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec = TrainSpec()
+    sweep: SweepSpec = SweepSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    eval: EvalSpec = EvalSpec()
+    storage: StorageSpec = StorageSpec()
+
+    @model_validator(mode="after")
+    def _needs_training_data(self) -> "Manifest":
+        if self.data.train is None and self.data.eval is None:
+            raise ValueError("data needs a train or an eval source")
+        return self
+
+
+def section_at(path: list[str]) -> tuple[type[BaseModel] | None, str | None]:
+    """Walk the schema along a dotted path; returns (model holding the last field, problem)."""
+    model: type[BaseModel] = Manifest
+    for i, part in enumerate(path):
+        fields = model.model_fields
+        if part not in fields:
+            return None, f"'{'.'.join(path[: i + 1])}' is not a manifest field (allowed here: {', '.join(fields)})"
+        if i == len(path) - 1:
+            return model, None
+        nxt = _model_of(fields[part].annotation)
+        if nxt is None:
+            return None, f"'{'.'.join(path[: i + 1])}' has no sub-fields"
+        model = nxt
+    return None, "empty field path"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

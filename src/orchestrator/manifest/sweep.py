@@ -1,0 +1,157 @@
+"""Sweep expansion: grid x explicit trials x seeds -> trials with content-hash ids.
+
+A trial id is a hash of the trial's resolved training config (model, data, train), so the
+same manifest always yields the same ids whatever the key order, and resubmitting it can
+skip trials that already finished.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import ManifestError, ManifestIssue
+from .load import LoadedManifest, issues_from_validation
+from .schema import SWEEPABLE_SECTIONS, Manifest, section_at
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: str
+    index: int
+    overrides: dict[str, Any]  # dotted path -> value, in sweep order
+    manifest: Manifest = field(repr=False)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return trial_config(self.manifest)
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={_fmt(v)}" for k, v in self.overrides.items()) or "(base)"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def content_id(prefix: str, value: Any) -> str:
+    return prefix + hashlib.sha256(canonical_json(value).encode()).hexdigest()[:12]
+
+
+def trial_config(manifest: Manifest) -> dict[str, Any]:
+    """What determines a trial's trained weights; its hash is the trial id."""
+    return manifest.model_dump(mode="json", include=set(SWEEPABLE_SECTIONS))
+
+
+def experiment_id(loaded: LoadedManifest, trials: list[Trial]) -> str:
+    """Same manifest, same id; storage and description are where/why, not what."""
+    body = loaded.manifest.model_dump(mode="json", exclude={"storage", "description", "sweep"})
+    body["trials"] = [t.id for t in trials]
+    return content_id("e", body)
+
+
+def _fmt(v: Any) -> str:
+    return format(v, "g") if isinstance(v, float) else str(v)
+
+
+def _set_dotted(target: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = target
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = value
+
+
+def expand(loaded: LoadedManifest) -> list[Trial]:
+    """All trials of the manifest's sweep, each validated; raises ManifestError on any problem."""
+    m, src = loaded.manifest, loaded.source
+    sweep = m.sweep
+    issues = sweep_key_issues(m.sweep.grid, m.sweep.trials, bool(m.sweep.seeds), src.file, src.line_of)
+    if issues:
+        raise ManifestError(issues)
+
+    # Each point records where each value came from, so an invalid value is reported there.
+    grid_points: list[list[tuple[str, Any, tuple]]] = [[]]
+    if sweep.grid:
+        axes = [[(k, v, ("sweep", "grid", k, j)) for j, v in enumerate(vals)] for k, vals in sweep.grid.items()]
+        grid_points = [list(p) for p in itertools.product(*axes)]
+    trial_points = [[(k, v, ("sweep", "trials", i, k)) for k, v in t.items()] for i, t in enumerate(sweep.trials)] or [[]]
+    seed_points = [[("train.seed", s, ("sweep", "seeds", j))] for j, s in enumerate(sweep.seeds)] or [[]]
+
+    base = m.model_dump(mode="json", exclude={"sweep"})
+    context = {"base_dir": loaded.base_dir, "check_files": True}
+    trials: list[Trial] = []
+    first_index: dict[str, int] = {}
+    for tp, gp, sp in itertools.product(trial_points, grid_points, seed_points):
+        point = tp + gp + sp
+        data = copy.deepcopy(base)
+        for dotted, value, _ in point:
+            _set_dotted(data, dotted, value)
+        try:
+            trial_manifest = Manifest.model_validate(data, context=context)
+        except ValidationError as exc:
+            issues.extend(issues_from_validation(exc, src, data=data, remap=_remapper(point)))
+            continue
+        overrides = {dotted: value for dotted, value, _ in point}
+        tid = content_id("t", trial_config(trial_manifest))
+        if tid in first_index:
+            issues.append(ManifestIssue(src.file, "sweep", src.line_of(("sweep",)),
+                                        f"trial {len(trials)} duplicates trial {first_index[tid]} (same config {tid})"))
+            continue
+        first_index[tid] = len(trials)
+        trials.append(Trial(tid, len(trials), overrides, trial_manifest))
+    if issues:
+        # One bad grid value fails every trial that uses it; report each problem once.
+        raise ManifestError(list(dict.fromkeys(issues)))
+    return trials
+
+
+def sweep_key_issues(grid: dict, trials: list, has_seeds: bool, file: str, line_of) -> list[ManifestIssue]:
+    """Problems with the swept field names themselves; needs no valid base manifest."""
+    issues: list[ManifestIssue] = []
+
+    def add(yaml_path: tuple, message: str) -> None:
+        issues.append(ManifestIssue(file, ".".join(map(str, yaml_path)), line_of(yaml_path), message))
+
+    def check(yaml_path: tuple, dotted: str) -> None:
+        parts = str(dotted).split(".")
+        if parts[0] not in SWEEPABLE_SECTIONS:
+            add(yaml_path, f"cannot sweep '{dotted}': only {', '.join(SWEEPABLE_SECTIONS)} fields change a trial")
+            return
+        _, problem = section_at(parts)
+        if problem:
+            add(yaml_path, problem)
+        elif dotted == "train.seed" and has_seeds:
+            add(yaml_path, "train.seed is set by sweep.seeds; sweep it in one place only")
+
+    for key in grid:
+        check(("sweep", "grid", key), key)
+    for i, entry in enumerate(trials):
+        if not isinstance(entry, dict):
+            continue  # the schema reports the wrong type
+        if not entry:
+            add(("sweep", "trials", i), "empty trial")
+        for key in entry:
+            check(("sweep", "trials", i, key), key)
+            if key in grid:
+                add(("sweep", "trials", i, key), f"'{key}' is both in sweep.grid and this trial")
+    return issues
+
+
+def _remapper(point: list[tuple[str, Any, tuple]]):
+    def remap(path: list) -> tuple[tuple, str]:
+        dotted = ".".join(str(p) for p in path)
+        for key, value, yaml_path in point:
+            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+                return yaml_path, f"swept value {value!r}: "
+        return tuple(path), ""
+
+    return remap

@@ -1,0 +1,77 @@
+"""The `orch` command line: exit codes, JSON output, and honesty about what is not built yet."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.manifest import expand, load_manifest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+runner = CliRunner()
+
+
+def test_validate_good_and_bad_exit_codes_through_the_console_script():
+    orch = Path(sys.executable).with_name("orch")
+    good = subprocess.run([orch, "validate", EXAMPLES / "shapes-demo.yaml"], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert "4 trial(s)" in good.stdout
+    bad = subprocess.run([orch, "validate", EXAMPLES / "bad-manifest.yaml"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    # one line per problem: file:line: field: message
+    assert "bad-manifest.yaml:12: train.learning_rate: unknown key" in bad.stderr
+    assert "bad-manifest.yaml:4: model.variant:" in bad.stderr
+
+
+def test_validate_json_lists_all_errors():
+    result = runner.invoke(app, ["validate", str(EXAMPLES / "bad-manifest.yaml"), "--format", "json"])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["valid"] is False
+    assert len(doc["errors"]) >= 10
+    assert all({"file", "path", "line", "message"} <= set(e) for e in doc["errors"])
+
+
+def test_plan_json_matches_the_library_and_is_stable():
+    first = runner.invoke(app, ["plan", str(EXAMPLES / "shapes-demo.yaml"), "--format", "json"])
+    second = runner.invoke(app, ["plan", str(EXAMPLES / "shapes-demo.yaml"), "--format", "json"])
+    assert first.exit_code == 0
+    doc = json.loads(first.stdout)
+    assert doc == json.loads(second.stdout)
+    assert [t["id"] for t in doc["trials"]] == [t.id for t in expand(load_manifest(EXAMPLES / "shapes-demo.yaml"))]
+
+
+def test_plan_table_shows_swept_columns():
+    result = runner.invoke(app, ["plan", str(EXAMPLES / "shapes-demo.yaml")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "data.train.captions" in result.stdout and "train.lr" in result.stdout
+    assert result.stdout.count("spatial") == 2
+
+
+def test_plan_of_missing_file_is_bad_input(tmp_path):
+    result = runner.invoke(app, ["plan", str(tmp_path / "absent.yaml")])
+    assert result.exit_code == 2
+    assert "file not found" in result.stderr
+
+
+def test_help_lists_every_design_command():
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    for command in ("validate", "plan", "run", "submit", "status", "results", "cancel", "resume",
+                    "train", "eval", "data", "serve"):
+        assert f" {command} " in result.stdout, command
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "m.yaml"], ["submit", "m.yaml", "--address", "x:1"], ["status"], ["results", "e1"],
+    ["cancel", "e1"], ["resume", "e1"], ["train", "m.yaml", "--trial", "t1"], ["eval", "--checkpoint", "c", "--suite", "fid"],
+    ["serve"], ["data", "gqa-captions"],
+])
+def test_later_commands_say_they_are_not_there_yet(argv):
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 1
+    assert "not available yet" in result.stderr
