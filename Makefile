@@ -46,6 +46,7 @@ services:
 demo: install
 	$(VENV)/bin/orch validate examples/shapes-demo.yaml
 	$(VENV)/bin/orch plan examples/shapes-demo.yaml
+	$(VENV)/bin/orch data shapes --out runs/shapes-demo-data --n 2000 --seed 0 --size 32
 
 test: install services
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -75,3 +75,17 @@ def test_later_commands_say_they_are_not_there_yet(argv):
     result = runner.invoke(app, argv)
     assert result.exit_code == 1
     assert "not available yet" in result.stderr
+
+
+def test_data_shapes_is_deterministic_and_refuses_to_clobber(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        result = runner.invoke(app, ["data", "shapes", "--out", str(out), "--n", "12", "--seed", "5", "--format", "json"])
+        assert result.exit_code == 0, result.stderr
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    clash = runner.invoke(app, ["data", "shapes", "--out", str(a), "--n", "13", "--seed", "5"])
+    assert clash.exit_code == 2 and "different dataset" in clash.stderr
+    bad_size = runner.invoke(app, ["data", "shapes", "--out", str(tmp_path / "c"), "--n", "3", "--size", "48"])
+    assert bad_size.exit_code == 2 and not (tmp_path / "c").exists()

@@ -182,9 +182,30 @@ def serve() -> None:
 
 
 @data_app.command("shapes")
-def data_shapes() -> None:
-    """Generate the shapes world: images, scene graphs, captions, Winoground pairs."""
-    _not_yet("data shapes", "the ML core (issue 3)")
+def data_shapes(
+    out_dir: Path = typer.Option(..., "--out", help="Directory to write (created atomically)."),
+    n: int = typer.Option(..., "--n", min=1, help="Number of scenes."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    size: int = typer.Option(32, "--size", help="Image side in pixels: 32 or 64."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different dataset already there."),
+    format: TextFormat = typer.Option(TextFormat.text, "--format"),
+) -> None:
+    """Generate the shapes world: images, scene graphs, captions, Winoground pairs. Same seed, same bytes."""
+    from .data.shapes import IMAGE_SIZES, write_shapes_dataset
+
+    if size not in IMAGE_SIZES:
+        err.print(f"--size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {size}", markup=False)
+        raise typer.Exit(2)
+    try:
+        summary = write_shapes_dataset(out_dir, n=n, seed=seed, size=size, overwrite=overwrite)
+    except FileExistsError as exc:
+        err.print(f"{exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if format is TextFormat.json:
+        _emit_json(summary)
+    else:
+        pairs = summary["winoground_examples"]
+        out.print(f"[green]wrote[/] {out_dir}: {n} scenes at {size}px (seed {seed}), {pairs} Winoground pairs")
 
 
 @data_app.command("gqa-captions")
