@@ -68,7 +68,7 @@ def test_help_lists_every_design_command():
 
 @pytest.mark.parametrize("argv", [
     ["run", "m.yaml"], ["submit", "m.yaml", "--address", "x:1"], ["status"], ["results", "e1"],
-    ["cancel", "e1"], ["resume", "e1"], ["train", "m.yaml", "--trial", "t1"], ["eval", "--checkpoint", "c", "--suite", "fid"],
+    ["cancel", "e1"], ["resume", "e1"], ["eval", "--checkpoint", "c", "--suite", "fid"],
     ["serve"], ["data", "gqa-captions"],
 ])
 def test_later_commands_say_they_are_not_there_yet(argv):
@@ -89,3 +89,35 @@ def test_data_shapes_is_deterministic_and_refuses_to_clobber(tmp_path):
     assert clash.exit_code == 2 and "different dataset" in clash.stderr
     bad_size = runner.invoke(app, ["data", "shapes", "--out", str(tmp_path / "c"), "--n", "3", "--size", "48"])
     assert bad_size.exit_code == 2 and not (tmp_path / "c").exists()
+
+
+TINY = """\
+name: cli-train
+model: {{variant: sd, base: {base}, resolution: 32}}
+data: {{train: {{kind: shapes, captions: spatial, n: 8}}}}
+train: {{steps: 3, batch_size: 4, checkpoint_every: 1}}
+storage: {{blobs: ./blobs}}
+"""
+
+
+def test_train_without_a_pretrained_base_says_how_to_build_it(tmp_path):
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(TINY.format(base="null"))
+    result = runner.invoke(app, ["train", str(manifest), "--trial", "0", "--no-progress"])
+    assert result.exit_code == 2
+    assert "orch pretrain" in result.stderr
+    assert not list(tmp_path.rglob("checkpoints"))  # nothing trained from random weights
+
+
+def test_train_stops_and_resumes_through_the_cli(tmp_path):
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(TINY.format(base="tiny-random"))
+    first = runner.invoke(app, ["train", str(manifest), "--trial", "0", "--max-steps", "2", "--threads", "1", "--format", "json"])
+    assert first.exit_code == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert (doc["step"], doc["finished"]) == (2, False)
+    second = runner.invoke(app, ["train", str(manifest), "--trial", "0", "--threads", "1", "--format", "json"])
+    doc = json.loads(second.stdout)
+    assert (doc["resumed_from"], doc["steps_run"], doc["finished"]) == (2, 1, True)
+    unknown = runner.invoke(app, ["train", str(manifest), "--trial", "tnope", "--no-progress"])
+    assert unknown.exit_code == 2 and "no single trial matches" in unknown.stderr

@@ -5,6 +5,7 @@ Human output goes through Rich; `--format json` prints one JSON document on stdo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -155,18 +156,51 @@ def resume(experiment: str = typer.Argument(...)) -> None:
 
 @app.command()
 def train(
-    file: Path = typer.Argument(...),
-    trial: str = typer.Option(..., "--trial"),
-    max_steps: int = typer.Option(None, "--max-steps"),
+    file: Path = typer.Argument(..., help="Experiment manifest (YAML)."),
+    trial: str = typer.Option(..., "--trial", help="Trial id, unique id prefix, or index in plan order."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this global step (resumable)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached VAE latents and text embeddings."),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (fixed for bitwise resume)."),
+    format: TextFormat = typer.Option(TextFormat.text, "--format"),
 ) -> None:
-    """Run one trial of a manifest in-process, without Ray."""
-    _not_yet("train", "the ML core (issue 3)")
+    """Run one trial of a manifest in-process, without Ray; resumes from its newest verified checkpoint."""
+    from .training import train_trial
+
+    try:
+        result = train_trial(file, trial, max_steps=max_steps, progress=progress and format is TextFormat.text,
+                             use_cache=cache, num_threads=threads)
+    except ManifestError as exc:
+        _bad_manifest(exc, format.value, file)
+    except (KeyError, FileNotFoundError, NotImplementedError, ValueError) as exc:
+        err.print(f"orch train: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if format is TextFormat.json:
+        _emit_json({**dataclasses.asdict(result), "finished": result.finished})
+    else:
+        state = "finished" if result.finished else f"stopped at step {result.step}/{result.total_steps}"
+        loss = "n/a (nothing left to run)" if result.final_loss is None else f"{result.final_loss:.4f}"
+        out.print(f"[green]{state}[/]: {result.steps_run} step(s) run, loss {loss}, checkpoint {result.checkpoint}")
 
 
 @app.command()
-def pretrain(file: Path = typer.Argument(...)) -> None:
-    """Pretrain the tiny shapes-world base model (VAE, text encoder, U-Net)."""
-    _not_yet("pretrain", "the ML core (issue 3)")
+def pretrain(
+    blobs: str = typer.Option(..., "--blobs", help="Blob store to cache the base in (a manifest's storage.blobs)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Shapes dataset to train on (generated if missing)."),
+    steps: int = typer.Option(3000, "--steps", min=1),
+    vae_steps: int = typer.Option(None, "--vae-steps", min=1),
+    n: int = typer.Option(2000, "--n", min=1),
+    size: int = typer.Option(32, "--size"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """Pretrain the tiny shapes-world base (VAE, text encoder, U-Net) on generic captions."""
+    from .storage import open_store
+    from .training import TINY_BASE_PREFIX, pretrain_base
+
+    where = pretrain_base(TINY_BASE_PREFIX, data_dir, steps=steps, seed=seed, n=n, size=size,
+                          vae_steps=vae_steps, batch_size=batch_size, store=open_store(blobs))
+    out.print(f"[green]saved[/] tiny base to {blobs} at {where}")
 
 
 @app.command(name="eval")

@@ -22,6 +22,8 @@ SUITES = ("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "match
 SWEEPABLE_SECTIONS = ("model", "data", "train")
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# Reserved `model.base`: a freshly initialised tiny SD (tests, ablations from scratch).
+TINY_RANDOM_BASE = "tiny-random"
 
 
 class Section(BaseModel):
@@ -55,13 +57,14 @@ class ModelSpec(Section):
     variant: Literal[VARIANTS]  # type: ignore[valid-type]
     # A diffusers-format directory (local path, file:// or az:// URI). None: the project's
     # tiny base model for the shapes world, built by `orch pretrain` and cached in blobs.
+    # "tiny-random": the tiny architecture, freshly initialised.
     base: str | None = None
     resolution: Annotated[int, Field(ge=16, le=1024, multiple_of=8)] = 32
 
     @field_validator("base")
     @classmethod
     def _base_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return _check_exists(v, info, "model directory")
+        return v if v == TINY_RANDOM_BASE else _check_exists(v, info, "model directory")
 
 
 class DataSource(Section):

@@ -1,0 +1,117 @@
+"""Trainer benchmarks, each side by side in one process on the same tiny SD and batch.
+
+1. Step time: the project's Trainer against a minimal hand-written PyTorch + diffusers loop
+   doing the same work (encode with the frozen VAE/text encoder, noise, U-Net, ε-MSE, clip,
+   AdamW). Ratio = hand-loop time / trainer time; the target is >= 0.95.
+2. Epoch time with the latent/text cache against without it (the cache's one-time encoding
+   cost is reported separately).
+
+Runs alternate between the contenders so machine-load drift hits both alike; medians reported.
+    python benchmarks/bench_trainer.py [--steps 20] [--repeats 5] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+import torch.nn.functional as F
+
+from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.sd import build_tiny, tokenize
+from orchestrator.storage import open_store
+from orchestrator.training.data import shapes_data
+from orchestrator.training.loop import Trainer
+
+
+def hand_loop(data, batch_size: int, lr: float, seed: int):
+    """diffusers' train_text_to_image step, reduced to its essentials."""
+    c = build_tiny(seed=0)
+    c.vae.requires_grad_(False)
+    c.text_encoder.requires_grad_(False)
+    unet = c.unet.train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(data), generator=g)
+    pos = 0
+
+    def step():
+        nonlocal pos
+        idx = perm[pos:pos + batch_size]
+        pos = (pos + batch_size) % (len(data) - batch_size + 1)
+        with torch.no_grad():
+            dist = c.vae.encode(data.pixels(idx)).latent_dist
+            latents = dist.sample(generator=g) * c.vae.config.scaling_factor
+            text = c.text_encoder(tokenize(c.tokenizer, [data.captions[i] for i in idx.tolist()]))[0]
+        noise = torch.randn(latents.shape, generator=g)
+        t = torch.randint(0, 1000, (len(idx),), generator=g)
+        pred = unet(c.scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=text).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    return step
+
+
+def timed(fn, steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t0) / steps
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = shapes_data(args.n, seed=0, size=32, caption="spatial")
+    spec = TrainSpec(steps=10**6, batch_size=args.batch_size, lr=1e-4, checkpoint_every=10**6, seed=0)
+    store = open_store(tempfile.mkdtemp(prefix="bench-trainer-"))
+
+    # --- 1. trainer vs hand-written loop, same work per step (no cache on either side)
+    trainer = Trainer(build_tiny(seed=0), data, spec, store, "bench/step", use_cache=False, export_model=False)
+    hand = hand_loop(data, args.batch_size, spec.lr, 0)
+    timed(trainer.train_step, 3), timed(hand, 3)  # warm-up
+    ours, theirs = [], []
+    for _ in range(args.repeats):
+        ours.append(timed(trainer.train_step, args.steps))
+        theirs.append(timed(hand, args.steps))
+    t_ours, t_hand = statistics.median(ours), statistics.median(theirs)
+    print(f"step time (batch {args.batch_size}, 32 px, {args.threads} thread(s), median of {args.repeats}x{args.steps}):")
+    print(f"  trainer      {t_ours * 1e3:8.2f} ms/step")
+    print(f"  hand loop    {t_hand * 1e3:8.2f} ms/step")
+    print(f"  ratio hand/trainer = {t_hand / t_ours:.3f}  (target >= 0.95)")
+
+    # --- 2. epoch with the latent/text cache vs without
+    t0 = time.perf_counter()
+    cached = Trainer(build_tiny(seed=0), data, spec, store, "bench/cached", use_cache=True, export_model=False)
+    encode_s = time.perf_counter() - t0
+    uncached = Trainer(build_tiny(seed=0), data, spec, store, "bench/uncached", use_cache=False, export_model=False)
+    per_epoch = len(data) // args.batch_size
+    timed(cached.train_step, 2), timed(uncached.train_step, 2)
+    with_cache, without = [], []
+    for _ in range(max(1, args.repeats // 2)):
+        with_cache.append(timed(cached.train_step, per_epoch) * per_epoch)
+        without.append(timed(uncached.train_step, per_epoch) * per_epoch)
+    e_c, e_u = statistics.median(with_cache), statistics.median(without)
+    print(f"epoch time ({len(data)} examples, {per_epoch} steps):")
+    print(f"  with cache     {e_c:7.3f} s   (one-time encode + store put: {encode_s:.3f} s incl. model build)")
+    print(f"  without cache  {e_u:7.3f} s")
+    print(f"  speed-up {e_u / e_c:.2f}x, time saved {100 * (1 - e_c / e_u):.1f}%")
+
+
+if __name__ == "__main__":
+    main()

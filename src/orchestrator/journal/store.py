@@ -1,0 +1,310 @@
+"""The Journal: append-only event store plus experiment/trial registry and checkpoint index.
+
+Every write runs in one serialised write transaction (see engine.py). An append dedupes by
+idempotency key, checks the lifecycle transition against the entity's newest status event and
+inserts (appender.py); doing the check under the write lock makes it race-free between threads,
+processes and hosts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, select
+from sqlalchemy.exc import OperationalError
+
+from .appender import append_batch, event_from_row
+from .checkpoints import Checkpoint
+from .engine import create_journal_engine, insert_for, masked, read_transaction, write_transaction
+from .errors import AmbiguousTrial, InvalidEvent, JournalConflict, JournalError, UnknownExperiment, UnknownTrial
+from .events import Event, EventKind, canonical_json, check_id
+from .migrate import upgrade_to_head
+from .schema import checkpoints as checkpoints_t
+from .schema import events as events_t
+from .schema import experiments as experiments_t
+from .schema import trials as trials_t
+from .schema import utcnow
+from .state import ExperimentState, TrialState, fold_experiment, fold_trial
+
+
+def open_journal(url: str) -> Journal:
+    """Open the journal at `url`, creating or upgrading its schema to the migration head.
+
+    `url`: `sqlite:///path/journal.db` (parent directories are created; a bare path works too) or
+    `postgresql://user@host/db` (run with psycopg 3). Safe to call from many processes at once.
+    """
+    engine = create_journal_engine(url)
+    try:
+        upgrade_to_head(engine)
+    except OperationalError as exc:  # unreachable server, missing database, unwritable path...
+        engine.dispose()
+        raise JournalError(f"cannot open the journal at {masked(url)}: {exc.orig or exc}".strip()) from exc
+    except BaseException:
+        engine.dispose()
+        raise
+    return Journal(engine)
+
+
+class Journal:
+    """Thread-safe: each call checks a connection out of the engine's pool.
+
+    Open one per process, after any fork: pooled connections must not cross a fork.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def __repr__(self) -> str:
+        return f"Journal({masked(self._engine.url)})"
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # ----------------------------------------------------------------- registry
+
+    def register_experiment(self, experiment_id: str, name: str, manifest: str) -> bool:
+        """Record an experiment. True when new, False when already there with the same name and manifest."""
+        check_id(experiment_id, "experiment_id")
+        if not isinstance(name, str) or not isinstance(manifest, str):
+            raise InvalidEvent("experiment name and manifest must be strings")
+        row = {"id": experiment_id, "name": name, "manifest": manifest, "created_at": utcnow()}
+        with write_transaction(self._engine) as conn:
+            if self._insert_new(conn, experiments_t, row, ["id"]):
+                return True
+            stored = conn.execute(
+                select(experiments_t.c.name, experiments_t.c.manifest).where(experiments_t.c.id == experiment_id)
+            ).one()
+        if (stored.name, stored.manifest) != (name, manifest):
+            what = "name" if stored.name != name else "manifest"
+            raise JournalConflict(f"experiment {experiment_id!r} is already registered with a different {what}")
+        return False
+
+    def register_trial(self, experiment_id: str, trial_id: str, config: Mapping[str, Any]) -> bool:
+        """Record a trial of an experiment. True when new, False when already there with the same config."""
+        return self.register_trials(experiment_id, {trial_id: config})[trial_id]
+
+    def register_trials(
+        self, experiment_id: str, configs: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, bool]:
+        """Register several trials in one transaction (a sweep); per trial id, whether it was new."""
+        rows = []
+        for trial_id, config in configs.items():
+            check_id(trial_id, "trial_id")
+            if not isinstance(config, Mapping):
+                raise InvalidEvent(f"config of trial {trial_id!r} must be a mapping")
+            rows.append((trial_id, canonical_json(dict(config), f"config of trial {trial_id!r}")))
+        result: dict[str, bool] = {}
+        with write_transaction(self._engine) as conn:
+            self._require_experiment(conn, experiment_id)
+            for trial_id, config in rows:
+                row = {"experiment_id": experiment_id, "id": trial_id, "config": config, "created_at": utcnow()}
+                if self._insert_new(conn, trials_t, row, ["experiment_id", "id"]):
+                    result[trial_id] = True
+                    continue
+                stored = conn.execute(
+                    select(trials_t.c.config).where(
+                        trials_t.c.experiment_id == experiment_id, trials_t.c.id == trial_id
+                    )
+                ).scalar_one()
+                if stored != config:
+                    raise JournalConflict(
+                        f"trial {trial_id!r} of experiment {experiment_id!r} is already registered with a "
+                        "different config (trial ids are config hashes: is the hash stale?)"
+                    )
+                result[trial_id] = False
+        return result
+
+    # ------------------------------------------------------------------- events
+
+    def append(self, event: Event) -> bool:
+        """Store `event`. True when new; False when its key is already stored with the same content.
+
+        Raises JournalConflict when the key is stored with different content, IllegalTransition
+        when the kind is not allowed from the entity's status, UnknownExperiment/UnknownTrial when
+        the entity is not registered.
+        """
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Iterable[Event]) -> list[bool]:
+        """Store several events atomically, in order: all are stored (or deduplicated) or none is."""
+        batch = list(events)
+        for event in batch:
+            if not isinstance(event, Event):
+                raise InvalidEvent(f"expected an Event, got {type(event).__name__}")
+        if not batch:
+            return []
+        with write_transaction(self._engine) as conn:
+            return append_batch(conn, batch)
+
+    def events(
+        self,
+        experiment_id: str | None = None,
+        trial_id: str | None = None,
+        after_seq: int | None = None,
+        kinds: Iterable[EventKind | str] | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Stored events in `seq` order, filtered by any of the arguments given.
+
+        Poll with `after_seq=<last seq seen>` to tail the journal: writes are serialised, so no
+        event with a smaller seq can commit after one with a larger seq.
+        """
+        query = select(events_t)
+        if experiment_id is not None:
+            query = query.where(events_t.c.experiment_id == experiment_id)
+        if trial_id is not None:
+            query = query.where(events_t.c.trial_id == trial_id)
+        if after_seq is not None:
+            query = query.where(events_t.c.seq > after_seq)
+        if kinds is not None:
+            query = query.where(events_t.c.kind.in_([_kind(k) for k in kinds]))
+        query = query.order_by(events_t.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        with read_transaction(self._engine) as conn:
+            return [event_from_row(row) for row in conn.execute(query)]
+
+    # -------------------------------------------------------------- read models
+
+    def experiment_state(self, experiment_id: str) -> ExperimentState:
+        with read_transaction(self._engine) as conn:
+            row = conn.execute(select(experiments_t).where(experiments_t.c.id == experiment_id)).one_or_none()
+            if row is None:
+                raise UnknownExperiment(f"no experiment {experiment_id!r} in the journal")
+            configs = {
+                r.id: r.config
+                for r in conn.execute(
+                    select(trials_t.c.id, trials_t.c.config)
+                    .where(trials_t.c.experiment_id == experiment_id)
+                    .order_by(trials_t.c.created_at, trials_t.c.id)
+                )
+            }
+            events = self._query_events(conn, select(events_t).where(events_t.c.experiment_id == experiment_id))
+        return fold_experiment(row.id, row.name, row.manifest, events, configs, row.created_at)
+
+    def trial_state(self, trial_id: str, experiment_id: str | None = None) -> TrialState:
+        """State of a trial; `experiment_id` is needed only when the trial is in several experiments."""
+        with read_transaction(self._engine) as conn:
+            query = select(trials_t.c.experiment_id, trials_t.c.config).where(trials_t.c.id == trial_id)
+            if experiment_id is not None:
+                query = query.where(trials_t.c.experiment_id == experiment_id)
+            rows = conn.execute(query).all()
+            if not rows:
+                where = f" in experiment {experiment_id!r}" if experiment_id else ""
+                raise UnknownTrial(f"no trial {trial_id!r}{where} in the journal")
+            if len(rows) > 1:
+                raise AmbiguousTrial(
+                    f"trial {trial_id!r} is in experiments {sorted(r.experiment_id for r in rows)}; "
+                    "pass experiment_id"
+                )
+            exp_id, config = rows[0]
+            events = self._query_events(
+                conn,
+                select(events_t).where(events_t.c.experiment_id == exp_id, events_t.c.trial_id == trial_id),
+            )
+        return fold_trial(exp_id, trial_id, events, config)
+
+    def list_experiments(self) -> list[ExperimentState]:
+        """Every experiment with its trials, oldest first (reads the whole journal)."""
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(select(experiments_t).order_by(experiments_t.c.created_at, experiments_t.c.id)).all()
+            configs: dict[str, dict[str, Any]] = defaultdict(dict)
+            for r in conn.execute(select(trials_t).order_by(trials_t.c.created_at, trials_t.c.id)):
+                configs[r.experiment_id][r.id] = r.config
+            by_experiment: dict[str, list[Event]] = defaultdict(list)
+            for event in self._query_events(conn, select(events_t)):
+                by_experiment[event.experiment_id].append(event)
+        return [
+            fold_experiment(r.id, r.name, r.manifest, by_experiment[r.id], configs[r.id], r.created_at) for r in rows
+        ]
+
+    # ------------------------------------------------------------- checkpoints
+
+    def record_checkpoint(self, trial_id: str, step: int, uri: str, sha256: str, size: int) -> bool:
+        """Index a stored checkpoint. True when new; False when (trial_id, step) is already indexed
+        identically; JournalConflict when it is indexed with a different uri, digest or size."""
+        checkpoint = Checkpoint(trial_id, step, uri, sha256, size)
+        row = {
+            "trial_id": trial_id,
+            "step": step,
+            "uri": uri,
+            "sha256": checkpoint.sha256,
+            "size": size,
+            "created_at": utcnow(),
+        }
+        with write_transaction(self._engine) as conn:
+            if self._insert_new(conn, checkpoints_t, row, ["trial_id", "step"]):
+                return True
+            stored = conn.execute(
+                select(checkpoints_t).where(checkpoints_t.c.trial_id == trial_id, checkpoints_t.c.step == step)
+            ).one()
+        if (stored.uri, stored.sha256, stored.size) != checkpoint.content():
+            raise JournalConflict(
+                f"checkpoint of trial {trial_id!r} at step {step} is already recorded as "
+                f"{stored.uri} (sha256 {stored.sha256}, {stored.size} bytes); refusing "
+                f"{uri} (sha256 {checkpoint.sha256}, {size} bytes)"
+            )
+        return False
+
+    def checkpoints(self, trial_id: str) -> list[Checkpoint]:
+        """The trial's indexed checkpoints, by step."""
+        query = select(checkpoints_t).where(checkpoints_t.c.trial_id == trial_id).order_by(checkpoints_t.c.step)
+        with read_transaction(self._engine) as conn:
+            return [_checkpoint_from_row(r) for r in conn.execute(query)]
+
+    def latest_checkpoint(self, trial_id: str) -> Checkpoint | None:
+        """The trial's checkpoint with the highest step, or None."""
+        query = (
+            select(checkpoints_t)
+            .where(checkpoints_t.c.trial_id == trial_id)
+            .order_by(checkpoints_t.c.step.desc())
+            .limit(1)
+        )
+        with read_transaction(self._engine) as conn:
+            row = conn.execute(query).one_or_none()
+        return None if row is None else _checkpoint_from_row(row)
+
+    # ----------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _insert_new(conn: Connection, table: Any, row: Mapping[str, Any], keys: Sequence[str]) -> bool:
+        """INSERT ... ON CONFLICT DO NOTHING; True when the row was inserted."""
+        stmt = insert_for(conn)(table).values(**row).on_conflict_do_nothing(index_elements=list(keys))
+        return conn.execute(stmt.returning(*[table.c[k] for k in keys])).first() is not None
+
+    @staticmethod
+    def _query_events(conn: Connection, query: Select[Any]) -> list[Event]:
+        return [event_from_row(row) for row in conn.execute(query.order_by(events_t.c.seq))]
+
+    @staticmethod
+    def _require_experiment(conn: Connection, experiment_id: str) -> None:
+        found = conn.execute(select(experiments_t.c.id).where(experiments_t.c.id == experiment_id)).first()
+        if found is None:
+            raise UnknownExperiment(f"no experiment {experiment_id!r} is registered; call register_experiment first")
+
+
+def _kind(kind: EventKind | str) -> str:
+    try:
+        return EventKind(kind).value
+    except ValueError:
+        raise InvalidEvent(f"unknown event kind {kind!r}; known kinds: {', '.join(EventKind)}") from None
+
+
+def _checkpoint_from_row(row: Any) -> Checkpoint:
+    return Checkpoint(row.trial_id, row.step, row.uri, row.sha256, row.size, row.created_at)

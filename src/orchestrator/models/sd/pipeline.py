@@ -1,0 +1,184 @@
+"""Stable Diffusion components: build tiny, load and save in diffusers' directory layout.
+
+A model directory is what `StableDiffusionPipeline.save_pretrained` writes: model_index.json and
+unet/, vae/, text_encoder/, tokenizer/, scheduler/ with safetensors weights. The same loader
+reads SD v1-5 / v2-1 directories and the project's tiny base, from a local path or a blob prefix
+(downloaded to a temporary directory first, since diffusers loads from files).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
+
+from . import tiny_config
+from .tokenizer import build_tokenizer
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass
+class SDComponents:
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: Any
+    scheduler: DDPMScheduler  # the training noise schedule; samplers are built from its config
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_downsample(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def freeze_encoders(self) -> None:
+        """SD finetuning trains the U-Net only."""
+        for m in (self.vae, self.text_encoder):
+            m.requires_grad_(False)
+            m.eval()
+
+    def to(self, device: torch.device | str) -> "SDComponents":
+        for m in (self.unet, self.vae, self.text_encoder):
+            m.to(device)
+        return self
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the diffusers layout (safetensors); loadable by `load_components` and diffusers."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(out / "unet", safe_serialization=True)
+        self.vae.save_pretrained(out / "vae", safe_serialization=True)
+        self.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        self.scheduler.save_pretrained(out / "scheduler")
+        index = {
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": _diffusers_version(),
+            "unet": ["diffusers", type(self.unet).__name__],
+            "vae": ["diffusers", type(self.vae).__name__],
+            "text_encoder": ["transformers", type(self.text_encoder).__name__],
+            # transformers 5 names the fast tokenizer class TokenizersBackend; the older name is
+            # an alias of it there and the real class in transformers 4, so either library loads it.
+            "tokenizer": ["transformers", _tokenizer_class_name(self.tokenizer)],
+            "scheduler": ["diffusers", type(self.scheduler).__name__],
+            "safety_checker": [None, None],
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+        }
+        (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        return out
+
+
+def _tokenizer_class_name(tokenizer: Any) -> str:
+    name = type(tokenizer).__name__
+    return "PreTrainedTokenizerFast" if name == "TokenizersBackend" else name
+
+
+def _diffusers_version() -> str:
+    import diffusers
+    return diffusers.__version__
+
+
+def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None) -> SDComponents:
+    """Randomly initialised tiny SD; the same seed gives bitwise the same weights."""
+    tokenizer = build_tokenizer(caption_texts or [])
+    ids = tokenizer.convert_tokens_to_ids
+    tcfg = tiny_config.text_config(len(tokenizer), ids(tokenizer.pad_token), ids(tokenizer.bos_token),
+                                   ids(tokenizer.eos_token))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**tiny_config.vae_config(resolution))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**tcfg))
+        unet = UNet2DConditionModel(**tiny_config.unet_config(resolution, tcfg["hidden_size"]))
+    # from_config keeps the DDIM-only keys (set_alpha_to_one, steps_offset) for samplers built later.
+    scheduler = DDPMScheduler.from_config(tiny_config.SCHEDULER_CONFIG)
+    return SDComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+
+def load_components(source: str | Path, store=None, dtype: torch.dtype | None = None) -> SDComponents:
+    """Load a diffusers-format SD directory, offline.
+
+    `source` is a local directory (or file:// URI), or a blob prefix in `store`
+    (e.g. 'models/tiny-sd-base'), which is downloaded to a temporary directory first.
+    """
+    src = str(source)
+    if store is not None and not Path(_strip_file(src)).is_dir():
+        with tempfile.TemporaryDirectory(prefix="orch-sd-") as tmp:
+            download_dir(store, src, tmp)
+            return _load_dir(Path(tmp), dtype)
+    return _load_dir(Path(_strip_file(src)), dtype)
+
+
+def _strip_file(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def _load_dir(path: Path, dtype: torch.dtype | None) -> SDComponents:
+    if not (path / "model_index.json").exists():
+        raise FileNotFoundError(f"{path} is not a diffusers model directory (no model_index.json)")
+    kw: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kw["torch_dtype"] = dtype
+    unet = UNet2DConditionModel.from_pretrained(path / "unet", **kw)
+    vae = AutoencoderKL.from_pretrained(path / "vae", **kw)
+    te_kw = {"local_files_only": True, **({"dtype": dtype} if dtype is not None else {})}
+    text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", **te_kw)
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    # Train with DDPM's forward process whatever sampler the directory ships (SD ships PNDM).
+    sched_cfg = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    scheduler = DDPMScheduler.from_config(sched_cfg)
+    return SDComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+
+def upload_dir(store, local_dir: str | Path, prefix: str) -> list[str]:
+    """Copy every file under `local_dir` to `prefix/<relative path>`; model_index.json last, so a
+    reader that finds it knows the rest is there."""
+    root = Path(local_dir)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == "model_index.json")
+    keys = []
+    for p in files:
+        key = f"{prefix.rstrip('/')}/{p.relative_to(root).as_posix()}"
+        store.put_file(key, p)
+        keys.append(key)
+    return keys
+
+
+def download_dir(store, prefix: str, local_dir: str | Path) -> Path:
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    keys = store.list(prefix)
+    if f"{prefix}model_index.json" not in keys:
+        raise FileNotFoundError(f"no diffusers model under blob prefix {prefix!r}")
+    for key in keys:
+        store.get_file(key, Path(local_dir) / key[len(prefix):])
+    return Path(local_dir)
+
+
+def save_components(components: SDComponents, dest: str | Path, store=None) -> str:
+    """Save to a local directory, or to a blob prefix when a store is given."""
+    if store is None:
+        return str(components.save(_strip_file(str(dest))))
+    with tempfile.TemporaryDirectory(prefix="orch-sd-") as tmp:
+        components.save(tmp)
+        upload_dir(store, tmp, str(dest))
+    return str(dest)
+
+
+def module_hash(module: torch.nn.Module) -> str:
+    """sha256 over parameter names, dtypes, shapes and bytes: the identity of frozen weights,
+    used to key caches of what they compute."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,0 +1,98 @@
+"""Text-to-image sampling with DDIM or DDPM (diffusers' schedulers) and classifier-free guidance.
+
+A plain loop rather than StableDiffusionPipeline: it works with any tokenizer the components
+carry, takes a torch.Generator for reproducible batches, and keeps the CFG arithmetic visible.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from PIL import Image
+
+from .pipeline import SDComponents
+from .tokenizer import tokenize
+
+Sampler = Literal["ddim", "ddpm"]
+
+
+@torch.no_grad()
+def encode_text(c: SDComponents, texts: list[str]) -> torch.Tensor:
+    """Per-token embeddings [B, L, D] (last hidden state), what SD's U-Net cross-attends to."""
+    ids = tokenize(c.tokenizer, texts).to(c.text_encoder.device)
+    return c.text_encoder(ids)[0]
+
+
+def make_scheduler(c: SDComponents, sampler: Sampler):
+    cls = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}[sampler]
+    return cls.from_config(c.scheduler.config)
+
+
+@torch.no_grad()
+def generate(
+    c: SDComponents,
+    prompts: list[str],
+    *,
+    sampler: Sampler = "ddim",
+    steps: int = 50,
+    guidance_scale: float = 7.5,
+    generator: torch.Generator | None = None,
+    resolution: int | None = None,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Images in [0, 1], [N, 3, H, W], generated in batches of `batch_size` prompts.
+
+    guidance_scale <= 1 skips the unconditional pass (plain conditional sampling).
+    """
+    device = c.unet.device
+    res = resolution or int(c.vae.config.sample_size)
+    shape = (c.unet.config.in_channels, res // c.vae_downsample, res // c.vae_downsample)
+    uncond = encode_text(c, [""]) if guidance_scale > 1 else None
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        cond = encode_text(c, chunk)
+        sched = make_scheduler(c, sampler)
+        sched.set_timesteps(steps, device=device)
+        latents = torch.randn((len(chunk), *shape), generator=generator, device=device, dtype=cond.dtype)
+        latents = latents * sched.init_noise_sigma
+        for t in sched.timesteps:
+            x = sched.scale_model_input(latents, t)
+            if uncond is not None:
+                emb = torch.cat([uncond.expand(len(chunk), -1, -1), cond])
+                eps_u, eps_c = c.unet(torch.cat([x, x]), t, encoder_hidden_states=emb).sample.chunk(2)
+                eps = eps_u + guidance_scale * (eps_c - eps_u)
+            else:
+                eps = c.unet(x, t, encoder_hidden_states=cond).sample
+            latents = sched.step(eps, t, latents, generator=generator).prev_sample
+        images = c.vae.decode(latents / c.latent_scale).sample
+        out.append((images.float() / 2 + 0.5).clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    arr = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arr]
+
+
+def image_grid(images: torch.Tensor, cols: int | None = None, pad: int = 2) -> Image.Image:
+    """Tile [N, 3, H, W] images in [0, 1] into one picture, row-major, white gutters."""
+    n, _, h, w = images.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), "white")
+    for k, im in enumerate(to_pil(images)):
+        r, col = divmod(k, cols)
+        grid.paste(im, (pad + col * (w + pad), pad + r * (h + pad)))
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, cols: int | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, cols).save(path, format="PNG")
+    return path

@@ -1,0 +1,69 @@
+"""Component configs of the tiny Stable Diffusion used for the shapes world and in tests.
+
+Same classes and layout as SD v1-5 (AutoencoderKL, UNet2DConditionModel, CLIPTextModel), only
+narrow: a 32 px image becomes a 4x8x8 latent (three VAE blocks = two 2x downsamples), so a
+training step takes milliseconds on a CPU while exercising every code path of the real model.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# SD's own noise schedule, so schedules, SNR weights and samplers behave as on real weights.
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+MAX_TOKENS = 32  # the longest 3-object spatial caption is ~20 words
+
+
+def vae_config(resolution: int = 32) -> dict[str, Any]:
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 3,
+        "up_block_types": ["UpDecoderBlock2D"] * 3,
+        "block_out_channels": [16, 32, 32],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 8,
+        "sample_size": resolution,
+        # Replaced by 1/std of the latents once `orch pretrain` has trained the VAE.
+        "scaling_factor": 1.0,
+    }
+
+
+def unet_config(resolution: int = 32, cross_attention_dim: int = 32) -> dict[str, Any]:
+    return {
+        "sample_size": resolution // 4,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [32, 64],
+        "layers_per_block": 1,
+        "cross_attention_dim": cross_attention_dim,
+        "attention_head_dim": 8,
+        "norm_num_groups": 8,
+    }
+
+
+def text_config(vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> dict[str, Any]:
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": MAX_TOKENS,
+        "pad_token_id": pad_id,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "projection_dim": 32,
+    }

@@ -1,0 +1,298 @@
+"""The blob store contract shared by every backend.
+
+Backends implement a handful of primitives (`_write`, `_read_chunks`, `info`, `exists`,
+`list`, `delete`); everything a caller sees on top of them (`put` in its forms, `get`,
+streaming reads, `get_file`) lives here once, so integrity checking and atomic local
+materialisation behave the same on every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import io
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeVar, Union
+
+from orchestrator.storage.keys import validate_key
+
+DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
+CHANGED_RESTARTS = 5  # whole-object reads restarted after losing a race with an overwrite
+
+T = TypeVar("T")
+
+Data = Union[bytes, bytearray, memoryview, BinaryIO]
+
+
+class StorageError(Exception):
+    """Base class of every blob store error."""
+
+
+class StorageConfigError(StorageError, ValueError):
+    """A store URI or its credentials are unusable."""
+
+
+class BlobNotFoundError(StorageError, KeyError):
+    """The key names no object."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "blob not found"
+
+
+class BlobExistsError(StorageError):
+    """A create-only put found an object already under the key."""
+
+
+class IntegrityError(StorageError):
+    """Stored bytes do not match the sha256/size recorded with them."""
+
+
+class BlobChangedError(StorageError):
+    """The object was replaced while a streaming read was under way."""
+
+
+class TransientStorageError(StorageError):
+    """A fault worth retrying: connection refused/reset, timeout, throttling, 5xx."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    sha256: str  # lowercase hex
+
+
+class BlobStore(abc.ABC):
+    """Atomic, integrity-checked object storage addressed by '/'-separated keys."""
+
+    block_size: int = DEFAULT_BLOCK_SIZE
+    # Whether a whole-object read that fails verification is worth one careful re-read
+    # (strict=True) before it is reported as corruption; see AzureBlobStore.
+    recheck_on_mismatch: bool = False
+
+    # ---- backend primitives -------------------------------------------------------
+    @abc.abstractmethod
+    def _write(self, key: str, stream: BinaryIO, overwrite: bool) -> BlobInfo:
+        """Store everything readable from `stream` under `key`, atomically."""
+
+    @abc.abstractmethod
+    def _read_chunks(self, key: str, chunk_size: int, strict: bool = False) -> tuple[BlobInfo, Iterator[bytes]]:
+        """Expected info of one consistent version, and an iterator over its raw bytes.
+
+        strict=True asks for the slower path that proves the bytes and the info belong to
+        one version, where a backend has a faster path that can be torn.
+        """
+
+    @abc.abstractmethod
+    def info(self, key: str) -> BlobInfo:
+        """Size and recorded sha256 of the object (does not read its bytes)."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys of real objects whose key starts with `prefix`."""
+
+    @abc.abstractmethod
+    def delete(self, key: str, *, missing_ok: bool = False) -> None: ...
+
+    # ---- shared API ---------------------------------------------------------------
+    def put(self, key: str, data: Data, *, overwrite: bool = True) -> BlobInfo:
+        """Store bytes or a binary file object (read in chunks) atomically.
+
+        With overwrite=False the put is create-only and raises BlobExistsError if the key
+        is taken.
+        """
+        validate_key(key)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            stream: BinaryIO = io.BytesIO(data)
+        elif hasattr(data, "read"):
+            stream = data
+        else:
+            raise TypeError(f"put() needs bytes or a binary file object, not {type(data).__name__}")
+        return self._write(key, stream, overwrite)
+
+    def put_file(self, key: str, path: str | os.PathLike[str], *, overwrite: bool = True) -> BlobInfo:
+        with open(path, "rb") as f:
+            return self.put(key, f, overwrite=overwrite)
+
+    def iter_chunks(self, key: str, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Stream the object; IntegrityError is raised after the last chunk if it is corrupt.
+
+        Callers must consume the iterator to the end before trusting what they received.
+        """
+        return self._open_verified(key, chunk_size)[1]
+
+    def open_read(self, key: str, chunk_size: int | None = None) -> BinaryIO:
+        """A read-only file object over the object; verifies when it reaches the end."""
+        raw = _ChunkReader(self.iter_chunks(key, chunk_size))
+        return io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[return-value]
+
+    def get(self, key: str) -> bytes:
+        return self._restarting(lambda strict: b"".join(self._open_verified(key, None, strict)[1]))
+
+    def get_file(self, key: str, dest_path: str | os.PathLike[str]) -> BlobInfo:
+        """Download to a temp file beside `dest_path`, verify, fsync, then rename over it.
+
+        On any failure the temp file is removed and an existing `dest_path` is untouched.
+        """
+        dest = Path(dest_path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
+        def download(strict: bool) -> BlobInfo:
+            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+            try:
+                expected, chunks = self._open_verified(key, None, strict)
+                with open(tmp, "xb") as f:
+                    for chunk in chunks:
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            return expected
+
+        return self._restarting(download)
+
+    def _restarting(self, read: Callable[[bool], T]) -> T:
+        # A whole-object read that lost a race with an overwrite starts again on the new
+        # version: the caller has seen nothing of the old one yet. A failed verification
+        # gets one strict re-read where the backend's fast path can be torn by a race.
+        strict = False
+        changes = 0
+        while True:
+            try:
+                return read(strict)
+            except BlobChangedError:
+                changes += 1
+                if changes >= CHANGED_RESTARTS:
+                    raise
+            except IntegrityError:
+                if strict or not self.recheck_on_mismatch:
+                    raise
+                strict = True
+
+    def _open_verified(self, key: str, chunk_size: int | None,
+                       strict: bool = False) -> tuple[BlobInfo, Iterator[bytes]]:
+        validate_key(key)
+        expected, chunks = self._read_chunks(key, chunk_size or self.block_size, strict)
+        return expected, _verified(expected, chunks)
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    def __enter__(self) -> "BlobStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_full(stream: BinaryIO, size: int) -> bytes:
+    """Read up to `size` bytes, looping over short reads (pipes, sockets, raw files)."""
+    parts: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class OverlappedSha256:
+    """sha256 that hashes chunk i on a helper thread while the caller reads/writes chunk i+1.
+
+    hashlib releases the GIL on large buffers, so for multi-chunk objects hashing stops
+    adding to I/O time. The first chunk is hashed inline: small objects start no thread.
+    Chunks must not be mutated after update(); bytes never are.
+    """
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+        self._chunks = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._wait()
+        self._chunks += 1
+        if self._chunks == 1 or len(chunk) < 64 * 1024:
+            self._h.update(chunk)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+        self._pending = self._pool.submit(self._h.update, chunk)
+
+    def hexdigest(self) -> str:
+        self._wait()
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+
+def _verified(expected: BlobInfo, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    h = OverlappedSha256()
+    size = 0
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            h.update(chunk)
+            yield chunk
+        actual = h.hexdigest()
+    finally:
+        h.close()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    if size != expected.size or actual != expected.sha256:
+        raise IntegrityError(
+            f"integrity check failed for {expected.key!r}: expected sha256 {expected.sha256} "
+            f"({expected.size} bytes), actual sha256 {actual} ({size} bytes)"
+        )
+
+
+class _ChunkReader(io.RawIOBase):
+    """Adapts a chunk iterator to the raw file protocol (for io.BufferedReader)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            try:
+                self._buf = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        super().close()

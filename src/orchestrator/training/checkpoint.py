@@ -1,0 +1,90 @@
+"""Checkpoints in the blob store: serialise, write atomically, record the hash, find the newest good one.
+
+Layout under a run's prefix:
+    step-00000200.pt    torch.save of the state dict (model, EMA, optimiser, schedule, scaler, RNG, cursor)
+    step-00000200.json  {"step", "key", "sha256", "size"}: written after the .pt, so it marks a
+                        complete checkpoint and records the hash it must read back with.
+The store's put is atomic and its get verifies sha256; the marker's hash is checked as well, so
+a checkpoint replaced or truncated behind the store's back is skipped with a warning and the
+next older one is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_MARKER = re.compile(r"step-(\d{8})\.json$")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    step: int
+    key: str
+    sha256: str
+    size: int
+
+
+def to_bytes(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes, map_location: str | torch.device = "cpu") -> dict:
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
+class CheckpointStore:
+    def __init__(self, store, prefix: str, keep_last: int | None = 3):
+        self.store = store
+        self.prefix = prefix.rstrip("/")
+        self.keep_last = keep_last
+
+    def save(self, step: int, state: dict) -> CheckpointRef:
+        key = f"{self.prefix}/step-{step:08d}.pt"
+        info = self.store.put(key, to_bytes(state))
+        ref = CheckpointRef(step, key, info.sha256, info.size)
+        self.store.put(f"{self.prefix}/step-{step:08d}.json",
+                       json.dumps(ref.__dict__, sort_keys=True).encode())
+        self._prune()
+        return ref
+
+    def refs(self) -> list[CheckpointRef]:
+        """Recorded checkpoints, newest first (markers that cannot be read are skipped)."""
+        out = []
+        for key in self.store.list(self.prefix + "/"):
+            if not _MARKER.search(key):
+                continue
+            try:
+                out.append(CheckpointRef(**json.loads(self.store.get(key))))
+            except Exception as exc:  # noqa: BLE001 - a bad marker must not stop a restart
+                log.warning("skipping unreadable checkpoint marker %s: %s", key, exc)
+        return sorted(out, key=lambda r: r.step, reverse=True)
+
+    def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[CheckpointRef, dict] | None:
+        """The newest checkpoint whose bytes verify and deserialise, or None."""
+        for ref in self.refs():
+            try:
+                data = self.store.get(ref.key)
+                if hashlib.sha256(data).hexdigest() != ref.sha256:
+                    raise ValueError(f"sha256 differs from the recorded {ref.sha256[:12]}")
+                return ref, from_bytes(data, map_location)
+            except Exception as exc:  # noqa: BLE001 - corrupt or missing: fall back to an older one
+                log.warning("skipping checkpoint %s (step %d): %s", ref.key, ref.step, exc)
+        return None
+
+    def _prune(self) -> None:
+        if not self.keep_last:
+            return
+        for ref in self.refs()[self.keep_last:]:
+            # Marker first: a marker never points at a deleted checkpoint.
+            self.store.delete(f"{self.prefix}/step-{ref.step:08d}.json", missing_ok=True)
+            self.store.delete(ref.key, missing_ok=True)

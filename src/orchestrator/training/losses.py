@@ -1,0 +1,36 @@
+"""Diffusion training losses: ε-prediction MSE, Min-SNR-γ weighting, offset noise.
+
+Formulas as in diffusers' train_text_to_image: SNR(t) = ᾱ_t / (1 − ᾱ_t); for ε-prediction the
+Min-SNR weight is min(SNR, γ) / SNR (Hang et al. 2023); offset noise adds a per-(sample, channel)
+constant so the model can learn to shift mean brightness.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    a = alphas_cumprod.to(timesteps.device)[timesteps].float()
+    return a / (1.0 - a)
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    s = snr(alphas_cumprod, timesteps)
+    return torch.clamp(s, max=gamma) / s
+
+
+def sample_noise(shape: torch.Size | tuple, generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
+    """Gaussian noise (on the generator's device), plus offset noise when `noise_offset` > 0."""
+    noise = torch.randn(shape, generator=generator)
+    if noise_offset > 0:
+        noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
+    return noise
+
+
+def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE in float32, averaged per sample then (optionally weighted) over the batch."""
+    if weights is None:
+        return F.mse_loss(pred.float(), target.float())
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+    return (per_sample * weights).mean()

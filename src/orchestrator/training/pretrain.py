@@ -1,0 +1,137 @@
+"""`orch pretrain`: the project's own tiny base model for the shapes world.
+
+Three stages on generic captions, then saved in diffusers format so it loads exactly like SD:
+1. VAE: reconstruction MSE + a small KL term (SD's VAE recipe without the GAN/LPIPS parts, which
+   a 32 px world of flat shapes does not need).
+2. Latent scale: scaling_factor = 1 / std of the latents, as SD's 0.18215 was chosen.
+3. U-Net and text encoder trained *jointly* on the ε loss, with 10% caption dropout so
+   classifier-free guidance works. Why joint rather than contrastive CLIP training: the shapes
+   vocabulary is tiny and the only consumer of the embeddings is this U-Net, so the diffusion
+   loss alone shapes them usefully, with no image tower to build. Afterwards the text encoder is
+   frozen like SD's, so finetuning trials behave as on real weights.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from orchestrator.models.sd.pipeline import SDComponents, build_tiny, save_components
+from orchestrator.models.sd.tokenizer import tokenize
+
+from .data import ImageTextData, load_image_text_dir
+from .losses import diffusion_loss
+from .metrics import MetricsCallback
+from .state import BatchOrder, DataCursor
+
+log = logging.getLogger(__name__)
+
+
+def _data(data_dir: str | Path | None, n: int, seed: int, size: int) -> ImageTextData:
+    from orchestrator.data.shapes import write_shapes_dataset
+
+    if data_dir is None:
+        with tempfile.TemporaryDirectory(prefix="orch-shapes-") as tmp:
+            write_shapes_dataset(Path(tmp) / "ds", n=n, seed=seed, size=size)
+            return load_image_text_dir(Path(tmp) / "ds", "generic")
+    if not (Path(data_dir) / "captions.jsonl").exists():
+        write_shapes_dataset(data_dir, n=n, seed=seed, size=size)
+    return load_image_text_dir(data_dir, "generic")
+
+
+def train_vae(c: SDComponents, data: ImageTextData, steps: int, batch_size: int, lr: float, seed: int,
+              kl_weight: float = 1e-6, log_every: int = 50) -> float:
+    vae = c.vae.train().requires_grad_(True)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    order, cursor = BatchOrder(len(data), batch_size, seed), DataCursor()
+    g = torch.Generator().manual_seed(seed)
+    loss = torch.tensor(float("nan"))
+    for step in range(steps):
+        x = data.pixels(order.next(cursor)).to(vae.device)
+        dist = vae.encode(x).latent_dist
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(vae.device)
+        recon = F.mse_loss(vae.decode(z).sample, x)
+        loss = recon + kl_weight * dist.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0:
+            log.info("vae step %d recon %.4f", step, recon.item())
+    vae.eval().requires_grad_(False)
+    return float(recon.detach()) if steps else float("nan")
+
+
+@torch.no_grad()
+def fit_latent_scale(c: SDComponents, data: ImageTextData, batch_size: int = 256) -> float:
+    means = [c.vae.encode(data.pixels(torch.arange(i, min(i + batch_size, len(data)))).to(c.vae.device))
+             .latent_dist.mean for i in range(0, len(data), batch_size)]
+    scale = float(1.0 / torch.cat(means).std())
+    c.vae.register_to_config(scaling_factor=scale)
+    return scale
+
+
+def train_denoiser(c: SDComponents, data: ImageTextData, steps: int, batch_size: int, lr: float, seed: int,
+                   caption_dropout: float = 0.1, on_metrics: MetricsCallback | None = None,
+                   log_every: int = 50) -> float:
+    unet, te = c.unet.train(), c.text_encoder.train().requires_grad_(True)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    order, cursor = BatchOrder(len(data), batch_size, seed), DataCursor()
+    g = torch.Generator().manual_seed(seed + 1)
+    dev = unet.device
+    ids_all = tokenize(c.tokenizer, data.captions)
+    empty = tokenize(c.tokenizer, [""])
+    loss = torch.tensor(float("nan"))
+    for step in range(steps):
+        idx = order.next(cursor)
+        with torch.no_grad():
+            dist = c.vae.encode(data.pixels(idx).to(dev)).latent_dist
+            latents = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(dev)) * c.latent_scale
+        ids = ids_all[idx].clone()
+        drop = torch.rand(len(idx), generator=g) < caption_dropout
+        ids[drop] = empty
+        noise = torch.randn(latents.shape, generator=g).to(dev)
+        t = torch.randint(0, c.scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(dev)
+        pred = unet(c.scheduler.add_noise(latents, noise, t), t, encoder_hidden_states=te(ids.to(dev))[0]).sample
+        loss = diffusion_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % log_every == 0:
+            log.info("denoiser step %d loss %.4f", step, loss.item())
+        if on_metrics is not None:
+            on_metrics({"stage": "denoiser", "step": step + 1, "loss": loss.item()})
+    te.eval().requires_grad_(False)
+    return float(loss.detach())
+
+
+def pretrain_base(
+    out: str | Path,
+    data_dir: str | Path | None = None,
+    steps: int = 3000,
+    seed: int = 0,
+    *,
+    n: int = 2000,
+    size: int = 32,
+    vae_steps: int | None = None,
+    batch_size: int = 32,
+    vae_lr: float = 1e-3,
+    lr: float = 5e-4,
+    store=None,
+    on_metrics: MetricsCallback | None = None,
+) -> str:
+    """Pretrain the tiny base and save it: to directory `out`, or to blob prefix `out` if a store
+    is given (the trainer looks for it at `models/tiny-sd-base`). Returns where it went."""
+    torch.manual_seed(seed)
+    data = _data(data_dir, n, seed, size)
+    c = build_tiny(seed, size, data.captions)
+    vae_loss = train_vae(c, data, steps if vae_steps is None else vae_steps, batch_size, vae_lr, seed)
+    scale = fit_latent_scale(c, data)
+    loss = train_denoiser(c, data, steps, batch_size, lr, seed, on_metrics=on_metrics)
+    log.info("pretrained tiny base: vae recon %.4f, latent scale %.3f, denoiser loss %.4f", vae_loss, scale, loss)
+    c.unet.eval()
+    return save_components(c, out, store=store)

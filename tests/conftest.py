@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fixtures_azurite", "tests.fixtures_postgres"]

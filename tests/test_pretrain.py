@@ -1,0 +1,29 @@
+"""`orch pretrain`'s tiny base: trains, saves in diffusers format, and is what trials start from."""
+import os
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from orchestrator.manifest.schema import ModelSpec
+from orchestrator.models.sd import load_components, tokenize
+from orchestrator.storage import open_store
+from orchestrator.training.pretrain import pretrain_base
+from orchestrator.training.trial import TINY_BASE_PREFIX, load_base
+
+
+def test_pretrain_saves_a_loadable_base(tmp_path):
+    torch.set_num_threads(1)
+    store = open_store(tmp_path / "blobs")
+    seen = []
+    where = pretrain_base(TINY_BASE_PREFIX, tmp_path / "data", steps=4, seed=0, n=16, batch_size=8,
+                          store=store, on_metrics=seen.append)
+    assert where == TINY_BASE_PREFIX and [m["step"] for m in seen] == [1, 2, 3, 4]
+    assert (tmp_path / "data" / "captions.jsonl").exists()  # the generic-caption shapes data it used
+
+    base = load_base(ModelSpec(variant="sd"), store, None)  # what a manifest without model.base gets
+    assert base.latent_scale != 1.0  # fitted to the trained VAE's latents
+    ids = tokenize(base.tokenizer, ["a red circle to the left of two blue squares"])
+    assert base.tokenizer.unk_token_id not in ids[0].tolist()  # finetune words exist from the start
+    local = load_components(pretrain_base(tmp_path / "dir", tmp_path / "data", steps=1, n=16, batch_size=8))
+    assert local.unet.config.in_channels == 4

@@ -1,0 +1,127 @@
+"""The trainer: exact resume (in-process and after SIGKILL), checkpoint fallback, cache reuse."""
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.sd import build_tiny, load_components
+from orchestrator.storage import open_store
+from orchestrator.training.data import shapes_data
+from orchestrator.training.loop import Trainer
+from orchestrator.training.trial import train_trial
+
+# Every option that carries state or randomness across steps is on.
+SPEC = TrainSpec(steps=6, batch_size=4, grad_accum=2, lr=1e-3, warmup_steps=2, checkpoint_every=2,
+                 ema_decay=0.99, min_snr_gamma=5.0, noise_offset=0.1, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # bitwise comparisons need one fixed thread count; tiny models need no more
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return shapes_data(n=12, seed=0, size=32, caption="spatial")  # 3 batches/epoch: resume crosses epochs
+
+
+def trainer(store, data, prefix, **kw):
+    return Trainer(build_tiny(seed=0), data, SPEC, store, prefix, caption_dropout=0.2,
+                   export_model=False, **kw)
+
+
+def assert_same_state(a: Trainer, b: Trainer):
+    sa, sb = a.unet.state_dict(), b.unet.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(x, y) for x, y in zip(a.ema.shadow, b.ema.shadow))
+    oa, ob = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
+    assert all(torch.equal(oa[i][k], ob[i][k]) for i in oa for k in oa[i])
+    assert a.cursor == b.cursor and a.gen.get_state().equal(b.gen.get_state())
+
+
+def test_exact_resume_in_process(tmp_path, data):
+    store = open_store(tmp_path / "blobs")
+    ref = trainer(store, data, "ref")
+    full = ref.run()
+    assert full.step == 6 and full.cache_hits == {"latents": False, "text": False}
+
+    first = trainer(store, data, "split").run(max_steps=3)  # stops between checkpoints: writes one at 3
+    assert (first.step, first.checkpoint) == (3, "split/checkpoints/step-00000003.pt")
+    resumed = trainer(store, data, "split")
+    result = resumed.run()
+    assert result.resumed_from == 3 and result.steps_run == 3 and result.cache_hits == {"latents": True, "text": True}
+    assert result.final_loss == full.final_loss
+    assert_same_state(ref, resumed)
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path, data, caplog):
+    store = open_store(tmp_path / "blobs")
+    trainer(store, data, "run").run(max_steps=4)  # checkpoints at 2 and 4
+    newest = tmp_path / "blobs" / "run" / "checkpoints" / "step-00000004.pt"
+    found = [p for p in (tmp_path / "blobs").rglob("step-00000004.pt*") if p.is_file()]
+    target = newest if newest.exists() else found[0]
+    target.write_bytes(b"not a checkpoint")  # damaged behind the store's back
+    t = trainer(store, data, "run")
+    with caplog.at_level(logging.WARNING):
+        assert t.resume() == 2
+    assert "skipping checkpoint" in caplog.text
+
+
+def test_uncached_step_runs(tmp_path, data):
+    store = open_store(tmp_path / "blobs")
+    result = trainer(store, data, "nocache", use_cache=False).run(max_steps=1)
+    assert result.cache_hits is None and store.list("cache/") == []
+    assert result.final_loss is not None and result.final_loss > 0
+
+
+MANIFEST = """\
+name: resume-test
+model: {{variant: sd, base: tiny-random, resolution: 32}}
+data: {{train: {{kind: shapes, captions: spatial, n: 12}}}}
+train: {{steps: 6, batch_size: 4, lr: 1.0e-3, checkpoint_every: 2, ema_decay: 0.99, seed: 1}}
+storage: {{blobs: {blobs}}}
+"""
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys, torch
+    from orchestrator.training.trial import train_trial
+    torch.set_num_threads(1)
+    def kill_after_checkpoint(m):
+        if m.step == 3:  # a checkpoint exists at 2; step 3's work is lost
+            os.kill(os.getpid(), signal.SIGKILL)
+    train_trial(sys.argv[1], "0", progress=False, on_metrics=kill_after_checkpoint, num_threads=1)
+""")
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    for name in ("killed", "straight"):
+        (tmp_path / f"{name}.yaml").write_text(MANIFEST.format(blobs=f"./{name}-blobs"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "killed.yaml")], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    store = open_store(tmp_path / "killed-blobs")
+    assert not store.list("trials/")[-1].endswith("model_index.json")  # it did not finish
+
+    metrics = []
+    resumed = train_trial(tmp_path / "killed.yaml", "0", progress=False, on_metrics=metrics.append, num_threads=1)
+    assert resumed.resumed_from == 2 and resumed.finished and [m.step for m in metrics] == [3, 4, 5, 6]
+    straight = train_trial(tmp_path / "straight.yaml", "0", progress=False, num_threads=1)
+    assert straight.resumed_from is None and straight.final_loss == resumed.final_loss
+
+    a = load_components(resumed.model_prefix, store=store).unet.state_dict()
+    b = load_components(straight.model_prefix, store=open_store(tmp_path / "straight-blobs")).unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # exported EMA weights, bitwise
+    again = train_trial(tmp_path / "killed.yaml", "0", progress=False, num_threads=1)
+    assert again.steps_run == 0 and again.resumed_from == 6  # finished trials do not retrain
