@@ -121,3 +121,20 @@ def test_train_stops_and_resumes_through_the_cli(tmp_path):
     assert (doc["resumed_from"], doc["steps_run"], doc["finished"]) == (2, 1, True)
     unknown = runner.invoke(app, ["train", str(manifest), "--trial", "tnope", "--no-progress"])
     assert unknown.exit_code == 2 and "no single trial matches" in unknown.stderr
+
+
+def test_journal_migrate_is_idempotent_on_sqlite_and_postgres(tmp_path, postgres_url):
+    from sqlalchemy import create_engine
+
+    from orchestrator.journal import current_revision, head_revision
+
+    for url in (f"sqlite:///{tmp_path}/j.db", postgres_url):
+        for _ in range(2):
+            result = runner.invoke(app, ["journal", "migrate", url])
+            assert result.exit_code == 0, result.stderr
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as conn:
+            assert current_revision(conn) == head_revision()
+        engine.dispose()
+    missing = runner.invoke(app, ["journal", "migrate", postgres_url.rsplit("/", 1)[0] + "/orch_no_such_db"])
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr

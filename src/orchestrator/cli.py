@@ -31,6 +31,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build datasets: the shapes world, GQA-Captions, shards.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+journal_app = typer.Typer(help="Operate on a journal database (SQLite file or PostgreSQL).", no_args_is_help=True)
+app.add_typer(journal_app, name="journal")
 
 out = Console()
 err = Console(stderr=True)
@@ -246,6 +248,19 @@ def data_shapes(
 def data_gqa_captions() -> None:
     """Build GQA-Captions from GQA scene graphs and questions."""
     _not_yet("data gqa-captions", "the benchmark dataset loaders (issue 6)")
+
+
+@journal_app.command("migrate")
+def journal_migrate(url: str = typer.Argument(..., help="sqlite:///FILE or postgresql://user@host:5432/db")) -> None:
+    """Create or upgrade a journal's schema to the newest migration (idempotent)."""
+    from .journal import JournalError, head_revision, open_journal
+
+    try:
+        open_journal(url).close()
+    except JournalError as exc:
+        err.print(f"orch journal migrate: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(f"journal at schema revision {head_revision()}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
