@@ -27,7 +27,7 @@ from .checkpoint import CheckpointStore
 from .data import ImageTextData
 from .ema import EMA
 from .latent_cache import EncodedShard, LatentCache
-from .losses import diffusion_loss, min_snr_weights, sample_noise
+from .losses import diffusion_loss, min_snr_weights, sample_noise, training_target
 from .metrics import MetricsCallback, StepMetrics
 from .optim import make_optimizer, make_scheduler
 from .state import BatchOrder, DataCursor, capture_rng, restore_rng
@@ -154,9 +154,10 @@ class Trainer:
         noisy = self.c.scheduler.add_noise(latents, noise, t)
         with _autocast(self.device, self.spec.precision):
             pred = self.unet(noisy, t, encoder_hidden_states=text.to(self.unet.dtype)).sample
-        weights = (min_snr_weights(self.alphas_cumprod, t, self.spec.min_snr_gamma)
+        weights = (min_snr_weights(self.alphas_cumprod, t, self.spec.min_snr_gamma,
+                                   self.c.scheduler.config.prediction_type)
                    if self.spec.min_snr_gamma else None)
-        return diffusion_loss(pred, noise, weights)
+        return diffusion_loss(pred, training_target(self.c.scheduler, latents, noise, t), weights)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.opt.zero_grad(set_to_none=True)

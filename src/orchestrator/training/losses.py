@@ -15,9 +15,21 @@ def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     return a / (1.0 - a)
 
 
-def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,
+                    prediction_type: str = "epsilon") -> torch.Tensor:
     s = snr(alphas_cumprod, timesteps)
-    return torch.clamp(s, max=gamma) / s
+    # v-prediction's loss already carries a factor SNR+1 relative to ε's, hence the other divisor.
+    return torch.clamp(s, max=gamma) / (s + 1 if prediction_type == "v_prediction" else s)
+
+
+def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the U-Net learns to predict: ε (SD v1-5, the tiny base) or v (SD v2-1 768)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    raise ValueError(f"unsupported scheduler prediction_type {kind!r} (epsilon or v_prediction)")
 
 
 def sample_noise(shape: torch.Size | tuple, generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
