@@ -138,3 +138,22 @@ def test_journal_migrate_is_idempotent_on_sqlite_and_postgres(tmp_path, postgres
         engine.dispose()
     missing = runner.invoke(app, ["journal", "migrate", postgres_url.rsplit("/", 1)[0] + "/orch_no_such_db"])
     assert missing.exit_code == 1 and "does not exist" in missing.stderr
+
+
+def test_sample_writes_a_grid_from_a_blob_prefix(tmp_path):
+    from PIL import Image
+
+    from orchestrator.models.sd import build_tiny, save_components
+    from orchestrator.storage import open_store
+
+    blobs = str(tmp_path / "blobs")
+    save_components(build_tiny(seed=0), "models/m", store=open_store(blobs))
+    args = ["sample", "--model", "models/m", "--blobs", blobs, "--prompt", "a red circle",
+            "--prompt", "a blue square", "--per-prompt", "2", "--steps", "2", "--out"]
+    result = runner.invoke(app, args + [str(tmp_path / "grid.png")])
+    assert result.exit_code == 0, result.stderr
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.size[0] == grid.size[1] and 64 <= grid.size[0] < 96  # 2 prompts x 2 images of 32 px, padded
+    missing = runner.invoke(app, ["sample", "--model", "models/none", "--blobs", blobs, "--prompt", "x",
+                                  "--out", str(tmp_path / "g2.png")])
+    assert missing.exit_code == 2 and not (tmp_path / "g2.png").exists()

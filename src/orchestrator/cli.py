@@ -205,6 +205,41 @@ def pretrain(
     out.print(f"[green]saved[/] tiny base to {blobs} at {where}")
 
 
+class SamplerName(str, Enum):
+    ddim = "ddim"
+    ddpm = "ddpm"
+
+
+@app.command()
+def sample(
+    model: str = typer.Option(..., "--model", help="Diffusers directory, or a blob prefix with --blobs."),
+    prompt: list[str] = typer.Option(..., "--prompt", help="Repeat for several prompts."),
+    out_file: Path = typer.Option(..., "--out", help="PNG grid to write."),
+    blobs: str = typer.Option(None, "--blobs", help="Blob store holding --model (e.g. trials/<id>/model)."),
+    sampler: SamplerName = typer.Option(SamplerName.ddim, "--sampler"),
+    steps: int = typer.Option(50, "--steps", min=1),
+    guidance: float = typer.Option(7.5, "--guidance", min=0.0, help="Classifier-free guidance scale."),
+    per_prompt: int = typer.Option(1, "--per-prompt", min=1, help="Images per prompt."),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """Generate images with DDIM or DDPM and classifier-free guidance; save them as a PNG grid."""
+    import torch
+
+    from .models.sd import generate, load_components, save_grid
+    from .storage import open_store
+
+    try:
+        components = load_components(model, store=open_store(blobs) if blobs else None)
+    except FileNotFoundError as exc:
+        err.print(f"orch sample: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    prompts = [p for p in prompt for _ in range(per_prompt)]
+    images = generate(components, prompts, sampler=sampler.value, steps=steps, guidance_scale=guidance,
+                      generator=torch.Generator().manual_seed(seed))
+    save_grid(images, out_file, cols=per_prompt if per_prompt > 1 else None)
+    out.print(f"[green]wrote[/] {out_file}: {len(prompts)} image(s), {sampler.value} {steps} steps, guidance {guidance}")
+
+
 @app.command(name="eval")
 def eval_(checkpoint: str = typer.Option(..., "--checkpoint"), suite: str = typer.Option(..., "--suite")) -> None:
     """Run evaluation suites on a checkpoint."""
