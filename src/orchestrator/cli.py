@@ -62,6 +62,15 @@ def _bad_manifest(exc: ManifestError, fmt: str, file: Path) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _load_or_exit(file: Path, fmt: str):
+    """The manifest and its trials, or exit 2 listing every problem."""
+    try:
+        loaded = load_manifest(file)
+        return loaded, expand(loaded)
+    except ManifestError as exc:
+        _bad_manifest(exc, fmt, file)
+
+
 def _not_yet(command: str, arrives_with: str) -> NoReturn:
     err.print(f"orch {command}: not available yet; it arrives with {arrives_with}.", markup=False, soft_wrap=True)
     raise typer.Exit(1)
@@ -73,11 +82,7 @@ def validate(
     format: TextFormat = typer.Option(TextFormat.text, "--format", help="text or json."),
 ) -> None:
     """Check a manifest: schema, referenced files, every swept value. Exit 2 lists all problems."""
-    try:
-        loaded = load_manifest(file)
-        trials = expand(loaded)
-    except ManifestError as exc:
-        _bad_manifest(exc, format.value, file)
+    loaded, trials = _load_or_exit(file, format.value)
     if format is TextFormat.json:
         _emit_json({"file": str(file), "valid": True, "errors": [], "trials": len(trials)})
     else:
@@ -90,11 +95,7 @@ def plan(
     format: PlanFormat = typer.Option(PlanFormat.table, "--format", help="table or json."),
 ) -> None:
     """Show the trials a manifest's sweep expands to, with their stable ids."""
-    try:
-        loaded = load_manifest(file)
-        trials = expand(loaded)
-    except ManifestError as exc:
-        _bad_manifest(exc, "json" if format is PlanFormat.json else "text", file)
+    loaded, trials = _load_or_exit(file, "json" if format is PlanFormat.json else "text")
     eid = experiment_id(loaded, trials)
     if format is PlanFormat.json:
         _emit_json({
