@@ -62,14 +62,13 @@ def test_plan_of_missing_file_is_bad_input(tmp_path):
 def test_help_lists_every_design_command():
     result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
     for command in ("validate", "plan", "run", "submit", "status", "results", "cancel", "resume",
-                    "train", "eval", "data", "serve"):
+                    "train", "eval", "data", "serve", "pretrain", "sample", "journal"):
         assert f" {command} " in result.stdout, command
 
 
 @pytest.mark.parametrize("argv", [
-    ["run", "m.yaml"], ["submit", "m.yaml", "--address", "x:1"], ["status"], ["results", "e1"],
-    ["cancel", "e1"], ["resume", "e1"], ["eval", "--checkpoint", "c", "--suite", "fid"],
-    ["serve"], ["data", "gqa-captions"],
+    ["eval", "--checkpoint", "c", "--suite", "fid"],
+    ["serve"],
 ])
 def test_later_commands_say_they_are_not_there_yet(argv):
     result = runner.invoke(app, argv)
@@ -157,3 +156,13 @@ def test_sample_writes_a_grid_from_a_blob_prefix(tmp_path):
     missing = runner.invoke(app, ["sample", "--model", "models/none", "--blobs", blobs, "--prompt", "x",
                                   "--out", str(tmp_path / "g2.png")])
     assert missing.exit_code == 2 and not (tmp_path / "g2.png").exists()
+
+
+def test_runtime_commands_name_unknown_experiments(tmp_path):
+    journal = f"sqlite:///{tmp_path}/j.db"
+    for argv in (["status", "enope"], ["results", "enope"], ["cancel", "enope"], ["resume", "enope"]):
+        result = runner.invoke(app, argv + ["--journal", journal])
+        assert result.exit_code == 2, (argv, result.stderr)
+        assert "enope" in result.stderr
+    empty = runner.invoke(app, ["status", "--journal", journal, "--format", "json"])
+    assert empty.exit_code == 0 and json.loads(empty.stdout) == []

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -119,42 +120,144 @@ def _cell(value: Any) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
 
 
-# Commands that belong to later work say so plainly instead of pretending.
-
-@app.command()
-def run(file: Path = typer.Argument(...)) -> None:
-    """Run a sweep on an embedded local Ray (SQLite journal, local blobs)."""
-    _not_yet("run", "the Ray actor runtime (issue 4)")
+JOURNAL_HELP = "Journal URL (default: $ORCH_JOURNAL or sqlite:///runs/journal.db)."
 
 
-@app.command()
-def submit(file: Path = typer.Argument(...), address: str = typer.Option(..., "--address")) -> None:
-    """Submit a manifest to a running Ray cluster."""
-    _not_yet("submit", "the Ray actor runtime (issue 4)")
+def _default_journal() -> str:
+    return os.environ.get("ORCH_JOURNAL", "sqlite:///runs/journal.db")
 
 
-@app.command()
-def status(experiment: str = typer.Argument(None)) -> None:
-    """Show experiments and their trials' states."""
-    _not_yet("status", "the Ray actor runtime (issue 4)")
+@contextmanager
+def _run_errors(command: str):
+    """Map the runtime's bad-input errors to exit 2 with one clear line, journal faults to 1."""
+    from .journal import JournalError, UnknownExperiment
 
-
-@app.command()
-def results(experiment: str = typer.Argument(...), format: str = typer.Option("table", "--format")) -> None:
-    """Print an experiment's results table (table, json or csv)."""
-    _not_yet("results", "the Ray actor runtime (issue 4)")
+    try:
+        yield
+    except (UnknownExperiment, LookupError, ValueError, FileNotFoundError) as exc:
+        err.print(f"orch {command}: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    except JournalError as exc:
+        err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
-def cancel(experiment: str = typer.Argument(...)) -> None:
-    """Cancel an experiment's queued and running trials."""
-    _not_yet("cancel", "the Ray actor runtime (issue 4)")
+def run(
+    file: Path = typer.Argument(..., help="Experiment manifest (YAML)."),
+    cpus: int = typer.Option(None, "--cpus", min=1, help="CPU slots for the embedded Ray (default: all)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    format: PlanFormat = typer.Option(PlanFormat.table, "--format", help="Results as table or json."),
+) -> None:
+    """Run a sweep on an embedded local Ray (SQLite journal, local blobs) and print the results."""
+    from .actors import api
+    from .actors.plan import plan_sweep
+
+    _load_or_exit(file, "json" if format is PlanFormat.json else "text")
+    with _run_errors("run"):
+        eid = api.run_experiment(file, progress=progress and format is PlanFormat.table, num_cpus=cpus)
+        table = api.results(plan_sweep(file).journal_url, eid, format.value)
+    sys.stdout.write(table if table.endswith("\n") else table + "\n")
 
 
 @app.command()
-def resume(experiment: str = typer.Argument(...)) -> None:
-    """Finish an interrupted experiment from its journal."""
-    _not_yet("resume", "the Ray actor runtime (issue 4)")
+def submit(
+    file: Path = typer.Argument(..., help="Experiment manifest (YAML), readable by the cluster's workers."),
+    address: str = typer.Option(..., "--address", help="Ray cluster address, e.g. head-host:6380."),
+) -> None:
+    """Submit a manifest to a running Ray cluster; returns once a detached coordinator has it."""
+    from .actors import api
+
+    _load_or_exit(file, "text")
+    with _run_errors("submit"):
+        eid = api.submit(file, address)
+    out.print(f"submitted experiment [bold]{eid}[/]; follow it with `orch status {eid}`")
+
+
+@app.command()
+def status(
+    experiment: str = typer.Argument(None, help="Experiment id; all experiments when left out."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    format: TextFormat = typer.Option(TextFormat.text, "--format"),
+) -> None:
+    """Show experiments, or one experiment's trials with their states and latest metrics."""
+    from .actors import api
+
+    with _run_errors("status"):
+        records = api.status(journal or _default_journal(), experiment)
+    if format is TextFormat.json:
+        _emit_json(records)
+        return
+    table = Table(title="experiments" if experiment is None else f"experiment {experiment}")
+    if experiment is None:
+        for col in ("experiment", "name", "status", "trials", "updated"):
+            table.add_column(col)
+        for r in records:
+            counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items())
+            table.add_row(r["experiment_id"], r["name"], r["status"], counts, r["updated_at"] or "")
+    else:
+        for col in ("trial", "status", "attempts", "checkpoint", "metrics", "error"):
+            table.add_column(col)
+        for t in records[0]["trials"]:
+            metrics = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in (t["metrics"] or {}).items())
+            table.add_row(t["trial_id"], t["status"], str(t["attempts"]), str(t["checkpoint_step"] or ""),
+                          metrics, (t["error"] or "")[:60])
+    out.print(table)
+
+
+class ResultsFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+def results(
+    experiment: str = typer.Argument(..., help="Experiment id."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    format: ResultsFormat = typer.Option(ResultsFormat.table, "--format"),
+) -> None:
+    """Print an experiment's results: rows are trials, columns swept fields and metrics (mean ± std over seeds)."""
+    from .actors import api
+
+    with _run_errors("results"):
+        text = api.results(journal or _default_journal(), experiment, format.value)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command()
+def cancel(
+    experiment: str = typer.Argument(..., help="Experiment id."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+) -> None:
+    """Cancel an experiment: queued trials now, running ones as their coordinator sees it."""
+    from .actors import api
+
+    with _run_errors("cancel"):
+        counts = api.cancel(journal or _default_journal(), experiment)
+    out.print(f"cancelled {experiment}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@app.command()
+def resume(
+    experiment: str = typer.Argument(..., help="Experiment id."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    address: str = typer.Option(None, "--address", help="Resume on a running cluster instead of embedded Ray."),
+    cpus: int = typer.Option(None, "--cpus", min=1),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Finish an interrupted experiment from its journal; finished trials are not run again."""
+    from .actors import api
+
+    url = journal or _default_journal()
+    with _run_errors("resume"):
+        eid = api.resume(url, experiment, progress=progress, address=address, num_cpus=cpus)
+        if address is None:
+            text = api.results(url, eid, "table")
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        else:
+            out.print(f"resumed {eid} on {address}")
 
 
 @app.command()
@@ -280,10 +383,44 @@ def data_shapes(
         out.print(f"[green]wrote[/] {out_dir}: {n} scenes at {size}px (seed {seed}), {pairs} Winoground pairs")
 
 
+class OnError(str, Enum):
+    raise_ = "raise"
+    skip = "skip"
+
+
 @data_app.command("gqa-captions")
-def data_gqa_captions() -> None:
-    """Build GQA-Captions from GQA scene graphs and questions."""
-    _not_yet("data gqa-captions", "the benchmark dataset loaders (issue 6)")
+def data_gqa_captions(
+    scene_graphs: Path = typer.Option(..., "--scene-graphs", help="GQA *_sceneGraphs.json (streamed)."),
+    questions: Path = typer.Option(..., "--questions", help="GQA questions JSON (streamed)."),
+    out_uri: str = typer.Option(..., "--out", help="Blob store URI or directory for the shard dataset."),
+    images: str = typer.Option(None, "--images", help="GQA images folder or blob URI; every image must exist."),
+    question_types: str = typer.Option("relation,position,existence", "--question-types"),
+    max_tokens: int = typer.Option(77, "--max-tokens", min=1, help="Text encoder token limit."),
+    max_per_image: int = typer.Option(None, "--max-per-image", min=1),
+    examples_per_shard: int = typer.Option(4096, "--examples-per-shard", min=1),
+    workers: int = typer.Option(1, "--workers", min=1, help="Captioning processes (output identical for any N)."),
+    on_error: OnError = typer.Option(OnError.raise_, "--on-error", help="raise, or skip and report malformed records."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a build made from other inputs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    format: TextFormat = typer.Option(TextFormat.text, "--format"),
+) -> None:
+    """Build GQA-Captions: focused scene-graph summaries per question, as verified shards. Resumable."""
+    from .data.gqa_captions import build_gqa_captions
+
+    try:
+        summary = build_gqa_captions(
+            scene_graphs, questions, out_uri, question_types=[t.strip() for t in question_types.split(",") if t.strip()],
+            max_tokens=max_tokens, max_per_image=max_per_image, examples_per_shard=examples_per_shard,
+            images=images, on_error=on_error.value, progress=progress and format is TextFormat.text,
+            overwrite=overwrite, workers=workers)
+    except (ValueError, FileNotFoundError) as exc:  # DataFormatError and BuildConflictError are ValueErrors
+        err.print(f"orch data gqa-captions: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if format is TextFormat.json:
+        _emit_json(summary)
+    else:
+        out.print(f"[green]GQA-Captions[/] at {out_uri}: {summary['records']} records in {summary['shards']} shard(s), "
+                  f"{summary['skipped']} skipped, {summary['records_per_s']:.0f} records/s")
 
 
 @journal_app.command("migrate")

@@ -25,6 +25,7 @@ from orchestrator.models.sd.tokenizer import tokenize
 
 from .checkpoint import CheckpointStore
 from .data import ImageTextData
+from .distributed import DistContext, all_reduce_mean_
 from .ema import EMA
 from .latent_cache import EncodedShard, LatentCache
 from .losses import diffusion_loss, min_snr_weights, sample_noise, training_target
@@ -88,6 +89,7 @@ class Trainer:
         progress: bool = False,
         keep_last: int | None = 3,
         export_model: bool = True,
+        distributed: DistContext | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.c = components.to(self.device)
@@ -99,6 +101,7 @@ class Trainer:
         self.data, self.spec, self.store, self.run_prefix = data, spec, store, run_prefix.rstrip("/")
         self.caption_dropout = caption_dropout
         self.on_metrics, self.show_progress, self.export_model = on_metrics, progress, export_model
+        self.dist = distributed  # None: single process, the path below is unchanged by data parallelism
 
         torch.manual_seed(spec.seed)
         self.gen = torch.Generator().manual_seed(spec.seed)  # all per-step randomness, on CPU
@@ -151,6 +154,9 @@ class Trainer:
             text = torch.where(drop[:, None, None], self.uncond.expand_as(text), text)
         noise = sample_noise(latents.shape, g, self.spec.noise_offset).to(self.device)
         t = torch.randint(0, self.num_train_timesteps, (b,), generator=g).to(self.device)
+        if self.dist is not None:  # the same draws as one process, then this rank's rows only
+            rows = self.dist.rows(b).to(self.device)
+            latents, noise, t, text = latents[rows], noise[rows], t[rows], text[rows]
         noisy = self.c.scheduler.add_noise(latents, noise, t)
         with _autocast(self.device, self.spec.precision):
             pred = self.unet(noisy, t, encoder_hidden_states=text.to(self.unet.dtype)).sample
@@ -166,6 +172,8 @@ class Trainer:
             loss = self._micro_loss()
             self.scaler.scale(loss / self.spec.grad_accum).backward()
             total += loss.detach()
+        if self.dist is not None:
+            all_reduce_mean_(self.params, self.dist.world_size)
         grad_norm = None
         if self.spec.grad_clip:
             self.scaler.unscale_(self.opt)
@@ -220,6 +228,11 @@ class Trainer:
         return ref.step
 
     # ---- the run -------------------------------------------------------------------
+    @property
+    def _writes(self) -> bool:
+        """Only rank 0 of a data-parallel group writes checkpoints and the exported model."""
+        return self.dist is None or self.dist.is_main
+
     def run(self, max_steps: int | None = None, resume: bool = True) -> TrainResult:
         """Train to `spec.steps` (or stop at `max_steps`, checkpointing there); resumable."""
         started = time.perf_counter()
@@ -237,7 +250,7 @@ class Trainer:
             while self.step < target:
                 loss, grad_norm = self.train_step()
                 ckpt = None
-                if self.step % self.spec.checkpoint_every == 0 or self.step == target:
+                if (self.step % self.spec.checkpoint_every == 0 or self.step == target) and self._writes:
                     ckpt = last_ckpt = self.ckpts.save(self.step, self.state_dict()).key
                 if self.on_metrics is not None or bar is not None:
                     loss_value = float(loss)
@@ -255,7 +268,7 @@ class Trainer:
                     loss_value = float(loss)
         ran = self.step - first
         model_prefix = None
-        if self.step >= self.spec.steps and self.export_model:
+        if self.step >= self.spec.steps and self.export_model and self._writes:
             model_prefix = f"{self.run_prefix}/model"
             if ran > 0 or not self.store.exists(f"{model_prefix}/model_index.json"):
                 self.export(model_prefix)

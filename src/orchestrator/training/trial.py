@@ -8,6 +8,7 @@ from orchestrator.manifest.schema import TINY_RANDOM_BASE, DataSource, ModelSpec
 from orchestrator.models.sd.pipeline import SDComponents, build_tiny, load_components
 
 from .data import ImageTextData, shapes_data
+from .distributed import DistContext, destroy_process_group, init_process_group
 from .loop import TrainResult, Trainer, set_deterministic
 from .metrics import MetricsCallback
 
@@ -59,6 +60,7 @@ def train_trial(
     *,
     use_cache: bool = True,
     num_threads: int | None = None,
+    distributed: DistContext | None = None,
 ) -> TrainResult:
     """Train one trial (id, unique id prefix, or index in plan order) to its end or `max_steps`.
 
@@ -72,9 +74,18 @@ def train_trial(
     set_deterministic(num_threads)
     components = load_base(m.model, store, loaded.base_dir)
     data = load_train_data(m.data.train, m.model.resolution)
-    trainer = Trainer(components, data, m.train, store, f"trials/{trial.id}", use_cache=use_cache,
-                      on_metrics=on_metrics, progress=progress)
-    return trainer.run(max_steps)
+    if distributed is None:
+        trainer = Trainer(components, data, m.train, store, f"trials/{trial.id}", use_cache=use_cache,
+                          on_metrics=on_metrics, progress=progress)
+        return trainer.run(max_steps)
+    init_process_group(distributed)  # one rank of a data-parallel group: see distributed.py
+    try:
+        trainer = Trainer(components, data, m.train, store, f"trials/{trial.id}", use_cache=use_cache,
+                          on_metrics=on_metrics, progress=progress and distributed.is_main,
+                          distributed=distributed)
+        return trainer.run(max_steps)
+    finally:
+        destroy_process_group()
 
 
 def _pick(trials, trial_id: str, path) -> object:

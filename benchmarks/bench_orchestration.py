@@ -1,0 +1,97 @@
+"""Orchestration overhead and scheduling cost of the Ray runtime.
+
+1. The same trial under `orch run` (embedded Ray, coordinator, trainer actor, journal) and under
+   `orch train` (in-process): wall times side by side and their ratio train/run, which must be
+   >= 0.90 for a ~2-minute trial. ORCH_BENCH_TRIAL_STEPS sets the trial length (default 600 steps,
+   about 2 minutes on one core of this machine).
+2. Expanding and scheduling a 1,000-trial sweep of trivial trials: manifest expansion, journal
+   registration and the coordinator's queueing, per trial (ORCH_BENCH_SWEEP_TRIALS, default 1000).
+
+    python benchmarks/bench_orchestration.py
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+TRIAL = """\
+name: bench-{name}
+model: {{variant: sd, base: tiny-random, resolution: 32}}
+data: {{train: {{kind: shapes, captions: spatial, n: 256}}}}
+train: {{steps: {steps}, batch_size: 32, lr: 1.0e-4, checkpoint_every: {every}, seed: 0}}
+resources: {{cpus_per_trial: 1}}
+storage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}
+"""
+
+SWEEP = """\
+name: bench-sweep
+model: {{variant: sd, base: tiny-random, resolution: 32}}
+data: {{train: {{kind: shapes, captions: spatial, n: 8}}}}
+train: {{steps: 1, batch_size: 4, checkpoint_every: 1}}
+sweep: {{grid: {{train.lr: [{lrs}]}}}}
+storage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}
+"""
+
+
+def _timed(cmd: list[str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return time.perf_counter() - t0
+
+
+def overhead(steps: int) -> dict[str, float]:
+    """Both runs start a fresh Python process, as a user's command would."""
+    every = max(1, steps // 4)
+    with tempfile.TemporaryDirectory(prefix="bench-orch-") as tmp:
+        walls = {}
+        for name in ("train", "run"):
+            d = Path(tmp) / name
+            d.mkdir()
+            (d / "m.yaml").write_text(TRIAL.format(name=name, steps=steps, every=every))
+            if name == "train":
+                code = ("from orchestrator.training import train_trial; "
+                        "train_trial('m.yaml', '0', progress=False, num_threads=1)")
+            else:
+                code = ("from orchestrator.actors import run_experiment; "
+                        "run_experiment('m.yaml', progress=False, num_cpus=1)")
+            walls[name] = _timed([sys.executable, "-c", code], d)
+    return {"orch_train_s": walls["train"], "orch_run_s": walls["run"], "ratio": walls["train"] / walls["run"]}
+
+
+def scheduling(n: int) -> dict[str, float]:
+    from orchestrator.actors.coordinator import Coordinator
+
+    with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
+        path = Path(tmp) / "sweep.yaml"
+        path.write_text(SWEEP.format(lrs=", ".join(f"{1e-4 * (1 + i / n):.10g}" for i in range(n))))
+        t0 = time.perf_counter()
+        coord = Coordinator(str(path))  # loads and expands the manifest
+        t1 = time.perf_counter()
+        queued = coord._register()      # registers every trial and journals `queued`
+        t2 = time.perf_counter()
+        assert len(queued) == n
+    return {"trials": n, "expand_ms_per_trial": (t1 - t0) * 1e3 / n,
+            "register_and_queue_ms_per_trial": (t2 - t1) * 1e3 / n, "total_ms_per_trial": (t2 - t0) * 1e3 / n}
+
+
+def main() -> None:
+    n = int(os.environ.get("ORCH_BENCH_SWEEP_TRIALS", 1000))
+    s = scheduling(n)
+    print(f"scheduling {s['trials']} trials: expand {s['expand_ms_per_trial']:.2f} ms/trial, "
+          f"register+queue {s['register_and_queue_ms_per_trial']:.2f} ms/trial, "
+          f"total {s['total_ms_per_trial']:.2f} ms/trial")
+    steps = int(os.environ.get("ORCH_BENCH_TRIAL_STEPS", 600))
+    o = overhead(steps)
+    print(f"overhead ({steps} steps): orch train {o['orch_train_s']:.1f} s, orch run {o['orch_run_s']:.1f} s, "
+          f"ratio {o['ratio']:.3f} (target >= 0.90)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Start or join Ray: an embedded single-node cluster on free ports, or an existing cluster.
+
+Ray's `ray start --head` defaults to 6379 (taken by Redis on this machine). `ray.init()` starting
+a local head takes its GCS port from RAY_GCS_SERVER_PORT, so we pick a free port and set it
+explicitly; every other port Ray opens is OS-chosen, except the dashboard agent's HTTP port,
+which Ray keeps at 52365 and tolerates losing.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import ray
+
+# What every worker process needs: no hub downloads, no usage reporting.
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    address: str      # GCS address, what `orch submit --address` takes
+    embedded: bool    # started by us (and stopped by `shutdown`)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local(num_cpus: int | None = None, num_gpus: int | None = None) -> ClusterInfo:
+    """An embedded Ray head in this process, on a free GCS port (never 6379)."""
+    if ray.is_initialized():
+        return ClusterInfo(ray.get_runtime_context().gcs_address, embedded=False)
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ["RAY_GCS_SERVER_PORT"] = str(free_port())
+    try:
+        ctx = ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=False,
+                       log_to_driver=False, configure_logging=False,
+                       runtime_env={"env_vars": dict(WORKER_ENV)})
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a later local head picks its own port
+    return ClusterInfo(ctx.address_info["gcs_address"], embedded=True)
+
+
+def connect(address: str) -> ClusterInfo:
+    """Join a running cluster (`ray start --head --port=...` on the head)."""
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": dict(WORKER_ENV)})
+    return ClusterInfo(address, embedded=False)
+
+
+def shutdown(info: ClusterInfo | None = None) -> None:
+    if ray.is_initialized() and (info is None or info.embedded):
+        ray.shutdown()
+
+
+def cluster_slots(cpus_per_trial: float, gpus_per_trial: int) -> int:
+    """How many trials fit in the cluster at once (at least one)."""
+    res = ray.cluster_resources()
+    if gpus_per_trial > 0:
+        return max(1, int(res.get("GPU", 0) // gpus_per_trial))
+    return max(1, int(res.get("CPU", 1) // cpus_per_trial))

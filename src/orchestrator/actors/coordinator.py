@@ -1,0 +1,261 @@
+"""ExperimentCoordinator: one per experiment. Expands the sweep, schedules trials on trainer actors
+within the cluster's resources, journals every transition, and rebuilds itself from the journal.
+
+Everything it knows on start comes from the journal: done trials are skipped, trials the journal
+shows running (their worker was lost with the previous coordinator) are requeued and resume from
+their last checkpoint. It runs as a threaded actor: `run` drives the schedule while trainers call
+`on_metrics` / `on_checkpoint` and the driver polls `progress`.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
+from orchestrator.storage import open_store
+
+from .cluster import cluster_slots
+from .evaluator import EvaluatorActor
+from .journaling import RunJournal
+from .plan import SweepPlan, plan_sweep
+from .trainer import TrainerActor, TrainerGroup
+
+log = logging.getLogger(__name__)
+JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel
+
+
+@dataclass
+class Task:
+    trial_id: str
+    phase: str            # "train" | "final_eval" | "interim_eval" | "base_eval"
+    step: int = 0
+
+
+class Coordinator:
+    def __init__(self, manifest_path: str, journal_url: str | None = None, *, retry_failed: bool = False):
+        self.plan: SweepPlan = plan_sweep(manifest_path)
+        self.journal = open_journal(journal_url or self.plan.journal_url)
+        self.rj = RunJournal(self.journal, self.plan.experiment_id)
+        self.retry_failed = retry_failed
+        self.trials = {t.id: t for t in self.plan.trials}
+        m = self.plan.loaded.manifest
+        self.manifest_json = m.model_dump(mode="json")
+        self.suites = list(m.eval.suites)
+        self.eval_every = m.eval.every
+        self.live: dict[str, dict[str, Any]] = {}      # trial -> latest metrics and status
+        self.trainers: dict[str, Any] = {}             # trial -> trainer actor handle
+        self.evaluator = None
+        self.base_metrics: dict | None = None
+        self.done_summary: dict[str, dict] = {}          # trial -> what its `done` event records
+        self.checkpoints: queue.SimpleQueue = queue.SimpleQueue()  # (trial, step, key) for interim evals
+        self.cancel_requested = threading.Event()
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------- called by others
+    def experiment_id(self) -> str:
+        return self.plan.experiment_id
+
+    def on_metrics(self, trial_id: str, metrics: dict) -> None:
+        with self.lock:
+            self.live.setdefault(trial_id, {}).update(metrics)
+
+    def on_checkpoint(self, trial_id: str, step: int, key: str, sha256: str, size: int) -> None:
+        self.rj.checkpointed(trial_id, step, key, sha256, size)
+        total = self.trials[trial_id].manifest.train.steps
+        if self.suites and self.eval_every and step % self.eval_every == 0 and step < total:
+            self.checkpoints.put((trial_id, step, key))
+
+    def progress(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return {tid: dict(v) for tid, v in self.live.items()}
+
+    def trainer_pid(self, trial_id: str) -> int | None:
+        handle = self.trainers.get(trial_id)
+        if isinstance(handle, TrainerGroup):
+            return handle.pids()[0]
+        return None if handle is None else ray.get(handle.pid.remote())
+
+    def cancel(self) -> None:
+        self.cancel_requested.set()
+
+    # ------------------------------------------------------------------- the run
+    def _set(self, trial_id: str, status: TrialStatus, **extra: Any) -> None:
+        with self.lock:
+            self.live.setdefault(trial_id, {}).update(status=status.value, **extra)
+
+    def _register(self) -> list[str]:
+        """Register (idempotently) and return the trials to run, oldest first."""
+        p = self.plan
+        self.journal.register_experiment(p.experiment_id, p.name, p.record())
+        self.journal.register_trials(p.experiment_id, {t.id: t.config for t in p.trials})
+        state = self.journal.experiment_state(p.experiment_id)
+        source = str(p.manifest_path)
+        if state.status is ExperimentStatus.PENDING:
+            self.rj.experiment(EventKind.SUBMITTED, source=source)
+        elif state.status is not ExperimentStatus.DONE:
+            self.rj.experiment(EventKind.RESUMED, f"/after-{state.last_seq}", source=source)
+        todo = []
+        for t in p.trials:
+            st = state.trials[t.id]
+            self._set(t.id, st.status, label=t.label, total_steps=t.manifest.train.steps,
+                      step=st.last_checkpoint_step or 0)
+            if st.status is TrialStatus.DONE or (st.status is TrialStatus.FAILED and not self.retry_failed):
+                continue
+            if st.status is not TrialStatus.QUEUED:  # pending, lost (running/evaluating), cancelled, retry
+                self.rj.transition(t.id, EventKind.QUEUED)
+                self._set(t.id, TrialStatus.QUEUED)
+            todo.append(t.id)
+        return todo
+
+    def _resources(self) -> dict[str, float]:
+        r = self.plan.loaded.manifest.resources
+        if r.gpus_per_trial > 0:
+            return {"num_gpus": 1, "num_cpus": r.cpus_per_trial}
+        return {"num_cpus": r.cpus_per_trial}
+
+    def _slots(self) -> int:
+        r = self.plan.loaded.manifest.resources
+        slots = cluster_slots(r.cpus_per_trial, r.gpus_per_trial)
+        return min(slots, r.max_concurrent_trials) if r.max_concurrent_trials else slots
+
+    def _launch(self, trial_id: str, active: dict) -> None:
+        me = ray.get_runtime_context().current_actor
+        res = self.plan.loaded.manifest.resources
+        threads = max(1, int(res.cpus_per_trial))
+        args = (str(self.plan.manifest_path), trial_id, self.plan.blobs_uri, me)
+        self.rj.transition(trial_id, EventKind.RUNNING)
+        self._set(trial_id, TrialStatus.RUNNING)
+        if res.gpus_per_trial > 1:  # a data-parallel group, gang-scheduled
+            group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads)
+            self.trainers[trial_id] = group
+            active[group.train()[0]] = Task(trial_id, "train")
+            return
+        handle = TrainerActor.options(**self._resources()).remote(*args, threads)
+        self.trainers[trial_id] = handle
+        active[handle.train.remote()] = Task(trial_id, "train")
+
+    def _evaluate(self, source: dict, label: str):
+        if self.evaluator is None:
+            self.evaluator = EvaluatorActor.remote(self.plan.blobs_uri, f"experiments/{self.plan.experiment_id}/grids")
+        return self.evaluator.evaluate.remote(self.manifest_json, str(self.plan.loaded.base_dir), source, label)
+
+    def _finish_training(self, task: Task, result: dict, active: dict) -> None:
+        tid = task.trial_id
+        self._release(tid)
+        if result.get("checkpoint"):  # the last checkpoint's own report may still be in flight
+            info = open_store(self.plan.blobs_uri).info(result["checkpoint"])
+            self.rj.checkpointed(tid, result["step"], result["checkpoint"], info.sha256, info.size)
+        self._set(tid, TrialStatus.RUNNING, step=result["step"], final_loss=result["final_loss"])
+        summary = {"final_loss": result["final_loss"], "model": result["model_prefix"], "step": result["step"]}
+        if not self.suites:
+            self.rj.transition(tid, EventKind.DONE, **summary)
+            self._set(tid, TrialStatus.DONE)
+            return
+        self.rj.transition(tid, EventKind.EVALUATING)
+        self._set(tid, TrialStatus.EVALUATING)
+        ref = self._evaluate({"kind": "model", "prefix": result["model_prefix"]}, f"{tid}-final")
+        active[ref] = Task(tid, "final_eval", result["step"])
+        self.done_summary[tid] = summary
+
+    def _finish_eval(self, task: Task, out: dict, base_ref) -> None:
+        tid = task.trial_id
+        if task.phase == "interim_eval":
+            self.rj.evaluated(tid, task.step, out["metrics"], grid=out["grid"])
+            return
+        if self.base_metrics is None:
+            self.base_metrics = ray.get(base_ref)
+        self.rj.evaluated(tid, 0, self.base_metrics["metrics"], grid=self.base_metrics["grid"], base=True)
+        self.rj.evaluated(tid, task.step, out["metrics"], grid=out["grid"])
+        self.rj.transition(tid, EventKind.DONE, **self.done_summary.pop(tid, {}))
+        self._set(tid, TrialStatus.DONE, metrics=out["metrics"])
+
+    def _fail(self, tid: str, error: str, traceback: str | None) -> None:
+        self._release(tid)
+        self.rj.transition(tid, EventKind.FAILED, error=error, traceback=traceback)
+        self._set(tid, TrialStatus.FAILED, error=error)
+
+    def _release(self, tid: str) -> None:
+        handle = self.trainers.pop(tid, None)
+        if isinstance(handle, TrainerGroup):
+            handle.shutdown()
+        elif handle is not None:
+            ray.kill(handle, no_restart=True)
+
+    def _externally_cancelled(self) -> bool:
+        return self.journal.experiment_state(self.plan.experiment_id).status is ExperimentStatus.CANCELLED
+
+    def run(self) -> dict[str, int]:
+        """Run every unfinished trial to the end; returns the trial counts by status."""
+        eid = self.plan.experiment_id
+        pending = deque(self._register())
+        active: dict[Any, Task] = {}
+        base_ref = self._evaluate({"kind": "base"}, "base") if self.suites and pending else None
+        slots, last_poll = self._slots(), time.monotonic()
+        while pending or active:
+            if time.monotonic() - last_poll > JOURNAL_POLL_S:
+                last_poll = time.monotonic()
+                if self._externally_cancelled():
+                    self.cancel_requested.set()
+            if self.cancel_requested.is_set():
+                self._cancel_all(list(pending) + [t.trial_id for t in active.values() if t.phase != "interim_eval"])
+                return self._counts()
+            training = sum(t.phase == "train" for t in active.values())
+            while pending and training < slots:
+                self._launch(pending.popleft(), active)
+                training += 1
+            while not self.checkpoints.empty():
+                tid, step, key = self.checkpoints.get()
+                active[self._evaluate({"kind": "checkpoint", "key": key}, f"{tid}-step{step}")] = \
+                    Task(tid, "interim_eval", step)
+            ready, _ = ray.wait(list(active), num_returns=1, timeout=0.5)
+            for ref in ready:
+                task = active.pop(ref)
+                try:
+                    out = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the trial fails; the sweep goes on
+                    if task.phase == "interim_eval":
+                        log.warning("interim evaluation of %s at step %d failed: %s", task.trial_id, task.step, exc)
+                    else:
+                        try:
+                            self._fail(task.trial_id, f"{type(exc).__name__}: {exc}", str(exc))
+                        except IllegalTransition as exc2:
+                            log.warning("%s", exc2)
+                    continue
+                try:
+                    if task.phase == "train" and "error" in out:
+                        self._fail(task.trial_id, out["error"], out["traceback"])
+                    elif task.phase == "train":
+                        self._finish_training(task, out, active)
+                    else:
+                        self._finish_eval(task, out, base_ref)
+                except IllegalTransition as exc:  # cancelled through the journal meanwhile
+                    log.warning("%s", exc)
+        counts = self._counts()
+        if counts.get("done", 0) == len(self.trials):
+            self.rj.experiment(EventKind.DONE)
+        log.info("experiment %s: %s", eid, counts)
+        return counts
+
+    def _cancel_all(self, trial_ids: list[str]) -> None:
+        for tid in dict.fromkeys(trial_ids):
+            self._release(tid)
+            if not self.rj.trial(tid).finished:
+                self.rj.transition(tid, EventKind.CANCELLED)
+                self._set(tid, TrialStatus.CANCELLED)
+        if not self._externally_cancelled():
+            state = self.journal.experiment_state(self.plan.experiment_id)
+            self.rj.experiment(EventKind.CANCELLED, f"/after-{state.last_seq}")
+
+    def _counts(self) -> dict[str, int]:
+        state = self.journal.experiment_state(self.plan.experiment_id)
+        return {k.value: v for k, v in state.counts().items() if v}
+
+
+ExperimentCoordinator = ray.remote(num_cpus=0, max_concurrency=16)(Coordinator)

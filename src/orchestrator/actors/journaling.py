@@ -1,0 +1,51 @@
+"""Journal writes of the runtime, with deterministic idempotency keys.
+
+A status change is keyed by the trial's newest journal seq it follows from, so a coordinator
+that crashes between writing and acknowledging, or two coordinators racing, re-append the same
+key and the journal keeps one event; annotations are keyed by what they annotate (the step).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orchestrator.journal import Event, EventKind, IllegalTransition, Journal, JournalConflict, TrialState
+
+log = logging.getLogger(__name__)
+
+
+class RunJournal:
+    def __init__(self, journal: Journal, experiment_id: str):
+        self.journal, self.eid = journal, experiment_id
+
+    def trial(self, trial_id: str) -> TrialState:
+        return self.journal.trial_state(trial_id, self.eid)
+
+    def transition(self, trial_id: str, kind: EventKind, **payload: Any) -> bool:
+        """A status change of a trial, keyed by the seq it follows from."""
+        after = self.trial(trial_id).last_seq
+        key = f"{self.eid}/{trial_id}/{kind.value}/after-{after if after is not None else 'none'}"
+        return self.journal.append(Event.for_trial(self.eid, trial_id, kind, key, **payload))
+
+    def checkpointed(self, trial_id: str, step: int, uri: str, sha256: str, size: int) -> None:
+        try:
+            self.journal.record_checkpoint(trial_id, step, uri, sha256, size)
+        except JournalConflict as exc:  # rewritten with other bytes (e.g. another thread count): keep the first
+            log.warning("%s", exc)
+        key = f"{self.eid}/{trial_id}/checkpointed/{step}"
+        self._annotate(Event.for_trial(self.eid, trial_id, EventKind.CHECKPOINTED, key, step=step, uri=uri))
+
+    def evaluated(self, trial_id: str, step: int, metrics: dict[str, float], **extra: Any) -> None:
+        key = f"{self.eid}/{trial_id}/evaluated/{step}"
+        self._annotate(Event.for_trial(self.eid, trial_id, EventKind.EVALUATED, key, step=step,
+                                       metrics=metrics, **extra))
+
+    def _annotate(self, event: Event) -> None:
+        try:
+            self.journal.append(event)
+        except IllegalTransition as exc:  # e.g. a late report about an attempt already requeued
+            log.warning("dropping %s: %s", event.describe(), exc)
+
+    def experiment(self, kind: EventKind, suffix: str = "", **payload: Any) -> bool:
+        key = f"{self.eid}/{kind.value}{suffix}"
+        return self.journal.append(Event.for_experiment(self.eid, kind, key, **payload))

@@ -1,0 +1,209 @@
+"""The Ray actor runtime end to end, on one real local Ray (free ports), real SQLite and blobs."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+from orchestrator.actors import api  # noqa: E402
+from orchestrator.actors.cluster import shutdown, start_local  # noqa: E402
+from orchestrator.actors.coordinator import Coordinator, ExperimentCoordinator  # noqa: E402
+from orchestrator.actors.plan import plan_sweep  # noqa: E402
+from orchestrator.actors.results import build_table, render_csv, render_json, render_table  # noqa: E402
+from orchestrator.journal import Event, EventKind, open_journal  # noqa: E402
+from orchestrator.models.sd import load_components  # noqa: E402
+from orchestrator.storage import open_store  # noqa: E402
+from orchestrator.training import train_trial  # noqa: E402
+
+MANIFEST = """\
+name: {name}
+model: {{variant: sd, base: tiny-random, resolution: 32}}
+data: {{train: {{kind: shapes, captions: spatial, n: 12}}, eval: {{kind: shapes-winoground, n: 8, seed: 7}}}}
+train: {{steps: {steps}, batch_size: 4, lr: 1.0e-3, checkpoint_every: {every}, seed: 1}}
+sweep: {sweep}
+resources: {{cpus_per_trial: 1{extra_res}}}
+eval: {eval}
+storage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}
+"""
+
+
+def write(tmp: Path, name: str = "t", steps: int = 8, every: int = 2, sweep: str = "{}", eval: str = "{}",
+          extra_res: str = "") -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / f"{name}.yaml"
+    path.write_text(MANIFEST.format(name=name, steps=steps, every=every, sweep=sweep, eval=eval, extra_res=extra_res))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    info = start_local(num_cpus=2)
+    assert not info.address.endswith(":6379")
+    yield info
+    shutdown(info)
+
+
+def trial_events(journal, eid: str, tid: str) -> Counter:
+    return Counter(e.kind.value for e in journal.events(eid, tid))
+
+
+def wait_for(predicate, timeout: float = 120.0, every: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            value = predicate()
+        except LookupError:  # not registered yet
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError("condition not reached")
+
+
+def test_sweep_runs_evaluates_and_resubmission_is_idempotent(tmp_path):
+    path = write(tmp_path, "sweep", steps=6, every=2, sweep="{grid: {train.lr: [1.0e-3, 3.0e-4]}}",
+                 eval="{suites: [spatial], every: 4, samples: 4}")
+    eid = api.run_experiment(path, progress=False)
+    plan = plan_sweep(path)
+    with open_journal(plan.journal_url) as journal:
+        state = journal.experiment_state(eid)
+        assert state.status.value == "done" and state.counts()["done"] == 2
+        for tid, t in state.trials.items():
+            kinds = trial_events(journal, eid, tid)
+            assert kinds["running"] == 1 and kinds["done"] == 1 and kinds["checkpointed"] == 3
+            assert set(t.metrics) == {0, 4, 6}  # base, interim at every=4, final
+            assert 0.0 <= t.metrics[6]["spatial_acc"] <= 1.0
+            assert [c.step for c in journal.checkpoints(tid)] == [2, 4, 6]
+        table = build_table(journal, eid)
+        assert table.swept == ["train.lr"] and "spatial_acc (final)" in table.metrics
+        assert "spatial_acc (base)" in render_table(table) and render_csv(table).startswith("train.lr,")
+        assert '"rows"' in render_json(table)
+        seq = state.last_seq
+    store = open_store(plan.blobs_uri)
+    assert store.list(f"experiments/{eid}/grids/")  # sample grids saved
+    assert api.run_experiment(path, progress=False) == eid  # resubmission: nothing runs again
+    with open_journal(plan.journal_url) as journal:
+        assert all(e.kind is EventKind.RESUMED or e.trial_id is None for e in journal.events(eid, after_seq=seq)) or \
+            not journal.events(eid, after_seq=seq)
+    assert api.status(plan.journal_url, eid)[0]["counts"] == {"done": 2}
+
+
+def test_failing_trial_is_journaled_and_sweep_continues(tmp_path):
+    # batch 64 > 12 examples: that trial raises in the trainer; the other finishes.
+    path = write(tmp_path, "fails", steps=2, every=2, sweep="{grid: {train.batch_size: [4, 64]}}")
+    eid = api.run_experiment(path, progress=False)
+    plan = plan_sweep(path)
+    with open_journal(plan.journal_url) as journal:
+        trials = journal.experiment_state(eid).trials
+    by_batch = {plan_trial.manifest.train.batch_size: trials[plan_trial.id] for plan_trial in plan.trials}
+    assert by_batch[4].status.value == "done"
+    bad = by_batch[64]
+    assert bad.status.value == "failed" and "fewer than one batch" in bad.last_error
+    assert "Traceback" in bad.last_traceback
+
+
+def test_trainer_sigkill_resumes_to_identical_weights(tmp_path):
+    path = write(tmp_path / "killed", "killed", steps=16, every=4)
+    plan = plan_sweep(path)
+    tid = plan.trials[0].id
+    coord = ExperimentCoordinator.remote(str(path))
+    done = coord.run.remote()
+    progress = lambda: ray.get(coord.progress.remote()).get(tid, {})  # noqa: E731
+    wait_for(lambda: progress().get("step", 0) >= 5)  # a checkpoint at 4 exists; steps after are lost
+    pid = ray.get(coord.trainer_pid.remote(tid))
+    os.kill(pid, signal.SIGKILL)
+    assert ray.get(done, timeout=300) == {"done": 1}
+    assert progress()["pid"] != pid  # the restarted actor finished the trial
+    with open_journal(plan.journal_url) as journal:
+        kinds = trial_events(journal, plan.experiment_id, tid)
+        steps = [e.payload["step"] for e in journal.events(plan.experiment_id, tid, kinds=["checkpointed"])]
+    assert kinds["running"] == 1 and kinds["done"] == 1 and steps == [4, 8, 12, 16]  # no duplicates
+    ray.kill(coord)
+
+    straight = write(tmp_path / "straight", "killed", steps=16, every=4)
+    ref = train_trial(straight, tid, progress=False, num_threads=1)
+    a = load_components(f"trials/{tid}/model", store=open_store(plan.blobs_uri)).unet.state_dict()
+    b = load_components(ref.model_prefix, store=open_store(tmp_path / "straight" / "blobs")).unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_coordinator_killed_then_resumed(tmp_path):
+    path = write(tmp_path, "resumable", steps=8, every=2, sweep="{grid: {train.lr: [1.0e-3, 5.0e-4, 2.0e-4]}}",
+                 extra_res=", max_concurrent_trials: 1")
+    plan = plan_sweep(path)
+    first, second, _ = (t.id for t in plan.trials)
+    coord = ExperimentCoordinator.options(name=f"coordinator-{plan.experiment_id}", namespace=api.NAMESPACE).remote(
+        str(path))
+    coord.run.remote()
+    journal = open_journal(plan.journal_url)
+    wait_for(lambda: journal.trial_state(first).status.value == "done"
+             and journal.trial_state(second).last_checkpoint_step is not None, timeout=180)
+    ray.kill(coord)
+    wait_for(lambda: _no_actor(f"coordinator-{plan.experiment_id}"))
+    assert journal.trial_state(second).status.value == "running"  # lost with the coordinator
+    before = {c.step for c in journal.checkpoints(second)}
+
+    assert api.resume(plan.journal_url, plan.experiment_id, progress=False) == plan.experiment_id
+    state = journal.experiment_state(plan.experiment_id)
+    assert state.status.value == "done" and state.counts()["done"] == 3
+    assert trial_events(journal, plan.experiment_id, first)["running"] == 1  # not re-run
+    assert trial_events(journal, plan.experiment_id, second)["running"] == 2
+    store = open_store(plan.blobs_uri)
+    after = {c.step for c in journal.checkpoints(second)}
+    assert before <= after and store.exists(journal.latest_checkpoint(second).uri)
+    journal.close()
+
+
+def _no_actor(name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=api.NAMESPACE)
+        return False
+    except ValueError:
+        return True
+
+
+def test_coordinator_state_is_rebuilt_from_the_journal(tmp_path):
+    path = write(tmp_path, "rebuild", steps=2, every=2, sweep="{grid: {train.lr: [1.0e-3, 5.0e-4, 2.0e-4]}}")
+    plan = plan_sweep(path)
+    a, b, c = (t.id for t in plan.trials)
+    eid = plan.experiment_id
+    with open_journal(plan.journal_url) as journal:
+        journal.register_experiment(eid, plan.name, plan.record())
+        journal.register_trials(eid, {t.id: t.config for t in plan.trials})
+        journal.append(Event.for_experiment(eid, "submitted", "s", source=str(path)))
+        for tid, kinds in ((a, ["queued", "running", "done"]), (b, ["queued", "running"]), (c, [])):
+            for i, kind in enumerate(kinds):
+                journal.append(Event.for_trial(eid, tid, kind, f"{tid}-{i}"))
+        todo = Coordinator(str(path))._register()  # no Ray needed to rebuild
+        assert todo == [b, c]
+        assert journal.trial_state(b).status.value == "queued"  # the lost attempt is requeued
+        assert Coordinator(str(path))._register() == [b, c]  # rebuilding twice changes nothing
+        assert len(journal.events(eid, b)) == 3
+
+
+def test_two_rank_gloo_group_matches_single_process(tmp_path):
+    from orchestrator.actors.trainer import TrainerGroup
+
+    path = write(tmp_path / "ddp", "ddp", steps=4, every=2)
+    plan = plan_sweep(path)
+    tid = plan.trials[0].id
+    group = TrainerGroup(str(path), tid, plan.blobs_uri, None, world_size=2, use_gpus=False, backend="gloo")
+    try:
+        results = ray.get(group.train(), timeout=300)
+    finally:
+        group.shutdown()
+    assert [r.get("error") for r in results] == [None, None]
+    assert results[0]["model_prefix"] and results[1]["checkpoint"] is None  # only rank 0 writes
+    single = train_trial(write(tmp_path / "single", "ddp", steps=4, every=2), tid, progress=False, num_threads=1)
+    a = load_components(results[0]["model_prefix"], store=open_store(plan.blobs_uri)).unet.state_dict()
+    b = load_components(single.model_prefix, store=open_store(tmp_path / "single" / "blobs")).unet.state_dict()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-4, worst
