@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local paths or blobs, never a hub
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own Rich progress is the one to read
 
 import typer
 from rich.console import Console
@@ -345,9 +346,90 @@ def sample(
 
 
 @app.command(name="eval")
-def eval_(checkpoint: str = typer.Option(..., "--checkpoint"), suite: str = typer.Option(..., "--suite")) -> None:
-    """Run evaluation suites on a checkpoint."""
-    _not_yet("eval", "the evaluation metrics (issue 5)")
+def eval_(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Diffusers dir, file:// or az:// URI, or a blob key "
+                                   "(model prefix or trials/<id>/checkpoints/step-N.pt) with --blobs."),
+    suite: str = typer.Option(..., "--suite", help="Comma-separated: spatial, clip_r_precision, winoground, fid, fid_clip."),
+    blobs: str = typer.Option(None, "--blobs", help="Blob store holding the checkpoint, caches and tiny base."),
+    base: str = typer.Option(None, "--base", help="Base model for a step-N.pt U-Net checkpoint (default: the tiny base)."),
+    samples: int = typer.Option(64, "--samples", min=1),
+    seed: int = typer.Option(1234, "--seed", min=0, help="Generation noise and protocol sampling."),
+    steps: int = typer.Option(25, "--steps", min=1),
+    guidance: float = typer.Option(3.0, "--guidance", min=0.0),
+    sampler: SamplerName = typer.Option(SamplerName.ddim, "--sampler"),
+    best_of: int = typer.Option(1, "--best-of", min=1, help="Generate K per prompt, keep the CLIP-best (needs --clip)."),
+    clip: str = typer.Option(None, "--clip", help="CLIP directory or blob prefix (transformers format)."),
+    fid_weights: str = typer.Option(None, "--fid-weights", help="pt_inception-2015-12-05-6726825d.pth (path or blob key)."),
+    fid_reference: str = typer.Option(None, "--fid-reference", help="Reference statistics .npz (mu, sigma)."),
+    winoground: str = typer.Option(None, "--winoground", help="Winoground directory (default: shapes-world pairs)."),
+    journal: str = typer.Option(None, "--journal", help="Record the results in this journal (with --experiment, --trial, --step)."),
+    experiment: str = typer.Option(None, "--experiment"),
+    trial: str = typer.Option(None, "--trial"),
+    step: int = typer.Option(None, "--step", min=0),
+    format: TextFormat = typer.Option(TextFormat.text, "--format"),
+) -> None:
+    """Run evaluation suites on a checkpoint; values with sample counts and 95% intervals."""
+    from .eval.inception import FIDWeightsError
+    from .eval.suites import MetricUnavailable, record_results, run_suites
+    from .storage import open_store
+
+    if journal and not (experiment and trial and step is not None):
+        err.print("orch eval: --journal needs --experiment, --trial and --step to record against", markup=False)
+        raise typer.Exit(2)
+    try:
+        results = run_suites(checkpoint, suite, store=open_store(blobs) if blobs else None, base=base,
+                             samples=samples, seed=seed, steps=steps, guidance_scale=guidance, sampler=sampler.value,
+                             best_of=best_of, clip=clip, fid_weights=fid_weights, fid_reference=fid_reference,
+                             winoground=winoground)
+    except (MetricUnavailable, FIDWeightsError, FileNotFoundError, ValueError) as exc:
+        err.print(f"orch eval: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if journal:
+        from .journal import open_journal
+
+        with open_journal(journal) as j:
+            record_results(j, experiment, trial, step, results, checkpoint=checkpoint)
+    if format is TextFormat.json:
+        _emit_json([r.to_json() for r in results])
+        return
+    table = Table(title=f"eval of {checkpoint}")
+    for col in ("suite", "metric", "value", "95% CI", "std", "n"):
+        table.add_column(col)
+    for r in results:
+        for m in r.metrics:
+            ci = "" if m.ci_low is None else f"[{m.ci_low:.3f}, {m.ci_high:.3f}]"
+            table.add_row(r.suite, m.name, f"{m.value:.4f}", ci, "" if m.std is None else f"{m.std:.4f}", str(m.n))
+    out.print(table)
+
+
+clip_app = typer.Typer(help="The project's own tiny shapes-world CLIP (for CLIP-R-Precision, fid_clip, Winoground).",
+                       no_args_is_help=True)
+app.add_typer(clip_app, name="clip")
+
+
+@clip_app.command("train")
+def clip_train(
+    out_to: str = typer.Option(..., "--out", help="Directory, or a blob prefix with --blobs."),
+    blobs: str = typer.Option(None, "--blobs"),
+    steps: int = typer.Option(3000, "--steps", min=1),
+    seed: int = typer.Option(0, "--seed", min=0),
+    n: int = typer.Option(4000, "--n", min=2, help="Shapes scenes to train on."),
+    size: int = typer.Option(32, "--size"),
+    batch_size: int = typer.Option(64, "--batch-size", min=2),
+    lr: float = typer.Option(2e-3, "--lr", min=0.0),
+    threads: int = typer.Option(1, "--threads", min=1),
+) -> None:
+    """Train the tiny CLIP contrastively on shapes images and captions; saved in transformers' format."""
+    import torch
+
+    from .models.clip import train_tiny_clip
+    from .storage import open_store
+
+    torch.set_num_threads(threads)
+    _, result = train_tiny_clip(out_to, steps=steps, seed=seed, n=n, size=size, batch_size=batch_size, lr=lr,
+                                store=open_store(blobs) if blobs else None)
+    out.print(f"[green]saved[/] tiny CLIP to {result.saved_to}: contrastive loss {result.first_loss:.3f} -> "
+              f"{result.final_loss:.3f} in {result.steps} steps ({result.wall_s:.0f} s)")
 
 
 @app.command()

@@ -5,14 +5,13 @@ from pathlib import Path
 
 from orchestrator.manifest import expand, load_manifest
 from orchestrator.manifest.schema import TINY_RANDOM_BASE, DataSource, ModelSpec, local_path
-from orchestrator.models.sd.pipeline import SDComponents, build_tiny, load_components
+from orchestrator.models.sd.pipeline import TINY_BASE_PREFIX, SDComponents, build_tiny, load_components
 
 from .data import ImageTextData, shapes_data
 from .distributed import DistContext, destroy_process_group, init_process_group
 from .loop import TrainResult, Trainer, set_deterministic
 from .metrics import MetricsCallback
 
-TINY_BASE_PREFIX = "models/tiny-sd-base"  # where `orch pretrain` puts the shapes-world base model
 
 
 def open_blob_store(uri: str, base_dir: Path | None):

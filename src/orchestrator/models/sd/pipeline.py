@@ -22,6 +22,7 @@ from . import tiny_config
 from .tokenizer import build_tokenizer
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+TINY_BASE_PREFIX = "models/tiny-sd-base"  # blob prefix of the shapes-world base `orch pretrain` builds
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""Spatial accuracy of generated images, judged by detection (GenEval's position task, VISOR's splits).
+
+For a prompt stating "A <relation> B", the shapes detector finds the objects in the image; the
+detections that fit A's description (shape, colour, and size when the description names one) and
+those that fit B's are paired, and GenEval's rule (`spatial_rule.relation`) decides each pair.
+As in GenEval, the image is correct only if the relation holds for *every* such pair, so a
+duplicated or fragmented object that lands on the wrong side counts against it.
+
+Three rates, after VISOR (Gokhale et al. 2022):
+- object accuracy: both A and B were generated (at least one distinct detection each);
+- spatial accuracy: the relation is right, over all prompts (GenEval's position score);
+- conditional spatial accuracy: the relation is right, over the images where both are present.
+Each comes with a 95% Wilson score interval, which stays inside [0, 1] at small n.
+A diagnostic fourth, axis accuracy, accepts either direction on the stated axis ("right of" for
+"left of"): it separates a model that learned where to separate the objects from one that also
+learned which goes where.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from orchestrator.data import spatial_rule
+from orchestrator.data.captions import SpatialFact
+from orchestrator.data.detector import Detection, detect
+from orchestrator.data.shapes import COLOURS, SIZE_FRACTION, make_example
+
+Desc = tuple[str, tuple[str, ...]]  # (shape name, attributes), as captions.SpatialFact carries them
+Z95 = 1.959963984540054
+AXIS = {spatial_rule.LEFT: "x", spatial_rule.RIGHT: "x", spatial_rule.ABOVE: "y", spatial_rule.BELOW: "y"}
+
+
+@dataclass(frozen=True)
+class SpatialPrompt:
+    text: str          # what the model is prompted with
+    subject: Desc      # A
+    relation: str      # GenEval naming: "left of", "right of", "above", "below"
+    object: Desc       # B
+
+    @classmethod
+    def from_fact(cls, fact: SpatialFact | Mapping[str, Any], text: str | None = None) -> "SpatialPrompt":
+        """From a shapes caption's fact (the dataclass or its `to_json()` record)."""
+        if isinstance(fact, SpatialFact):
+            return cls(text or fact.text(), fact.subject_desc, spatial_rule.to_geneval(fact.relation),
+                       fact.object_desc)
+        s, o = fact["subject"], fact["object"]
+        a, b = (s["name"], tuple(s["attributes"])), (o["name"], tuple(o["attributes"]))
+        rel = spatial_rule.to_geneval(fact["relation"])
+        return cls(text or f"{_phrase(a)} {spatial_rule.GENEVAL_TO_GQA[rel]} {_phrase(b)}", a, rel, b)
+
+    def swapped(self) -> "SpatialPrompt":
+        """B <relation> A: false wherever the original is cleanly true."""
+        text = f"{_phrase(self.object)} {spatial_rule.GENEVAL_TO_GQA[self.relation]} {_phrase(self.subject)}"
+        return SpatialPrompt(text, self.object, self.relation, self.subject)
+
+
+def _phrase(d: Desc) -> str:
+    return " ".join(["a", *d[1], d[0]])
+
+
+@dataclass(frozen=True)
+class Judgement:
+    subject_found: bool
+    object_found: bool
+    both_present: bool  # a distinct detection for each side: one red circle is not two
+    correct: bool
+    axis_correct: bool  # every pair is apart along the stated axis, in either direction
+
+
+def size_of(det: Detection, image_size: int) -> str:
+    """'small' or 'large' by the box's longer side, split halfway between the two drawn sizes."""
+    cut = (SIZE_FRACTION["small"] + SIZE_FRACTION["large"]) / 2 * image_size
+    return "large" if max(det.box[2], det.box[3]) > cut else "small"
+
+
+def fits(det: Detection, desc: Desc, image_size: int) -> bool:
+    """A detection fits a description when shape, colour and any stated size agree."""
+    name, attrs = desc
+    if det.shape != name:
+        return False
+    for a in attrs:
+        if a in COLOURS and a != det.colour:
+            return False
+        if a in SIZE_FRACTION and a != size_of(det, image_size):
+            return False
+    return True
+
+
+def judge(image: Image.Image | np.ndarray, prompt: SpatialPrompt, **detect_kw: Any) -> Judgement:
+    """Detect objects in one image and judge the prompt's relation by GenEval's rule."""
+    dets = detect(image, **detect_kw)
+    side = max(np.asarray(image).shape[:2]) if not isinstance(image, Image.Image) else max(image.size)
+    subj = [d for d in dets if fits(d, prompt.subject, side)]
+    obj = [d for d in dets if fits(d, prompt.object, side)]
+    pairs = [(a, b) for a in subj for b in obj if a is not b]
+    rels = [spatial_rule.relation(a.box, b.box) for a, b in pairs]
+    correct = bool(pairs) and all(prompt.relation in r for r in rels)
+    axis = bool(pairs) and all(any(AXIS[x] == AXIS[prompt.relation] for x in r) for r in rels)
+    return Judgement(bool(subj), bool(obj), bool(pairs), correct, axis)
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials; (0, 1) when n == 0."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At k = 0 or k = n the bound is exactly 0 or 1; say so rather than leave rounding noise.
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class SpatialScore:
+    n: int              # prompts (images) judged
+    both_present: int   # images with both objects detected
+    correct: int        # images whose relation holds
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    object_accuracy: float
+    object_accuracy_ci: tuple[float, float]
+    conditional_accuracy: float
+    conditional_ci: tuple[float, float]
+    axis_correct: int
+    axis_accuracy: float  # over all prompts, like `accuracy`
+    outcomes: tuple[bool, ...] = ()  # per-image correctness, in prompt order, for paired tests
+
+    def to_json(self, with_outcomes: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_outcomes:
+            d.pop("outcomes")
+        return d
+
+
+def score_judgements(judgements: Sequence[Judgement]) -> SpatialScore:
+    n = len(judgements)
+    both = sum(j.both_present for j in judgements)
+    ok = sum(j.correct for j in judgements)
+    axis = sum(j.axis_correct for j in judgements)
+    return SpatialScore(n, both, ok, ok / n if n else 0.0, wilson_interval(ok, n),
+                        both / n if n else 0.0, wilson_interval(both, n),
+                        ok / both if both else 0.0, wilson_interval(ok, both),
+                        axis, axis / n if n else 0.0, tuple(j.correct for j in judgements))
+
+
+def score_spatial(images: Iterable[Image.Image | np.ndarray], prompts: Sequence[SpatialPrompt],
+                  **detect_kw: Any) -> SpatialScore:
+    """Judge each image against its prompt (same order) and aggregate."""
+    images = list(images)
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
+    return score_judgements([judge(im, p, **detect_kw) for im, p in zip(images, prompts)])
+
+
+def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
+    """Exact McNemar test for two models judged on the same prompts (and, here, the same noise):
+    only the discordant prompts carry information. Returns the counts and a two-sided p-value."""
+    if len(a) != len(b):
+        raise ValueError("paired outcomes must have the same length")
+    only_a = sum(x and not y for x, y in zip(a, b))
+    only_b = sum(y and not x for x, y in zip(a, b))
+    m = only_a + only_b
+    tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m if m else 1.0
+    return {"only_a": only_a, "only_b": only_b, "p_value": min(1.0, 2 * tail)}
+
+
+def heldout_spatial_prompts(seed: int, n: int, image_size: int = 32, start: int = 0) -> list[SpatialPrompt]:
+    """The first `n` shapes-world examples (from index `start` of the dataset with `seed`) that state
+    a relation, as prompts: their spatial captions. Pick a seed the model was not trained on."""
+    out: list[SpatialPrompt] = []
+    i = start
+    while len(out) < n:
+        ex = make_example(seed, i, image_size)
+        if ex.spatial_fact is not None:
+            out.append(SpatialPrompt.from_fact(ex.spatial_fact, ex.spatial))
+        i += 1
+    return out

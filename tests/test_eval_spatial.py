@@ -1,0 +1,111 @@
+"""Spatial accuracy by detection, checked on rendered ground truth from the shapes world."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from orchestrator.data.shapes import Scene, ShapeObject, make_example, render
+from orchestrator.eval.spatial import (SpatialPrompt, heldout_spatial_prompts, judge, mcnemar, score_spatial,
+                                       wilson_interval)
+
+SEED, N = 7, 60
+
+
+def _examples(n: int = N, size: int = 32):
+    out, i = [], 0
+    while len(out) < n:
+        ex = make_example(SEED, i, size)
+        if ex.spatial_fact is not None:
+            out.append(ex)
+        i += 1
+    return out
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_true_relations_score_one(size):
+    exs = _examples(size=size)
+    prompts = [SpatialPrompt.from_fact(ex.spatial_fact, ex.spatial) for ex in exs]
+    s = score_spatial([ex.image() for ex in exs], prompts)
+    assert (s.n, s.correct, s.both_present) == (N, N, N)
+    assert s.accuracy == s.object_accuracy == s.conditional_accuracy == s.axis_accuracy == 1.0
+    assert s.accuracy_ci[1] == 1.0 and 0.9 < s.accuracy_ci[0] < 1.0
+
+
+def test_swapped_prompts_score_zero():
+    # Winoground pairs are the facts whose reversal is false for every pair of fitting objects.
+    exs = [ex for ex in _examples(120) if ex.pair is not None][:N]
+    assert len(exs) >= 40
+    for make in (lambda ex: SpatialPrompt.from_fact(ex.spatial_fact).swapped(),
+                 lambda ex: SpatialPrompt.from_fact(ex.spatial_fact.to_json()).swapped()):
+        s = score_spatial([ex.image() for ex in exs], [make(ex) for ex in exs])
+        assert s.correct == 0 and s.accuracy == 0.0
+        assert s.object_accuracy == 1.0  # the objects are there; only the relation is wrong
+        assert s.axis_accuracy == 1.0  # and they are apart along the stated axis, the wrong way round
+    # The same images against the roles' rendered swap (image_1) are right again.
+    s = score_spatial([render(ex.pair.scene_1) for ex in exs],
+                      [SpatialPrompt.from_fact(ex.spatial_fact).swapped() for ex in exs])
+    assert s.accuracy == 1.0
+
+
+def test_missing_object_fails_object_accuracy():
+    exs = _examples(30)
+    images, prompts = [], []
+    for ex in exs:
+        fact = ex.spatial_fact
+        # Drop every object B's description fits (it need not single one out).
+        name, attrs = fact.object_desc
+        keep = [o for o in ex.scene.objects if not (o.shape == name and {o.colour, o.size} >= set(attrs))]
+        assert len(keep) < len(ex.scene.objects)
+        images.append(render(Scene(ex.scene.image_size, tuple(keep))))
+        prompts.append(SpatialPrompt.from_fact(fact, ex.spatial))
+    s = score_spatial(images, prompts)
+    assert s.both_present == 0 and s.correct == 0
+    assert s.object_accuracy == 0.0 and s.conditional_accuracy == 0.0
+    assert s.conditional_ci == (0.0, 1.0)  # no image to condition on
+
+
+def test_colour_shape_and_size_must_match():
+    a = ShapeObject("circle", "red", "small", 2, 12, 8, 8)
+    b = ShapeObject("square", "blue", "large", 18, 10, 12, 12)
+    img = render(Scene(32, (a, b)))
+    left = SpatialPrompt("", ("circle", ("red",)), "left of", ("square", ("blue",)))
+    assert judge(img, left).correct
+    assert not judge(img, replace(left, relation="right of")).correct
+    assert judge(img, replace(left, relation="right of")).axis_correct
+    assert not judge(img, replace(left, relation="above")).axis_correct
+    wrong_colour = judge(img, replace(left, subject=("circle", ("green",))))
+    assert not wrong_colour.subject_found and wrong_colour.object_found and not wrong_colour.correct
+    assert not judge(img, replace(left, subject=("triangle", ("red",)))).both_present
+    assert judge(img, replace(left, subject=("circle", ("small", "red")))).correct
+    assert not judge(img, replace(left, subject=("circle", ("large", "red")))).subject_found
+
+
+def test_every_fitting_pair_must_hold():
+    # GenEval's strictness: a second red circle on the wrong side makes the image wrong.
+    b = ShapeObject("square", "blue", "small", 12, 12, 8, 8)
+    left = ShapeObject("circle", "red", "small", 1, 12, 8, 8)
+    right = ShapeObject("circle", "red", "small", 23, 12, 8, 8)
+    prompt = SpatialPrompt("", ("circle", ("red",)), "left of", ("square", ("blue",)))
+    assert judge(render(Scene(32, (left, b))), prompt).correct
+    assert not judge(render(Scene(32, (left, b, right))), prompt).correct
+    # One object cannot stand on both sides of a relation.
+    same = SpatialPrompt("", ("circle", ("red",)), "left of", ("circle", ("red",)))
+    assert not judge(render(Scene(32, (left, b))), same).both_present
+    assert judge(render(Scene(32, (left, b, right))), same).both_present
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
+    lo, hi = wilson_interval(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_mcnemar_and_heldout_prompts():
+    assert mcnemar([True] * 10, [False] * 10) == {"only_a": 10, "only_b": 0, "p_value": pytest.approx(2 / 1024)}
+    assert mcnemar([True, False], [True, False])["p_value"] == 1.0
+    prompts = heldout_spatial_prompts(1000, 12)
+    assert len(prompts) == 12 and all(p.relation in {"left of", "right of", "above", "below"} for p in prompts)
+    assert prompts == heldout_spatial_prompts(1000, 12)  # deterministic by seed

@@ -1,0 +1,149 @@
+"""Suites end to end on a tiny random model: run_suites, checkpoint URIs, prerequisites, the journal.
+
+Random weights everywhere: these check the plumbing (counts, intervals, caching, errors), never
+claim a metric value worth reporting.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from orchestrator.eval.checkpoint_model import load_checkpoint_model
+from orchestrator.eval.suites import MetricUnavailable, flatten_metrics, record_results, run_suites
+from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config, save_clip
+from orchestrator.models.sd import build_tiny
+from orchestrator.storage import LocalBlobStore
+
+FAST = dict(samples=4, steps=2, batch_size=4, r_precision_pool=110, r_precision_chunks=2, winoground_scenes=30,
+            device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a second thread spin-waits on a shared 2-core machine
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    build_tiny(seed=0).save(root / "model")
+    model, tok = build_tiny_clip(seed=0)
+    save_clip(ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), "tiny"), root / "clip")
+    return root
+
+
+class _StandInInception(nn.Module):
+    """Features from a fixed random projection: the FID suite's plumbing without the 24M-parameter
+    network (tested on its own in test_inception.py) nor a 2048-d eigen-solve (test_frechet.py)."""
+    weights_sha256 = None
+    feature_dim = 64
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3 * 8 * 8, self.feature_dim)
+
+    def forward(self, images):
+        x = torch.nn.functional.adaptive_avg_pool2d(images.float(), 8).flatten(1)
+        return torch.relu(self.proj(x))
+
+
+def test_all_suites_on_a_checkpoint_directory(assets, tmp_path):
+    store = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    names = ["spatial", "clip_r_precision", "winoground", "fid", "fid_clip"]
+    results = run_suites(str(assets / "model"), names, store=store, clip=str(assets / "clip"),
+                         inception_net=_StandInInception(), best_of=2, **FAST)
+    by = {r.suite: r for r in results}
+    assert list(by) == names
+    acc = {m.name: m for m in by["spatial"].metrics}
+    assert acc["accuracy"].n == 4 and 0 <= acc["accuracy"].ci_low <= acc["accuracy"].value <= acc["accuracy"].ci_high
+    (rp,) = by["clip_r_precision"].metrics
+    assert rp.n == 4 and rp.std is not None and by["clip_r_precision"].info["candidates"] == 100
+    assert by["spatial"].info["best_of"] == 2 and sum(by["spatial"].info["best_of_picks"]) == 4
+    wino = {m.name for m in by["winoground"].metrics}
+    assert {"text", "image", "group"} <= wino and any("/" in m for m in wino)  # per collapsed_tag
+    (fid,) = by["fid"].metrics
+    assert fid.n == 4 and fid.ci_low is None and np.isfinite(fid.value)
+    assert "RANDOM" in by["fid"].info["weights"]
+    assert by["fid_clip"].info["reference_cached"] is False
+    assert store.exists(by["fid_clip"].info["reference"])
+    # a second run reuses the cached reference statistics and, seeded, reproduces the value
+    again = run_suites(str(assets / "model"), "fid_clip", store=store, clip=str(assets / "clip"), best_of=2, **FAST)
+    assert again[0].info["reference_cached"] is True
+    assert again[0].metrics[0].value == pytest.approx(by["fid_clip"].metrics[0].value, rel=1e-9)
+    flat = flatten_metrics(results)
+    assert flat["fid.n"] == 4 and "fid.ci_low" not in flat and "clip_r_precision.r_at_1.std" in flat
+
+
+def test_in_memory_model_and_context_reuse():
+    from orchestrator.eval.suites import build_context, run_in_context
+
+    ctx = build_context(None, model=build_tiny(seed=0), **{**FAST, "samples": 3})
+    (res,) = run_in_context(ctx, "spatial")
+    assert res.metrics[0].n == 3
+    images = ctx.generated()  # the images the suite judged, e.g. for a sample grid
+    assert images.shape == (3, 3, 32, 32) and ctx.generated() is images
+
+
+def test_prerequisites_fail_before_any_work(tmp_path):
+    with pytest.raises(MetricUnavailable) as err:
+        run_suites(str(tmp_path / "no-such-model"), "fid,clip_r_precision,fid_clip", samples=4)
+    text = str(err.value)
+    assert "pt_inception-2015-12-05-6726825d.pth" in text and "clip_r_precision: needs a CLIP" in text
+    with pytest.raises(MetricUnavailable, match="FID Inception weights not found"):
+        run_suites("x", ["fid"], fid_weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(MetricUnavailable, match="needs a checkpoint"):
+        run_suites(None, ["spatial"])
+    with pytest.raises(MetricUnavailable, match="not implemented yet"):
+        run_suites("x", ["matching"])
+    with pytest.raises(ValueError, match="unknown suite"):
+        run_suites("x", ["fidd"])
+    with pytest.raises(TypeError, match="unknown evaluation options"):
+        run_suites("x", ["spatial"], sample=3)
+
+
+def test_training_checkpoint_uri(tmp_path):
+    store = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    trained = build_tiny(seed=5)
+    state = {"format": 1, "step": 7, "unet": trained.unet.state_dict(), "ema": None}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    store.put("trials/t1/checkpoints/step-00000007.pt", buf.getvalue())
+    loaded = load_checkpoint_model("trials/t1/checkpoints/step-00000007.pt", store=store, base="tiny-random")
+    assert loaded.step == 7
+    assert all(torch.equal(a, b) for a, b in zip(loaded.components.unet.parameters(), trained.unet.parameters()))
+    # with EMA, the averaged weights are what gets evaluated (as the export does)
+    shadow = [torch.full_like(p, 0.5) for p in trained.unet.parameters()]
+    state["ema"] = {"step": 3, "max_decay": 0.999, "shadow": shadow}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    store.put("trials/t1/checkpoints/step-00000008.pt", buf.getvalue())
+    ema = load_checkpoint_model("trials/t1/checkpoints/step-00000008.pt", store=store, base="tiny-random")
+    assert all((p == 0.5).all() for p in ema.components.unet.parameters())
+    with pytest.raises(FileNotFoundError, match="no tiny base"):
+        load_checkpoint_model("trials/t1/checkpoints/step-00000007.pt", store=store)
+    with pytest.raises(FileNotFoundError, match="neither a training checkpoint"):
+        load_checkpoint_model("trials/t1/model", store=store)
+
+
+def test_record_results_in_the_journal(assets, tmp_path):
+    from orchestrator.journal import Event, open_journal
+
+    results = run_suites(str(assets / "model"), ["winoground"], clip=str(assets / "clip"), **FAST)
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    journal.register_experiment("exp", "eval-test", "name: eval-test\n")
+    journal.register_trial("exp", "t1", {})
+    for kind in ("queued", "running"):
+        journal.append(Event.for_trial("exp", "t1", kind, f"t1/{kind}"))
+    assert record_results(journal, "exp", "t1", 200, results, checkpoint="trials/t1/model") is True
+    assert record_results(journal, "exp", "t1", 200, results, checkpoint="trials/t1/model") is False  # idempotent
+    metrics = journal.trial_state("t1").metrics[200]
+    assert metrics["winoground.group.n"] == results[0].metrics[2].n
+    assert metrics["winoground.text"] == pytest.approx(results[0].metrics[0].value)
+    journal.close()
