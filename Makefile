@@ -48,11 +48,12 @@ demo: install
 	$(VENV)/bin/orch plan examples/shapes-demo.yaml
 	$(VENV)/bin/orch data shapes --out runs/shapes-demo-data --n 2000 --seed 0 --size 32
 
+# One BLAS thread: on 2 cores a second one only spin-waits against torch and the services.
 test: install services
-	$(PY) -m pytest -q -p no:cacheprovider
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: install services
-	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; OPENBLAS_NUM_THREADS=1 $(PY) $$b; done
 
 # Re-resolve the pins after changing pyproject.toml (torch stays 2.13.0).
 lock:
