@@ -426,9 +426,9 @@ def test_refcocog_refuses_code_in_pickle_and_reports_bad_refs(tmp_path: Path) ->
 
     class Evil:
         def __reduce__(self):
-            return (print, ("owned",))
+            return (eval, ("'owned'",))  # eval: print is swapped for Ray's once ray is imported
     (root / "refs(google).p").write_bytes(pickle.dumps([Evil()]))
-    with pytest.raises(DataFormatError, match="refuses to load builtins.print"):
+    with pytest.raises(DataFormatError, match="refuses to load builtins.eval"):
         RefCOCOgLoader(root).load()
 
 
