@@ -30,6 +30,7 @@ def test_true_relations_score_one(size):
     assert (s.n, s.correct, s.both_present) == (N, N, N)
     assert s.accuracy == s.object_accuracy == s.conditional_accuracy == s.axis_accuracy == 1.0
     assert s.accuracy_ci[1] == 1.0 and 0.9 < s.accuracy_ci[0] < 1.0
+    assert s.displacement_ci[0] > 0.2  # A lies well off B in the stated direction
 
 
 def test_swapped_prompts_score_zero():
@@ -42,6 +43,7 @@ def test_swapped_prompts_score_zero():
         assert s.correct == 0 and s.accuracy == 0.0
         assert s.object_accuracy == 1.0  # the objects are there; only the relation is wrong
         assert s.axis_accuracy == 1.0  # and they are apart along the stated axis, the wrong way round
+        assert s.displacement_ci[1] < -0.2
     # The same images against the roles' rendered swap (image_1) are right again.
     s = score_spatial([render(ex.pair.scene_1) for ex in exs],
                       [SpatialPrompt.from_fact(ex.spatial_fact).swapped() for ex in exs])
@@ -73,6 +75,9 @@ def test_colour_shape_and_size_must_match():
     assert judge(img, left).correct
     assert not judge(img, replace(left, relation="right of")).correct
     assert judge(img, replace(left, relation="right of")).axis_correct
+    # Centres 6 and 24 px across a 32 px image: A is 18/32 of the side to the left of B.
+    assert judge(img, left).displacement == pytest.approx(18 / 32)
+    assert judge(img, replace(left, relation="right of")).displacement == pytest.approx(-18 / 32)
     assert not judge(img, replace(left, relation="above")).axis_correct
     wrong_colour = judge(img, replace(left, subject=("circle", ("green",))))
     assert not wrong_colour.subject_found and wrong_colour.object_found and not wrong_colour.correct

@@ -13,7 +13,10 @@ Three rates, after VISOR (Gokhale et al. 2022):
 Each comes with a 95% Wilson score interval, which stays inside [0, 1] at small n.
 A diagnostic fourth, axis accuracy, accepts either direction on the stated axis ("right of" for
 "left of"): it separates a model that learned where to separate the objects from one that also
-learned which goes where.
+learned which goes where. A continuous fifth, displacement, is the offset of A from B along the
+stated direction (as a fraction of the image side, mean over images with both objects): 0 for a
+model that ignores the relation, positive for one that follows it; it detects a weak effect long
+before the thresholded accuracy does.
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ from orchestrator.data.shapes import COLOURS, SIZE_FRACTION, make_example
 Desc = tuple[str, tuple[str, ...]]  # (shape name, attributes), as captions.SpatialFact carries them
 Z95 = 1.959963984540054
 AXIS = {spatial_rule.LEFT: "x", spatial_rule.RIGHT: "x", spatial_rule.ABOVE: "y", spatial_rule.BELOW: "y"}
+# Unit vector of each relation in image coordinates (y down): "A left of B" wants A - B along (-1, 0).
+DIRECTION = {spatial_rule.LEFT: (-1, 0), spatial_rule.RIGHT: (1, 0), spatial_rule.ABOVE: (0, -1),
+             spatial_rule.BELOW: (0, 1)}
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Judgement:
     both_present: bool  # a distinct detection for each side: one red circle is not two
     correct: bool
     axis_correct: bool  # every pair is apart along the stated axis, in either direction
+    displacement: float | None = None  # mean offset of A from B along the stated direction / side
 
 
 def size_of(det: Detection, image_size: int) -> str:
@@ -100,7 +107,10 @@ def judge(image: Image.Image | np.ndarray, prompt: SpatialPrompt, **detect_kw: A
     rels = [spatial_rule.relation(a.box, b.box) for a, b in pairs]
     correct = bool(pairs) and all(prompt.relation in r for r in rels)
     axis = bool(pairs) and all(any(AXIS[x] == AXIS[prompt.relation] for x in r) for r in rels)
-    return Judgement(bool(subj), bool(obj), bool(pairs), correct, axis)
+    ux, uy = DIRECTION[prompt.relation]
+    shift = [((a.centre[0] - b.centre[0]) * ux + (a.centre[1] - b.centre[1]) * uy) / side for a, b in pairs]
+    return Judgement(bool(subj), bool(obj), bool(pairs), correct, axis,
+                     sum(shift) / len(shift) if shift else None)
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -128,6 +138,8 @@ class SpatialScore:
     conditional_ci: tuple[float, float]
     axis_correct: int
     axis_accuracy: float  # over all prompts, like `accuracy`
+    displacement: float  # mean over the images with both objects (0.0 if none)
+    displacement_ci: tuple[float, float]  # normal-approximation 95% interval of that mean
     outcomes: tuple[bool, ...] = ()  # per-image correctness, in prompt order, for paired tests
 
     def to_json(self, with_outcomes: bool = False) -> dict[str, Any]:
@@ -142,10 +154,23 @@ def score_judgements(judgements: Sequence[Judgement]) -> SpatialScore:
     both = sum(j.both_present for j in judgements)
     ok = sum(j.correct for j in judgements)
     axis = sum(j.axis_correct for j in judgements)
+    shift = [j.displacement for j in judgements if j.displacement is not None]
+    mean, ci = _mean_ci(shift)
     return SpatialScore(n, both, ok, ok / n if n else 0.0, wilson_interval(ok, n),
                         both / n if n else 0.0, wilson_interval(both, n),
                         ok / both if both else 0.0, wilson_interval(ok, both),
-                        axis, axis / n if n else 0.0, tuple(j.correct for j in judgements))
+                        axis, axis / n if n else 0.0, mean, ci, tuple(j.correct for j in judgements))
+
+
+def _mean_ci(xs: Sequence[float], z: float = Z95) -> tuple[float, tuple[float, float]]:
+    if not xs:
+        return 0.0, (0.0, 0.0)
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, (mean, mean)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    half = z * sd / math.sqrt(len(xs))
+    return mean, (mean - half, mean + half)
 
 
 def score_spatial(images: Iterable[Image.Image | np.ndarray], prompts: Sequence[SpatialPrompt],
