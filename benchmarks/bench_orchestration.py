@@ -1,9 +1,9 @@
 """Orchestration overhead and scheduling cost of the Ray runtime.
 
-1. The same trial under `orch run` (embedded Ray, coordinator, trainer actor, journal) and under
-   `orch train` (in-process): wall times side by side and their ratio train/run, which must be
-   >= 0.90 for a ~2-minute trial. ORCH_BENCH_TRIAL_STEPS sets the trial length (default 600 steps,
-   about 2 minutes on one core of this machine).
+1. The same trial (same manifest, same id) under `orch run` (embedded Ray, coordinator, trainer
+   actor, journal) and under `orch train` (in-process): wall times side by side and their ratio
+   train/run, which must be >= 0.90 for a ~2-minute trial. ORCH_BENCH_TRIAL_STEPS sets the trial
+   length (default 600 steps, about 2 minutes on one idle core of this machine).
 2. Expanding and scheduling a 1,000-trial sweep of trivial trials: manifest expansion, journal
    registration and the coordinator's queueing, per trial (ORCH_BENCH_SWEEP_TRIALS, default 1000).
 
@@ -42,26 +42,30 @@ storage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}
 
 def _timed(cmd: list[str], cwd: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     return time.perf_counter() - t0
 
 
 def overhead(steps: int) -> dict[str, float]:
-    """Both runs start a fresh Python process, as a user's command would."""
+    """Both as a user runs them: the `orch` console script in a fresh process, one CPU thread for
+    the trial's math either way (`orch train --threads 1`; `orch run --cpus 1` gives the trial
+    one CPU slot, hence one thread). The imports are warmed first so neither pays a cold disk."""
+    orch = str(Path(sys.executable).with_name("orch"))
+    subprocess.run([sys.executable, "-c", "import orchestrator.training, orchestrator.actors.coordinator, ray"],
+                   check=True)
     every = max(1, steps // 4)
     with tempfile.TemporaryDirectory(prefix="bench-orch-") as tmp:
         walls = {}
         for name in ("train", "run"):
             d = Path(tmp) / name
             d.mkdir()
-            (d / "m.yaml").write_text(TRIAL.format(name=name, steps=steps, every=every))
+            (d / "m.yaml").write_text(TRIAL.format(name="same", steps=steps, every=every))
             if name == "train":
-                code = ("from orchestrator.training import train_trial; "
-                        "train_trial('m.yaml', '0', progress=False, num_threads=1)")
+                cmd = [orch, "train", "m.yaml", "--trial", "0", "--threads", "1", "--no-progress"]
             else:
-                code = ("from orchestrator.actors import run_experiment; "
-                        "run_experiment('m.yaml', progress=False, num_cpus=1)")
-            walls[name] = _timed([sys.executable, "-c", code], d)
+                cmd = [orch, "run", "m.yaml", "--cpus", "1", "--no-progress"]
+            walls[name] = _timed(cmd, d)
     return {"orch_train_s": walls["train"], "orch_run_s": walls["run"], "ratio": walls["train"] / walls["run"]}
 
 

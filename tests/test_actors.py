@@ -42,8 +42,9 @@ def write(tmp: Path, name: str = "t", steps: int = 8, every: int = 2, sweep: str
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def cluster():
+    """One local Ray for every module that imports this fixture (starting one costs seconds)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     info = start_local(num_cpus=2)
     assert not info.address.endswith(":6379")
@@ -207,3 +208,23 @@ def test_two_rank_gloo_group_matches_single_process(tmp_path):
     b = load_components(single.model_prefix, store=open_store(tmp_path / "single" / "blobs")).unet.state_dict()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-4, worst
+
+
+def test_ensure_base_pretrains_from_the_manifest_once_and_refuses_other_settings(tmp_path):
+    base = ("name: pre\nmodel: {{variant: sd, base: null, resolution: 32, pretrain: {pretrain}}}\n"
+            "data: {{train: {{kind: shapes, captions: generic, n: 8}}}}\n"
+            "train: {{steps: 1, batch_size: 4}}\nstorage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}\n")
+    small = "{steps: 2, vae_steps: 1, n: 8, batch_size: 4, lr: 1.0e-3}"
+    path = tmp_path / "pre.yaml"
+    path.write_text(base.format(pretrain=small))
+    plan = plan_sweep(path)
+    assert api.ensure_base(plan, num_threads=1) is True
+    store = open_store(plan.blobs_uri)
+    record = store.get("models/tiny-sd-base.pretrain.json").decode()
+    assert '"steps": 2' in record and '"vae_steps": 1' in record and '"n": 8' in record
+    assert api.ensure_base(plan) is False  # cached: not pretrained again
+    path.write_text(base.format(pretrain=small.replace("steps: 2", "steps: 3")))
+    with pytest.raises(ValueError, match="pretrained with"):
+        api.ensure_base(plan_sweep(path))
+    store.delete("models/tiny-sd-base.pretrain.json")  # a base from `orch pretrain` records no settings
+    assert api.ensure_base(plan_sweep(path)) is False

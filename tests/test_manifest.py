@@ -41,7 +41,7 @@ def test_demo_manifest_expands_to_four_trials_with_stable_ids():
     assert [t.id for t in first] == [t.id for t in second]
     assert len({t.id for t in first}) == 4
     assert {(t.overrides["data.train.captions"], t.overrides["train.lr"]) for t in first} == {
-        ("generic", 1e-4), ("generic", 3e-4), ("spatial", 1e-4), ("spatial", 3e-4)}
+        ("generic", 3e-4), ("generic", 1e-3), ("spatial", 3e-4), ("spatial", 1e-3)}
     # the override really lands in the trial's resolved config
     for t in first:
         assert t.config["train"]["lr"] == t.overrides["train.lr"]
@@ -152,3 +152,39 @@ def test_missing_required_sections_and_non_mapping(tmp_path):
     assert line == 1 and "mapping" in message
     [(_, _, message)] = issues_of(tmp_path / "nope.yaml")
     assert message == "file not found"
+
+
+def test_model_pretrain_ranges_and_where_it_applies(tmp_path):
+    bad = write(tmp_path, BASE.replace(
+        "model: {variant: sd, resolution: 32}",
+        "model:\n  variant: sd\n  pretrain: {steps: 0, vae_steps: -1, n: 0, batch_size: 5000, lr: 2.0, warmup: 3}"))
+    found = {path: (line, message) for path, line, message in issues_of(bad)}
+    assert {"model.pretrain.steps", "model.pretrain.vae_steps", "model.pretrain.n", "model.pretrain.batch_size",
+            "model.pretrain.lr", "model.pretrain.warmup"} <= set(found)
+    assert all(line == 4 for line, _ in found.values())
+    assert "greater than or equal to 1" in found["model.pretrain.steps"][1]
+    assert "less than or equal to 1" in found["model.pretrain.lr"][1]
+
+    small = write(tmp_path, BASE.replace("model: {variant: sd, resolution: 32}",
+                                         "model: {variant: sd, pretrain: {n: 8, batch_size: 16}}"), "small.yaml")
+    [(path, _, message)] = issues_of(small)
+    assert path == "model.pretrain" and "at least batch_size" in message
+
+    with_base = write(tmp_path, BASE.replace("model: {variant: sd, resolution: 32}",
+                                             "model: {variant: sd, base: tiny-random, pretrain: {steps: 10}}"),
+                      "base.yaml")
+    [(path, _, message)] = issues_of(with_base)
+    assert path == "model" and "model.base: null" in message
+
+
+def test_model_pretrain_unset_keeps_ids_and_set_changes_them(tmp_path):
+    plain = load_manifest(write(tmp_path, BASE, "plain.yaml"))
+    [t_plain] = expand(plain)
+    assert "pretrain" not in t_plain.config["model"]  # ids of manifests written before the field are unchanged
+    assert t_plain.manifest.model.pretrain_settings.steps == 3000
+    set_ = load_manifest(write(tmp_path, BASE.replace("model: {variant: sd, resolution: 32}",
+                                                      "model: {variant: sd, pretrain: {steps: 200, n: 100}}"),
+                               "set.yaml"))
+    [t_set] = expand(set_)
+    assert t_set.id != t_plain.id and t_set.config["model"]["pretrain"]["steps"] == 200
+    assert t_set.manifest.model.pretrain_settings.n == 100 and t_set.manifest.model.pretrain_settings.vae_steps == 1000

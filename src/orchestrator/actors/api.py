@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +23,85 @@ NAMESPACE = "orch"
 DEFAULT_JOURNAL = os.environ.get("ORCH_JOURNAL", "sqlite:///runs/journal.db")
 
 
-@dataclass(frozen=True)
-class PretrainSettings:
-    """The tiny base's pretraining when a manifest's model.base is null and none is cached."""
-    steps: int = int(os.environ.get("ORCH_PRETRAIN_STEPS", 3000))
-    vae_steps: int = int(os.environ.get("ORCH_PRETRAIN_VAE_STEPS", 1000))
-    lr: float = 5e-4
-    batch_size: int = 32
+def _pretrain_record(spec, seed: int, resolution: int) -> dict[str, Any]:
+    return {**spec.model_dump(mode="json"), "seed": seed, "resolution": resolution, "captions": "generic"}
 
 
-def ensure_base(plan: SweepPlan, settings: PretrainSettings = PretrainSettings(), num_threads: int | None = None) -> bool:
-    """Pretrain and cache the tiny base in the blob store if the manifest needs it; True if built now."""
+def ensure_base(plan: SweepPlan, num_threads: int = 1, progress: bool = False) -> bool:
+    """Pretrain and cache the tiny base in the blob store if the manifest needs it; True if built now.
+
+    The settings are the manifest's `model.pretrain` (PretrainSpec defaults when unset), recorded
+    next to the base (`models/tiny-sd-base.pretrain.json`); a cached base pretrained with other
+    settings is an error rather than silently reused, since the trial ids say which base they mean.
+
+    One torch thread by default: on this 2-core machine the VAE stage runs ~4 it/s on one thread
+    but ~0.3 it/s on two as soon as any other process holds a core (every op's thread barrier
+    waits on a descheduled thread), while two threads gain only ~1.4x on the denoiser stage.
+    """
+    import json
+
     from orchestrator.storage import open_store
+
+    needing = [t.manifest for t in plan.trials if t.manifest.model.base is None]
+    if not needing:
+        return False  # before importing the ML core: the driver of a run needs none of it
     from orchestrator.training import TINY_BASE_PREFIX, pretrain_base, set_deterministic
 
-    m = plan.loaded.manifest
-    store = open_store(plan.blobs_uri)
-    if m.model.base is not None or store.exists(f"{TINY_BASE_PREFIX}/model_index.json"):
-        return False
+    if len({_canonical(t.model.pretrain_settings) for t in needing}) > 1:
+        raise ValueError(f"{plan.manifest_path}: model.pretrain differs between trials; one blob store holds "
+                         "one tiny base, so model.pretrain cannot be swept")
+    m = needing[0]
+    spec = m.model.pretrain_settings
     src = m.data.train
-    set_deterministic(num_threads or os.cpu_count())
-    log.info("pretraining the tiny base (%d steps) into %s", settings.steps, plan.blobs_uri)
-    pretrain_base(TINY_BASE_PREFIX, None, steps=settings.steps, seed=src.seed if src else 0,
-                  n=src.n if src and src.n else 2000, size=m.model.resolution, vae_steps=settings.vae_steps,
-                  batch_size=settings.batch_size, lr=settings.lr, store=store)
+    want = _pretrain_record(spec, src.seed if src else 0, m.model.resolution)
+    store = open_store(plan.blobs_uri)
+    record_key = f"{TINY_BASE_PREFIX}.pretrain.json"
+    if store.exists(f"{TINY_BASE_PREFIX}/model_index.json"):
+        if store.exists(record_key):
+            have = json.loads(store.get(record_key))
+            if have != want:
+                raise ValueError(
+                    f"the blob store {plan.blobs_uri} holds a tiny base pretrained with {have}, but "
+                    f"{plan.manifest_path} asks for {want} (model.pretrain); delete {TINY_BASE_PREFIX}/ and "
+                    f"{record_key} from the store, or point storage.blobs elsewhere")
+        else:
+            log.info("using the tiny base in %s (built by `orch pretrain`; its settings are not recorded)",
+                     plan.blobs_uri)
+        return False
+    set_deterministic(num_threads)
+    log.info("pretraining the tiny base (%s) into %s", want, plan.blobs_uri)
+    with _pretrain_progress(spec, progress) as on_metrics:
+        pretrain_base(TINY_BASE_PREFIX, None, steps=spec.steps, seed=want["seed"], n=spec.n,
+                      size=m.model.resolution, vae_steps=spec.vae_steps, batch_size=spec.batch_size, lr=spec.lr,
+                      store=store, on_metrics=on_metrics)
+    store.put(record_key, (json.dumps(want, sort_keys=True, indent=1) + "\n").encode())  # written last: complete
     return True
+
+
+@contextmanager
+def _pretrain_progress(spec, show: bool):
+    """A progress line for the minutes a first run spends pretraining (the VAE stage reports no
+    steps, so the bar waits at 0 until the denoiser starts)."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn()) as bar:
+        task = bar.add_task(f"pretraining the tiny base (VAE {spec.vae_steps} steps, then denoiser)",
+                            total=spec.steps, loss="-")
+
+        def on_metrics(m: dict) -> None:
+            bar.update(task, completed=m["step"], loss=f"{m['loss']:.4f}")
+
+        yield on_metrics
+
+
+def _canonical(section) -> str:
+    from orchestrator.manifest import canonical_json
+
+    return canonical_json(section.model_dump(mode="json"))
 
 
 def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, detached: bool):
@@ -62,8 +116,7 @@ def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, d
 
 
 def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus: int | None = None,
-                   journal_url: str | None = None, retry_failed: bool = False,
-                   pretrain: PretrainSettings | None = None) -> str:
+                   journal_url: str | None = None, retry_failed: bool = False) -> str:
     """Run a sweep to the end on an embedded local Ray; returns the experiment id.
 
     Finished trials in the journal are not run again; unfinished ones resume from their checkpoints.
@@ -73,7 +126,7 @@ def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus
     from .cluster import shutdown, start_local
 
     plan = plan_sweep(manifest_path)
-    ensure_base(plan, pretrain or PretrainSettings())
+    ensure_base(plan, progress=progress)
     info = start_local(num_cpus=num_cpus)
     try:
         coord = _coordinator(plan, journal_url, retry_failed, detached=False)

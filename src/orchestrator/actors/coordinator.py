@@ -25,7 +25,7 @@ from .cluster import cluster_slots
 from .evaluator import EvaluatorActor
 from .journaling import RunJournal
 from .plan import SweepPlan, plan_sweep
-from .trainer import TrainerActor, TrainerGroup
+from .trainer import TrainerActor, TrainerGroup  # both light: the ML core loads in their own processes
 
 log = logging.getLogger(__name__)
 JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel
@@ -85,6 +85,14 @@ class Coordinator:
     def cancel(self) -> None:
         self.cancel_requested.set()
 
+    def run_group(self, trial_id: str) -> dict:
+        """Drive a data-parallel trial to its end (runs in its own actor thread: it blocks while
+        the group trains and replaces ranks that die)."""
+        group = self.trainers.get(trial_id)
+        if not isinstance(group, TrainerGroup):
+            return {"error": f"trial {trial_id} has no trainer group", "traceback": None}
+        return group.run()
+
     # ------------------------------------------------------------------- the run
     def _set(self, trial_id: str, status: TrialStatus, **extra: Any) -> None:
         with self.lock:
@@ -101,7 +109,7 @@ class Coordinator:
             self.rj.experiment(EventKind.SUBMITTED, source=source)
         elif state.status is not ExperimentStatus.DONE:
             self.rj.experiment(EventKind.RESUMED, f"/after-{state.last_seq}", source=source)
-        todo = []
+        todo, requeue = [], {}
         for t in p.trials:
             st = state.trials[t.id]
             self._set(t.id, st.status, label=t.label, total_steps=t.manifest.train.steps,
@@ -109,9 +117,12 @@ class Coordinator:
             if st.status is TrialStatus.DONE or (st.status is TrialStatus.FAILED and not self.retry_failed):
                 continue
             if st.status is not TrialStatus.QUEUED:  # pending, lost (running/evaluating), cancelled, retry
-                self.rj.transition(t.id, EventKind.QUEUED)
-                self._set(t.id, TrialStatus.QUEUED)
+                requeue[t.id] = st.last_seq
             todo.append(t.id)
+        if requeue:  # one transaction for the whole sweep (a 1,000-trial sweep queues in milliseconds)
+            self.rj.transition_all(requeue, EventKind.QUEUED)
+            for tid in requeue:
+                self._set(tid, TrialStatus.QUEUED)
         return todo
 
     def _resources(self) -> dict[str, float]:
@@ -132,10 +143,10 @@ class Coordinator:
         args = (str(self.plan.manifest_path), trial_id, self.plan.blobs_uri, me)
         self.rj.transition(trial_id, EventKind.RUNNING)
         self._set(trial_id, TrialStatus.RUNNING)
-        if res.gpus_per_trial > 1:  # a data-parallel group, gang-scheduled
+        if res.gpus_per_trial > 1:  # a data-parallel group, gang-scheduled, supervised in another thread
             group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads)
             self.trainers[trial_id] = group
-            active[group.train()[0]] = Task(trial_id, "train")
+            active[me.run_group.remote(trial_id)] = Task(trial_id, "train")
             return
         handle = TrainerActor.options(**self._resources()).remote(*args, threads)
         self.trainers[trial_id] = handle
@@ -153,7 +164,8 @@ class Coordinator:
             info = open_store(self.plan.blobs_uri).info(result["checkpoint"])
             self.rj.checkpointed(tid, result["step"], result["checkpoint"], info.sha256, info.size)
         self._set(tid, TrialStatus.RUNNING, step=result["step"], final_loss=result["final_loss"])
-        summary = {"final_loss": result["final_loss"], "model": result["model_prefix"], "step": result["step"]}
+        summary = {"final_loss": result["final_loss"], "model": result["model_prefix"], "step": result["step"],
+                   "resumed_from": result.get("resumed_from"), "steps_run": result.get("steps_run")}
         if not self.suites:
             self.rj.transition(tid, EventKind.DONE, **summary)
             self._set(tid, TrialStatus.DONE)

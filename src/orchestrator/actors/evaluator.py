@@ -11,17 +11,17 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import ray
-import torch
 
 from orchestrator.manifest import Manifest
-from orchestrator.models.sd import SDComponents, generate, load_components
-from orchestrator.models.sd.sampling import image_grid, to_pil
 from orchestrator.storage import open_store
-from orchestrator.training.checkpoint import from_bytes
-from orchestrator.training.trial import load_base
+
+if TYPE_CHECKING:  # torch and the models load in the evaluator's process, when it first evaluates:
+    import torch   # the coordinator imports this module for the actor class and stays light
+
+    from orchestrator.models.sd import SDComponents
 
 # How images are sampled for evaluation: DDIM, CFG 3, the same noise for every model (paired).
 SAMPLE_STEPS = 25
@@ -42,7 +42,11 @@ class Suite(Protocol):
 
 def spatial_suite(c: SDComponents, manifest: Manifest) -> SuiteOutput:
     """Spatial accuracy by detection: held-out spatial prompts, GenEval's rule on detected boxes."""
+    import torch
+
     from orchestrator.eval.spatial import heldout_spatial_prompts, score_spatial
+    from orchestrator.models.sd import generate
+    from orchestrator.models.sd.sampling import to_pil
 
     src = manifest.data.eval
     seed = src.seed if src is not None else 1000
@@ -61,6 +65,10 @@ SUITES: dict[str, Callable[[SDComponents, Manifest], SuiteOutput]] = {"spatial":
 
 def weights_for(source: dict, manifest: Manifest, store, base_dir: Path | None) -> SDComponents:
     """The components to evaluate: the base, an exported model, or the base with a checkpoint's U-Net."""
+    from orchestrator.models.sd import load_components
+    from orchestrator.training.checkpoint import from_bytes
+    from orchestrator.training.trial import load_base
+
     kind = source["kind"]
     if kind == "model":
         return load_components(source["prefix"], store=store)
@@ -79,6 +87,8 @@ def weights_for(source: dict, manifest: Manifest, store, base_dir: Path | None) 
 
 class Evaluator:
     def __init__(self, blobs_uri: str, grids_prefix: str, num_threads: int = 1):
+        import torch
+
         torch.set_num_threads(num_threads)
         self.store = open_store(blobs_uri)
         self.grids_prefix = grids_prefix.rstrip("/")
@@ -99,6 +109,8 @@ class Evaluator:
             out = suite(c, manifest)
             metrics.update({f"{name}.{k}" if name != "spatial" else k: v for k, v in out.metrics.items()})
             if out.images is not None and grid_key is None:
+                from orchestrator.models.sd.sampling import image_grid
+
                 buf = io.BytesIO()
                 image_grid(out.images, cols=8).save(buf, format="PNG")
                 grid_key = f"{self.grids_prefix}/{label}.png"

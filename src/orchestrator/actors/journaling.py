@@ -27,6 +27,15 @@ class RunJournal:
         key = f"{self.eid}/{trial_id}/{kind.value}/after-{after if after is not None else 'none'}"
         return self.journal.append(Event.for_trial(self.eid, trial_id, kind, key, **payload))
 
+    def transition_all(self, trials: dict[str, int | None], kind: EventKind) -> list[bool]:
+        """The same status change for many trials in one transaction (a sweep's `queued`), each
+        keyed exactly as `transition` keys it; `trials` maps trial id -> the seq it follows from."""
+        def key(tid: str, after: int | None) -> str:
+            return f"{self.eid}/{tid}/{kind.value}/after-{after if after is not None else 'none'}"
+
+        return self.journal.append_many(Event.for_trial(self.eid, tid, kind, key(tid, after))
+                                        for tid, after in trials.items())
+
     def checkpointed(self, trial_id: str, step: int, uri: str, sha256: str, size: int) -> None:
         try:
             self.journal.record_checkpoint(trial_id, step, uri, sha256, size)

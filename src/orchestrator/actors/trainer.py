@@ -4,28 +4,43 @@ Thin by design: the core trains, checkpoints to the blob store and resumes from 
 verified checkpoint; this actor only relays metrics and landed checkpoints to the coordinator.
 Ray restarts the actor after its process dies and retries the in-flight `train` call, which
 then resumes from the last checkpoint (the core's exact-resume makes the result identical).
+
+A data-parallel trial is a `TrainerGroup`: one actor per rank, gang-scheduled, with a
+ShardPlanner that records which actor holds which rank (and so which shards). When a rank's
+process dies, the group replaces it: the planner hands the dead actor's rank and its unfinished
+shards to the new actor, and every rank resumes from the group's newest checkpoint.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 import traceback
 
+from typing import TYPE_CHECKING
+
 import ray
+from ray.exceptions import RayActorError
 
 from orchestrator.storage import open_store
-from orchestrator.training import StepMetrics, train_trial
-from orchestrator.training.distributed import DistContext
 
+if TYPE_CHECKING:  # the ML core (torch, diffusers) loads in the trainer's process when it trains: the
+    # coordinator imports this module for the actor class and stays light
+    from orchestrator.training import StepMetrics
+    from orchestrator.training.distributed import DistContext
+
+log = logging.getLogger(__name__)
 REPORT_EVERY_S = 0.25  # metrics are throttled; checkpoints and the last step are always sent
+PEER_GRACE_S = 15.0    # after one rank fails or dies, how long the others get to notice and return
 
 
 class Trainer:
-    def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter=None, num_threads: int = 1):
+    def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter=None, num_threads: int = 1,
+                 planner=None):
         self.manifest_path, self.trial_id, self.reporter = manifest_path, trial_id, reporter
-        self.blobs_uri, self.num_threads = blobs_uri, num_threads
-        self._last_report = 0.0
+        self.blobs_uri, self.num_threads, self.planner = blobs_uri, num_threads, planner
+        self._last_report = self._last_shard_report = 0.0
 
     def pid(self) -> int:
         return os.getpid()
@@ -41,6 +56,22 @@ class Trainer:
             info = open_store(self.blobs_uri).info(m.checkpoint)
             self.reporter.on_checkpoint.remote(self.trial_id, m.step, m.checkpoint, info.sha256, info.size)
 
+    def _rank_metrics(self, rank: int, is_main: bool):
+        """A data-parallel rank's callback: rank 0 reports to the coordinator, every rank reports
+        its progress (and rank 0 its checkpoints) to the ShardPlanner."""
+        def on_metrics(m: StepMetrics) -> None:
+            if is_main:
+                self._on_metrics(m)
+            if self.planner is None:
+                return
+            now = time.monotonic()
+            if m.checkpoint or m.step == m.total_steps or now - self._last_shard_report >= REPORT_EVERY_S:
+                self._last_shard_report = now
+                self.planner.report.remote(rank, m.step)
+            if m.checkpoint:
+                self.planner.checkpointed.remote(m.step)
+        return on_metrics
+
     def rendezvous(self) -> tuple[str, int]:
         """This node's address and a port free on it: rank 0 hosts the process group."""
         from .cluster import free_port
@@ -50,10 +81,15 @@ class Trainer:
     def train(self, max_steps: int | None = None, distributed: DistContext | None = None) -> dict:
         """The TrainResult as a dict, or {"error", "traceback"} when the trial raised: the
         traceback is formatted here, where it is still whole."""
+        from orchestrator.training import train_trial
+
+        if distributed is None:
+            callback = self._on_metrics if self.reporter is not None else None
+        else:
+            callback = self._rank_metrics(distributed.rank, distributed.is_main)
         try:
             result = train_trial(self.manifest_path, self.trial_id, max_steps=max_steps, progress=False,
-                                 on_metrics=self._on_metrics if distributed is None or distributed.is_main else None,
-                                 num_threads=self.num_threads, distributed=distributed)
+                                 on_metrics=callback, num_threads=self.num_threads, distributed=distributed)
         except Exception as exc:  # noqa: BLE001 - a failing trial is data for the journal
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         return dataclasses.asdict(result)
@@ -64,30 +100,118 @@ class Trainer:
 TrainerActor = ray.remote(max_restarts=3, max_task_retries=3, max_concurrency=2)(Trainer)
 
 
+def worker_id(actor) -> str:
+    return actor._actor_id.hex()
+
+
+def planner_spec(manifest_path: str, trial_id: str) -> dict:
+    """What the ShardPlanner of a trial needs: its data size, batch, seed and length."""
+    from orchestrator.manifest import expand, load_manifest
+    from orchestrator.training.trial import _pick
+
+    trial = _pick(expand(load_manifest(manifest_path)), trial_id, manifest_path)
+    m = trial.manifest
+    if m.data.train is None or m.data.train.n is None:
+        raise ValueError(f"trial {trial_id} has no sized data.train source to shard")
+    return {"n": m.data.train.n, "batch_size": m.train.batch_size, "seed": m.train.seed,
+            "grad_accum": m.train.grad_accum, "total_steps": m.train.steps}
+
+
 class TrainerGroup:
     """A data-parallel trial: `world_size` trainer actors gang-scheduled in one placement group
-    (all start or none does), one GPU each (NCCL) or one CPU slot each (gloo)."""
+    (all start or none does), one GPU each (NCCL) or one CPU slot each (gloo), and a ShardPlanner
+    that holds the record of which actor holds which rank's shards."""
 
     def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter, world_size: int,
-                 use_gpus: bool, num_threads: int = 1, backend: str | None = None):
+                 use_gpus: bool, num_threads: int = 1, backend: str | None = None, max_recoveries: int = 3):
         from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from .shard_planner import ShardPlannerActor
 
         bundle = {"GPU": 1, "CPU": 1} if use_gpus else {"CPU": 1}
         self.pg = placement_group([bundle] * world_size, strategy="PACK")
         ray.get(self.pg.ready())
+        self.args = (manifest_path, trial_id, blobs_uri)
+        self.reporter, self.use_gpus, self.num_threads = reporter, use_gpus, num_threads
         self.world_size, self.backend = world_size, backend or ("nccl" if use_gpus else "gloo")
-        self.actors = [
-            TrainerActor.options(num_cpus=1, num_gpus=1 if use_gpus else 0, max_restarts=0, max_task_retries=0,
-                                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, i)).remote(
-                manifest_path, trial_id, blobs_uri, reporter if i == 0 else None, num_threads)
-            for i in range(world_size)]
+        self.max_recoveries, self.recoveries, self.closed = max_recoveries, 0, False
+        self.planner = ShardPlannerActor.remote(world_size=world_size, **planner_spec(manifest_path, trial_id))
+        self.actors = [self._start(rank) for rank in range(world_size)]  # index: the rank it holds
+        ray.get([self.planner.join.remote(worker_id(a), r) for r, a in enumerate(self.actors)])
+
+    def _start(self, rank: int):
+        """A trainer actor in the placement group's bundle `rank` (a dead rank's bundle is free again)."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return TrainerActor.options(
+            num_cpus=1, num_gpus=1 if self.use_gpus else 0, max_restarts=0, max_task_retries=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, rank)).remote(
+            *self.args, self.reporter if rank == 0 else None, self.num_threads, self.planner)
 
     def train(self, max_steps: int | None = None):
-        """Refs of every rank's result; rank 0's is the trial's (it wrote the checkpoints)."""
-        addr, port = ray.get(self.actors[0].rendezvous.remote())
+        """Refs of every rank's result, in rank order; rank 0's is the trial's (it wrote the
+        checkpoints). Each actor trains the rank the ShardPlanner records it as holding."""
+        from orchestrator.training.distributed import DistContext
+
+        holders = ray.get(self.planner.assignment.remote())
+        by_worker = {worker_id(a): a for a in self.actors}
+        ranked = [by_worker[holders[r]] for r in range(self.world_size)]
+        addr, port = ray.get(ranked[0].rendezvous.remote())
         return [a.train.remote(max_steps, DistContext(r, self.world_size, addr, port, self.backend))
-                for r, a in enumerate(self.actors)]
+                for r, a in enumerate(ranked)]
+
+    def run(self, max_steps: int | None = None) -> dict:
+        """Train to the end, replacing ranks whose process dies (up to `max_recoveries` times);
+        rank 0's result, or {"error", "traceback"} when the trial itself fails."""
+        while True:
+            refs = self.train(max_steps)
+            results, lost = self._wait(refs)
+            if self.closed:
+                return {"error": "the trainer group was shut down", "traceback": None}
+            if not lost:
+                failed = [r for r in results if r is not None and "error" in r]
+                return failed[0] if failed else results[0]
+            if self.recoveries >= self.max_recoveries:
+                return {"error": f"ranks {lost} lost after {self.recoveries} recoveries", "traceback": None}
+            self.recover(lost)
+
+    def _wait(self, refs) -> tuple[list[dict | None], list[int]]:
+        """Every rank's result, and the ranks to replace: those whose process died, and those
+        still stuck (in a collective with a dead peer) a grace period after another rank failed."""
+        results: list[dict | None] = [None] * len(refs)
+        dead: list[int] = []
+        pending = list(refs)
+        grace_until = None
+        while pending:
+            timeout = None if grace_until is None else max(0.0, grace_until - time.monotonic())
+            ready, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+            if not ready:  # grace period over
+                break
+            for ref in ready:
+                rank = refs.index(ref)
+                try:
+                    results[rank] = ray.get(ref)
+                except RayActorError:
+                    dead.append(rank)
+                if (rank in dead or "error" in (results[rank] or {})) and grace_until is None:
+                    grace_until = time.monotonic() + PEER_GRACE_S
+        if not dead:
+            return results, []  # no process was lost: any error is the trial's own
+        stuck = [refs.index(ref) for ref in pending]
+        return results, sorted(dead + stuck)
+
+    def recover(self, ranks: list[int]) -> None:
+        """Replace the actors of `ranks`: the ShardPlanner hands each dead actor's rank and
+        unfinished shards to its replacement; every rank then resumes from the newest checkpoint."""
+        self.recoveries += 1
+        for rank in ranks:
+            old = self.actors[rank]
+            ray.kill(old, no_restart=True)
+            new = self._start(rank)
+            handover = ray.get(self.planner.reassign.remote(worker_id(old), worker_id(new), 0))
+            log.warning("trial %s: rank %d lost; replacement %s resumes from batch %s", self.args[1], rank,
+                        worker_id(new)[:8], handover["cursor"])
+            self.actors[rank] = new
 
     def pids(self) -> list[int]:
         return ray.get([a.pid.remote() for a in self.actors])
@@ -95,6 +219,8 @@ class TrainerGroup:
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
 
+        self.closed = True
         for a in self.actors:
             ray.kill(a, no_restart=True)
+        ray.kill(self.planner, no_restart=True)
         remove_placement_group(self.pg)

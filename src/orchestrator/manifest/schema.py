@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
+                      model_serializer, model_validator)
 
 VARIANTS = ("sd", "glide_mini", "discffusion", "vcdm")
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
@@ -53,6 +54,22 @@ def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | N
     return value
 
 
+class PretrainSpec(Section):
+    """How the tiny shapes base is pretrained when `model.base` is null and the blob store has none
+    yet (generic captions of the shapes world at `model.resolution`, seed `data.train.seed`)."""
+    steps: Annotated[int, Field(ge=1, le=1_000_000)] = 3000          # denoiser (U-Net + text encoder) steps
+    vae_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 1000      # VAE steps, before the denoiser
+    n: Annotated[int, Field(ge=1, le=1_000_000)] = 2000              # shapes scenes to pretrain on
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    lr: Annotated[float, Field(gt=0, le=1)] = 5e-4                   # denoiser learning rate
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> "PretrainSpec":
+        if self.n < self.batch_size:
+            raise ValueError(f"n ({self.n}) must be at least batch_size ({self.batch_size})")
+        return self
+
+
 class ModelSpec(Section):
     variant: Literal[VARIANTS]  # type: ignore[valid-type]
     # A diffusers-format directory (local path, file:// or az:// URI). None: the project's
@@ -60,11 +77,34 @@ class ModelSpec(Section):
     # "tiny-random": the tiny architecture, freshly initialised.
     base: str | None = None
     resolution: Annotated[int, Field(ge=16, le=1024, multiple_of=8)] = 32
+    # Settings of the tiny base's pretraining (base: null only); None: PretrainSpec's defaults.
+    pretrain: PretrainSpec | None = None
 
     @field_validator("base")
     @classmethod
     def _base_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
         return v if v == TINY_RANDOM_BASE else _check_exists(v, info, "model directory")
+
+    @model_validator(mode="after")
+    def _pretrain_needs_tiny_base(self) -> "ModelSpec":
+        if self.pretrain is not None and self.base is not None:
+            raise ValueError("pretrain applies only to the tiny shapes base (model.base: null); "
+                             f"remove it or set base to null (base is {self.base!r})")
+        return self
+
+    @property
+    def pretrain_settings(self) -> PretrainSpec:
+        return self.pretrain or PretrainSpec()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_pretrain(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Trial and experiment ids hash the dumped model section: a manifest that does not set
+        # `pretrain` dumps (and hashes) exactly as before the field existed; one that sets it
+        # trains from another base, so its ids change with it.
+        data = handler(self)
+        if self.pretrain is None and isinstance(data, dict):
+            data.pop("pretrain", None)
+        return data
 
 
 class DataSource(Section):

@@ -25,7 +25,7 @@ from orchestrator.models.sd.tokenizer import tokenize
 
 from .checkpoint import CheckpointStore
 from .data import ImageTextData
-from .distributed import DistContext, all_reduce_mean_
+from .distributed import DistContext, all_reduce_mean_, shard_indices
 from .ema import EMA
 from .latent_cache import EncodedShard, LatentCache
 from .losses import diffusion_loss, min_snr_weights, sample_noise, training_target
@@ -145,6 +145,8 @@ class Trainer:
         return dist.mean.float(), dist.std.float(), text.float()
 
     def _micro_loss(self) -> torch.Tensor:
+        if self.dist is not None:
+            return self._shard_micro_loss()
         idx = self.order.next(self.cursor)
         mean, std, text = self._inputs(idx)
         b, g = len(idx), self.gen
@@ -154,9 +156,26 @@ class Trainer:
             text = torch.where(drop[:, None, None], self.uncond.expand_as(text), text)
         noise = sample_noise(latents.shape, g, self.spec.noise_offset).to(self.device)
         t = torch.randint(0, self.num_train_timesteps, (b,), generator=g).to(self.device)
-        if self.dist is not None:  # the same draws as one process, then this rank's rows only
-            rows = self.dist.rows(b).to(self.device)
-            latents, noise, t, text = latents[rows], noise[rows], t[rows], text[rows]
+        return self._loss(latents, noise, t, text)
+
+    def _shard_micro_loss(self) -> torch.Tensor:
+        """One rank of a data-parallel group: the same random draws as one process over the whole
+        global batch (so the generator stays in step), but only this rank's shard of the examples
+        is loaded and run: `shard_indices`, the rule the ShardPlanner hands out."""
+        epoch, position = self.cursor.epoch, self.cursor.position
+        b, g = self.order.next(self.cursor).numel(), self.gen
+        rows = self.dist.rows(b)
+        mean, std, text = self._inputs(shard_indices(self.order, epoch, position, self.dist.rank, self.dist.world_size))
+        full = (b, *mean.shape[1:])
+        latents = (mean + std * torch.randn(full, generator=g)[rows].to(self.device)) * self.c.latent_scale
+        if self.caption_dropout > 0:
+            drop = (torch.rand(b, generator=g) < self.caption_dropout)[rows].to(self.device)
+            text = torch.where(drop[:, None, None], self.uncond.expand_as(text), text)
+        noise = sample_noise(full, g, self.spec.noise_offset)[rows].to(self.device)
+        t = torch.randint(0, self.num_train_timesteps, (b,), generator=g)[rows].to(self.device)
+        return self._loss(latents, noise, t, text)
+
+    def _loss(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         noisy = self.c.scheduler.add_noise(latents, noise, t)
         with _autocast(self.device, self.spec.precision):
             pred = self.unet(noisy, t, encoder_hidden_states=text.to(self.unet.dtype)).sample
