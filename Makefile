@@ -45,8 +45,7 @@ services:
 
 demo: install
 	$(VENV)/bin/orch validate examples/shapes-demo.yaml
-	$(VENV)/bin/orch plan examples/shapes-demo.yaml
-	$(VENV)/bin/orch data shapes --out runs/shapes-demo-data --n 2000 --seed 0 --size 32
+	$(VENV)/bin/orch run examples/shapes-demo.yaml
 
 # One BLAS thread: on 2 cores a second one only spin-waits against torch and the services.
 test: install services
