@@ -1,8 +1,8 @@
 """Evaluator actor: runs a manifest's eval suites on a trial's weights as checkpoints land.
 
 It runs in its own process, so training never waits on it; the coordinator journals what it
-returns. Suites follow a small interface (`Suite`: weights + manifest -> metrics); the spatial
-suite is built in, and `orchestrator.eval.suites.run_suites` is used instead when it exists.
+returns. Suites follow a small interface (`Suite`: weights + manifest -> metrics); only the spatial
+suite is built in. Moving it onto `orchestrator.eval.suites` (what `orch eval` runs) is still to do.
 """
 from __future__ import annotations
 
