@@ -537,3 +537,23 @@ def test_open_loader_from_a_manifest_data_source(tmp_path: Path) -> None:
     assert isinstance(loader, WinogroundLoader) and [e.id for e in loader] == [0, 2]
     img = ImageRef("images/ex_0_img_0.png", loader.root)
     assert img == loader.load()[0].image_0 and img.exists()
+
+
+def test_manifest_options_choose_among_several_question_files(tmp_path: Path) -> None:
+    from orchestrator.data.loaders import open_loader
+    from orchestrator.manifest import load_manifest
+
+    root = gqa_root(tmp_path)
+    (root / "train_balanced_questions.json").write_text("{}")  # a second file: ambiguous without options
+    manifest = tmp_path / "m.yaml"
+    body = ("name: gqa\nmodel: {variant: sd}\ndata:\n  eval: {kind: gqa, root: %s, on_error: skip%s}\n")
+    manifest.write_text(body % (root.name, ""))
+    with pytest.raises(FileNotFoundError) as ambiguous:
+        open_loader(load_manifest(manifest).manifest.data.eval, tmp_path).load()
+    assert "train_balanced_questions.json" in str(ambiguous.value)
+    manifest.write_text(body % (root.name, ", options: {questions: val_balanced_questions.json}"))
+    got = open_loader(load_manifest(manifest).manifest.data.eval, tmp_path).load()
+    assert [x.question_id for x in got] == ["q1", "q3", "q4"]
+    manifest.write_text(body % (root.name, ", options: {no_such_option: 1}"))
+    with pytest.raises(ValueError, match="unsupported option"):
+        open_loader(load_manifest(manifest).manifest.data.eval, tmp_path)

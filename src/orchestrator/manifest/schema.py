@@ -116,6 +116,9 @@ class DataSource(Section):
     root: str | None = None  # local directory or blob URI holding the files of a real benchmark
     categories: list[str] | None = None
     on_error: Literal["raise", "skip"] = "raise"
+    # Loader-specific settings, e.g. GQA {questions: val_balanced_questions.json}, RefCOCOg
+    # {split: val}, VQAv2 {layout: text}; checked against the loader when it is opened.
+    options: dict[str, str | int | float | bool] = {}
 
     @field_validator("root")
     @classmethod

@@ -56,5 +56,9 @@ def open_loader(source: Any, base_dir: str | os.PathLike[str] | None = None, **o
     if source.root is None:
         raise ValueError(f"data kind {source.kind!r} needs a root")
     cls = loader_class(source.kind)
-    return cls(source.root, base_dir=Path(base_dir) if base_dir is not None else None,
-               on_error=source.on_error, categories=source.categories, n=source.n, seed=source.seed, **options)
+    merged = {**getattr(source, "options", {}), **options}
+    try:
+        return cls(source.root, base_dir=Path(base_dir) if base_dir is not None else None,
+                   on_error=source.on_error, categories=source.categories, n=source.n, seed=source.seed, **merged)
+    except TypeError as exc:  # an option this loader does not take
+        raise ValueError(f"data kind {source.kind!r}: unsupported option in data.options {sorted(merged)}: {exc}") from None
