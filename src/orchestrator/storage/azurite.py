@@ -74,7 +74,7 @@ class Azurite:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:  # node starts slowly on a loaded 2-core machine
         if self.running:
             return
         self.location.mkdir(parents=True, exist_ok=True)
