@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -69,9 +70,25 @@ def wait_for(predicate, timeout: float = 120.0, every: float = 0.1):
     raise TimeoutError("condition not reached")
 
 
-def test_sweep_runs_evaluates_and_resubmission_is_idempotent(tmp_path):
+@pytest.fixture(scope="module")
+def eval_assets(tmp_path_factory):
+    """A tiny CLIP in transformers' format and an Inception file in the standard FID key layout
+    (random weights: these check that every suite runs in the actor and lands in the journal, not
+    what a real FID would be)."""
+    from orchestrator.eval.inception import FIDInceptionV3
+    from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config, save_clip
+
+    root = tmp_path_factory.mktemp("eval-assets")
+    model, tok = build_tiny_clip(seed=0)
+    save_clip(ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), "tiny"), root / "clip")
+    torch.save(FIDInceptionV3(seed=0).state_dict(), root / "inception.pth")
+    return root
+
+
+def test_sweep_runs_every_suite_and_resubmission_is_idempotent(tmp_path, eval_assets):
     path = write(tmp_path, "sweep", steps=6, every=2, sweep="{grid: {train.lr: [1.0e-3, 3.0e-4]}}",
-                 eval="{suites: [spatial], every: 4, samples: 4}")
+                 eval=f"{{suites: [spatial, clip_r_precision, winoground, fid], every: 4, samples: 10, "
+                      f"clip: {eval_assets / 'clip'}, fid_weights: {eval_assets / 'inception.pth'}}}")
     eid = api.run_experiment(path, progress=False)
     plan = plan_sweep(path)
     with open_journal(plan.journal_url) as journal:
@@ -81,12 +98,30 @@ def test_sweep_runs_evaluates_and_resubmission_is_idempotent(tmp_path):
             kinds = trial_events(journal, eid, tid)
             assert kinds["running"] == 1 and kinds["done"] == 1 and kinds["checkpointed"] == 3
             assert set(t.metrics) == {0, 4, 6}  # base, interim at every=4, final
-            assert 0.0 <= t.metrics[6]["spatial_acc"] <= 1.0
-            assert [c.step for c in journal.checkpoints(tid)] == [2, 4, 6]
+            final = t.metrics[6]
+            assert 0.0 <= final["spatial.accuracy"] <= 1.0 and final["spatial.accuracy.n"] == 10
+            assert final["spatial.accuracy.ci_low"] <= final["spatial.accuracy"] <= final["spatial.accuracy.ci_high"]
+            assert 0.0 <= final["clip_r_precision.r_at_1"] <= 1.0 and "clip_r_precision.r_at_1.std" in final
+            assert {"winoground.text", "winoground.image", "winoground.group"} <= set(final)
+            assert final["fid"] >= 0.0 and final["fid.n"] == 10
+            [event] = [e for e in journal.events(eid, tid, kinds=["evaluated"]) if e.payload["step"] == 6]
+            assert event.payload["info"]["fid"]["weights_sha256"]  # which weights the FID came from
         table = build_table(journal, eid)
-        assert table.swept == ["train.lr"] and "spatial_acc (final)" in table.metrics
-        assert "spatial_acc (base)" in render_table(table) and render_csv(table).startswith("train.lr,")
-        assert '"rows"' in render_json(table)
+        assert table.swept == ["train.lr"] and "spatial.accuracy (final)" in table.metrics
+        assert "fid (base)" in table.metrics and "winoground.group (final)" in table.metrics
+        assert not any(c.endswith((".n (final)", ".ci_low (final)")) for c in table.metrics)
+        assert "winoground.group/Relation (final)" in table.metrics  # per collapsed tag
+        text = api.results(plan.journal_url, eid, "table")
+        assert "winoground.group (final)" in text and "/Relation" not in text  # per-tag columns: json, csv
+        only = api.results(plan.journal_url, eid, "table", ["spatial.accuracy"])
+        assert "spatial.accuracy (base) n=10" in only and "fid" not in only
+        cell = re.search(r"(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\]", only)  # one seed: its own 95% interval
+        assert cell and float(cell[2]) <= float(cell[1]) <= float(cell[3])
+        with pytest.raises(ValueError, match="no metric matches nope"):
+            api.results(plan.journal_url, eid, "table", ["nope"])
+        csv_text = render_csv(table)
+        assert csv_text.startswith("train.lr,") and "spatial.accuracy (final) ci_low" in csv_text
+        assert '"per_trial"' in render_json(table)
         seq = state.last_seq
     store = open_store(plan.blobs_uri)
     assert store.list(f"experiments/{eid}/grids/")  # sample grids saved

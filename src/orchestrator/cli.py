@@ -218,12 +218,16 @@ def results(
     experiment: str = typer.Argument(..., help="Experiment id."),
     journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
     format: ResultsFormat = typer.Option(ResultsFormat.table, "--format"),
+    metrics: str = typer.Option(None, "--metrics", help="Comma-separated globs of metric columns, e.g. "
+                                "'spatial.*,winoground.*/*' (default: all in json/csv; a table leaves out per-tag ones)."),
 ) -> None:
-    """Print an experiment's results: rows are trials, columns swept fields and metrics (mean ± std over seeds)."""
+    """Print an experiment's results: rows are trials, columns swept fields and metrics (mean ± std over
+    seeds; a single trial's value with its 95% interval; n= in a header is the samples behind each value)."""
     from .actors import api
 
+    patterns = [p.strip() for p in metrics.split(",") if p.strip()] if metrics else None
     with _run_errors("results"):
-        text = api.results(journal or _default_journal(), experiment, format.value)
+        text = api.results(journal or _default_journal(), experiment, format.value, patterns)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
 
 from .plan import SweepPlan, plan_sweep
-from .results import build_table, render_csv, render_json, render_table
+from .results import build_table, render_csv, render_json, render_table, select_metrics
 
 log = logging.getLogger(__name__)
 NAMESPACE = "orch"
@@ -193,13 +193,17 @@ def status(journal_url: str = DEFAULT_JOURNAL, experiment_id: str | None = None)
     return out
 
 
-def results(journal_url: str, experiment_id: str, fmt: str = "table") -> str:
-    """The results table rendered as 'table', 'json' or 'csv'."""
+def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: list[str] | None = None) -> str:
+    """The results table rendered as 'table', 'json' or 'csv'; `metrics` are glob patterns of the
+    metric columns to keep (default: every metric in JSON and CSV, the headline ones in a table)."""
     renderers = {"table": render_table, "json": render_json, "csv": render_csv}
     if fmt not in renderers:
         raise ValueError(f"unknown format {fmt!r}: use table, json or csv")
     with open_journal(journal_url) as journal:
-        return renderers[fmt](build_table(journal, experiment_id))
+        table = build_table(journal, experiment_id)
+    if metrics is not None or fmt == "table":
+        table = select_metrics(table, metrics)
+    return renderers[fmt](table)
 
 
 def cancel(journal_url: str, experiment_id: str) -> dict[str, int]:

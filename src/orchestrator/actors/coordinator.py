@@ -179,12 +179,13 @@ class Coordinator:
     def _finish_eval(self, task: Task, out: dict, base_ref) -> None:
         tid = task.trial_id
         if task.phase == "interim_eval":
-            self.rj.evaluated(tid, task.step, out["metrics"], grid=out["grid"])
+            self.rj.evaluated(tid, task.step, out["metrics"], grid=out["grid"], info=out["info"])
             return
         if self.base_metrics is None:
             self.base_metrics = ray.get(base_ref)
-        self.rj.evaluated(tid, 0, self.base_metrics["metrics"], grid=self.base_metrics["grid"], base=True)
-        self.rj.evaluated(tid, task.step, out["metrics"], grid=out["grid"])
+        base = self.base_metrics
+        self.rj.evaluated(tid, 0, base["metrics"], grid=base["grid"], info=base["info"], base=True)
+        self.rj.evaluated(tid, task.step, out["metrics"], grid=out["grid"], info=out["info"])
         self.rj.transition(tid, EventKind.DONE, **self.done_summary.pop(tid, {}))
         self._set(tid, TrialStatus.DONE, metrics=out["metrics"])
 
@@ -232,11 +233,12 @@ class Coordinator:
                 try:
                     out = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - the trial fails; the sweep goes on
+                    error, trace = _describe(exc)
                     if task.phase == "interim_eval":
-                        log.warning("interim evaluation of %s at step %d failed: %s", task.trial_id, task.step, exc)
+                        log.warning("interim evaluation of %s at step %d failed: %s", task.trial_id, task.step, error)
                     else:
                         try:
-                            self._fail(task.trial_id, f"{type(exc).__name__}: {exc}", str(exc))
+                            self._fail(task.trial_id, error, trace)
                         except IllegalTransition as exc2:
                             log.warning("%s", exc2)
                     continue
@@ -268,6 +270,14 @@ class Coordinator:
     def _counts(self) -> dict[str, int]:
         state = self.journal.experiment_state(self.plan.experiment_id)
         return {k.value: v for k, v in state.counts().items() if v}
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """(error, traceback) of a failed remote call: the remote exception itself, not Ray's wrapper
+    (whose message starts with coloured process details)."""
+    cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
+    shown = cause if isinstance(cause, BaseException) else exc
+    return f"{type(shown).__name__}: {shown}", str(exc)
 
 
 ExperimentCoordinator = ray.remote(num_cpus=0, max_concurrency=16)(Coordinator)

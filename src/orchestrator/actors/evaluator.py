@@ -1,66 +1,29 @@
 """Evaluator actor: runs a manifest's eval suites on a trial's weights as checkpoints land.
 
 It runs in its own process, so training never waits on it; the coordinator journals what it
-returns. Suites follow a small interface (`Suite`: weights + manifest -> metrics); only the spatial
-suite is built in. Moving it onto `orchestrator.eval.suites` (what `orch eval` runs) is still to do.
+returns. The suites are `orchestrator.eval.suites`, the same code `orch eval` runs: this actor
+only picks the weights (base, checkpoint or exported model), maps the manifest's `eval` section
+to the suites' options, keeps the CLIP and Inception networks loaded between calls and saves a
+sample grid of the images the suites judged.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from orchestrator.manifest import Manifest
+from orchestrator.manifest.schema import local_path
 from orchestrator.storage import open_store
 
 if TYPE_CHECKING:  # torch and the models load in the evaluator's process, when it first evaluates:
-    import torch   # the coordinator imports this module for the actor class and stays light
+    from orchestrator.eval.suites import EvalOptions  # the coordinator imports this module for the
+    from orchestrator.models.sd import SDComponents   # actor class and stays light
 
-    from orchestrator.models.sd import SDComponents
-
-# How images are sampled for evaluation: DDIM, CFG 3, the same noise for every model (paired).
-SAMPLE_STEPS = 25
-GUIDANCE = 3.0
-NOISE_SEED = 1234
-
-
-@dataclass
-class SuiteOutput:
-    metrics: dict[str, float]
-    images: torch.Tensor | None = None  # a few samples, for the grid
-    extra: dict = field(default_factory=dict)
-
-
-class Suite(Protocol):
-    def __call__(self, components: SDComponents, manifest: Manifest) -> SuiteOutput: ...
-
-
-def spatial_suite(c: SDComponents, manifest: Manifest) -> SuiteOutput:
-    """Spatial accuracy by detection: held-out spatial prompts, GenEval's rule on detected boxes."""
-    import torch
-
-    from orchestrator.eval.spatial import heldout_spatial_prompts, score_spatial
-    from orchestrator.models.sd import generate
-    from orchestrator.models.sd.sampling import to_pil
-
-    src = manifest.data.eval
-    seed = src.seed if src is not None else 1000
-    size = (src.size if src is not None and src.size else None) or manifest.model.resolution
-    prompts = heldout_spatial_prompts(seed, manifest.eval.samples, size)
-    g = torch.Generator().manual_seed(NOISE_SEED)
-    images = generate(c, [p.text for p in prompts], sampler="ddim", steps=SAMPLE_STEPS,
-                      guidance_scale=GUIDANCE, generator=g, batch_size=64)
-    score = score_spatial(to_pil(images), prompts)
-    return SuiteOutput({"spatial_acc": score.accuracy, "object_acc": score.object_accuracy}, images[:32],
-                       {"spatial_ci": list(score.accuracy_ci)})
-
-
-SUITES: dict[str, Callable[[SDComponents, Manifest], SuiteOutput]] = {"spatial": spatial_suite}
+GRID_IMAGES = 32
 
 
 def weights_for(source: dict, manifest: Manifest, store, base_dir: Path | None) -> SDComponents:
@@ -85,6 +48,29 @@ def weights_for(source: dict, manifest: Manifest, store, base_dir: Path | None) 
     return c
 
 
+def _resolve(value: str | None, base_dir: Path | None) -> str | None:
+    """A manifest path as the suites take it: local ones absolute (against the manifest's
+    directory), remote URIs as written."""
+    if value is None or ("://" in value and not value.startswith("file://")):
+        return value
+    return str(local_path(value, base_dir))
+
+
+def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
+    """The manifest's `eval` section as the suites' options. The held-out prompts come from the
+    manifest's eval data seed (a shapes dataset no trial trains on) at its image size."""
+    from orchestrator.eval.suites import DEFAULT_EVAL_SEED, EvalOptions
+
+    e, src = manifest.eval, manifest.data.eval
+    return EvalOptions(
+        samples=e.samples, best_of=e.best_of,
+        eval_seed=src.seed if src is not None and src.seed is not None else DEFAULT_EVAL_SEED,
+        image_size=(src.size if src is not None and src.size else None) or manifest.model.resolution,
+        clip=_resolve(e.clip, base_dir), fid_weights=_resolve(e.fid_weights, base_dir),
+        fid_reference=_resolve(e.fid_reference, base_dir), winoground=_resolve(e.winoground, base_dir),
+        batch_size=64)
+
+
 class Evaluator:
     def __init__(self, blobs_uri: str, grids_prefix: str, num_threads: int = 1):
         import torch
@@ -92,34 +78,39 @@ class Evaluator:
         torch.set_num_threads(num_threads)
         self.store = open_store(blobs_uri)
         self.grids_prefix = grids_prefix.rstrip("/")
+        self._nets: dict[tuple[str, str | None], Any] = {}  # (kind, source) -> loaded CLIP / Inception
 
     def pid(self) -> int:
         return os.getpid()
 
     def evaluate(self, manifest_json: dict, base_dir: str | None, source: dict, label: str) -> dict:
-        """Metrics of every suite in the manifest and the blob key of a sample grid."""
+        """Every suite of the manifest on one set of weights: flat metrics (value, n, CI), what each
+        suite reports besides, and the blob key of a grid of the judged images (if any were made)."""
+        from orchestrator.eval.suites import build_context, flatten_metrics, jsonable, run_in_context
+
         manifest = Manifest.model_validate(manifest_json, context={"check_files": False})
-        c = weights_for(source, manifest, self.store, Path(base_dir) if base_dir else None)
-        metrics: dict[str, float] = {}
+        root = Path(base_dir) if base_dir else None
+        options = eval_options(manifest, root)
+        nets = {"clip": ("clip", options.clip), "inception": ("inception", options.fid_weights)}
+        ctx = build_context(None, store=self.store, options=options,
+                            model=weights_for(source, manifest, self.store, root),
+                            clip_encoder=self._nets.get(nets["clip"]),
+                            inception_net=self._nets.get(nets["inception"]))
+        results = run_in_context(ctx, manifest.eval.suites)
+        loaded = ctx.loaded()
+        for what, key in nets.items():  # kept for the next checkpoint (seconds each to load on a CPU)
+            if loaded[what] is not None:
+                self._nets[key] = loaded[what]
         grid_key = None
-        for name in manifest.eval.suites:
-            suite = SUITES.get(name)
-            if suite is None:
-                raise NotImplementedError(f"eval suite {name!r} is not available yet")
-            out = suite(c, manifest)
-            metrics.update({f"{name}.{k}" if name != "spatial" else k: v for k, v in out.metrics.items()})
-            if out.images is not None and grid_key is None:
-                from orchestrator.models.sd.sampling import image_grid
+        if loaded["generated"] is not None:
+            from orchestrator.models.sd.sampling import image_grid
 
-                buf = io.BytesIO()
-                image_grid(out.images, cols=8).save(buf, format="PNG")
-                grid_key = f"{self.grids_prefix}/{label}.png"
-                self.store.put(grid_key, buf.getvalue())
-        return {"metrics": metrics, "grid": grid_key}
-
-
-def source_id(source: dict) -> str:
-    return hashlib.sha256(repr(sorted(source.items())).encode()).hexdigest()[:12]
+            buf = io.BytesIO()
+            image_grid(loaded["generated"][:GRID_IMAGES], cols=8).save(buf, format="PNG")
+            grid_key = f"{self.grids_prefix}/{label}.png"
+            self.store.put(grid_key, buf.getvalue())
+        return {"metrics": flatten_metrics(results), "grid": grid_key,
+                "info": {r.suite: jsonable({**r.info, "wall_s": round(r.wall_s, 3)}) for r in results}}
 
 
 EvaluatorActor = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(Evaluator)

@@ -45,9 +45,14 @@ class RunJournal:
         self._annotate(Event.for_trial(self.eid, trial_id, EventKind.CHECKPOINTED, key, step=step, uri=uri))
 
     def evaluated(self, trial_id: str, step: int, metrics: dict[str, float], **extra: Any) -> None:
+        """One evaluation per step: a re-evaluation after a resume (same weights, same numbers, other
+        timings) keeps the first record."""
         key = f"{self.eid}/{trial_id}/evaluated/{step}"
-        self._annotate(Event.for_trial(self.eid, trial_id, EventKind.EVALUATED, key, step=step,
-                                       metrics=metrics, **extra))
+        try:
+            self._annotate(Event.for_trial(self.eid, trial_id, EventKind.EVALUATED, key, step=step,
+                                           metrics=metrics, **extra))
+        except JournalConflict as exc:
+            log.warning("keeping the first evaluation of %s at step %d: %s", trial_id, step, exc)
 
     def _annotate(self, event: Event) -> None:
         try:

@@ -1,21 +1,41 @@
 """The results table of an experiment, from the journal alone.
 
 Rows are trial groups: trials that differ only in their seed share a row, and each metric is
-shown as mean ± std over the seeds (as the seed paper's tables are). Columns are the swept
-fields, then each metric at the base (step 0, "before") and at the trial's last evaluation.
+shown as mean ± std over the seeds (as the seed paper's tables are); a row of one trial shows the
+metric's own 95% interval instead. Columns are the swept fields, then each metric at the base
+(step 0, "before") and at the trial's last evaluation; a column whose values all come from the
+same number of samples says so in its header. JSON and CSV carry every number: sample counts,
+intervals, the spread over the protocol's chunks.
 """
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.journal import ExperimentState, Journal, TrialStatus
 
 SEED_KEY = "train.seed"
+# What the suites store beside each value in an `evaluated` event (orchestrator.eval.suites.flatten_metrics).
+AUX = ("n", "ci_low", "ci_high", "std")
+
+
+def split_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """{"spatial.accuracy": v, "spatial.accuracy.n": 100, ...} -> {"spatial.accuracy": {"value": v, "n": 100, ...}}."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        head, _, tail = key.rpartition(".")
+        if tail not in AUX or head not in metrics:
+            out.setdefault(key, {})["value"] = value
+    for key, value in metrics.items():
+        head, _, tail = key.rpartition(".")
+        if tail in AUX and head in out:
+            out[head][tail] = value
+    return out
 
 
 @dataclass
@@ -24,12 +44,25 @@ class Row:
     trials: list[str] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)  # column -> one value per seed
+    aux: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # column -> n, CI, std per seed
 
     def cell(self, column: str) -> tuple[float, float | None, int] | None:
         vals = self.values.get(column)
         if not vals:
             return None
         return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None), len(vals)
+
+    def samples(self, column: str) -> int | None:
+        """Samples behind each seed's value, where every seed used the same number."""
+        ns = {a.get("n") for a in self.aux.get(column, [])}
+        return int(ns.pop()) if len(ns) == 1 and None not in ns else None
+
+    def interval(self, column: str) -> tuple[float, float] | None:
+        """The value's own 95% interval, for a row of one trial."""
+        aux = self.aux.get(column, [])
+        if len(aux) == 1 and "ci_low" in aux[0] and "ci_high" in aux[0]:
+            return aux[0]["ci_low"], aux[0]["ci_high"]
+        return None
 
 
 @dataclass
@@ -83,11 +116,12 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
         if steps and trial.status is TrialStatus.DONE:
             picks.append(("final", trial.metrics[steps[-1]]))
         for when, metrics in picks:
-            for name, value in metrics.items():
+            for name, parts in split_metrics(metrics).items():
                 col = f"{name} ({when})"
                 if col not in metric_names:
                     metric_names.append(col)
-                row.values.setdefault(col, []).append(float(value))
+                row.values.setdefault(col, []).append(float(parts["value"]))
+                row.aux.setdefault(col, []).append({k: v for k, v in parts.items() if k != "value"})
         done = [e for e in journal.events(experiment_id, trial.trial_id, kinds=["done"])]
         if done and done[-1].payload.get("final_loss") is not None:
             row.values.setdefault("final_loss", []).append(float(done[-1].payload["final_loss"]))
@@ -97,11 +131,40 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
     return ResultsTable(experiment_id, state.name, group_keys, metric_names, list(rows.values()))
 
 
-def _fmt_cell(cell: tuple[float, float | None, int] | None) -> str:
+def metric_of(column: str) -> str:
+    """'spatial.accuracy (final)' -> 'spatial.accuracy'."""
+    return column.rsplit(" (", 1)[0]
+
+
+def select_metrics(table: ResultsTable, patterns: list[str] | None) -> ResultsTable:
+    """Keep the metric columns whose name matches one of the glob patterns ('spatial.*', 'fid').
+    None: the headline columns, without per-tag breakdowns ('winoground.group/Relation'), which
+    stay in JSON and CSV; a pattern that matches nothing is an error, not an empty table."""
+    if patterns is None:
+        return replace(table, metrics=[c for c in table.metrics if "/" not in metric_of(c)])
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(metric_of(c), p) for c in table.metrics)]
+    if unmatched:
+        names = sorted({metric_of(c) for c in table.metrics})
+        raise ValueError(f"no metric matches {', '.join(unmatched)}; metrics: {', '.join(names) or 'none yet'}")
+    return replace(table, metrics=[c for c in table.metrics if any(fnmatch.fnmatchcase(metric_of(c), p)
+                                                                       for p in patterns)])
+
+
+def _fmt_cell(row: Row, column: str) -> str:
+    cell = row.cell(column)
     if cell is None:
         return "-"
     mean, std, _ = cell
-    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+    if std is not None:
+        return f"{mean:.3f} ± {std:.3f}"
+    ci = row.interval(column)
+    return f"{mean:.3f}" if ci is None else f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _header(table: ResultsTable, column: str) -> str:
+    """The column name, with the sample count when every row's value rests on the same number."""
+    ns = {r.samples(column) for r in table.rows if column in r.values}
+    return f"{column} n={ns.pop()}" if len(ns) == 1 and None not in ns else column
 
 
 def _fmt_field(v: Any) -> str:
@@ -121,7 +184,8 @@ def to_records(table: ResultsTable) -> list[dict[str, Any]]:
         rec["status"] = _status(row)
         for col in table.metrics:
             cell = row.cell(col)
-            rec[col] = None if cell is None else {"mean": cell[0], "std": cell[1], "n": cell[2]}
+            rec[col] = None if cell is None else {"mean": cell[0], "std": cell[1], "n": cell[2],
+                                                  "per_trial": row.aux.get(col, [])}
         out.append(rec)
     return out
 
@@ -136,13 +200,18 @@ def render_csv(table: ResultsTable) -> str:
     w = csv.writer(buf)
     header = [*table.swept, "n_trials", "status"]
     for col in table.metrics:
-        header += [f"{col} mean", f"{col} std"]
+        header += [f"{col} mean", f"{col} std", f"{col} samples", f"{col} ci_low", f"{col} ci_high"]
     w.writerow(header)
     for row in table.rows:
         line = [_fmt_field(row.fields[k]) for k in table.swept] + [len(row.trials), _status(row)]
         for col in table.metrics:
             cell = row.cell(col)
-            line += ["", ""] if cell is None else [f"{cell[0]:.6g}", "" if cell[1] is None else f"{cell[1]:.6g}"]
+            if cell is None:
+                line += [""] * 5
+                continue
+            ci, n = row.interval(col), row.samples(col)
+            line += [f"{cell[0]:.6g}", "" if cell[1] is None else f"{cell[1]:.6g}", "" if n is None else n,
+                     *(("", "") if ci is None else (f"{ci[0]:.6g}", f"{ci[1]:.6g}"))]
         w.writerow(line)
     return buf.getvalue()
 
@@ -152,21 +221,23 @@ def render_rich(table: ResultsTable):
     from rich.table import Table
 
     t = Table(title=f"{table.name} · experiment {table.experiment_id}")
-    for k in table.swept:
-        t.add_column(k)
-    t.add_column("n", justify="right")
-    t.add_column("status")
+    for k in table.swept:  # never wrapped: a wide table stays one line per trial group
+        t.add_column(k, no_wrap=True)
+    t.add_column("n", justify="right", no_wrap=True)
+    t.add_column("status", no_wrap=True)
     for col in table.metrics:
-        t.add_column(col, justify="right")
+        t.add_column(_header(table, col), justify="right", no_wrap=True)
     for row in table.rows:
         t.add_row(*[_fmt_field(row.fields[k]) for k in table.swept], str(len(row.trials)), _status(row),
-                  *[_fmt_cell(row.cell(c)) for c in table.metrics])
+                  *[_fmt_cell(row, c) for c in table.metrics])
     return t
 
 
-def render_table(table: ResultsTable, width: int = 160) -> str:
+def render_table(table: ResultsTable, width: int = 1000) -> str:
+    """Plain text as wide as the table needs (up to `width`): a pager or a wide terminal shows it
+    whole, where cells folded to fit 80 columns would be unreadable."""
     from rich.console import Console
 
     console = Console(width=width, record=True, file=io.StringIO())
     console.print(render_rich(table))
-    return console.export_text()
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"

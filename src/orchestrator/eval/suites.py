@@ -178,6 +178,11 @@ class EvalContext:
             self._inception = load_fid_inception(self.options.fid_weights, store=self.store, device=self.device)
         return self._inception
 
+    def loaded(self) -> dict[str, Any]:
+        """What this context has loaded or made so far, for a caller to reuse in its next context
+        (the Evaluator actor keeps CLIP and Inception between checkpoints): None where not."""
+        return {"clip": self._clip, "inception": self._inception, "generated": self._generated}
+
     @property
     def image_size(self) -> int:
         if self.options.image_size:
@@ -361,13 +366,13 @@ def record_results(journal: Any, experiment_id: str, trial_id: str, step: int, r
     from orchestrator.journal import Event, EventKind
 
     payload = {"step": int(step), "metrics": flatten_metrics(results), "suites": [r.suite for r in results],
-               "checkpoint": checkpoint, "info": {r.suite: _jsonable(r.info) for r in results}}
+               "checkpoint": checkpoint, "info": {r.suite: jsonable(r.info) for r in results}}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     key = f"{trial_id}/evaluated/{step}/{digest}"
     return journal.append(Event.for_trial(experiment_id, trial_id, EventKind.EVALUATED, key, **payload))
 
 
-def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+def jsonable(info: dict[str, Any]) -> dict[str, Any]:
     """Strict JSON for the journal: NaN/inf become None, other odd values their str()."""
     def conv(v: Any) -> Any:
         if isinstance(v, float) and not np.isfinite(v):

@@ -187,23 +187,56 @@ class ResourcesSpec(Section):
     max_concurrent_trials: PositiveInt | None = None
 
 
+# What each suite needs from the eval section; checked when the manifest loads, so a sweep never
+# trains for an hour and then finds its metric cannot be computed.
+SUITE_NEEDS = {"clip_r_precision": "clip", "winoground": "clip", "fid_clip": "clip", "fid": "fid_weights"}
+SUITES_NOT_YET = ("matching", "drawbench")
+R_PRECISION_CHUNKS = 10  # Park et al.'s protocol (orchestrator.eval.suites.EvalOptions.r_precision_chunks)
+
+
 class EvalSpec(Section):
     suites: list[Literal[SUITES]] = []  # type: ignore[valid-type]
     every: PositiveInt | None = None  # evaluate every N steps as checkpoints land; None: at the end only
-    samples: PositiveInt = 64
-    fid_weights: str | None = None  # pt_inception-2015-12-05-6726825d.pth, local path or blob URI
+    samples: PositiveInt = 64         # held-out prompts = generated images per evaluation
+    best_of: PositiveInt = 1          # K images per prompt, the one the CLIP ranks highest kept
+    clip: str | None = None           # CLIP directory in transformers' format (e.g. `orch clip train`)
+    fid_weights: str | None = None    # pt_inception-2015-12-05-6726825d.pth, local path or blob URI
+    fid_reference: str | None = None  # reference statistics .npz (mu, sigma); else computed and cached
+    winoground: str | None = None     # a Winoground-layout directory; default: shapes-world pairs
 
     @field_validator("suites")
     @classmethod
     def _unique_suites(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("suites must be distinct")
+        later = [s for s in v if s in SUITES_NOT_YET]
+        if later:
+            raise ValueError(f"suite(s) {', '.join(later)} are not implemented yet")
         return v
 
-    @field_validator("fid_weights")
+    @field_validator("fid_weights", "fid_reference")
     @classmethod
-    def _weights_exist(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return _check_exists(v, info, "FID weights file")
+    def _file_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "FID weights file" if info.field_name == "fid_weights" else
+                             "FID reference statistics")
+
+    @field_validator("clip", "winoground")
+    @classmethod
+    def _dir_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "CLIP directory" if info.field_name == "clip" else "Winoground directory")
+
+    @model_validator(mode="after")
+    def _suites_have_inputs(self) -> "EvalSpec":
+        missing = [f"suite {s} needs eval.{SUITE_NEEDS[s]}" for s in self.suites
+                   if s in SUITE_NEEDS and getattr(self, SUITE_NEEDS[s]) is None]
+        if "clip_r_precision" in self.suites and self.samples < R_PRECISION_CHUNKS:
+            missing.append(f"suite clip_r_precision reports mean ± std over {R_PRECISION_CHUNKS} chunks: "
+                           f"eval.samples must be at least {R_PRECISION_CHUNKS}, got {self.samples}")
+        if self.best_of > 1 and self.clip is None:
+            missing.append(f"best_of {self.best_of} needs eval.clip (the CLIP that picks the best image)")
+        if missing:
+            raise ValueError("; ".join(missing))
+        return self
 
 
 _BLOB_URI = re.compile(r"^(file://.+|az://[a-z0-9][a-z0-9-]{1,62}(/.*)?|[^:]+)$")
