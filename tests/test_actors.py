@@ -106,6 +106,9 @@ def test_sweep_runs_every_suite_and_resubmission_is_idempotent(tmp_path, eval_as
             assert final["fid"] >= 0.0 and final["fid.n"] == 10
             [event] = [e for e in journal.events(eid, tid, kinds=["evaluated"]) if e.payload["step"] == 6]
             assert event.payload["info"]["fid"]["weights_sha256"]  # which weights the FID came from
+            assert event.payload["weights"] == f"trials/{tid}/model"  # what was evaluated
+            [interim] = [e for e in journal.events(eid, tid, kinds=["evaluated"]) if e.payload["step"] == 4]
+            assert interim.payload["weights"] == f"trials/{tid}/checkpoints/step-00000004.pt"
         table = build_table(journal, eid)
         assert table.swept == ["train.lr"] and "spatial.accuracy (final)" in table.metrics
         assert "fid (base)" in table.metrics and "winoground.group (final)" in table.metrics

@@ -179,15 +179,18 @@ class Coordinator:
     def _finish_eval(self, task: Task, out: dict, base_ref) -> None:
         tid = task.trial_id
         if task.phase == "interim_eval":
-            self.rj.evaluated(tid, task.step, out["metrics"], grid=out["grid"], info=out["info"])
+            self._record_eval(tid, task.step, out)
             return
         if self.base_metrics is None:
             self.base_metrics = ray.get(base_ref)
-        base = self.base_metrics
-        self.rj.evaluated(tid, 0, base["metrics"], grid=base["grid"], info=base["info"], base=True)
-        self.rj.evaluated(tid, task.step, out["metrics"], grid=out["grid"], info=out["info"])
+        self._record_eval(tid, 0, self.base_metrics, base=True)
+        self._record_eval(tid, task.step, out)
         self.rj.transition(tid, EventKind.DONE, **self.done_summary.pop(tid, {}))
         self._set(tid, TrialStatus.DONE, metrics=out["metrics"])
+
+    def _record_eval(self, tid: str, step: int, out: dict, **extra: Any) -> None:
+        self.rj.evaluated(tid, step, out["metrics"], grid=out["grid"], info=out["info"], weights=out["weights"],
+                          **extra)
 
     def _fail(self, tid: str, error: str, traceback: str | None) -> None:
         self._release(tid)

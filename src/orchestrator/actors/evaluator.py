@@ -71,6 +71,12 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
         batch_size=64)
 
 
+def describe(source: dict) -> str:
+    """What was evaluated, as the journal records it: a checkpoint's blob key, an exported model's
+    prefix, or 'base'."""
+    return source.get("key") or source.get("prefix") or source["kind"]
+
+
 class Evaluator:
     def __init__(self, blobs_uri: str, grids_prefix: str, num_threads: int = 1):
         import torch
@@ -109,7 +115,7 @@ class Evaluator:
             image_grid(loaded["generated"][:GRID_IMAGES], cols=8).save(buf, format="PNG")
             grid_key = f"{self.grids_prefix}/{label}.png"
             self.store.put(grid_key, buf.getvalue())
-        return {"metrics": flatten_metrics(results), "grid": grid_key,
+        return {"metrics": flatten_metrics(results), "grid": grid_key, "weights": describe(source),
                 "info": {r.suite: jsonable({**r.info, "wall_s": round(r.wall_s, 3)}) for r in results}}
 
 
