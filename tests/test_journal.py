@@ -158,6 +158,33 @@ def test_concurrent_first_open_migrates_once(fresh_url: str, pool: ProcessPoolEx
         assert sorted(journal.experiment_state("exp-open").trials) == [f"t{w}" for w in range(WRITERS)]
 
 
+def test_first_open_waits_for_a_writer_of_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    """SQLite refuses the switch to WAL at once, busy timeout or not, while another connection
+    writes a rollback-journal file: opening must wait for it, not fail with "database is locked"."""
+    path = tmp_path / "journal.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE other_tool (x)")
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock of a database still in rollback mode
+    other.execute("INSERT INTO other_tool VALUES (1)")
+    outcome: list[Any] = []
+
+    def opener() -> None:
+        try:
+            with open_journal(f"sqlite:///{path}") as journal:
+                outcome.append(journal.list_experiments())
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=opener)
+    thread.start()
+    time.sleep(0.5)
+    assert not outcome  # still waiting on the writer
+    other.execute("COMMIT")
+    thread.join(timeout=30)
+    other.close()
+    assert outcome == [[]]
+
+
 # ------------------------------------------------------------------- events
 
 

@@ -12,6 +12,8 @@ transition check race-free and keeps `seq` order equal to commit order (a reader
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,7 +90,7 @@ def _create_sqlite_engine(url: URL, **kwargs: Any) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _enter_wal(cursor)
             # FULL: a committed event survives power loss too; the journal is the source of truth.
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
@@ -101,6 +103,25 @@ def _create_sqlite_engine(url: URL, **kwargs: Any) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _enter_wal(cursor: Any) -> None:
+    """Switch the database to WAL, waiting out other writers. SQLite answers this pragma with
+    "database is locked" at once, without its busy handler, while another connection of a
+    rollback-journal database holds the write lock: what processes opening a fresh journal
+    together meet. The mode is stored in the file, so once one of them has switched it, the
+    others' pragma is a no-op."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 @contextmanager
