@@ -120,6 +120,8 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
                 col = f"{name} ({when})"
                 if col not in metric_names:
                     metric_names.append(col)
+                if parts.get("n") == 0:  # e.g. conditional accuracy with no image holding both objects:
+                    continue             # no value at all, not a 0 to average in
                 row.values.setdefault(col, []).append(float(parts["value"]))
                 row.aux.setdefault(col, []).append({k: v for k, v in parts.items() if k != "value"})
         done = [e for e in journal.events(experiment_id, trial.trial_id, kinds=["done"])]
