@@ -188,3 +188,23 @@ def test_eval_and_clip_train_through_the_cli(tmp_path):
     assert no_fid.exit_code == 2 and "fid" in no_fid.stderr.lower()
     half = runner.invoke(app, args[:-2] + ["--journal", journal])
     assert half.exit_code == 2 and "--experiment" in half.stderr
+
+
+def test_blobs_ls_and_get_copy_a_verified_plain_file(tmp_path):
+    from orchestrator.storage import LocalBlobStore
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("experiments/e1/grids/t1-final.png", b"\x89PNG fake grid")
+    uri = f"file://{tmp_path / 'blobs'}"
+    listed = runner.invoke(app, ["blobs", "ls", "experiments/e1/", "--blobs", uri])
+    assert listed.exit_code == 0 and "experiments/e1/grids/t1-final.png" in listed.output
+    dest = tmp_path / "out" / "grid.png"
+    got = runner.invoke(app, ["blobs", "get", "experiments/e1/grids/t1-final.png", str(dest), "--blobs", uri])
+    assert got.exit_code == 0 and dest.read_bytes() == b"\x89PNG fake grid"  # the bytes, not the stored header
+    missing = runner.invoke(app, ["blobs", "get", "experiments/e1/nope.png", str(dest), "--blobs", uri])
+    assert missing.exit_code == 2 and "no object" in missing.output
+    blob = next((tmp_path / "blobs").rglob("t1-final.png*"))
+    blob.write_bytes(blob.read_bytes()[:-1] + b"X")  # corrupt the stored bytes
+    corrupt = runner.invoke(app, ["blobs", "get", "experiments/e1/grids/t1-final.png", str(tmp_path / "c.png"),
+                                  "--blobs", uri])
+    assert corrupt.exit_code == 1 and not (tmp_path / "c.png").exists()
