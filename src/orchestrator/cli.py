@@ -559,7 +559,7 @@ def blobs_get(
     except StorageError as exc:
         err.print(f"orch blobs get: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(1)
-    out.print(f"{dest}: {info.size:,} bytes, sha256 {info.sha256}", markup=False, highlight=False)
+    out.print(f"{dest}: {info.size:,} bytes, sha256 {info.sha256}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point
