@@ -7,7 +7,8 @@ Scores object accuracy (VISOR's OA, the detector on held-out spatial prompts' sc
 2. the U-Net's one-step estimate of the clean image from a real latent noised to step t
    (how far the denoiser gets from each noise level);
 3. full DDIM samples at several guidance scales (what the evaluator sees).
-Same held-out prompts and noise as the Evaluator actor's spatial suite.
+Sampling and noise as the Evaluator actor's spatial suite (DDIM, 25 steps, seed 1234); the
+held-out prompts are the shapes dataset of --eval-seed (default 1000, which no trial trains on).
 """
 from __future__ import annotations
 
@@ -32,12 +33,13 @@ def main() -> None:
     p.add_argument("--blobs", required=True, help="blob store holding the model")
     p.add_argument("--model", default=TINY_BASE_PREFIX, help="diffusers prefix in the store")
     p.add_argument("--prompts", type=int, default=200)
+    p.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED)
     p.add_argument("--timesteps", type=int, nargs="+", default=[100, 300, 500, 700])
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 7.0])
     a = p.parse_args()
     torch.set_num_threads(1)
     c = load_components(a.model, store=open_store(a.blobs))
-    ctx = build_context(None, model=c, samples=a.prompts, eval_seed=DEFAULT_EVAL_SEED, device="cpu")
+    ctx = build_context(None, model=c, samples=a.prompts, eval_seed=a.eval_seed, device="cpu")
     prompts = ctx.prompts()
     real = ctx.reference_images()[: len(prompts)].float() / 127.5 - 1
 
@@ -63,8 +65,9 @@ def main() -> None:
             out["one_step_x0"][t] = object_accuracy(c.vae.decode(x0 / c.latent_scale).sample)
     out["samples_by_guidance"] = {}
     for w in a.guidance:
-        images = generate(c, [q.text for q in prompts], sampler="ddim", steps=25, guidance_scale=w,
-                          generator=torch.Generator().manual_seed(1234), batch_size=64)
+        o = ctx.options
+        images = generate(c, [q.text for q in prompts], sampler=o.sampler, steps=o.steps, guidance_scale=w,
+                          generator=torch.Generator().manual_seed(o.seed), batch_size=64)
         out["samples_by_guidance"][w] = object_accuracy(images * 2 - 1)
     print(json.dumps(out, indent=1, default=lambda v: float(np.asarray(v))))
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from orchestrator.manifest import Manifest
-from orchestrator.manifest.schema import local_path
+from orchestrator.manifest.schema import is_remote, local_path
 from orchestrator.storage import open_store
 
 if TYPE_CHECKING:  # torch and the models load in the evaluator's process, when it first evaluates:
@@ -51,7 +51,7 @@ def weights_for(source: dict, manifest: Manifest, store, base_dir: Path | None) 
 def _resolve(value: str | None, base_dir: Path | None) -> str | None:
     """A manifest path as the suites take it: local ones absolute (against the manifest's
     directory), remote URIs as written."""
-    if value is None or ("://" in value and not value.startswith("file://")):
+    if value is None or is_remote(value):
         return value
     return str(local_path(value, base_dir))
 

@@ -22,6 +22,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
+from orchestrator.manifest.schema import R_PRECISION_CHUNKS
+
 from .checkpoint_model import LoadedCheckpoint, load_checkpoint_model
 from .spatial import SpatialPrompt, score_spatial
 
@@ -80,7 +82,7 @@ class EvalOptions:
     feature_batch_size: int = 32
     r_precision_pool: int = 1000        # held-out captions the 99 negatives are drawn from
     r_precision_negatives: int = 99
-    r_precision_chunks: int = 10
+    r_precision_chunks: int = R_PRECISION_CHUNKS
     winoground: str | None = None       # a Winoground-layout directory; default: shapes-world pairs
     winoground_scenes: int = 500        # shapes scenes (eval_seed) whose pairs make the default set
     device: str | None = None           # default: cuda when available

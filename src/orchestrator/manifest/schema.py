@@ -31,7 +31,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _is_remote(uri: str) -> bool:
+def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
@@ -46,7 +46,7 @@ def local_path(value: str, base_dir: Path | None) -> Path:
 
 def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | None:
     """Local references must exist at load time; blob URIs are checked when used."""
-    if value is None or _is_remote(value):
+    if value is None or is_remote(value):
         return value
     base = (info.context or {}).get("base_dir")
     if (info.context or {}).get("check_files", True) and not local_path(value, base).exists():
@@ -191,7 +191,9 @@ class ResourcesSpec(Section):
 # trains for an hour and then finds its metric cannot be computed.
 SUITE_NEEDS = {"clip_r_precision": "clip", "winoground": "clip", "fid_clip": "clip", "fid": "fid_weights"}
 SUITES_NOT_YET = ("matching", "drawbench")
-R_PRECISION_CHUNKS = 10  # Park et al.'s protocol (orchestrator.eval.suites.EvalOptions.r_precision_chunks)
+R_PRECISION_CHUNKS = 10  # Park et al.'s protocol; orchestrator.eval.suites takes it from here
+EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",
+               "fid_reference": "FID reference statistics", "winoground": "Winoground directory"}
 
 
 class EvalSpec(Section):
@@ -214,16 +216,10 @@ class EvalSpec(Section):
             raise ValueError(f"suite(s) {', '.join(later)} are not implemented yet")
         return v
 
-    @field_validator("fid_weights", "fid_reference")
+    @field_validator("clip", "fid_weights", "fid_reference", "winoground")
     @classmethod
-    def _file_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return _check_exists(v, info, "FID weights file" if info.field_name == "fid_weights" else
-                             "FID reference statistics")
-
-    @field_validator("clip", "winoground")
-    @classmethod
-    def _dir_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return _check_exists(v, info, "CLIP directory" if info.field_name == "clip" else "Winoground directory")
+    def _inputs_exist(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, EVAL_INPUTS[info.field_name])
 
     @model_validator(mode="after")
     def _suites_have_inputs(self) -> "EvalSpec":
