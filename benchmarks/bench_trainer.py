@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.sd import build_tiny, tokenize
 from orchestrator.storage import open_store
-from orchestrator.training.data import shapes_data
+from orchestrator.data.image_text import shapes_data
 from orchestrator.training.loop import Trainer
 
 

@@ -19,7 +19,7 @@ from orchestrator.models.sd import build_tiny, load_components
 from orchestrator.models.sd import tiny_config
 from orchestrator.models.sd.pipeline import upload_dir
 from orchestrator.storage import open_store
-from orchestrator.training.data import shapes_data
+from orchestrator.data.image_text import shapes_data
 from orchestrator.training.loop import Trainer
 from orchestrator.training.losses import training_target
 

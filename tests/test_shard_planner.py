@@ -14,7 +14,7 @@ import torch
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.sd import build_tiny, load_components
 from orchestrator.storage import open_store
-from orchestrator.training.data import shapes_data
+from orchestrator.data.image_text import shapes_data
 from orchestrator.training.distributed import DistContext, batches_done, epoch_shards, shard_indices
 from orchestrator.training.loop import Trainer
 from orchestrator.training.state import BatchOrder

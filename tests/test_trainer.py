@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.sd import build_tiny, load_components
 from orchestrator.storage import open_store
-from orchestrator.training.data import shapes_data
+from orchestrator.data.image_text import shapes_data
 from orchestrator.training.loop import Trainer
 from orchestrator.training.trial import train_trial
 

@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandle
 VARIANTS = ("sd", "glide_mini", "discffusion", "vcdm")
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
 FILE_KINDS = (
+    "imagefolder",
     "winoground", "drawbench", "gqa", "gqa-captions", "comvg", "refcocog", "vqav2", "vl-checklist", "shards",
 )
 SUITES = ("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "matching", "drawbench")

@@ -18,7 +18,7 @@ from orchestrator.models.sd.pipeline import SDComponents, module_hash
 from orchestrator.models.sd.tokenizer import tokenize
 
 from .checkpoint import from_bytes, to_bytes
-from .data import ImageTextData
+from orchestrator.data.image_text import ImageTextData
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from orchestrator.models.sd.pipeline import SDComponents, save_components
 from orchestrator.models.sd.tokenizer import tokenize
 
 from .checkpoint import CheckpointStore
-from .data import ImageTextData
+from orchestrator.data.image_text import ImageTextData
 from .distributed import DistContext, all_reduce_mean_, shard_indices
 from .ema import EMA
 from .latent_cache import EncodedShard, LatentCache

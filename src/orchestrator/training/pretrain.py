@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from orchestrator.models.sd.pipeline import SDComponents, build_tiny, save_components
 from orchestrator.models.sd.tokenizer import tokenize
 
-from .data import ImageTextData, load_image_text_dir
+from orchestrator.data.image_text import ImageTextData, load_image_text_dir
 from .losses import diffusion_loss
 from .metrics import MetricsCallback
 from .state import BatchOrder, DataCursor

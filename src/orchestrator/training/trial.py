@@ -7,7 +7,7 @@ from orchestrator.manifest import expand, load_manifest
 from orchestrator.manifest.schema import TINY_RANDOM_BASE, DataSource, ModelSpec, local_path
 from orchestrator.models.sd.pipeline import TINY_BASE_PREFIX, SDComponents, build_tiny, load_components
 
-from .data import ImageTextData, shapes_data
+from orchestrator.data.image_text import ImageTextData, shapes_data
 from .distributed import DistContext, destroy_process_group, init_process_group
 from .loop import TrainResult, Trainer, set_deterministic
 from .metrics import MetricsCallback
