@@ -26,6 +26,7 @@ from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.sd import build_tiny, tokenize
 from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
+from orchestrator.models.registry import get_variant
 from orchestrator.training.loop import Trainer
 
 
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     store = open_store(tempfile.mkdtemp(prefix="bench-trainer-"))
 
     # --- 1. trainer vs hand-written loop, same work per step (no cache on either side)
-    trainer = Trainer(build_tiny(seed=0), data, spec, store, "bench/step", use_cache=False, export_model=False)
+    sd = get_variant("sd")
+    trainer = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/step", use_cache=False, export_model=False)
     hand = hand_loop(data, args.batch_size, spec.lr, 0)
     timed(trainer.train_step, 3), timed(hand, 3)  # warm-up
     ours, theirs = [], []
@@ -97,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- 2. epoch with the latent/text cache vs without
     t0 = time.perf_counter()
-    cached = Trainer(build_tiny(seed=0), data, spec, store, "bench/cached", use_cache=True, export_model=False)
+    cached = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/cached", use_cache=True, export_model=False)
     encode_s = time.perf_counter() - t0
-    uncached = Trainer(build_tiny(seed=0), data, spec, store, "bench/uncached", use_cache=False, export_model=False)
+    uncached = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/uncached", use_cache=False, export_model=False)
     per_epoch = len(data) // args.batch_size
     timed(cached.train_step, 2), timed(uncached.train_step, 2)
     with_cache, without = [], []

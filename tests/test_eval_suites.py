@@ -12,9 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from orchestrator.eval.checkpoint_model import load_checkpoint_model
-from orchestrator.eval.suites import MetricUnavailable, flatten_metrics, record_results, run_suites
+from orchestrator.eval.record import record_results
+from orchestrator.eval.suites import MetricUnavailable, flatten_metrics, run_suites
+from orchestrator.manifest.schema import ModelSpec, TrainSpec
 from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config, save_clip
+from orchestrator.models.loading import LoadedModel, load_model
+from orchestrator.models.registry import get_variant
 from orchestrator.models.sd import build_tiny
 from orchestrator.storage import LocalBlobStore
 
@@ -84,7 +87,8 @@ def test_all_suites_on_a_checkpoint_directory(assets, tmp_path):
 def test_in_memory_model_and_context_reuse():
     from orchestrator.eval.suites import build_context, run_in_context
 
-    ctx = build_context(None, model=build_tiny(seed=0), **{**FAST, "samples": 3})
+    ctx = build_context(None, model=LoadedModel(get_variant("sd"), build_tiny(seed=0), "in-memory"),
+                        **{**FAST, "samples": 3})
     (res,) = run_in_context(ctx, "spatial")
     assert res.metrics[0].n == 3
     images = ctx.generated()  # the images the suite judged, e.g. for a sample grid
@@ -109,27 +113,31 @@ def test_prerequisites_fail_before_any_work(tmp_path):
 
 
 def test_training_checkpoint_uri(tmp_path):
+    """A trainer's checkpoint loads with no manifest (it records its base), EMA applied as the
+    export does; a base given explicitly replaces the recorded one."""
+    from orchestrator.data.image_text import shapes_data
+    from orchestrator.training.loop import Trainer
+
     store = LocalBlobStore(tmp_path / "blobs", fsync=False)
-    trained = build_tiny(seed=5)
-    state = {"format": 1, "step": 7, "unet": trained.unet.state_dict(), "ema": None}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    store.put("trials/t1/checkpoints/step-00000007.pt", buf.getvalue())
-    loaded = load_checkpoint_model("trials/t1/checkpoints/step-00000007.pt", store=store, base="tiny-random")
-    assert loaded.step == 7
-    assert all(torch.equal(a, b) for a, b in zip(loaded.components.unet.parameters(), trained.unet.parameters()))
-    # with EMA, the averaged weights are what gets evaluated (as the export does)
-    shadow = [torch.full_like(p, 0.5) for p in trained.unet.parameters()]
-    state["ema"] = {"step": 3, "max_decay": 0.999, "shadow": shadow}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    store.put("trials/t1/checkpoints/step-00000008.pt", buf.getvalue())
-    ema = load_checkpoint_model("trials/t1/checkpoints/step-00000008.pt", store=store, base="tiny-random")
-    assert all((p == 0.5).all() for p in ema.components.unet.parameters())
+    spec = ModelSpec(variant="sd", base="tiny-random")
+    data = shapes_data(n=4, seed=0, size=32)
+    for name, ema in (("plain", None), ("ema", 0.5)):
+        trainer = Trainer(get_variant("sd"), build_tiny(seed=0), data, TrainSpec(steps=2, batch_size=2, lr=1e-2,
+                          checkpoint_every=2, ema_decay=ema), store, f"trials/{name}", export_model=False,
+                          origin={"model": spec.model_dump(mode="json"), "base_dir": None})
+        trainer.run()
+        loaded = load_model(f"trials/{name}/checkpoints/step-00000002.pt", store=store)
+        assert loaded.step == 2 and loaded.variant.INFO.name == "sd"
+        want = trainer.ema.shadow if ema else list(trainer.trained["unet"].parameters())
+        got = list(loaded.model.unet.parameters())
+        assert all(torch.equal(a.float(), b.float()) for a, b in zip(got, want))
+        if ema:  # the averaged weights are not the raw ones: the loader really applied them
+            assert not all(torch.equal(a, b) for a, b in zip(got, trainer.trained["unet"].parameters()))
     with pytest.raises(FileNotFoundError, match="no tiny base"):
-        load_checkpoint_model("trials/t1/checkpoints/step-00000007.pt", store=store)
-    with pytest.raises(FileNotFoundError, match="neither a training checkpoint"):
-        load_checkpoint_model("trials/t1/model", store=store)
+        load_model("trials/plain/checkpoints/step-00000002.pt", store=store, base=None,
+                   spec=ModelSpec(variant="sd"))
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        load_model("trials/plain/model", store=store)
 
 
 def test_record_results_in_the_journal(assets, tmp_path):
@@ -141,8 +149,11 @@ def test_record_results_in_the_journal(assets, tmp_path):
     journal.register_trial("exp", "t1", {})
     for kind in ("queued", "running"):
         journal.append(Event.for_trial("exp", "t1", kind, f"t1/{kind}"))
-    assert record_results(journal, "exp", "t1", 200, results, checkpoint="trials/t1/model") is True
-    assert record_results(journal, "exp", "t1", 200, results, checkpoint="trials/t1/model") is False  # idempotent
+    how = {"samples": 4}
+    assert record_results(journal, "exp", "t1", 200, results, weights="trials/t1/model", options=how) is True
+    assert record_results(journal, "exp", "t1", 200, results, weights="trials/t1/model", options=how) is False
+    # other options are another evaluation, not a conflict
+    assert record_results(journal, "exp", "t1", 200, results, weights="trials/t1/model", options={"samples": 8})
     metrics = journal.trial_state("t1").metrics[200]
     assert metrics["winoground.group.n"] == results[0].metrics[2].n
     assert metrics["winoground.text"] == pytest.approx(results[0].metrics[0].value)

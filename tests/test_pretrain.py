@@ -9,7 +9,8 @@ from orchestrator.manifest.schema import ModelSpec
 from orchestrator.models.sd import load_components, tokenize
 from orchestrator.storage import open_store
 from orchestrator.training.pretrain import pretrain_base
-from orchestrator.training.trial import TINY_BASE_PREFIX, load_base
+from orchestrator.models.loading import load_model
+from orchestrator.training import TINY_BASE_PREFIX
 
 
 def test_pretrain_saves_a_loadable_base(tmp_path):
@@ -21,7 +22,7 @@ def test_pretrain_saves_a_loadable_base(tmp_path):
     assert where == TINY_BASE_PREFIX and [m["step"] for m in seen] == [1, 2, 3, 4]
     assert (tmp_path / "data" / "captions.jsonl").exists()  # the generic-caption shapes data it used
 
-    base = load_base(ModelSpec(variant="sd"), store, None)  # what a manifest without model.base gets
+    base = load_model(None, spec=ModelSpec(variant="sd"), store=store).model  # a manifest without model.base
     assert base.latent_scale != 1.0  # fitted to the trained VAE's latents
     ids = tokenize(base.tokenizer, ["a red circle to the left of two blue squares"])
     assert base.tokenizer.unk_token_id not in ids[0].tolist()  # finetune words exist from the start

@@ -17,11 +17,12 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.sd import build_tiny, load_components
 from orchestrator.models.sd import tiny_config
-from orchestrator.models.sd.pipeline import upload_dir
+from orchestrator.storage.location import put_dir
 from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
+from orchestrator.models.registry import get_variant
 from orchestrator.training.loop import Trainer
-from orchestrator.training.losses import training_target
+from orchestrator.models.common.diffusion import training_target
 
 SCHEDULERS = {
     # what runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-2-1 ship
@@ -76,7 +77,7 @@ def test_real_layout_loads_from_path_and_blobs_and_trains(tmp_path, release):
     assert from_path.scheduler.config.prediction_type == SCHEDULERS[release][1]["prediction_type"]
 
     store = open_store(tmp_path / "blobs")
-    upload_dir(store, sd_dir, f"models/{release}")
+    put_dir(store, sd_dir, f"models/{release}")
     from_blobs = load_components(f"models/{release}", store=store)
     a, b = from_path.unet.state_dict(), from_blobs.unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -91,6 +92,6 @@ def test_real_layout_loads_from_path_and_blobs_and_trains(tmp_path, release):
         assert torch.allclose(target, ac.sqrt() * noise - (1 - ac).sqrt() * latents, atol=1e-6)
 
     spec = TrainSpec(steps=2, batch_size=2, checkpoint_every=2, min_snr_gamma=5.0)
-    result = Trainer(from_blobs, shapes_data(n=4, seed=0, size=32, caption="spatial"), spec, store,
+    result = Trainer(get_variant("sd"), from_blobs, shapes_data(n=4, seed=0, size=32, caption="spatial"), spec, store,
                      f"trials/{release}", export_model=False, progress=False).run(None)
     assert result.finished and torch.isfinite(torch.tensor(result.final_loss))

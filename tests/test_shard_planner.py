@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.manifest.schema import TrainSpec
+from orchestrator.manifest.schema import SDOptions, TrainSpec
 from orchestrator.models.sd import build_tiny, load_components
 from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
 from orchestrator.training.distributed import DistContext, batches_done, epoch_shards, shard_indices
+from orchestrator.models.registry import get_variant
 from orchestrator.training.loop import Trainer
 from orchestrator.training.state import BatchOrder
 
@@ -59,19 +60,19 @@ def test_trainer_ranks_load_exactly_their_shards_and_match_one_process(tmp_path)
 
     def make(rank: int | None):
         dist = None if rank is None else DistContext(rank, 2)
-        t = Trainer(build_tiny(seed=0), data, spec, open_store(tmp_path / f"r{rank}"), "run", use_cache=False,
-                    caption_dropout=0.3, export_model=False, distributed=dist)
+        t = Trainer(get_variant("sd"), build_tiny(seed=0), data, spec, open_store(tmp_path / f"r{rank}"), "run",
+                    options=SDOptions(caption_dropout=0.3), use_cache=False, export_model=False, distributed=dist)
         seen: list[list[int]] = []
-        inputs = t._inputs
-        t._inputs = lambda idx: (seen.append(idx.tolist()), inputs(idx))[1]
+        inputs = t.objective._latent_dist
+        t.objective._latent_dist = lambda idx, flip=None: (seen.append(idx.tolist()), inputs(idx, flip))[1]
         return t, seen
 
     (single, _), ranks = make(None), [make(r) for r in range(2)]
     order = BatchOrder(12, 4, spec.seed)
     for b in range(5):  # crosses into the second epoch (3 batches per epoch)
         with torch.no_grad():
-            whole = single._micro_loss()
-            parts = [t._micro_loss() for t, _ in ranks]
+            whole = single.objective.loss(single._batch())
+            parts = [t.objective.loss(t._batch()) for t, _ in ranks]
         assert torch.allclose(whole, (parts[0] + parts[1]) / 2, atol=1e-6)
         epoch, position = divmod(b, 3)
         for r, (_, seen) in enumerate(ranks):

@@ -11,10 +11,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from orchestrator.manifest.schema import TrainSpec
+from orchestrator.manifest.schema import SDOptions, TrainSpec
 from orchestrator.models.sd import build_tiny, load_components
 from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
+from orchestrator.models.registry import get_variant
 from orchestrator.training.loop import Trainer
 from orchestrator.training.trial import train_trial
 
@@ -37,12 +38,12 @@ def data():
 
 
 def trainer(store, data, prefix, **kw):
-    return Trainer(build_tiny(seed=0), data, SPEC, store, prefix, caption_dropout=0.2,
-                   export_model=False, **kw)
+    return Trainer(get_variant("sd"), build_tiny(seed=0), data, SPEC, store, prefix,
+                   options=SDOptions(caption_dropout=0.2), export_model=False, **kw)
 
 
 def assert_same_state(a: Trainer, b: Trainer):
-    sa, sb = a.unet.state_dict(), b.unet.state_dict()
+    sa, sb = a.trained.state_dict(), b.trained.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert all(torch.equal(x, y) for x, y in zip(a.ema.shadow, b.ema.shadow))
     oa, ob = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
@@ -125,3 +126,33 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # exported EMA weights, bitwise
     again = train_trial(tmp_path / "killed.yaml", "0", progress=False, num_threads=1)
     assert again.steps_run == 0 and again.resumed_from == 6  # finished trials do not retrain
+
+
+def test_trained_text_encoder_and_random_flips_resume_exactly(tmp_path):
+    """model.sd.train_text_encoder trains the text encoder with the U-Net (its embeddings are
+    never cached) and data random_flip mirrors images per step from the run's generator: both
+    still resume bit for bit, and the mirror images' latents are cached as their own content."""
+    flips = shapes_data(n=12, seed=0, size=32, caption="spatial")
+    flips.random_flip = True
+    store = open_store(tmp_path / "blobs")
+    options = SDOptions(train_text_encoder=True, caption_dropout=0.2)
+
+    def make(prefix):
+        return Trainer(get_variant("sd"), build_tiny(seed=0), flips, SPEC, store, prefix, options=options,
+                       export_model=False)
+
+    ref = make("ref")
+    before = [p.detach().clone() for p in ref.objective.c.text_encoder.parameters()]
+    full = ref.run()
+    assert sorted(ref.objective.modules) == ["text_encoder", "unet"]
+    assert full.cache_hits == {"latents": False}  # latents cached, text embeddings not
+    assert len(store.list("cache/sd/latents/")) == 2 and store.list("cache/sd/text/") == []
+    assert not all(torch.equal(a, b) for a, b in zip(before, ref.objective.c.text_encoder.parameters()))
+    make("split").run(max_steps=3)
+    resumed = make("split")
+    result = resumed.run()
+    assert result.resumed_from == 3 and result.final_loss == full.final_loss
+    assert_same_state(ref, resumed)
+    plain = Trainer(get_variant("sd"), build_tiny(seed=0), shapes_data(n=12, seed=0, size=32, caption="spatial"),
+                    SPEC, store, "plain", options=options, export_model=False).run()
+    assert plain.final_loss != full.final_loss  # the flips changed what was trained on

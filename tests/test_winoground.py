@@ -1,14 +1,17 @@
 """Winoground scores against hand-computed references, incl. ties; both data layouts."""
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.eval.winoground import (WinogroundExample, evaluate_winoground, load_winoground, outcomes,
-                                          score_examples, shapes_winoground, summarise)
+from orchestrator.data.loaders.errors import DataFormatError
+from orchestrator.data.loaders.images import ImageRef
+from orchestrator.data.loaders.winoground import WinogroundExample, shapes_pairs
+from orchestrator.eval.winoground import evaluate_winoground, load_winoground, outcomes, score_examples, summarise
 
 
 def _m(c0i0, c0i1, c1i0, c1i1):
@@ -68,13 +71,23 @@ def _img(v: int) -> Image.Image:
     return Image.new("RGB", (4, 4), (v, v, v))
 
 
+def _ref(v: int) -> ImageRef:
+    buf = io.BytesIO()
+    _img(v).save(buf, format="PNG")
+    return ImageRef(f"{v}.png", None, buf.getvalue())
+
+
+def _example(m: int, a: str, b: str, i0: int, i1: int) -> WinogroundExample:
+    return WinogroundExample(m, a, b, _ref(i0), _ref(i1), "", "", 1, "Object", f"case {m}")
+
+
 def test_any_scorer_and_batched_scorer_agree():
     examples, table = [], {}
     for m, (s, *_rest) in enumerate(CASES):
         a, b = f"cap {m} a", f"cap {m} b"
         i0, i1 = 2 * m, 2 * m + 1
         table.update({(a, i0): s[0, 0], (a, i1): s[0, 1], (b, i0): s[1, 0], (b, i1): s[1, 1]})
-        examples.append(WinogroundExample(m, a, b, _img(i0), _img(i1), collapsed_tag="Object"))
+        examples.append(_example(m, a, b, i0, i1))
     scorer = _LookupScorer(table)
     scores = score_examples(examples, scorer)
     assert scorer.calls == 4 * len(CASES)
@@ -90,7 +103,7 @@ def test_any_scorer_and_batched_scorer_agree():
 
 def test_word_order_blind_scorer_scores_zero():
     """A bag-of-words scorer ties on every Winoground pair: strict > gives 0 / 0 / 0."""
-    examples = shapes_winoground(80, seed=3)
+    examples = shapes_pairs(80, seed=3)
     assert len(examples) > 5
     res = evaluate_winoground(examples, lambda c, im: float(len(set(c.split()))))
     assert res.rates["text"].correct == res.rates["image"].correct == res.rates["group"].correct == 0
@@ -101,12 +114,11 @@ def test_shapes_layout_on_disk_matches_memory(tmp_path):
 
     write_shapes_dataset(tmp_path / "ds", n=40, seed=3)
     on_disk = load_winoground(tmp_path / "ds")  # finds winoground/examples.jsonl
-    in_memory = shapes_winoground(40, seed=3)
+    in_memory = shapes_pairs(40, seed=3)
     assert [(e.id, e.caption_0, e.caption_1, e.collapsed_tag) for e in on_disk] == \
            [(e.id, e.caption_0, e.caption_1, e.collapsed_tag) for e in in_memory]
-    a, b = on_disk[0].images()
-    assert np.array_equal(np.asarray(a), np.asarray(in_memory[0].image_0))
-    assert np.array_equal(np.asarray(b), np.asarray(in_memory[0].image_1))
+    for disk, memory in zip(on_disk[0].images(), in_memory[0].images()):
+        assert np.array_equal(np.asarray(disk), np.asarray(memory))
 
 
 def test_real_winoground_layout(tmp_path):
@@ -121,7 +133,7 @@ def test_real_winoground_layout(tmp_path):
     (ex,) = load_winoground(tmp_path / "winoground")
     assert ex.collapsed_tag == "Object" and ex.images()[1].getpixel((0, 0)) == (20, 20, 20)
     (data / "examples.jsonl").write_text(json.dumps({**rec, "image_1": "missing"}) + "\n")
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(DataFormatError, match=r"examples.jsonl:1.*missing"):
         load_winoground(data)
     with pytest.raises(FileNotFoundError, match="examples.jsonl"):
         load_winoground(tmp_path / "nowhere")

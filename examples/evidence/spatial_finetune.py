@@ -35,7 +35,7 @@ from orchestrator.eval.spatial import (heldout_spatial_prompts, mcnemar, score_s
                                        wilson_interval)
 from orchestrator.manifest import expand, load_manifest  # noqa: E402
 from orchestrator.models.sd import generate, load_components, save_grid  # noqa: E402
-from orchestrator.models.sd.sampling import to_pil  # noqa: E402
+from orchestrator.models.common.images import to_pil  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
 from orchestrator.training import TINY_BASE_PREFIX, pretrain_base, train_trial  # noqa: E402
 

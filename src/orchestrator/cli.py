@@ -21,7 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .manifest import ManifestError, expand, experiment_id, load_manifest
+from .manifest import ManifestError, expand, experiment_id
+from .models.registry import load_checked_manifest
 
 app = typer.Typer(
     name="orch",
@@ -71,7 +72,7 @@ def _bad_manifest(exc: ManifestError, fmt: str, file: Path) -> NoReturn:
 def _load_or_exit(file: Path, fmt: str):
     """The manifest and its trials, or exit 2 listing every problem."""
     try:
-        loaded = load_manifest(file)
+        loaded = load_checked_manifest(file)
         return loaded, expand(loaded)
     except ManifestError as exc:
         _bad_manifest(exc, fmt, file)
@@ -338,28 +339,35 @@ def sample(
     """Generate images with DDIM or DDPM and classifier-free guidance; save them as a PNG grid."""
     import torch
 
-    from .models.sd import generate, load_components, save_grid
+    from .models.common.images import save_grid
+    from .models.loading import load_model
     from .storage import open_store
 
     try:
-        components = load_components(model, store=open_store(blobs) if blobs else None)
-    except FileNotFoundError as exc:
+        loaded = load_model(model, store=open_store(blobs) if blobs else None)
+    except (FileNotFoundError, ValueError) as exc:
         err.print(f"orch sample: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
+    if loaded.kind != "generator":
+        err.print(f"orch sample: {model} is a {loaded.kind} ({loaded.variant.INFO.name}); it generates no images",
+                  markup=False, soft_wrap=True)
+        raise typer.Exit(2)
     prompts = [p for p in prompt for _ in range(per_prompt)]
-    images = generate(components, prompts, sampler=sampler.value, steps=steps, guidance_scale=guidance,
-                      generator=torch.Generator().manual_seed(seed))
+    images = loaded.variant.generate(loaded.model, prompts, sampler=sampler.value, steps=steps, guidance_scale=guidance,
+                                     generator=torch.Generator().manual_seed(seed))
     save_grid(images, out_file, cols=per_prompt if per_prompt > 1 else None)
     out.print(f"[green]wrote[/] {out_file}: {len(prompts)} image(s), {sampler.value} {steps} steps, guidance {guidance}")
 
 
 @app.command(name="eval")
 def eval_(
-    checkpoint: str = typer.Option(..., "--checkpoint", help="Diffusers dir, file:// or az:// URI, or a blob key "
+    source: str = typer.Argument(None, help="The model: an exported model directory (its model_index.json names "
+                                 "the variant), file:// or az:// URI, or a blob key with --blobs."),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="The same as SOURCE, e.g. a blob key "
                                    "(model prefix or trials/<id>/checkpoints/step-N.pt) with --blobs."),
     suite: str = typer.Option(..., "--suite", help="Comma-separated: spatial, clip_r_precision, winoground, fid, fid_clip."),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding the checkpoint, caches and tiny base."),
-    base: str = typer.Option(None, "--base", help="Base model for a step-N.pt U-Net checkpoint (default: the tiny base)."),
+    base: str = typer.Option(None, "--base", help="Base model of a step-N.pt checkpoint (default: the base it records)."),
     samples: int = typer.Option(64, "--samples", min=1),
     seed: int = typer.Option(1234, "--seed", min=0, help="Generation noise and protocol sampling."),
     steps: int = typer.Option(25, "--steps", min=1),
@@ -377,18 +385,26 @@ def eval_(
     format: TextFormat = typer.Option(TextFormat.text, "--format"),
 ) -> None:
     """Run evaluation suites on a checkpoint; values with sample counts and 95% intervals."""
+    from dataclasses import asdict
+
     from .eval.inception import FIDWeightsError
-    from .eval.suites import MetricUnavailable, record_results, run_suites
+    from .eval.record import record_results
+    from .eval.suites import MetricUnavailable, build_context, run_in_context
     from .storage import open_store
 
+    if (source is None) == (checkpoint is None):
+        err.print("orch eval: name the model once, as SOURCE or --checkpoint", markup=False)
+        raise typer.Exit(2)
+    checkpoint = checkpoint or source
     if journal and not (experiment and trial and step is not None):
         err.print("orch eval: --journal needs --experiment, --trial and --step to record against", markup=False)
         raise typer.Exit(2)
     try:
-        results = run_suites(checkpoint, suite, store=open_store(blobs) if blobs else None, base=base,
-                             samples=samples, seed=seed, steps=steps, guidance_scale=guidance, sampler=sampler.value,
-                             best_of=best_of, clip=clip, fid_weights=fid_weights, fid_reference=fid_reference,
-                             winoground=winoground)
+        ctx = build_context(checkpoint, store=open_store(blobs) if blobs else None, base=base,
+                            samples=samples, seed=seed, steps=steps, guidance_scale=guidance, sampler=sampler.value,
+                            best_of=best_of, clip=clip, fid_weights=fid_weights, fid_reference=fid_reference,
+                            winoground=winoground)
+        results = run_in_context(ctx, suite)
     except (MetricUnavailable, FIDWeightsError, FileNotFoundError, ValueError) as exc:
         err.print(f"orch eval: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
@@ -396,7 +412,7 @@ def eval_(
         from .journal import open_journal
 
         with open_journal(journal) as j:
-            record_results(j, experiment, trial, step, results, checkpoint=checkpoint)
+            record_results(j, experiment, trial, step, results, weights=checkpoint, options=asdict(ctx.options))
     if format is TextFormat.json:
         _emit_json([r.to_json() for r in results])
         return

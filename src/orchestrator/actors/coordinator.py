@@ -189,8 +189,7 @@ class Coordinator:
         self._set(tid, TrialStatus.DONE, metrics=out["metrics"])
 
     def _record_eval(self, tid: str, step: int, out: dict, **extra: Any) -> None:
-        self.rj.evaluated(tid, step, out["metrics"], grid=out["grid"], info=out["info"], weights=out["weights"],
-                          **extra)
+        self.rj.evaluated(tid, step, out, **extra)
 
     def _fail(self, tid: str, error: str, traceback: str | None) -> None:
         self._release(tid)

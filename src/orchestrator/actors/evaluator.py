@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,31 +22,17 @@ from orchestrator.storage import open_store
 
 if TYPE_CHECKING:  # torch and the models load in the evaluator's process, when it first evaluates:
     from orchestrator.eval.suites import EvalOptions  # the coordinator imports this module for the
-    from orchestrator.models.sd import SDComponents   # actor class and stays light
+    from orchestrator.models.loading import LoadedModel  # actor class and stays light
 
 GRID_IMAGES = 32
 
 
-def weights_for(source: dict, manifest: Manifest, store, base_dir: Path | None) -> SDComponents:
-    """The components to evaluate: the base, an exported model, or the base with a checkpoint's U-Net."""
-    from orchestrator.models.sd import load_components
-    from orchestrator.training.checkpoint import from_bytes
-    from orchestrator.training.trial import load_base
+def weights_for(source: dict, manifest: Manifest, store, base_dir: Path | None) -> "LoadedModel":
+    """The model to evaluate (the base, a checkpoint or the exported model), through the one loader."""
+    from orchestrator.models.loading import load_model
 
-    kind = source["kind"]
-    if kind == "model":
-        return load_components(source["prefix"], store=store)
-    c = load_base(manifest.model, store, base_dir)
-    if kind == "checkpoint":
-        state = from_bytes(store.get(source["key"]))
-        c.unet.load_state_dict(state["unet"])
-        if state.get("ema") is not None:  # evaluate what would be exported
-            from orchestrator.training.ema import EMA
-            ema = EMA(c.unet, manifest.train.ema_decay or 0.9999)
-            ema.load_state_dict(state["ema"])
-            ema.copy_to(c.unet)
-    c.unet.eval()
-    return c
+    where = {"base": None, "checkpoint": source.get("key"), "model": source.get("prefix")}[source["kind"]]
+    return load_model(where, spec=manifest.model, store=store, base_dir=base_dir)
 
 
 def _resolve(value: str | None, base_dir: Path | None) -> str | None:
@@ -109,13 +96,14 @@ class Evaluator:
                 self._nets[key] = loaded[what]
         grid_key = None
         if loaded["generated"] is not None:
-            from orchestrator.models.sd.sampling import image_grid
+            from orchestrator.models.common.images import image_grid
 
             buf = io.BytesIO()
             image_grid(loaded["generated"][:GRID_IMAGES], cols=8).save(buf, format="PNG")
             grid_key = f"{self.grids_prefix}/{label}.png"
             self.store.put(grid_key, buf.getvalue())
         return {"metrics": flatten_metrics(results), "grid": grid_key, "weights": describe(source),
+                "suites": [r.suite for r in results], "options": jsonable(asdict(options)),
                 "info": {r.suite: jsonable({**r.info, "wall_s": round(r.wall_s, 3)}) for r in results}}
 
 

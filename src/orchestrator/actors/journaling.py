@@ -44,15 +44,17 @@ class RunJournal:
         key = f"{self.eid}/{trial_id}/checkpointed/{step}"
         self._annotate(Event.for_trial(self.eid, trial_id, EventKind.CHECKPOINTED, key, step=step, uri=uri))
 
-    def evaluated(self, trial_id: str, step: int, metrics: dict[str, float], **extra: Any) -> None:
-        """One evaluation per step: a re-evaluation after a resume (same weights, same numbers, other
-        timings) keeps the first record."""
-        key = f"{self.eid}/{trial_id}/evaluated/{step}"
+    def evaluated(self, trial_id: str, step: int, out: dict, **extra: Any) -> None:
+        """What the Evaluator returned, through the one writer of `evaluated` events (a re-evaluation
+        after a resume, same weights and options, keeps the first record)."""
+        from orchestrator.eval.record import record_evaluation
+
         try:
-            self._annotate(Event.for_trial(self.eid, trial_id, EventKind.EVALUATED, key, step=step,
-                                           metrics=metrics, **extra))
-        except JournalConflict as exc:
-            log.warning("keeping the first evaluation of %s at step %d: %s", trial_id, step, exc)
+            record_evaluation(self.journal, self.eid, trial_id, step, metrics=out["metrics"], suites=out["suites"],
+                              options=out["options"], weights=out["weights"], info=out["info"], grid=out["grid"],
+                              **extra)
+        except IllegalTransition as exc:  # e.g. a late report about an attempt already requeued
+            log.warning("dropping the evaluation of %s at step %d: %s", trial_id, step, exc)
 
     def _annotate(self, event: Event) -> None:
         try:

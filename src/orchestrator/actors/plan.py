@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.manifest import LoadedManifest, Trial, canonical_json, expand, experiment_id, load_manifest
+from orchestrator.manifest import LoadedManifest, Trial, canonical_json, expand, experiment_id
+from orchestrator.models.registry import load_checked_manifest
 from orchestrator.manifest.schema import local_path
 
 
@@ -47,7 +48,7 @@ def resolve_blobs_uri(uri: str, base_dir: Path | None) -> str:
 
 
 def plan_sweep(manifest_path: str | Path) -> SweepPlan:
-    loaded = load_manifest(manifest_path)
+    loaded = load_checked_manifest(manifest_path)
     trials = expand(loaded)
     m = loaded.manifest
     return SweepPlan(loaded, trials, experiment_id(loaded, trials),

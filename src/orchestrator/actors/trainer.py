@@ -106,10 +106,11 @@ def worker_id(actor) -> str:
 
 def planner_spec(manifest_path: str, trial_id: str) -> dict:
     """What the ShardPlanner of a trial needs: its data size, batch, seed and length."""
-    from orchestrator.manifest import expand, load_manifest
+    from orchestrator.manifest import expand
+    from orchestrator.models.registry import load_checked_manifest
     from orchestrator.training.trial import _pick
 
-    trial = _pick(expand(load_manifest(manifest_path)), trial_id, manifest_path)
+    trial = _pick(expand(load_checked_manifest(manifest_path)), trial_id, manifest_path)
     m = trial.manifest
     if m.data.train is None or m.data.train.n is None:
         raise ValueError(f"trial {trial_id} has no sized data.train source to shard")

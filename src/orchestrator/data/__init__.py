@@ -7,4 +7,5 @@ Modules (imported on use, so importing this package stays cheap):
   detector      colour-threshold + connected-components detector for shapes images
   spatial_rule  GenEval's relative-position rule
   llm_summary   optional OpenAI-compatible client for model-written summaries
+  image_text    ``ImageTextData`` and ``open_image_text``: any image-caption source as training data
 """

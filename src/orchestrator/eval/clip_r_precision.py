@@ -120,7 +120,7 @@ class ClipRPrecisionSuite:
     def run(self, ctx: Any):
         import time
 
-        from .suites import MetricValue, SuiteResult
+        from .results import MetricValue, SuiteResult
 
         started = time.perf_counter()
         o = ctx.options

@@ -25,7 +25,7 @@ from .frechet import FeatureStats, RunningStats, distance
 from .inception import FIDInceptionV3
 
 if TYPE_CHECKING:
-    from .suites import EvalContext
+    from .context import EvalContext
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] in [0, 1] -> [B, D]
 
@@ -140,7 +140,7 @@ class _FrechetSuite:
                      "reference_cached": cached}
 
     def run(self, ctx: "EvalContext"):
-        from .suites import MetricValue, SuiteResult
+        from .results import MetricValue, SuiteResult
 
         started = time.perf_counter()
         extract, dim, weights_id, info = self.extractor(ctx)

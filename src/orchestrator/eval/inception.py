@@ -309,18 +309,18 @@ def check_state_dict(state: Any, where: str = "state dict") -> dict[str, torch.T
 
 def _read_source(source: str | os.PathLike[str], store: Any) -> tuple[bytes, str]:
     """Bytes of the weights file from a local path / file:// URI, an az:// URI, or a blob key."""
-    src = str(source)
-    local = Path(src[len("file://"):] if src.startswith("file://") else src).expanduser()
-    if local.is_file():
-        return local.read_bytes(), str(local)
-    if src.startswith("az://"):
-        from orchestrator.storage import open_store
+    from orchestrator.storage.location import resolve_location
 
-        container, _, key = src[len("az://"):].partition("/")
-        store, src = open_store(f"az://{container}"), key
-    if store is not None and not src.startswith("file://") and store.exists(src):
-        return store.get(src), f"blob {src!r} in {store!r}"
-    where = f"{local}" + (f" or blob key {src!r} in {store!r}" if store is not None else "")
+    src = str(source)
+    try:
+        loc = resolve_location(src, store=store)
+        if loc.is_local and loc.path.is_file():
+            return loc.path.read_bytes(), str(loc.path)
+        if not loc.is_local and loc.prefix and loc.store.exists(loc.prefix):
+            return loc.store.get(loc.prefix), f"blob {loc.prefix!r} in {loc.store!r}"
+        where = str(loc.path) if loc.is_local else f"blob key {loc.prefix!r} in {loc.store!r}"
+    except FileNotFoundError:
+        where = str(Path(src[len("file://"):] if src.startswith("file://") else src).expanduser())
     raise FileNotFoundError(
         f"FID Inception weights not found at {where}. FID needs {FID_WEIGHTS_NAME} (pytorch-fid's release "
         f"of the TF 2015-12-05 Inception) as a local file or blob; it never falls back to random weights.")

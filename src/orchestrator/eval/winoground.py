@@ -12,13 +12,13 @@ scorers later); one with `score_pairs(captions, images)` is called once, batched
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
-from PIL import Image
+
+from orchestrator.data.loaders.winoground import WinogroundExample, shapes_pairs
 
 from .spatial import wilson_interval
 
@@ -29,74 +29,20 @@ class Scorer(Protocol):
     def __call__(self, caption: str, image: Any) -> float: ...
 
 
-@dataclass(frozen=True)
-class WinogroundExample:
-    id: int | str
-    caption_0: str
-    caption_1: str
-    image_0: Any  # a PIL image, or a path loaded on demand
-    image_1: Any
-    tag: str = ""
-    secondary_tag: str = ""
-    num_main_preds: int = 1
-    collapsed_tag: str = ""
-
-    def images(self) -> tuple[Image.Image, Image.Image]:
-        return _open(self.image_0), _open(self.image_1)
-
-
-def _open(image: Any) -> Any:
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    return image
-
-
 # ---------------------------------------------------------------- data
 
-def load_winoground(root: str | Path) -> list[WinogroundExample]:
-    """Examples in Winoground's layout: examples.jsonl with images/<stem>.png beside it. `root` is
-    that directory or one holding it as data/ (the released dataset) or winoground/ (the shapes world)."""
+def load_winoground(root: str | Path, **loader_options: Any) -> list[WinogroundExample]:
+    """Examples through the benchmark loader (examples.jsonl + images/, or the parquet revision).
+    `root` is that directory or one holding it as data/ (the released dataset) or winoground/
+    (the shapes world written by `orch data shapes`)."""
+    from orchestrator.data.loaders.winoground import WinogroundLoader
+
     root = Path(root)
     for base in (root, root / "data", root / "winoground"):
-        if (base / "examples.jsonl").is_file():
-            break
-    else:
-        raise FileNotFoundError(f"no examples.jsonl in {root} (nor in its data/ or winoground/)")
-    out = []
-    for n, line in enumerate((base / "examples.jsonl").read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-            ex = WinogroundExample(
-                r["id"], r["caption_0"], r["caption_1"], _image_path(base, r["image_0"]),
-                _image_path(base, r["image_1"]), r.get("tag", ""), r.get("secondary_tag", ""),
-                int(r.get("num_main_preds", 1)), r.get("collapsed_tag", ""))
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"{base / 'examples.jsonl'}:{n}: not a Winoground record ({exc})") from exc
-        out.append(ex)
-    return out
-
-
-def _image_path(base: Path, stem: str) -> Path:
-    for candidate in (base / "images" / f"{stem}.png", base / "images" / stem):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"Winoground image {stem!r} not found under {base / 'images'}")
-
-
-def shapes_winoground(n_scenes: int, seed: int, image_size: int = 32) -> list[WinogroundExample]:
-    """The shapes world's pairs among scenes 0..n_scenes-1, in memory (ids as `orch data shapes` writes them)."""
-    from orchestrator.data.shapes import make_example, render
-
-    out = []
-    for i in range(n_scenes):
-        ex = make_example(seed, i, image_size)
-        if ex.pair is not None:
-            out.append(WinogroundExample(len(out), ex.pair.caption_0, ex.pair.caption_1, ex.image(),
-                                         render(ex.pair.scene_1), ex.pair.tag, "", 1, ex.pair.collapsed_tag))
-    return out
+        if (base / "examples.jsonl").is_file() or list(base.glob("data/*.parquet")):
+            return WinogroundLoader(base, **loader_options).load()
+    raise FileNotFoundError(f"no Winoground data (examples.jsonl or data/*.parquet) in {root} "
+                            f"(nor in its data/ or winoground/)")
 
 
 # ---------------------------------------------------------------- scoring
@@ -177,7 +123,7 @@ class WinogroundSuite:
     name = "winoground"
 
     def requirements(self, ctx: Any) -> list[str]:
-        problems = ctx.clip_problems(self.name)
+        problems = ctx.scorer_problems(self.name)
         root = ctx.options.winoground
         if root and not Path(root).is_dir():
             problems.append(f"{self.name}: no Winoground directory at {root}")
@@ -186,17 +132,17 @@ class WinogroundSuite:
     def run(self, ctx: Any):
         import time
 
-        from .suites import MetricValue, SuiteResult
+        from .results import MetricValue, SuiteResult
 
         started = time.perf_counter()
         o = ctx.options
         examples = (load_winoground(o.winoground) if o.winoground
-                    else shapes_winoground(o.winoground_scenes, o.eval_seed, ctx.image_size))
-        scorer = ctx.clip()
+                    else shapes_pairs(o.winoground_scenes, o.eval_seed, ctx.image_size))
+        scorer = ctx.scorer()
         res = evaluate_winoground(examples, scorer)
         metrics = [MetricValue(k, r.value, r.n, *r.ci) for k, r in res.rates.items()]
         for tag, rates in res.per_tag.items():
             metrics += [MetricValue(f"{k}/{tag}", r.value, r.n, *r.ci) for k, r in rates.items()]
-        info = {"scorer": f"clip:{scorer.name}", "data": o.winoground or f"shapes seed {o.eval_seed}",
+        info = {"scorer": scorer.name, "data": o.winoground or f"shapes seed {o.eval_seed}",
                 "examples": res.n}
         return SuiteResult(self.name, metrics, info, time.perf_counter() - started)

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
                       model_serializer, model_validator)
 
-VARIANTS = ("sd", "glide_mini", "discffusion", "vcdm")
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
+# The kinds that pair each image with a caption describing it: what a generator can train on.
+IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
 FILE_KINDS = (
     "imagefolder",
     "winoground", "drawbench", "gqa", "gqa-captions", "comvg", "refcocog", "vqav2", "vl-checklist", "shards",
@@ -71,8 +72,25 @@ class PretrainSpec(Section):
         return self
 
 
+class SDOptions(Section):
+    """Stable Diffusion's own settings (`model.sd`)."""
+    # None: what the base's scheduler says (ε for v1-5 and the tiny base, v for v2-1 768).
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None
+    # SD finetuning freezes the text encoder; true trains it with the U-Net (text embeddings are
+    # then computed every step rather than cached).
+    train_text_encoder: bool = False
+    # Share of training captions replaced by "" so classifier-free guidance keeps working.
+    caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+# The options section of each variant that has one, named as the variant (`model.<variant>`).
+VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions}
+
+
 class ModelSpec(Section):
-    variant: Literal[VARIANTS]  # type: ignore[valid-type]
+    # A variant name the model registry knows (orchestrator.models.registry checks which ones
+    # exist and what each can train on and serve, with the line, before anything runs).
+    variant: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
     # A diffusers-format directory (local path, file:// or az:// URI). None: the project's
     # tiny base model for the shapes world, built by `orch pretrain` and cached in blobs.
     # "tiny-random": the tiny architecture, freshly initialised.
@@ -80,6 +98,7 @@ class ModelSpec(Section):
     resolution: Annotated[int, Field(ge=16, le=1024, multiple_of=8)] = 32
     # Settings of the tiny base's pretraining (base: null only); None: PretrainSpec's defaults.
     pretrain: PretrainSpec | None = None
+    sd: SDOptions | None = None
 
     @field_validator("base")
     @classmethod
@@ -93,18 +112,36 @@ class ModelSpec(Section):
                              f"remove it or set base to null (base is {self.base!r})")
         return self
 
+    @model_validator(mode="after")
+    def _options_of_this_variant(self) -> "ModelSpec":
+        for name in VARIANT_OPTIONS:
+            if name != self.variant and getattr(self, name) is not None:
+                raise ValueError(f"model.{name} holds options of variant {name!r}, but model.variant is "
+                                 f"{self.variant!r}")
+        return self
+
+    @property
+    def options(self) -> Section | None:
+        """This variant's options section (its defaults when the manifest sets none), or None for a
+        variant that has no options."""
+        cls = VARIANT_OPTIONS.get(self.variant)
+        if cls is None:
+            return None
+        return getattr(self, self.variant) or cls()
+
     @property
     def pretrain_settings(self) -> PretrainSpec:
         return self.pretrain or PretrainSpec()
 
     @model_serializer(mode="wrap")
-    def _omit_unset_pretrain(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Trial and experiment ids hash the dumped model section: a manifest that does not set
-        # `pretrain` dumps (and hashes) exactly as before the field existed; one that sets it
-        # trains from another base, so its ids change with it.
+    def _omit_unset_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Trial and experiment ids hash the dumped model section: a manifest that sets neither
+        # `pretrain` nor an options section dumps (and hashes) exactly as before they existed.
         data = handler(self)
-        if self.pretrain is None and isinstance(data, dict):
-            data.pop("pretrain", None)
+        if isinstance(data, dict):
+            for name in ("pretrain", *VARIANT_OPTIONS):
+                if data.get(name) is None:
+                    data.pop(name, None)
         return data
 
 
@@ -120,6 +157,8 @@ class DataSource(Section):
     # Loader-specific settings, e.g. GQA {questions: val_balanced_questions.json}, RefCOCOg
     # {split: val}, VQAv2 {layout: text}; checked against the loader when it is opened.
     options: dict[str, str | int | float | bool] = {}
+    # Train on each image or its mirror image, chosen per step by the trial's seeded generator.
+    random_flip: bool = False
 
     @field_validator("root")
     @classmethod
@@ -135,7 +174,17 @@ class DataSource(Section):
                 raise ValueError(f"kind '{self.kind}' needs n (number of examples)")
         elif self.root is None:
             raise ValueError(f"kind '{self.kind}' reads files; set root to their directory or blob URI")
+        if self.random_flip and self.kind not in IMAGE_TEXT_KINDS:
+            raise ValueError(f"random_flip augments training images; kind '{self.kind}' is no training data")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_flip(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # As ModelSpec's sections: a source that does not flip dumps (and hashes) as before.
+        data = handler(self)
+        if isinstance(data, dict) and not self.random_flip:
+            data.pop("random_flip", None)
+        return data
 
 
 class DataSpec(Section):

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import ManifestError, ManifestIssue
-from .load import LoadedManifest, issues_from_validation
+from .issues import issues_from_validation
+from .loaded import LoadedManifest
 from .schema import SWEEPABLE_SECTIONS, Manifest, section_at
 
 

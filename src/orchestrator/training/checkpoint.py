@@ -11,13 +11,14 @@ next older one is used.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re
 from dataclasses import dataclass
 
 import torch
+
+from orchestrator.models.common.serialize import from_bytes, to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,6 @@ class CheckpointRef:
     key: str
     sha256: str
     size: int
-
-
-def to_bytes(state: dict) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
-
-
-def from_bytes(data: bytes, map_location: str | torch.device = "cpu") -> dict:
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
 
 
 class CheckpointStore:

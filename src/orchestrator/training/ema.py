@@ -12,7 +12,11 @@ class EMA:
     def __init__(self, module: torch.nn.Module, decay: float = 0.9999):
         self.max_decay = decay
         self.step = 0
-        self.shadow = [p.detach().clone().float() for p in module.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        # Names travel with the shadow so a loader can apply it without rebuilding the optimiser's
+        # view of the model (models.common.objective.apply_trained_state).
+        self.names = [n for n, _ in named]
+        self.shadow = [p.detach().clone().float() for _, p in named]
 
     def decay(self) -> float:
         return min((1 + self.step) / (10 + self.step), self.max_decay)
@@ -32,10 +36,11 @@ class EMA:
             p.copy_(s.to(p.dtype))
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "max_decay": self.max_decay, "shadow": list(self.shadow)}
+        return {"step": self.step, "max_decay": self.max_decay, "names": list(self.names),
+                "shadow": list(self.shadow)}
 
     def load_state_dict(self, state: dict) -> None:
-        if len(state["shadow"]) != len(self.shadow):
+        if list(state.get("names", self.names)) != self.names or len(state["shadow"]) != len(self.shadow):
             raise ValueError("EMA state does not match the model's trainable parameters")
         self.step = int(state["step"])
         self.max_decay = float(state["max_decay"])

@@ -1,41 +1,45 @@
-"""The trainer: one SD fine-tuning run (U-Net trained, VAE and text encoder frozen), in-process.
+"""The trainer: one training run of any variant's objective, in-process.
 
 A run is a few plain parts (nanoGPT/torchtitan style): data order + cursor (state.py), the
-frozen encoders or their cached outputs (latent_cache.py), the step (losses.py, optim.py,
-ema.py), checkpoints in the blob store (checkpoint.py), metrics out through a callback.
+variant's objective (what is trained and the loss of a batch: models/<variant>/), the step
+(optim.py, ema.py, precision, accumulation), checkpoints in the blob store (checkpoint.py),
+metrics out through a callback. Nothing here knows which variant it trains.
 
 Exact resume: every source of randomness in a step draws from one torch.Generator whose state is
-checkpointed with the model, optimiser, LR schedule, grad scaler, global RNGs and the data cursor,
-and the LR schedule is defined over the run's full length, so a run stopped at any checkpoint and
-resumed follows the uninterrupted run bit for bit (CPU, same thread count).
+checkpointed with the trained modules, EMA, optimiser, LR schedule, grad scaler, global RNGs and
+the data cursor, and the LR schedule is defined over the run's full length, so a run stopped at
+any checkpoint and resumed follows the uninterrupted run bit for bit (CPU, same thread count).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from orchestrator.data.image_text import ImageTextData
 from orchestrator.manifest.schema import TrainSpec
-from orchestrator.models.sd.pipeline import SDComponents, save_components
-from orchestrator.models.sd.tokenizer import tokenize
+from orchestrator.models.common.objective import Batch, trainable
+from orchestrator.models.registry import Variant
+from orchestrator.storage.location import put_dir
 
 from .checkpoint import CheckpointStore
-from orchestrator.data.image_text import ImageTextData
 from .distributed import DistContext, all_reduce_mean_, shard_indices
 from .ema import EMA
-from .latent_cache import EncodedShard, LatentCache
-from .losses import diffusion_loss, min_snr_weights, sample_noise, training_target
 from .metrics import MetricsCallback, StepMetrics
 from .optim import make_optimizer, make_scheduler
 from .state import BatchOrder, DataCursor, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: trained modules by name, EMA with parameter names, the model's origin
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class TrainResult:
     resumed_from: int | None     # the checkpoint step this call started from
     final_loss: float | None
     checkpoint: str | None       # blob key of the last checkpoint written or found
-    model_prefix: str | None     # blob prefix of the exported diffusers model (when finished)
+    model_prefix: str | None     # blob prefix of the exported model directory (when finished)
     wall_s: float
     it_per_s: float
     cache_hits: dict | None = None
@@ -73,18 +77,26 @@ def _autocast(device: torch.device, precision: str):
 
 
 class Trainer:
+    """Train `model` (of `variant`) on `data` as `spec` says; checkpoints under `run_prefix`.
+
+    `options` is the variant's options section (`model.<variant>`); `origin` (the trial's model
+    section and manifest directory) is recorded in checkpoints, so `load_model` can rebuild
+    the base a checkpoint was trained from without the manifest.
+    """
+
     def __init__(
         self,
-        components: SDComponents,
+        variant: Variant,
+        model: Any,
         data: ImageTextData,
         spec: TrainSpec,
         store,
         run_prefix: str,
         *,
+        options: Any = None,
+        origin: dict | None = None,
         device: torch.device | str | None = None,
         use_cache: bool = True,
-        cache_prefix: str = "cache/sd",
-        caption_dropout: float = 0.0,
         on_metrics: MetricsCallback | None = None,
         progress: bool = False,
         keep_last: int | None = 3,
@@ -92,103 +104,50 @@ class Trainer:
         distributed: DistContext | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.c = components.to(self.device)
-        self.c.freeze_encoders()
-        self.unet = self.c.unet
-        self.unet.train()
-        if spec.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-        self.data, self.spec, self.store, self.run_prefix = data, spec, store, run_prefix.rstrip("/")
-        self.caption_dropout = caption_dropout
+        self.variant, self.model, self.origin = variant, model, origin
+        for m in variant.modules(model).values():
+            m.to(self.device)
+        self.spec, self.store, self.run_prefix = spec, store, run_prefix.rstrip("/")
         self.on_metrics, self.show_progress, self.export_model = on_metrics, progress, export_model
         self.dist = distributed  # None: single process, the path below is unchanged by data parallelism
+        self.objective = variant.objective(model, data, spec, options, store=store, device=self.device,
+                                           use_cache=use_cache)
+        self.trained = trainable(self.objective.modules)
 
         torch.manual_seed(spec.seed)
         self.gen = torch.Generator().manual_seed(spec.seed)  # all per-step randomness, on CPU
-        self.order = BatchOrder(len(data), spec.batch_size, spec.seed)
+        self.order = BatchOrder(self.objective.num_examples, spec.batch_size, spec.seed)
         self.cursor = DataCursor()
-        self.params = [p for p in self.unet.parameters() if p.requires_grad]
+        self.params = [p for p in self.trained.parameters() if p.requires_grad]
         self.opt = make_optimizer(self.params, spec.optimizer, spec.lr, spec.weight_decay, self.device)
         self.lr_sched = make_scheduler(self.opt, spec.warmup_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=spec.precision == "fp16")
-        self.ema = EMA(self.unet, spec.ema_decay) if spec.ema_decay else None
-        self.alphas_cumprod = self.c.scheduler.alphas_cumprod.to(self.device)
-        self.num_train_timesteps = int(self.c.scheduler.config.num_train_timesteps)
+        self.ema = EMA(self.trained, spec.ema_decay) if spec.ema_decay else None
+        self.autocast = partial(_autocast, self.device, spec.precision)
         self.step = 0
         self.ckpts = CheckpointStore(store, f"{self.run_prefix}/checkpoints", keep_last=keep_last)
 
-        self.encoded: EncodedShard | None = None
-        self.cache_hits: dict | None = None
-        if use_cache:
-            self.encoded, self.cache_hits = LatentCache(store, cache_prefix).load_or_encode(self.c, data)
-            self.encoded = EncodedShard(*(t.to(self.device) for t in (
-                self.encoded.latent_mean, self.encoded.latent_std, self.encoded.text_index,
-                self.encoded.text_emb, self.encoded.uncond_emb)))
-            self.uncond = self.encoded.uncond_emb
-        else:
-            with torch.no_grad():
-                ids = tokenize(self.c.tokenizer, [""]).to(self.device)
-                self.uncond = self.c.text_encoder(ids)[0][0].float()
+    @property
+    def cache_hits(self) -> dict | None:
+        return getattr(self.objective, "cache_hits", None)
 
     # ---- one step ------------------------------------------------------------------
-    def _inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Latent distribution (mean, std) and text embeddings for the examples `idx`."""
-        if self.encoded is not None:
-            dev_idx = idx.to(self.device)
-            return (self.encoded.latent_mean[dev_idx], self.encoded.latent_std[dev_idx],
-                    self.encoded.text_for(dev_idx))
-        with torch.no_grad():
-            vae = self.c.vae
-            dist = vae.encode(self.data.pixels(idx).to(self.device, vae.dtype)).latent_dist
-            ids = tokenize(self.c.tokenizer, [self.data.captions[i] for i in idx.tolist()]).to(self.device)
-            text = self.c.text_encoder(ids)[0]
-        return dist.mean.float(), dist.std.float(), text.float()
-
-    def _micro_loss(self) -> torch.Tensor:
-        if self.dist is not None:
-            return self._shard_micro_loss()
-        idx = self.order.next(self.cursor)
-        mean, std, text = self._inputs(idx)
-        b, g = len(idx), self.gen
-        latents = (mean + std * torch.randn(mean.shape, generator=g).to(self.device)) * self.c.latent_scale
-        if self.caption_dropout > 0:
-            drop = (torch.rand(b, generator=g) < self.caption_dropout).to(self.device)
-            text = torch.where(drop[:, None, None], self.uncond.expand_as(text), text)
-        noise = sample_noise(latents.shape, g, self.spec.noise_offset).to(self.device)
-        t = torch.randint(0, self.num_train_timesteps, (b,), generator=g).to(self.device)
-        return self._loss(latents, noise, t, text)
-
-    def _shard_micro_loss(self) -> torch.Tensor:
-        """One rank of a data-parallel group: the same random draws as one process over the whole
-        global batch (so the generator stays in step), but only this rank's shard of the examples
-        is loaded and run: `shard_indices`, the rule the ShardPlanner hands out."""
+    def _batch(self) -> Batch:
+        """The next batch: all of it in one process; in a data-parallel group, this rank's shard
+        (`shard_indices`, the rule the ShardPlanner hands out) with draws made for the whole."""
+        if self.dist is None:
+            idx = self.order.next(self.cursor)
+            return Batch(idx, len(idx), self.gen, autocast=self.autocast)
         epoch, position = self.cursor.epoch, self.cursor.position
-        b, g = self.order.next(self.cursor).numel(), self.gen
-        rows = self.dist.rows(b)
-        mean, std, text = self._inputs(shard_indices(self.order, epoch, position, self.dist.rank, self.dist.world_size))
-        full = (b, *mean.shape[1:])
-        latents = (mean + std * torch.randn(full, generator=g)[rows].to(self.device)) * self.c.latent_scale
-        if self.caption_dropout > 0:
-            drop = (torch.rand(b, generator=g) < self.caption_dropout)[rows].to(self.device)
-            text = torch.where(drop[:, None, None], self.uncond.expand_as(text), text)
-        noise = sample_noise(full, g, self.spec.noise_offset)[rows].to(self.device)
-        t = torch.randint(0, self.num_train_timesteps, (b,), generator=g)[rows].to(self.device)
-        return self._loss(latents, noise, t, text)
-
-    def _loss(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        noisy = self.c.scheduler.add_noise(latents, noise, t)
-        with _autocast(self.device, self.spec.precision):
-            pred = self.unet(noisy, t, encoder_hidden_states=text.to(self.unet.dtype)).sample
-        weights = (min_snr_weights(self.alphas_cumprod, t, self.spec.min_snr_gamma,
-                                   self.c.scheduler.config.prediction_type)
-                   if self.spec.min_snr_gamma else None)
-        return diffusion_loss(pred, training_target(self.c.scheduler, latents, noise, t), weights)
+        size = self.order.next(self.cursor).numel()
+        idx = shard_indices(self.order, epoch, position, self.dist.rank, self.dist.world_size)
+        return Batch(idx, size, self.gen, rows=self.dist.rows(size), autocast=self.autocast)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for _ in range(self.spec.grad_accum):
-            loss = self._micro_loss()
+            loss = self.objective.loss(self._batch())
             self.scaler.scale(loss / self.spec.grad_accum).backward()
             total += loss.detach()
         if self.dist is not None:
@@ -201,7 +160,7 @@ class Trainer:
         self.scaler.update()
         self.lr_sched.step()
         if self.ema is not None:
-            self.ema.update(self.unet)
+            self.ema.update(self.trained)
         self.step += 1
         return total / self.spec.grad_accum, grad_norm
 
@@ -210,7 +169,9 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "unet": self.unet.state_dict(),
+            "variant": self.variant.INFO.name,
+            "origin": self.origin,
+            "modules": {name: m.state_dict() for name, m in self.objective.modules.items()},
             "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.opt.state_dict(),
             "lr_scheduler": self.lr_sched.state_dict(),
@@ -223,7 +184,10 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
-        self.unet.load_state_dict(state["unet"])
+        if sorted(state["modules"]) != sorted(self.objective.modules):
+            raise ValueError(f"checkpoint trains {sorted(state['modules'])}, this run {sorted(self.objective.modules)}")
+        for name, m in self.objective.modules.items():
+            m.load_state_dict(state["modules"][name])
         if self.ema is not None:
             if state["ema"] is None:
                 raise ValueError("checkpoint has no EMA state but the run uses EMA")
@@ -296,13 +260,16 @@ class Trainer:
                            wall, ran / wall if wall > 0 else 0.0, self.cache_hits)
 
     def export(self, prefix: str) -> str:
-        """Save the diffusers directory (EMA weights when EMA is on) under a blob prefix."""
+        """Save the variant's model directory (EMA weights when EMA is on) under a blob prefix."""
         backup = None
         if self.ema is not None:
             backup = [p.detach().clone() for p in self.params]
-            self.ema.copy_to(self.unet)
+            self.ema.copy_to(self.trained)
         try:
-            return save_components(self.c, prefix, store=self.store)
+            with tempfile.TemporaryDirectory(prefix="orch-export-") as tmp:
+                self.variant.export(self.model, Path(tmp))
+                put_dir(self.store, tmp, prefix)
+            return prefix
         finally:
             if backup is not None:
                 with torch.no_grad():

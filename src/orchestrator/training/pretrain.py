@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from orchestrator.models.sd.pipeline import SDComponents, build_tiny, save_components
+from orchestrator.data.image_text import ImageTextData, load_image_text_dir
+from orchestrator.models.common.diffusion import diffusion_loss
+from orchestrator.models.sd.pipeline import TINY_BASE_PREFIX, SDComponents, build_tiny, save_components
 from orchestrator.models.sd.tokenizer import tokenize
 
-from orchestrator.data.image_text import ImageTextData, load_image_text_dir
-from .losses import diffusion_loss
 from .metrics import MetricsCallback
 from .state import BatchOrder, DataCursor
 

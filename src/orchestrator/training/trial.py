@@ -3,51 +3,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.manifest import expand, load_manifest
-from orchestrator.manifest.schema import TINY_RANDOM_BASE, DataSource, ModelSpec, local_path
-from orchestrator.models.sd.pipeline import TINY_BASE_PREFIX, SDComponents, build_tiny, load_components
+from orchestrator.data.image_text import ImageTextData, open_image_text
+from orchestrator.manifest import expand
+from orchestrator.manifest.schema import DataSource
+from orchestrator.models.loading import load_model
+from orchestrator.models.registry import get_variant, load_checked_manifest
+from orchestrator.storage.location import open_blob_store
 
-from orchestrator.data.image_text import ImageTextData, shapes_data
 from .distributed import DistContext, destroy_process_group, init_process_group
 from .loop import TrainResult, Trainer, set_deterministic
 from .metrics import MetricsCallback
 
 
-
-def open_blob_store(uri: str, base_dir: Path | None):
-    """The manifest's blob store; relative local paths resolve against the manifest's directory."""
-    from orchestrator.storage import open_store
-
-    if uri.startswith("az://"):
-        return open_store(uri)
-    return open_store(str(local_path(uri, base_dir)))
-
-
-def load_base(model: ModelSpec, store, base_dir: Path | None) -> SDComponents:
-    """The manifest's base model: a diffusers directory, a blob URI, or the tiny shapes base."""
-    if model.variant != "sd":
-        raise NotImplementedError(f"model variant {model.variant!r} has no trainer yet (only 'sd')")
-    if model.base == TINY_RANDOM_BASE:
-        return build_tiny(seed=0, resolution=model.resolution)
-    if model.base is None:
-        # No silent fallback to random weights: a missing base is the user's to build.
-        if not store.exists(f"{TINY_BASE_PREFIX}/model_index.json"):
-            raise FileNotFoundError(
-                f"model.base is null but the blob store has no tiny base at {TINY_BASE_PREFIX}/; "
-                f"build it with `orch pretrain --blobs <storage.blobs>`, or set model.base: {TINY_RANDOM_BASE}")
-        return load_components(TINY_BASE_PREFIX, store=store)
-    if model.base.startswith("az://"):
-        from orchestrator.storage import open_store
-        return load_components("", store=open_store(model.base))
-    return load_components(local_path(model.base, base_dir))
-
-
-def load_train_data(src: DataSource | None, resolution: int) -> ImageTextData:
+def load_train_data(src: DataSource | None, resolution: int, base_dir: Path | None, store) -> ImageTextData:
     if src is None:
         raise ValueError("the manifest has no data.train source to train on")
-    if src.kind != "shapes":
-        raise NotImplementedError(f"training on data kind {src.kind!r} is not supported yet (only 'shapes')")
-    return shapes_data(src.n, src.seed, src.size or resolution, src.captions or "generic")
+    return open_image_text(src, resolution, base_dir=base_dir, store=store)
 
 
 def train_trial(
@@ -63,26 +34,30 @@ def train_trial(
 ) -> TrainResult:
     """Train one trial (id, unique id prefix, or index in plan order) to its end or `max_steps`.
 
-    Checkpoints go to `trials/<id>/checkpoints/` in the manifest's blob store and a rerun resumes
-    from the newest verified one; the finished model is exported to `trials/<id>/model/`.
+    The base comes through `load_model` (the one loader), the data through `open_image_text`,
+    the objective from the manifest's variant. Checkpoints go to `trials/<id>/checkpoints/` in the
+    manifest's blob store and a rerun resumes from the newest verified one; the finished model is
+    exported to `trials/<id>/model/`.
     """
-    loaded = load_manifest(manifest_path)
+    loaded = load_checked_manifest(manifest_path)
     trial = _pick(expand(loaded), trial_id, manifest_path)
     m = trial.manifest
     store = open_blob_store(m.storage.blobs, loaded.base_dir)
     set_deterministic(num_threads)
-    components = load_base(m.model, store, loaded.base_dir)
-    data = load_train_data(m.data.train, m.model.resolution)
+    base = load_model(None, spec=m.model, store=store, base_dir=loaded.base_dir)
+    data = load_train_data(m.data.train, base.resolution, loaded.base_dir, store)
+    origin = {"model": m.model.model_dump(mode="json"), "base_dir": str(loaded.base_dir)}
+
+    def trainer(dist: DistContext | None) -> Trainer:
+        return Trainer(get_variant(m.model.variant), base.model, data, m.train, store, f"trials/{trial.id}",
+                       options=m.model.options, origin=origin, use_cache=use_cache, on_metrics=on_metrics,
+                       progress=progress and (dist is None or dist.is_main), distributed=dist)
+
     if distributed is None:
-        trainer = Trainer(components, data, m.train, store, f"trials/{trial.id}", use_cache=use_cache,
-                          on_metrics=on_metrics, progress=progress)
-        return trainer.run(max_steps)
+        return trainer(None).run(max_steps)
     init_process_group(distributed)  # one rank of a data-parallel group: see distributed.py
     try:
-        trainer = Trainer(components, data, m.train, store, f"trials/{trial.id}", use_cache=use_cache,
-                          on_metrics=on_metrics, progress=progress and distributed.is_main,
-                          distributed=distributed)
-        return trainer.run(max_steps)
+        return trainer(distributed).run(max_steps)
     finally:
         destroy_process_group()
 

@@ -23,6 +23,7 @@ from .images import BlobRoot, DataRoot, ImageRef, ImageResolver, LocalRoot, open
 
 # kind -> "module:class"
 LOADERS: dict[str, str] = {
+    "imagefolder": "imagefolder:ImageFolderLoader",
     "winoground": "winoground:WinogroundLoader",
     "drawbench": "drawbench:DrawBenchLoader",
     "gqa": "gqa:GQALoader",

@@ -55,6 +55,7 @@ class Loader(abc.ABC, Generic[E]):
         if n is not None and n < 1:
             raise ValueError(f"n must be positive, not {n}")
         self.root = open_root(root, base_dir, blob=self.blob_root)
+        self.base_dir = base_dir  # where relative paths in options (e.g. an images folder) resolve
         self.on_error: OnError = on_error
         self.categories = [normalise_space(c) for c in categories] if categories else None
         self.n = n
@@ -94,6 +95,11 @@ class Loader(abc.ABC, Generic[E]):
             if close is not None:
                 close()  # releases open files now, not at garbage collection
         self._policy.finish(f"{self.kind} loader ({self.root.describe()})")
+
+    def category_of(self, example: E) -> tuple[str, ...]:
+        """The values the category filter matches this example on (whitespace collapsed, case
+        kept; `wants` compares them case-insensitively). Lets a caller list what is there."""
+        return tuple(v for v in (normalise_space(c) for c in self._category(example)) if v)
 
     def wants(self, categories: Iterable[str]) -> bool:
         """Whether the category filter keeps a record with these category values (lets a
@@ -151,15 +157,20 @@ class CsvRow:
 
 
 def read_csv(stream: io.BufferedIOBase | Any, file: str, required: Sequence[Sequence[str]],
-             on_bad, optional: Sequence[Sequence[str]] = ()) -> tuple[dict[str, str], Iterator[CsvRow]]:
+             on_bad, optional: Sequence[Sequence[str]] = (), *,
+             encoding_errors: str = "strict") -> tuple[dict[str, str], Iterator[CsvRow]]:
     """Open a CSV (UTF-8, BOM tolerated) and check its header.
+
+    encoding_errors="surrogateescape" keeps reading past bytes that are not UTF-8 (they come
+    back as lone surrogates, see `has_undecodable`), so the caller can report the one bad row
+    by its line instead of the whole file failing at the decoder's chunk boundary.
 
     `required` lists alternatives per column, e.g. ``[("Prompts", "Prompt"), ("Category",)]``;
     header names are matched after trimming whitespace, case-insensitively. Returns the
     mapping canonical name -> header name found, and the rows keyed by canonical name. A row
     with fewer fields than the header goes to `on_bad(reason, DataFormatError)`.
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="", errors=encoding_errors)
     reader = csv.reader(text)
     try:
         header = next(reader)
@@ -204,6 +215,11 @@ def read_csv(stream: io.BufferedIOBase | Any, file: str, required: Sequence[Sequ
             yield CsvRow(start, {canon: row[i] for canon, i in columns.items()})
 
     return found, rows()
+
+
+def has_undecodable(text: str) -> bool:
+    """Whether text read with errors="surrogateescape" held bytes that are not UTF-8."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def coco_name(split: str, image_id: int | str) -> str:

@@ -6,8 +6,8 @@ The root is the blob store (URI or path) holding ``index.json``; every shard rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..shards import ShardReader
 from .base import Loader
@@ -44,11 +44,15 @@ class GQACaptionRecord:
     answer: str | None
     question_type: str
     scene_graph_id: str
+    # Further caption styles a build may carry as ``caption_<style>`` fields (the builder
+    # writes one focused `caption` today); empty when there are none.
+    styles: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class GQACaptionsLoader(Loader[GQACaptionRecord]):
-    """The builder's records with images resolved against `images` (default: the images root
-    the build recorded). Categories filter on question_type."""
+    """The builder's records with images resolved against `images` (a GQA images folder or
+    blob URI; a relative path resolves against base_dir, the manifest's folder; default: the
+    images root the build recorded). Categories filter on question_type."""
 
     kind = "gqa-captions"
     blob_root = True
@@ -69,7 +73,9 @@ class GQACaptionsLoader(Loader[GQACaptionRecord]):
         if images_root is None and self.check_images:
             raise ValueError(f"{where}: the build recorded no images folder; pass images=<GQA images dir> "
                              f"(or check_images=False to use bare image names)")
-        resolver = ImageResolver(open_root(images_root), ("",), self.check_images) if images_root else None
+        # Only the option is the manifest's to resolve; a recorded root is used as the build named it.
+        base = self.base_dir if self.images_root else None
+        resolver = ImageResolver(open_root(images_root, base), ("",), self.check_images) if images_root else None
         for info, records in reader.iter_shards():
             for pos, r in enumerate(records, info.first):
                 try:
@@ -79,7 +85,9 @@ class GQACaptionsLoader(Loader[GQACaptionRecord]):
                     image = resolver.resolve(name, where, pos + 1, unit="record") if resolver else ImageRef(name)
                     yield GQACaptionRecord(str(r["question_id"]), str(r["image_id"]), image, str(r["caption"]),
                                            str(r["question"]), r.get("answer"), str(r["question_type"]),
-                                           str(r["scene_graph_id"]))
+                                           str(r["scene_graph_id"]),
+                                           {k[len("caption_"):]: str(v) for k, v in r.items()
+                                            if k.startswith("caption_") and v is not None})
                 except KeyError as exc:
                     self.bad("bad record", DataFormatError(where, pos + 1, f"record lacks {exc}", unit="record"))
                 except DataFormatError as exc:

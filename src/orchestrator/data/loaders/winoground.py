@@ -36,6 +36,10 @@ class WinogroundExample:
     collapsed_tag: str
     source: str  # file:line (or file, row N)
 
+    def images(self):
+        """Both images decoded (PIL, RGB)."""
+        return self.image_0.open_image(), self.image_1.open_image()
+
     def text_choices(self) -> tuple[TextChoice, TextChoice]:
         """The text score's two questions: which caption fits image_0, and which fits image_1."""
         caps = (self.caption_0, self.caption_1)
@@ -127,6 +131,34 @@ class WinogroundLoader(Loader[WinogroundExample]):
             collapsed_tag=str(row.get("collapsed_tag") or ""),
             source=f"{file}:{line}" if unit == "line" else f"{file}, {unit} {line}",
         )
+
+
+def shapes_pairs(n_scenes: int, seed: int, image_size: int = 32) -> list[WinogroundExample]:
+    """The shapes world's Winoground pairs among scenes 0..n_scenes-1, in memory, as the loader
+    gives them (images inline as PNG; ids as `orch data shapes` writes them): one more source of
+    the same examples, so everything that scores Winoground scores these too."""
+    import io
+
+    from orchestrator.data.shapes import make_example, render
+
+    def png(img) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+    out = []
+    for i in range(n_scenes):
+        ex = make_example(seed, i, image_size)
+        if ex.pair is None:
+            continue
+        where = f"shapes seed {seed} scene {i}"
+        out.append(WinogroundExample(
+            id=len(out), caption_0=ex.pair.caption_0, caption_1=ex.pair.caption_1,
+            image_0=ImageRef(f"{where}/image_0.png", None, png(ex.image())),
+            image_1=ImageRef(f"{where}/image_1.png", None, png(render(ex.pair.scene_1))),
+            tag=ex.pair.tag, secondary_tag="", num_main_preds=1, collapsed_tag=ex.pair.collapsed_tag,
+            source=where))
+    return out
 
 
 def _png(stem: Any) -> str:

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoTokenizer, CLIPModel
 
+from orchestrator.storage.location import put_dir, resolve_location
+
 MARKER = "config.json"  # uploaded last: a reader that finds it knows the rest is there
 ImageBatch = torch.Tensor | np.ndarray | Sequence[Image.Image | np.ndarray]
 
@@ -176,24 +178,17 @@ def load_clip_dir(path: str | Path, device: str | torch.device = "cpu", name: st
 
 def load_clip(source: str | Path, store: Any = None, device: str | torch.device = "cpu") -> ClipEncoder:
     """From a local directory / file:// URI, an az://container/prefix URI, or a prefix in `store`."""
-    src = str(source)
-    local = Path(src[len("file://"):] if src.startswith("file://") else src).expanduser()
-    if local.is_dir():
-        return load_clip_dir(local, device)
-    if src.startswith("az://"):
-        from orchestrator.storage import open_store
-
-        store, src = open_store(src), ""
-    if store is None:
-        raise FileNotFoundError(f"no CLIP directory at {local} (and no blob store given to look it up in)")
-    prefix = src.strip("/") + "/" if src.strip("/") else ""
-    keys = store.list(prefix)
-    if f"{prefix}{MARKER}" not in keys:
-        raise FileNotFoundError(f"no CLIP model under blob prefix {prefix!r} in {store!r} (no {MARKER})")
-    with tempfile.TemporaryDirectory(prefix="orch-clip-") as tmp:
-        for key in keys:
-            store.get_file(key, Path(tmp) / key[len(prefix):])
-        return load_clip_dir(tmp, device, name=prefix.rstrip("/").rsplit("/", 1)[-1] or src)
+    try:
+        loc = resolve_location(str(source), store=store)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no CLIP directory: {exc}") from None
+    if not loc.has(MARKER):
+        where = loc.path if loc.is_local else f"blob prefix {loc.prefix!r} in {loc.store!r}"
+        raise FileNotFoundError(f"no CLIP model under {where} (no {MARKER})")
+    if loc.is_local:
+        return load_clip_dir(loc.path, device)
+    with loc.local_dir() as path:
+        return load_clip_dir(path, device, name=loc.prefix.rsplit("/", 1)[-1] or str(source))
 
 
 def save_clip(encoder: ClipEncoder, dest: str | Path, store: Any = None) -> str:
@@ -202,7 +197,5 @@ def save_clip(encoder: ClipEncoder, dest: str | Path, store: Any = None) -> str:
         return str(encoder.save(str(dest)[len("file://"):] if str(dest).startswith("file://") else dest))
     with tempfile.TemporaryDirectory(prefix="orch-clip-") as tmp:
         encoder.save(tmp)
-        files = sorted((p for p in Path(tmp).rglob("*") if p.is_file()), key=lambda p: (p.name == MARKER, str(p)))
-        for p in files:
-            store.put_file(f"{str(dest).rstrip('/')}/{p.relative_to(tmp).as_posix()}", p)
+        put_dir(store, tmp, str(dest))  # config.json (MARKER) last
     return str(dest)

@@ -1,11 +1,25 @@
-"""Stable Diffusion variant: latent diffusion as diffusers builds it (VAE, U-Net, CLIP text)."""
-from .pipeline import (TINY_BASE_PREFIX, SDComponents, build_tiny, download_dir, load_components, module_hash,
-                       save_components, upload_dir)
-from .sampling import encode_text, generate, image_grid, save_grid
-from .tokenizer import build_tokenizer, tokenize
+"""Stable Diffusion variant: latent diffusion as diffusers builds it (VAE, U-Net, CLIP text).
 
-__all__ = [
-    "SDComponents", "TINY_BASE_PREFIX", "build_tiny", "build_tokenizer", "download_dir", "encode_text", "generate",
-    "image_grid", "load_components", "module_hash", "save_components", "save_grid", "tokenize",
-    "upload_dir",
-]
+variant.py is the registry's entry; pipeline.py builds, loads and saves the components;
+objective.py is the finetuning loss; sampling.py generates; latent_cache.py caches encodings.
+The names below load on first use (PEP 562), so the registry can read `variant.INFO` to check a
+manifest without importing diffusers.
+"""
+import importlib
+
+_LAZY = {
+    "SDComponents": "pipeline", "TINY_BASE_PREFIX": "pipeline", "build_tiny": "pipeline",
+    "load_components": "pipeline", "module_hash": "pipeline", "save_components": "pipeline",
+    "encode_text": "sampling", "generate": "sampling", "image_grid": "images", "save_grid": "images",
+    "to_pil": "images", "build_tokenizer": "tokenizer", "tokenize": "tokenizer", "tiny_config": None,
+}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    where = _LAZY[name]
+    module = importlib.import_module("orchestrator.models.common.images" if where == "images"
+                                     else f"{__name__}.{where or name}")
+    return module if where is None else getattr(module, name)

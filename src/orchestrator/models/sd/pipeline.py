@@ -3,7 +3,8 @@
 A model directory is what `StableDiffusionPipeline.save_pretrained` writes: model_index.json and
 unet/, vae/, text_encoder/, tokenizer/, scheduler/ with safetensors weights. The same loader
 reads SD v1-5 / v2-1 directories and the project's tiny base, from a local path or a blob prefix
-(downloaded to a temporary directory first, since diffusers loads from files).
+(downloaded to a temporary directory first, since diffusers loads from files). Our own directories
+also name the variant in model_index.json (`_orch_variant`), which diffusers ignores.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
+
+from orchestrator.models.registry import INDEX_KEY
+from orchestrator.storage.location import put_dir, resolve_location, strip_file_scheme
 
 from . import tiny_config
 from .tokenizer import build_tokenizer
@@ -74,6 +78,7 @@ class SDComponents:
             "safety_checker": [None, None],
             "feature_extractor": [None, None],
             "requires_safety_checker": False,
+            INDEX_KEY: "sd",
         }
         (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         return out
@@ -106,21 +111,10 @@ def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | N
 
 
 def load_components(source: str | Path, store=None, dtype: torch.dtype | None = None) -> SDComponents:
-    """Load a diffusers-format SD directory, offline.
-
-    `source` is a local directory (or file:// URI), or a blob prefix in `store`
-    (e.g. 'models/tiny-sd-base'), which is downloaded to a temporary directory first.
-    """
-    src = str(source)
-    if store is not None and not Path(_strip_file(src)).is_dir():
-        with tempfile.TemporaryDirectory(prefix="orch-sd-") as tmp:
-            download_dir(store, src, tmp)
-            return _load_dir(Path(tmp), dtype)
-    return _load_dir(Path(_strip_file(src)), dtype)
-
-
-def _strip_file(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    """Load a diffusers-format SD directory, offline: a local directory (or file:// URI), an
+    az:// URI, or a blob prefix in `store` (e.g. 'models/tiny-sd-base'), downloaded first."""
+    with resolve_location(str(source), store=store).local_dir() as path:
+        return _load_dir(Path(path), dtype)
 
 
 def _load_dir(path: Path, dtype: torch.dtype | None) -> SDComponents:
@@ -140,37 +134,13 @@ def _load_dir(path: Path, dtype: torch.dtype | None) -> SDComponents:
     return SDComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
-def upload_dir(store, local_dir: str | Path, prefix: str) -> list[str]:
-    """Copy every file under `local_dir` to `prefix/<relative path>`; model_index.json last, so a
-    reader that finds it knows the rest is there."""
-    root = Path(local_dir)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    files.sort(key=lambda p: p.name == "model_index.json")
-    keys = []
-    for p in files:
-        key = f"{prefix.rstrip('/')}/{p.relative_to(root).as_posix()}"
-        store.put_file(key, p)
-        keys.append(key)
-    return keys
-
-
-def download_dir(store, prefix: str, local_dir: str | Path) -> Path:
-    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
-    keys = store.list(prefix)
-    if f"{prefix}model_index.json" not in keys:
-        raise FileNotFoundError(f"no diffusers model under blob prefix {prefix!r}")
-    for key in keys:
-        store.get_file(key, Path(local_dir) / key[len(prefix):])
-    return Path(local_dir)
-
-
 def save_components(components: SDComponents, dest: str | Path, store=None) -> str:
     """Save to a local directory, or to a blob prefix when a store is given."""
     if store is None:
-        return str(components.save(_strip_file(str(dest))))
+        return str(components.save(strip_file_scheme(str(dest))))
     with tempfile.TemporaryDirectory(prefix="orch-sd-") as tmp:
         components.save(tmp)
-        upload_dir(store, tmp, str(dest))
+        put_dir(store, tmp, str(dest))
     return str(dest)
 
 

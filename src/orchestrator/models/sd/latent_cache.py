@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from orchestrator.models.sd.pipeline import SDComponents, module_hash
-from orchestrator.models.sd.tokenizer import tokenize
-
-from .checkpoint import from_bytes, to_bytes
 from orchestrator.data.image_text import ImageTextData
+from orchestrator.models.common.serialize import from_bytes, to_bytes
+
+from .pipeline import SDComponents, module_hash
+from .tokenizer import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,16 @@ log = logging.getLogger(__name__)
 class EncodedShard:
     latent_mean: torch.Tensor   # [N, C, h, w], unscaled (multiply samples by vae scaling_factor)
     latent_std: torch.Tensor    # [N, C, h, w]
-    text_index: torch.Tensor    # [N] long: row of text_emb for each example
-    text_emb: torch.Tensor      # [U, L, D] one row per distinct caption
-    uncond_emb: torch.Tensor    # [L, D] the empty caption, for caption dropout / CFG
+    text_index: torch.Tensor | None  # [N] long: row of text_emb for each example
+    text_emb: torch.Tensor | None    # [U, L, D] one row per distinct caption
+    uncond_emb: torch.Tensor | None  # [L, D] the empty caption, for caption dropout / CFG
 
     def text_for(self, idx: torch.Tensor) -> torch.Tensor:
         return self.text_emb[self.text_index[idx]]
+
+    def to(self, device: torch.device) -> "EncodedShard":
+        return EncodedShard(*(None if t is None else t.to(device) for t in (
+            self.latent_mean, self.latent_std, self.text_index, self.text_emb, self.uncond_emb)))
 
 
 @torch.no_grad()
@@ -77,8 +81,10 @@ class LatentCache:
         return (f"{self.prefix}/latents/{data.content_hash[:24]}-{module_hash(c.vae)[:24]}.pt",
                 f"{self.prefix}/text/{captions_hash[:24]}-{text_encoder_hash(c)[:24]}.pt")
 
-    def load_or_encode(self, c: SDComponents, data: ImageTextData) -> tuple[EncodedShard, dict[str, bool]]:
-        """The shard's encodings and which of them came from the store ({'latents': hit, 'text': hit})."""
+    def load_or_encode(self, c: SDComponents, data: ImageTextData, *,
+                       text: bool = True) -> tuple[EncodedShard, dict[str, bool]]:
+        """The shard's encodings and which of them came from the store ({'latents': hit, 'text': hit}).
+        text=False (a trained text encoder) caches the latents only; the text fields are then None."""
         lat_key, txt_key = self.keys(c, data)
         hits = {}
         lat = self._get(lat_key)
@@ -87,6 +93,8 @@ class LatentCache:
             mean, std = encode_latents(c, data)
             lat = {"mean": mean, "std": std}
             self.store.put(lat_key, to_bytes(lat))
+        if not text:
+            return EncodedShard(lat["mean"], lat["std"], None, None, None), hits
         txt = self._get(txt_key)
         hits["text"] = txt is not None
         if txt is None:

@@ -1,0 +1,255 @@
+"""What suites share while they run: the options, the model under test, held-out prompts, the
+images generated once for them, and the scorers (CLIP, Inception) — each loaded when first asked.
+
+Suites ask the context for what they need (`generated()` from a generator variant, `clip()` /
+`scorer()` to score captions against images) and say beforehand what would stop them
+(`*_problems`), so every requirement is checked before any work starts.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from orchestrator.manifest.schema import R_PRECISION_CHUNKS
+from orchestrator.models.loading import LoadedModel, load_model
+from orchestrator.storage.location import resolve_location, strip_file_scheme
+
+from .results import MetricUnavailable
+from .spatial import SpatialPrompt
+
+DEFAULT_EVAL_SEED = 1000  # shapes-world dataset seed of the held-out prompts: not a training seed
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    samples: int = 64                   # prompts (= generated images) per evaluation
+    seed: int = 1234                    # generation noise (same for every model: paired) + protocol sampling
+    eval_seed: int = DEFAULT_EVAL_SEED  # shapes dataset seed of the held-out prompts and real images
+    image_size: int | None = None       # default: the model's resolution
+    sampler: str = "ddim"               # sampling as the Evaluator actor does: DDIM, 25 steps, CFG 3
+    steps: int = 25
+    guidance_scale: float = 3.0
+    batch_size: int = 16                # prompts per generation batch
+    best_of: int = 1                    # K images per prompt, the CLIP-best kept (needs `clip`)
+    clip: str | None = None             # CLIP directory / blob prefix (clip_r_precision, fid_clip, winoground)
+    fid_weights: str | None = None      # pt_inception-2015-12-05-6726825d.pth: local path or blob key
+    fid_reference: str | None = None    # reference statistics .npz (path or blob key); else computed + cached
+    fid_reference_n: int | None = None  # real images for computed reference statistics (default: samples)
+    feature_batch_size: int = 32
+    r_precision_pool: int = 1000        # held-out captions the 99 negatives are drawn from
+    r_precision_negatives: int = 99
+    r_precision_chunks: int = R_PRECISION_CHUNKS
+    winoground: str | None = None       # a Winoground-layout directory; default: shapes-world pairs
+    winoground_scenes: int = 500        # shapes scenes (eval_seed) whose pairs make the default set
+    device: str | None = None           # default: cuda when available
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class MatcherScorer:
+    """A matcher variant as a scorer of (caption, image) pairs."""
+    loaded: LoadedModel
+
+    @property
+    def name(self) -> str:
+        return f"{self.loaded.variant.INFO.name}:{self.loaded.source}"
+
+    def score_pairs(self, captions: list[str], images: list[Any]) -> np.ndarray:
+        return np.asarray(self.loaded.variant.score(self.loaded.model, captions, images), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class NamedScorer:
+    name: str
+    scorer: Any
+
+    def score_pairs(self, captions: list[str], images: list[Any]) -> np.ndarray:
+        return np.asarray(self.scorer.score_pairs(captions, images), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    prompt: SpatialPrompt
+    example: Any  # data.shapes.ShapesExample
+
+
+class EvalContext:
+    """What suites share: the model, held-out prompts, generated images, CLIP, Inception (all lazy)."""
+
+    def __init__(self, checkpoint: str | None, options: EvalOptions, *, store: Any = None, base: str | None = None,
+                 model: Any = None, clip: Any = None, inception: Any = None):
+        self.checkpoint, self.options, self.store, self.base = checkpoint, options, store, base
+        if model is not None and not isinstance(model, LoadedModel):
+            raise TypeError(f"model must be a LoadedModel (orchestrator.models.loading), not {type(model).__name__}")
+        self.device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._model, self._clip, self._inception = model, clip, inception
+        self._heldout: list[HeldOut] = []
+        self._next_scene = 0
+        self._generated: torch.Tensor | None = None
+        self.generation_info: dict[str, Any] = {}
+
+    # ---- prerequisites --------------------------------------------------------------
+    def model_problems(self, suite: str) -> list[str]:
+        if self._model is None and self.checkpoint is None:
+            return [f"{suite}: needs a checkpoint to generate images from"]
+        return []
+
+    def clip_problems(self, suite: str) -> list[str]:
+        if self._clip is not None:
+            return []
+        if not self.options.clip:
+            return [f"{suite}: needs a CLIP (set clip to a CLIP directory or blob prefix in transformers' "
+                    f"format, e.g. one trained by train_tiny_clip)"]
+        return self._missing(self.options.clip, "config.json", f"{suite}: CLIP")
+
+    def scorer_problems(self, suite: str) -> list[str]:
+        """A suite that scores captions against images uses the model under test when it is a
+        matcher, and the CLIP otherwise."""
+        if self._model is None and self.checkpoint is None:
+            return self.clip_problems(suite)
+        try:
+            is_matcher = self.model().kind == "matcher"
+        except (FileNotFoundError, ValueError, NotImplementedError) as exc:
+            return [f"{suite}: cannot load the model to score with: {exc}"]
+        return [] if is_matcher else self.clip_problems(suite)
+
+    def scorer(self) -> Any:
+        """What scores (caption, image) pairs: `score_pairs(captions, images)` and a `name`."""
+        if self._model is not None or self.checkpoint is not None:
+            m = self.model()
+            if m.kind == "matcher":
+                return MatcherScorer(m)
+        clip = self.clip()
+        return NamedScorer(f"clip:{clip.name}", clip)
+
+    def inception_problems(self, suite: str) -> list[str]:
+        if self._inception is not None:
+            return []
+        if not self.options.fid_weights:
+            return [f"{suite}: needs the FID Inception weights (fid_weights: a local path or blob key of "
+                    f"pt_inception-2015-12-05-6726825d.pth); FID is never computed with other weights"]
+        return self._missing(self.options.fid_weights, None, f"{suite}: FID Inception weights")
+
+    def _missing(self, source: str, marker: str | None, what: str) -> list[str]:
+        """A cheap existence check of a local path or blob (az:// URIs are checked when loaded)."""
+        if source.startswith("az://"):
+            return []
+        try:
+            loc = resolve_location(source, store=self.store)
+            if loc.has(marker) if marker else (loc.path.is_file() if loc.is_local else loc.store.exists(loc.prefix)):
+                return []
+            where = loc.describe()
+        except FileNotFoundError:
+            where = str(Path(strip_file_scheme(source)).expanduser())
+        return [f"{what} not found at {where}" + (" (no blob store given)" if self.store is None else "")]
+
+    def generation_problems(self, suite: str) -> list[str]:
+        problems = self.model_problems(suite)
+        if self._model is not None and self._model.kind != "generator":
+            problems.append(f"{suite}: needs generated images; variant {self._model.variant.INFO.name!r} is a "
+                            f"{self._model.kind}, not a generator")
+        if self.options.best_of > 1:
+            problems += self.clip_problems(f"{suite} (best_of={self.options.best_of})")
+        return problems
+
+    # ---- lazy resources -------------------------------------------------------------
+    def model(self) -> LoadedModel:
+        if self._model is None:
+            if self.checkpoint is None:
+                raise MetricUnavailable("no checkpoint to evaluate")
+            self._model = load_model(self.checkpoint, store=self.store, base=self.base, device=self.device)
+        return self._model
+
+    def clip(self) -> Any:
+        if self._clip is None:
+            if not self.options.clip:
+                raise MetricUnavailable(self.clip_problems("this suite")[0])
+            from orchestrator.models.clip import load_clip
+
+            self._clip = load_clip(self.options.clip, store=self.store, device=self.device)
+        return self._clip
+
+    def inception(self) -> Any:
+        if self._inception is None:
+            if not self.options.fid_weights:
+                raise MetricUnavailable("fid: no FID Inception weights configured (fid_weights)")
+            from .inception import load_fid_inception
+
+            self._inception = load_fid_inception(self.options.fid_weights, store=self.store, device=self.device)
+        return self._inception
+
+    def loaded(self) -> dict[str, Any]:
+        """What this context has loaded or made so far, for a caller to reuse in its next context
+        (the Evaluator actor keeps CLIP and Inception between checkpoints): None where not."""
+        return {"clip": self._clip, "inception": self._inception, "generated": self._generated}
+
+    @property
+    def image_size(self) -> int:
+        if self.options.image_size:
+            return self.options.image_size
+        if self._model is None and self.checkpoint is None:
+            return 32
+        return self.model().resolution
+
+    # ---- data -----------------------------------------------------------------------
+    def heldout(self, n: int) -> list[HeldOut]:
+        """The first `n` scenes of the held-out shapes dataset that state a relation (as
+        spatial.heldout_spatial_prompts selects them), with their examples."""
+        from orchestrator.data.shapes import make_example
+
+        while len(self._heldout) < n:
+            ex = make_example(self.options.eval_seed, self._next_scene, self.image_size)
+            if ex.spatial_fact is not None:
+                self._heldout.append(HeldOut(SpatialPrompt.from_fact(ex.spatial_fact, ex.spatial), ex))
+            self._next_scene += 1
+        return self._heldout[:n]
+
+    def prompts(self) -> list[SpatialPrompt]:
+        return [h.prompt for h in self.heldout(self.options.samples)]
+
+    def reference_images(self) -> torch.Tensor:
+        """uint8 [N, 3, H, W]: the real held-out scenes (the prompts' own, then the next ones)."""
+        n = self.options.fid_reference_n or self.options.samples
+        arr = np.stack([np.asarray(h.example.image()) for h in self.heldout(n)])
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+    def reference_key(self, suite: str, weights_id: str, n: int) -> str | None:
+        if self.store is None:
+            return None
+        return (f"cache/eval/{suite}/{weights_id[:24]}/shapes-seed{self.options.eval_seed}"
+                f"-{self.image_size}px-n{n}.npz")
+
+    def generated(self) -> torch.Tensor:
+        """[samples, 3, H, W] in [0, 1], for `prompts()`, generated once (best of K by CLIP if asked)."""
+        if self._generated is None:
+            o = self.options
+            m = self.model()
+            if m.kind != "generator":
+                raise MetricUnavailable(f"variant {m.variant.INFO.name!r} is a {m.kind}: it generates no images")
+            texts = [p.text for p in self.prompts()]
+            started = time.perf_counter()
+            gen = torch.Generator(self.device).manual_seed(o.seed)
+            images = m.variant.generate(m.model, texts * o.best_of, sampler=o.sampler, steps=o.steps,
+                              guidance_scale=o.guidance_scale, generator=gen, resolution=self.image_size,
+                              batch_size=o.batch_size)
+            self.generation_info = {"samples": len(texts), "sampler": o.sampler, "steps": o.steps,
+                                    "guidance_scale": o.guidance_scale, "seed": o.seed, "best_of": o.best_of}
+            if o.best_of > 1:
+                from .clip_r_precision import best_of_k
+
+                images, pick = best_of_k(self.clip(), texts, images.reshape(o.best_of, len(texts), *images.shape[1:]))
+                self.generation_info["best_of_picks"] = np.bincount(pick, minlength=o.best_of).tolist()
+            self.generation_info["wall_s"] = time.perf_counter() - started
+            self._generated = images
+        return self._generated
+
+

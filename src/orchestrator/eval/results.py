@@ -1,0 +1,67 @@
+"""What a suite returns: metric values with their sample counts and intervals, flattened for the journal."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class MetricUnavailable(RuntimeError):
+    """A requested metric cannot be computed as configured (and is not silently skipped)."""
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    name: str
+    value: float
+    n: int                        # samples the value is computed from
+    ci_low: float | None = None   # 95% interval; None where none is defined (FID)
+    ci_high: float | None = None
+    std: float | None = None      # spread over chunks, where the protocol reports one
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    metrics: list[MetricValue]
+    info: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"suite": self.suite, "metrics": [asdict(m) for m in self.metrics], "info": self.info,
+                "wall_s": self.wall_s}
+
+
+def flatten_metrics(results: Sequence[SuiteResult]) -> dict[str, float]:
+    """{"<suite>.<metric>": value, "<...>.n": n, ".ci_low", ".ci_high", ".std"}: the numbers the
+    `evaluated` event carries (a metric named like its suite is just "<suite>", e.g. "fid")."""
+    out: dict[str, float] = {}
+    for r in results:
+        for m in r.metrics:
+            key = r.suite if m.name == r.suite else f"{r.suite}.{m.name}"
+            out[key] = float(m.value)
+            out[f"{key}.n"] = int(m.n)
+            for suffix in ("ci_low", "ci_high", "std"):
+                v = getattr(m, suffix)
+                if v is not None:
+                    out[f"{key}.{suffix}"] = float(v)
+    return out
+
+
+def jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    """Strict JSON for the journal: NaN/inf become None, other odd values their str()."""
+    def conv(v: Any) -> Any:
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, (np.integer, np.floating)):
+            return conv(v.item())
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if v is None or isinstance(v, (str, int, float, bool)):
+            return v
+        return str(v) if not isinstance(v, Path) else v.as_posix()
+    return conv(info)

@@ -1,0 +1,1 @@
+"""What the diffusion variants share: noise schedules, training losses, Min-SNR weighting."""

@@ -1,0 +1,56 @@
+"""One resolver for every place a directory or file is named: local paths (relative to the
+manifest), file:// URIs, keys in the manifest's store, az:// URIs (real Azurite); and a model
+directory put into a store and loaded back through each form."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator.models.loading import load_model
+from orchestrator.models.sd import build_tiny
+from orchestrator.storage import open_store
+from orchestrator.storage.location import get_dir, open_blob_store, put_dir, resolve_location
+
+
+def tree(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "config.json").write_text("{}")
+    (root / "sub" / "w.bin").write_bytes(b"\x00\x01")
+    return root
+
+
+def test_local_forms_and_store_prefixes(tmp_path):
+    tree(tmp_path / "m")
+    for written, base in (("m", tmp_path), (str(tmp_path / "m"), None), (f"file://{tmp_path / 'm'}", None)):
+        loc = resolve_location(written, base_dir=base)
+        assert loc.is_local and loc.path == (tmp_path / "m").resolve() and loc.has("sub/w.bin")
+    store = open_store(tmp_path / "blobs")
+    keys = put_dir(store, tmp_path / "m", "models/m")
+    assert keys[-1] == "models/m/config.json"  # the index goes last: a reader that sees it sees all
+    loc = resolve_location("models/m", base_dir=tmp_path, store=store)  # not on disk: a prefix in the store
+    assert not loc.is_local and loc.has("sub/w.bin") and loc.read_bytes("sub/w.bin") == b"\x00\x01"
+    with loc.local_dir() as d:
+        assert (d / "sub" / "w.bin").read_bytes() == b"\x00\x01"
+    with pytest.raises(FileNotFoundError, match="no blob store"):
+        resolve_location("models/m", base_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="nothing under blob prefix"):
+        get_dir(store, "models/none", tmp_path / "out")
+    with pytest.raises(FileNotFoundError):  # file:// never means a store key
+        resolve_location("file://models/m", store=store)
+    assert open_blob_store("./blobs", tmp_path).exists("models/m/config.json")  # against the manifest dir
+
+
+@pytest.mark.azurite
+def test_a_model_directory_in_azure_loads_by_its_uri(azurite_env, tmp_path):
+    container = f"t-{uuid.uuid4().hex[:12]}"
+    c = build_tiny(seed=3)
+    c.save(tmp_path / "model")
+    put_dir(open_store(f"az://{container}"), tmp_path / "model", "models/tiny")
+    loc = resolve_location(f"az://{container}/models/tiny")
+    assert not loc.is_local and loc.has("model_index.json")
+    loaded = load_model(f"az://{container}/models/tiny")  # the index names the variant: nothing else needed
+    assert loaded.variant.INFO.name == "sd"
+    assert all(torch.equal(a, b) for a, b in zip(loaded.model.unet.parameters(), c.unet.parameters()))
