@@ -208,3 +208,26 @@ def test_blobs_ls_and_get_copy_a_verified_plain_file(tmp_path):
     corrupt = runner.invoke(app, ["blobs", "get", "experiments/e1/grids/t1-final.png", str(tmp_path / "c.png"),
                                   "--blobs", uri])
     assert corrupt.exit_code == 1 and not (tmp_path / "c.png").exists()
+
+
+def test_eval_of_an_export_directory_needs_no_manifest_and_records_once(tmp_path):
+    from orchestrator.journal import Event, open_journal
+    from orchestrator.models.sd import build_tiny
+
+    build_tiny(seed=0).save(tmp_path / "export")  # model_index.json names the variant
+    journal = f"sqlite:///{tmp_path}/j.db"
+    with open_journal(journal) as j:
+        j.register_experiment("exp", "cli", "name: cli\n")
+        j.register_trial("exp", "t1", {})
+        for kind in ("queued", "running"):
+            j.append(Event.for_trial("exp", "t1", kind, f"t1/{kind}"))
+    args = ["eval", str(tmp_path / "export"), "--suite", "spatial", "--samples", "2", "--steps", "1",
+            "--journal", journal, "--experiment", "exp", "--trial", "t1", "--step", "5"]
+    first, again = runner.invoke(app, args), runner.invoke(app, args)
+    assert first.exit_code == 0 and "recorded:" in first.stderr, first.stderr
+    assert again.exit_code == 0 and "already recorded" in again.stderr
+    with open_journal(journal) as j:
+        assert len(j.events("exp", "t1", kinds=["evaluated"])) == 1
+        assert j.trial_state("t1").metrics[5]["spatial.accuracy.n"] == 2
+    both = runner.invoke(app, ["eval", str(tmp_path / "export"), "--checkpoint", "x", "--suite", "spatial"])
+    assert both.exit_code == 2 and "once" in both.stderr

@@ -412,7 +412,10 @@ def eval_(
         from .journal import open_journal
 
         with open_journal(journal) as j:
-            record_results(j, experiment, trial, step, results, weights=checkpoint, options=asdict(ctx.options))
+            stored = record_results(j, experiment, trial, step, results, weights=checkpoint,
+                                    options=asdict(ctx.options))
+        err.print(f"{'recorded' if stored else 'already recorded (kept the first)'}: evaluation of {checkpoint} "
+                  f"for {trial} at step {step} in {journal}", markup=False, soft_wrap=True)
     if format is TextFormat.json:
         _emit_json([r.to_json() for r in results])
         return
