@@ -85,3 +85,18 @@ def test_sd_v15_layout_finetuned_on_imagefolder_and_gqa_captions_through_the_act
         assert type(model.model.tokenizer).__name__ == "CLIPTokenizer"  # the v1-5 directory's own tokenizer
     # both trials' data was encoded once each and cached by content (a rerun would hit)
     assert len([k for k in store.list("cache/sd/latents/")]) == 2
+
+
+def test_a_data_parallel_trial_on_files_shards_the_examples_there_are(tmp_path):
+    """The ShardPlanner's size is the count the ranks will read: a file source's `n` is at most
+    its first n, and a skipped record is not there."""
+    from orchestrator.actors.trainer import planner_spec
+
+    write_imagefolder(tmp_path / "folder", n=6)
+    with (tmp_path / "folder" / "metadata.jsonl").open("a") as f:
+        f.write(json.dumps({"file_name": "scenes/missing.png", "text": "gone"}) + "\n")
+    path = tmp_path / "ddp.yaml"
+    path.write_text("name: ddp\nmodel: {variant: sd, base: tiny-random}\n"
+                    "data: {train: {kind: imagefolder, root: ./folder, n: 100, on_error: skip}}\n"
+                    "train: {steps: 2, batch_size: 2}\nstorage: {blobs: ./blobs}\n")
+    assert planner_spec(str(path), "0")["n"] == 6

@@ -137,3 +137,27 @@ def test_real_winoground_layout(tmp_path):
         load_winoground(data)
     with pytest.raises(FileNotFoundError, match="examples.jsonl"):
         load_winoground(tmp_path / "nowhere")
+
+
+def test_parquet_revision_scores_through_the_same_loader(tmp_path):
+    """The newer Hugging Face layout (images inline in data/test-*.parquet) is read by the
+    benchmark loader and scored like the jsonl one."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [{"id": m, "caption_0": f"cap {m} a", "caption_1": f"cap {m} b",
+             "image_0": {"bytes": _ref(2 * m).data, "path": None}, "image_1": {"bytes": _ref(2 * m + 1).data,
+                                                                                "path": None},
+             "tag": "Object", "secondary_tag": "", "num_main_preds": 1, "collapsed_tag": "Object"}
+            for m in range(len(CASES))]
+    (tmp_path / "wg" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "wg" / "data" / "test-00000-of-00001.parquet")
+    examples = load_winoground(tmp_path / "wg")
+    assert [e.source.endswith(f"row {m + 1}") for m, e in enumerate(examples)] == [True] * len(CASES)
+    table = {}
+    for m, (s, *_rest) in enumerate(CASES):
+        table.update({(f"cap {m} a", 2 * m): s[0, 0], (f"cap {m} a", 2 * m + 1): s[0, 1],
+                      (f"cap {m} b", 2 * m): s[1, 0], (f"cap {m} b", 2 * m + 1): s[1, 1]})
+    res = evaluate_winoground(examples, _LookupScorer(table))
+    assert [res.rates[k].correct for k in ("text", "image", "group")] == [
+        sum(c[i] for c in CASES) for i in (1, 2, 3)]

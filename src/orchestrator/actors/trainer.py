@@ -110,11 +110,20 @@ def planner_spec(manifest_path: str, trial_id: str) -> dict:
     from orchestrator.models.registry import load_checked_manifest
     from orchestrator.training.trial import _pick
 
-    trial = _pick(expand(load_checked_manifest(manifest_path)), trial_id, manifest_path)
-    m = trial.manifest
-    if m.data.train is None or m.data.train.n is None:
-        raise ValueError(f"trial {trial_id} has no sized data.train source to shard")
-    return {"n": m.data.train.n, "batch_size": m.train.batch_size, "seed": m.train.seed,
+    loaded = load_checked_manifest(manifest_path)
+    m = _pick(expand(loaded), trial_id, manifest_path).manifest
+    src = m.data.train
+    if src is None:
+        raise ValueError(f"trial {trial_id} has no data.train source to shard")
+    if src.kind == "shapes":
+        n = src.n  # generated: exactly n scenes
+    else:  # files: n is at most the first n, and skips may drop some; count what the ranks will read
+        from orchestrator.storage.location import open_blob_store
+        from orchestrator.training.trial import load_train_data
+
+        n = len(load_train_data(src, m.model.resolution, loaded.base_dir,
+                                open_blob_store(m.storage.blobs, loaded.base_dir)))
+    return {"n": n, "batch_size": m.train.batch_size, "seed": m.train.seed,
             "grad_accum": m.train.grad_accum, "total_steps": m.train.steps}
 
 
