@@ -90,7 +90,7 @@ VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions}
 class ModelSpec(Section):
     # A variant name the model registry knows (orchestrator.models.registry checks which ones
     # exist and what each can train on and serve, with the line, before anything runs).
-    variant: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+    variant: str
     # A diffusers-format directory (local path, file:// or az:// URI). None: the project's
     # tiny base model for the shapes world, built by `orch pretrain` and cached in blobs.
     # "tiny-random": the tiny architecture, freshly initialised.
@@ -99,6 +99,14 @@ class ModelSpec(Section):
     # Settings of the tiny base's pretraining (base: null only); None: PretrainSpec's defaults.
     pretrain: PretrainSpec | None = None
     sd: SDOptions | None = None
+
+    @field_validator("variant")
+    @classmethod
+    def _variant_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", v):
+            # Which variants exist is the model registry's to say (`orch validate` asks it).
+            raise ValueError(f"{v!r} is not a variant name (lower-case letters, digits and _, such as sd)")
+        return v
 
     @field_validator("base")
     @classmethod
