@@ -7,11 +7,12 @@ does), so a manifest means the same thing whichever directory it is run from.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
                       model_serializer, model_validator)
+
+from orchestrator.storage.location import is_remote, local_path
 
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
@@ -31,19 +32,6 @@ TINY_RANDOM_BASE = "tiny-random"
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
-def local_path(value: str, base_dir: Path | None) -> Path:
-    """A path or file:// URI as an absolute local path, relative ones against `base_dir`."""
-    raw = value[len("file://"):] if value.startswith("file://") else value
-    p = Path(raw).expanduser()
-    if not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
-    return p
 
 
 def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | None:

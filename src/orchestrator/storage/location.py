@@ -68,6 +68,18 @@ def strip_file_scheme(value: str) -> str:
     return value[len("file://"):] if value.startswith("file://") else value
 
 
+def is_remote(uri: str) -> bool:
+    """A URI of a remote store (az://), as opposed to a local path or file:// URI."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def local_path(value: str, base_dir: Path | None) -> Path:
+    """A path or file:// URI as a local path, relative ones against `base_dir` (a manifest's
+    directory: a manifest means the same whichever directory it is run from)."""
+    p = Path(strip_file_scheme(value)).expanduser()
+    return base_dir / p if not p.is_absolute() and base_dir is not None else p
+
+
 def resolve_location(value: str, *, base_dir: Path | None = None, store: BlobStore | None = None) -> Location:
     """Turn what the user wrote into a Location (see the module docstring for the rules)."""
     if value.startswith("az://"):
@@ -76,9 +88,7 @@ def resolve_location(value: str, *, base_dir: Path | None = None, store: BlobSto
         # The container is the store; the rest is a prefix (a directory) or a key (a file) in it.
         container, _, rest = value[len("az://"):].partition("/")
         return Location(value, store=open_store(f"az://{container}"), prefix=rest.strip("/"))
-    local = Path(strip_file_scheme(value)).expanduser()
-    if not local.is_absolute() and base_dir is not None:
-        local = base_dir / local
+    local = local_path(value, base_dir)
     if local.exists() or value.startswith("file://") or store is None:
         if not local.exists():
             where = " (and no blob store was given to look it up in)" if store is None else ""
@@ -91,10 +101,7 @@ def open_blob_store(uri: str, base_dir: Path | None = None) -> BlobStore:
     """A manifest's `storage.blobs`: az:// as written, local paths against the manifest's directory."""
     from . import open_store
 
-    if uri.startswith("az://"):
-        return open_store(uri)
-    local = Path(strip_file_scheme(uri)).expanduser()
-    return open_store(str(local if local.is_absolute() or base_dir is None else base_dir / local))
+    return open_store(uri if is_remote(uri) else str(local_path(uri, base_dir)))
 
 
 def put_dir(store: BlobStore, local_dir: str | Path, prefix: str) -> list[str]:

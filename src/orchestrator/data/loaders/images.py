@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Sequence
 
 from orchestrator.storage import BlobStore, open_store
+from orchestrator.storage.location import is_remote, local_path
 
 from .errors import DataFormatError
 
@@ -163,10 +164,6 @@ class _SubRoot(DataRoot):
         return self.parent.read_bytes(self._r(rel))
 
 
-def is_blob_uri(root: str) -> bool:
-    return "://" in root and not root.startswith("file://")
-
-
 def open_root(root: str | os.PathLike[str] | DataRoot, base_dir: str | os.PathLike[str] | None = None,
               *, blob: bool = False) -> DataRoot:
     """A root from a manifest value: a local directory (relative ones against `base_dir`),
@@ -178,12 +175,9 @@ def open_root(root: str | os.PathLike[str] | DataRoot, base_dir: str | os.PathLi
     if isinstance(root, DataRoot):
         return root
     text = str(root)
-    if is_blob_uri(text):
+    if is_remote(text):
         return BlobRoot(open_store(text), "", uri=text)
-    raw = text[len("file://"):] if text.startswith("file://") else text
-    path = Path(raw).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
+    path = local_path(text, Path(base_dir) if base_dir is not None else None)
     if blob:
         return BlobRoot(open_store(str(path)), "", uri=str(path))
     return LocalRoot(path)
