@@ -127,7 +127,13 @@ def test_sweep_runs_every_suite_and_resubmission_is_idempotent(tmp_path, eval_as
         assert '"per_trial"' in render_json(table)
         seq = state.last_seq
     store = open_store(plan.blobs_uri)
-    assert store.list(f"experiments/{eid}/grids/")  # sample grids saved
+    assert store.list(f"experiments/{eid}/grids/")  # sample grids saved...
+    from PIL import Image
+
+    pngs = api.export_grids(plan.blobs_uri, eid, tmp_path / "grids")  # ...and copied out as plain PNGs
+    assert {p.name for p in pngs} >= {"base.png"} and all(Image.open(p).format == "PNG" for p in pngs)
+    paired = api.results(plan.journal_url, eid, "table", paired="train.lr")  # the two lrs, prompt by prompt
+    assert "McNemar" in paired and "/10" in paired
     assert api.run_experiment(path, progress=False) == eid  # resubmission: nothing runs again
     with open_journal(plan.journal_url) as journal:
         assert all(e.kind is EventKind.RESUMED or e.trial_id is None for e in journal.events(eid, after_seq=seq)) or \

@@ -58,3 +58,39 @@ def test_metric_globs_select_columns_and_a_miss_is_an_error(journal):
     assert table.metrics == ["spatial.accuracy (base)", "spatial.accuracy (final)"]
     with pytest.raises(ValueError, match="no metric matches fid"):
         select_metrics(build_table(journal, "e1"), ["fid"])
+
+
+def test_paired_mcnemar_between_trials_that_differ_in_one_field(tmp_path):
+    """Trials that share everything but the compared field pair up (seed by seed, lr by lr); the
+    test runs on the per-prompt outcomes the spatial suite journals, with hand-counted discordants."""
+    from orchestrator.actors.results import paired_tests, render_paired
+    from orchestrator.eval.spatial import mcnemar
+
+    outcomes = {  # (captions, lr) -> accuracy bits over 10 prompts
+        ("generic", 1): "1100000000", ("spatial", 1): "1111110000",
+        ("generic", 2): "1010101010", ("spatial", 2): "1010101010",
+    }
+    with open_journal(f"sqlite:///{tmp_path / 'j.db'}") as j:
+        j.register_experiment("e2", "unit", "{}")
+        ids = {k: f"t{i}" for i, k in enumerate(outcomes)}
+        j.register_trials("e2", {ids[k]: {"data": {"captions": k[0]}, "train": {"lr": k[1]}} for k in outcomes})
+        for key, bits in outcomes.items():
+            tid = ids[key]
+            for i, kind in enumerate(["queued", "running", "evaluating"]):
+                j.append(Event.for_trial("e2", tid, kind, f"{tid}-{i}"))
+            info = {"spatial": {"outcomes": {"accuracy": bits, "object_accuracy": "1" * 10}}}
+            j.append(Event.for_trial("e2", tid, "evaluated", f"{tid}-final", step=20, metrics={"spatial.accuracy": 0.1},
+                                     info=info))
+            j.append(Event.for_trial("e2", tid, "done", f"{tid}-done"))
+        tests = paired_tests(j, "e2", "data.captions")
+        with pytest.raises(ValueError, match="train.seed is not swept"):
+            paired_tests(j, "e2", "train.seed")
+    acc = {t.fields["train.lr"]: t for t in tests if t.metric == "spatial.accuracy"}
+    assert (acc[1].a, acc[1].b, acc[1].a_correct, acc[1].b_correct, acc[1].only_a, acc[1].only_b) == \
+        ("generic", "spatial", 2, 6, 0, 4)
+    assert acc[1].p_value == pytest.approx(mcnemar([True] * 2 + [False] * 8, [True] * 6 + [False] * 4)["p_value"])
+    assert acc[1].p_value == pytest.approx(0.125)  # 4 discordant, all one way: 2 * 0.5**4
+    assert acc[2].only_a == acc[2].only_b == 0 and acc[2].p_value == 1.0
+    assert {t.metric for t in tests} == {"spatial.accuracy", "spatial.object_accuracy"}
+    text = render_paired(tests)
+    assert "McNemar" in text and "6/10" in text and "0.125" in text

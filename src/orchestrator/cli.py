@@ -154,6 +154,9 @@ def run(
     cpus: int = typer.Option(None, "--cpus", min=1, help="CPU slots for the embedded Ray (default: all)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     format: PlanFormat = typer.Option(PlanFormat.table, "--format", help="Results as table or json."),
+    paired: str = typer.Option(None, "--paired", help="A swept field: McNemar's test between trials that "
+                               "differ only in it (e.g. data.train.captions)."),
+    grids: Path = typer.Option(None, "--grids", help="Also write the evaluated sample grids here as plain PNGs."),
 ) -> None:
     """Run a sweep on an embedded local Ray (SQLite journal, local blobs) and print the results."""
     from .actors import api
@@ -162,7 +165,11 @@ def run(
     _load_or_exit(file, "json" if format is PlanFormat.json else "text")
     with _run_errors("run"):
         eid = api.run_experiment(file, progress=progress and format is PlanFormat.table, num_cpus=cpus)
-        table = api.results(plan_sweep(file).journal_url, eid, format.value)
+        plan = plan_sweep(file)
+        table = api.results(plan.journal_url, eid, format.value, paired=paired)
+        if grids is not None:
+            written = api.export_grids(plan.blobs_uri, eid, grids)
+            err.print(f"wrote {len(written)} sample grid(s) to {grids / eid}", markup=False)
     sys.stdout.write(table if table.endswith("\n") else table + "\n")
 
 
@@ -225,6 +232,8 @@ def results(
     format: ResultsFormat = typer.Option(ResultsFormat.table, "--format"),
     metrics: str = typer.Option(None, "--metrics", help="Comma-separated globs of metric columns, e.g. "
                                 "'spatial.*,winoground.*/*' (default: all in json/csv; a table leaves out per-tag ones)."),
+    paired: str = typer.Option(None, "--paired", help="A swept field: McNemar's test between trials that "
+                               "differ only in it (e.g. data.train.captions)."),
 ) -> None:
     """Print an experiment's results: rows are trials, columns swept fields and metrics (mean ± std over
     seeds; a single trial's value with its 95% interval; n= in a header is the samples behind each value)."""
@@ -232,7 +241,7 @@ def results(
 
     patterns = [p.strip() for p in metrics.split(",") if p.strip()] if metrics else None
     with _run_errors("results"):
-        text = api.results(journal or _default_journal(), experiment, format.value, patterns)
+        text = api.results(journal or _default_journal(), experiment, format.value, patterns, paired=paired)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 

@@ -6,6 +6,8 @@ except the live progress of `run_experiment`.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import time
@@ -16,7 +18,7 @@ from typing import Any
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
 
 from .plan import SweepPlan, plan_sweep
-from .results import build_table, render_csv, render_json, render_table, select_metrics
+from .results import build_table, paired_tests, render_csv, render_json, render_paired, render_table, select_metrics
 
 log = logging.getLogger(__name__)
 NAMESPACE = "orch"
@@ -193,17 +195,42 @@ def status(journal_url: str = DEFAULT_JOURNAL, experiment_id: str | None = None)
     return out
 
 
-def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: list[str] | None = None) -> str:
+def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: list[str] | None = None,
+            paired: str | None = None) -> str:
     """The results table rendered as 'table', 'json' or 'csv'; `metrics` are glob patterns of the
-    metric columns to keep (default: every metric in JSON and CSV, the headline ones in a table)."""
+    metric columns to keep (default: every metric in JSON and CSV, the headline ones in a table).
+    `paired` (a swept field) adds McNemar's test between trials that differ only in it."""
     renderers = {"table": render_table, "json": render_json, "csv": render_csv}
     if fmt not in renderers:
         raise ValueError(f"unknown format {fmt!r}: use table, json or csv")
+    if paired and fmt == "csv":
+        raise ValueError("paired tests print as a table or json, not csv")
     with open_journal(journal_url) as journal:
         table = build_table(journal, experiment_id)
+        tests = paired_tests(journal, experiment_id, paired) if paired else None
     if metrics is not None or fmt == "table":
         table = select_metrics(table, metrics)
-    return renderers[fmt](table)
+    text = renderers[fmt](table)
+    if tests is None:
+        return text
+    if fmt == "json":
+        return json.dumps({**json.loads(text), "paired": [dataclasses.asdict(t) for t in tests]}, indent=2)
+    return text + render_paired(tests)
+
+
+def export_grids(blobs_uri: str, experiment_id: str, out_dir: Path) -> list[Path]:
+    """The experiment's evaluated sample grids (base and every checkpoint judged: same prompts,
+    same noise) as plain PNG files under `out_dir/<experiment id>/`, each verified by its sha256."""
+    from orchestrator.storage import open_store
+
+    store = open_store(blobs_uri)
+    prefix = f"experiments/{experiment_id}/grids/"
+    written = []
+    for key in store.list(prefix):
+        dest = Path(out_dir) / experiment_id / key[len(prefix):]
+        store.get_file(key, dest)
+        written.append(dest)
+    return written
 
 
 def cancel(journal_url: str, experiment_id: str) -> dict[str, int]:

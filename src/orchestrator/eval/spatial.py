@@ -141,11 +141,13 @@ class SpatialScore:
     displacement: float  # mean over the images with both objects (0.0 if none)
     displacement_ci: tuple[float, float]  # normal-approximation 95% interval of that mean
     outcomes: tuple[bool, ...] = ()  # per-image correctness, in prompt order, for paired tests
+    object_outcomes: tuple[bool, ...] = ()  # per-image "both objects drawn", in prompt order
 
     def to_json(self, with_outcomes: bool = False) -> dict[str, Any]:
         d = asdict(self)
         if not with_outcomes:
             d.pop("outcomes")
+            d.pop("object_outcomes")
         return d
 
 
@@ -159,7 +161,8 @@ def score_judgements(judgements: Sequence[Judgement]) -> SpatialScore:
     return SpatialScore(n, both, ok, ok / n if n else 0.0, wilson_interval(ok, n),
                         both / n if n else 0.0, wilson_interval(both, n),
                         ok / both if both else 0.0, wilson_interval(ok, both),
-                        axis, axis / n if n else 0.0, mean, ci, tuple(j.correct for j in judgements))
+                        axis, axis / n if n else 0.0, mean, ci, tuple(j.correct for j in judgements),
+                        tuple(j.both_present for j in judgements))
 
 
 def _mean_ci(xs: Sequence[float], z: float = Z95) -> tuple[float, tuple[float, float]]:

@@ -54,8 +54,16 @@ class SpatialSuite:
             MetricValue("object_accuracy", s.object_accuracy, s.n, *s.object_accuracy_ci),
             MetricValue("conditional_accuracy", s.conditional_accuracy, s.both_present, *s.conditional_ci),
         ]
+        # Per-prompt outcomes as "0"/"1" strings, in prompt order: what a paired test between two
+        # models judged on the same prompts and noise needs (orch results --paired).
+        outcomes = {"accuracy": _bits(s.outcomes), "object_accuracy": _bits(s.object_outcomes)}
         return SuiteResult(self.name, metrics, {"correct": s.correct, "both_present": s.both_present,
-                                                **ctx.generation_info}, time.perf_counter() - started)
+                                                "outcomes": outcomes, **ctx.generation_info},
+                           time.perf_counter() - started)
+
+
+def _bits(flags: Sequence[bool]) -> str:
+    return "".join("1" if f else "0" for f in flags)
 
 
 # ---------------------------------------------------------------- registry
