@@ -183,3 +183,22 @@ def test_sigkilled_orch_run_is_finished_by_orch_resume(tmp_path):
         latest = journal.latest_checkpoint(tid)
         assert latest.step == 40 and store.get(latest.uri)  # present and sha256-verified
     journal.close()
+
+
+def test_a_sweep_with_a_failed_trial_exits_1_and_says_why(tmp_path):
+    """batch 64 > 12 examples: that trial fails in its trainer, the other finishes; `orch run`
+    prints the table with the failed trial's reason and exits 1, and so does `orch resume`."""
+    path = tmp_path / "f.yaml"
+    path.write_text(MANIFEST.replace("name: killed-run", "name: half-failed")
+                    .replace("steps: 40", "steps: 2").replace("checkpoint_every: 4", "checkpoint_every: 2")
+                    .replace("train.lr: [1.0e-3, 5.0e-4, 2.0e-4]", "train.batch_size: [4, 64]"))
+    run = subprocess.run([*ORCH, "run", str(path), "--no-progress", "--cpus", "1"], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "fewer than one batch" in run.stdout  # the table's error column
+    assert "1 trial(s)" in run.stderr and "failed" in run.stderr and "fewer than one batch" in run.stderr
+    assert "done" in run.stdout  # the other trial's row is there too
+    eid = plan_sweep(path).experiment_id
+    again = subprocess.run([*ORCH, "resume", eid, "--journal", "sqlite:///./journal.db", "--no-progress",
+                            "--cpus", "1"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
+    assert again.returncode == 1 and "fewer than one batch" in again.stderr

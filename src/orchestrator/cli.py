@@ -170,7 +170,19 @@ def run(
         if grids is not None:
             written = api.export_grids(plan.blobs_uri, eid, grids)
             err.print(f"wrote {len(written)} sample grid(s) to {grids / eid}", markup=False)
+        failed = api.failures(plan.journal_url, eid)
     sys.stdout.write(table if table.endswith("\n") else table + "\n")
+    _exit_if_failed("run", eid, failed)
+
+
+def _exit_if_failed(command: str, eid: str, failed: list[tuple[str, str]]) -> None:
+    """A sweep with a failed trial is not a success: say which and why, exit 1."""
+    if not failed:
+        return
+    err.print(f"orch {command}: {len(failed)} trial(s) of {eid} failed:", markup=False)
+    for tid, error in failed:
+        err.print(f"  {tid}: {error}", markup=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -195,6 +207,7 @@ def status(
 ) -> None:
     """Show experiments, or one experiment's trials with their states and latest metrics."""
     from .actors import api
+    from .actors.results import one_line
 
     with _run_errors("status"):
         records = api.status(journal or _default_journal(), experiment)
@@ -215,7 +228,7 @@ def status(
             metrics = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in (t["metrics"] or {}).items())
             table.add_row(t["trial_id"], t["status"], str(t["attempts"]), str(t["checkpoint_step"] or ""),
-                          metrics, (t["error"] or "")[:60])
+                          metrics, one_line(t["error"]) if t["error"] else "")
     out.print(table)
 
 
@@ -274,7 +287,9 @@ def resume(
         eid = api.resume(url, experiment, progress=progress, address=address, num_cpus=cpus)
         if address is None:
             text = api.results(url, eid, "table")
+            failed = api.failures(url, eid)
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            _exit_if_failed("resume", eid, failed)
         else:
             out.print(f"resumed {eid} on {address}")
 

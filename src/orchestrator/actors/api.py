@@ -18,7 +18,7 @@ from typing import Any
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
 
 from .plan import SweepPlan, plan_sweep
-from .results import build_table, paired_tests, render_csv, render_json, render_paired, render_table, select_metrics
+from .results import build_table, failed_trials, paired_tests, render_csv, render_json, render_paired, render_table, select_metrics
 
 log = logging.getLogger(__name__)
 NAMESPACE = "orch"
@@ -216,6 +216,12 @@ def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: l
     if fmt == "json":
         return json.dumps({**json.loads(text), "paired": [dataclasses.asdict(t) for t in tests]}, indent=2)
     return text + render_paired(tests)
+
+
+def failures(journal_url: str, experiment_id: str) -> list[tuple[str, str]]:
+    """(trial id, one-line error) of each failed trial: what makes `orch run` / `resume` exit 1."""
+    with open_journal(journal_url) as journal:
+        return failed_trials(build_table(journal, experiment_id))
 
 
 def export_grids(blobs_uri: str, experiment_id: str, out_dir: Path) -> list[Path]:

@@ -45,6 +45,7 @@ class Row:
     statuses: list[str] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)  # column -> one value per seed
     aux: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # column -> n, CI, std per seed
+    errors: list[str] = field(default_factory=list)  # each failed trial's journaled error, one line
 
     def cell(self, column: str) -> tuple[float, float | None, int] | None:
         vals = self.values.get(column)
@@ -109,6 +110,8 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
         row = rows.setdefault(json.dumps(fields, sort_keys=True, default=str), Row(fields))
         row.trials.append(trial.trial_id)
         row.statuses.append(trial.status.value)
+        if trial.status is TrialStatus.FAILED:
+            row.errors.append(one_line(trial.last_error or "failed (no error journaled)"))
         steps = sorted(trial.metrics)
         picks = []
         if 0 in trial.metrics and len(steps) > 1:
@@ -131,6 +134,21 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
     if any("final_loss" in r.values for r in rows.values()):
         metric_names.append("final_loss")
     return ResultsTable(experiment_id, state.name, group_keys, metric_names, list(rows.values()))
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """A journaled error as one line: its first line (the exception and message), cut at `limit`."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[:limit - 1] + "…"
+
+
+def failed_trials(table: ResultsTable) -> list[tuple[str, str]]:
+    """(trial id, error) of every failed trial, in table order."""
+    out = []
+    for row in table.rows:
+        failed = [t for t, s in zip(row.trials, row.statuses) if s == TrialStatus.FAILED.value]
+        out += list(zip(failed, row.errors))
+    return out
 
 
 def metric_of(column: str) -> str:
@@ -184,6 +202,7 @@ def to_records(table: ResultsTable) -> list[dict[str, Any]]:
         rec: dict[str, Any] = dict(row.fields)
         rec["trials"] = row.trials
         rec["status"] = _status(row)
+        rec["errors"] = row.errors
         for col in table.metrics:
             cell = row.cell(col)
             rec[col] = None if cell is None else {"mean": cell[0], "std": cell[1], "n": cell[2],
@@ -200,12 +219,13 @@ def render_json(table: ResultsTable) -> str:
 def render_csv(table: ResultsTable) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    header = [*table.swept, "n_trials", "status"]
+    header = [*table.swept, "n_trials", "status", "errors"]
     for col in table.metrics:
         header += [f"{col} mean", f"{col} std", f"{col} samples", f"{col} ci_low", f"{col} ci_high"]
     w.writerow(header)
     for row in table.rows:
-        line = [_fmt_field(row.fields[k]) for k in table.swept] + [len(row.trials), _status(row)]
+        line = [_fmt_field(row.fields[k]) for k in table.swept] + [len(row.trials), _status(row),
+                                                                   " | ".join(row.errors)]
         for col in table.metrics:
             cell = row.cell(col)
             if cell is None:
@@ -229,9 +249,12 @@ def render_rich(table: ResultsTable):
     t.add_column("status", no_wrap=True)
     for col in table.metrics:
         t.add_column(_header(table, col), justify="right", no_wrap=True)
+    errors = any(row.errors for row in table.rows)
+    if errors:
+        t.add_column("error", no_wrap=True)
     for row in table.rows:
         t.add_row(*[_fmt_field(row.fields[k]) for k in table.swept], str(len(row.trials)), _status(row),
-                  *[_fmt_cell(row, c) for c in table.metrics])
+                  *[_fmt_cell(row, c) for c in table.metrics], *(["; ".join(row.errors)] if errors else []))
     return t
 
 
