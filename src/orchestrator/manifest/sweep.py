@@ -10,6 +10,8 @@ import copy
 import hashlib
 import itertools
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +73,18 @@ def _set_dotted(target: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+MAX_TRIALS_ENV = "ORCH_MAX_TRIALS"
+DEFAULT_MAX_TRIALS = 10_000
+
+
+def max_trials() -> int:
+    raw = os.environ.get(MAX_TRIALS_ENV)
+    try:
+        return int(raw) if raw else DEFAULT_MAX_TRIALS
+    except ValueError:
+        raise ManifestError([ManifestIssue(MAX_TRIALS_ENV, "", None, f"not an integer: {raw!r}")]) from None
+
+
 def expand(loaded: LoadedManifest) -> list[Trial]:
     """All trials of the manifest's sweep, each validated; raises ManifestError on any problem."""
     m, src = loaded.manifest, loaded.source
@@ -78,6 +92,12 @@ def expand(loaded: LoadedManifest) -> list[Trial]:
     issues = sweep_key_issues(m.sweep.grid, m.sweep.trials, bool(m.sweep.seeds), src.file, src.line_of)
     if issues:
         raise ManifestError(issues)
+    count = math.prod(len(v) for v in sweep.grid.values()) * max(len(sweep.trials), 1) * max(len(sweep.seeds), 1)
+    limit = max_trials()
+    if count > limit:  # counted before anything is built: a typo'd grid must not eat the memory
+        raise ManifestError([ManifestIssue(src.file, "sweep", src.line_of(("sweep",)),
+                                           f"the sweep expands to {count:,} trials, more than the limit of "
+                                           f"{limit:,} (set {MAX_TRIALS_ENV} to allow more)")])
 
     # Each point records where each value came from, so an invalid value is reported there.
     grid_points: list[list[tuple[str, Any, tuple]]] = [[]]

@@ -1,0 +1,140 @@
+"""Hostile manifests: each is refused within seconds with a clear error (file, field, line where
+there is one), `orch validate` exits 2 with no traceback, and nothing is written. A bounded fuzz
+test over the YAML and the schema holds the same line for inputs nobody thought of."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.manifest import ManifestError
+from orchestrator.models.registry import load_checked_manifest
+
+ORCH = str(Path(sys.executable).with_name("orch"))
+GOOD = """\
+name: ok
+model: {variant: sd, base: tiny-random}
+data: {train: {kind: shapes, n: 8}}
+train: {steps: 2, batch_size: 4}
+"""
+
+
+def bomb(levels: int = 9, width: int = 9) -> str:
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+# (name, manifest text, a fragment of the message, the line it must name or None)
+CORPUS = [
+    ("recursive alias", "name: x\nfoo: &a [*a]\n", "recursive alias", 2),
+    ("recursive mapping", "name: x\nfoo: &a {b: *a}\n", "recursive alias", 2),
+    ("alias bomb", bomb(), "more than 100,000 values", None),
+    ("deep nesting", "name: x\ndeep: " + "[" * 40 + "1" + "]" * 40 + "\n", "nested deeper than 32", None),
+    ("control character", "name: x\ndescription: a\x07b\n", "not allowed", 2),
+    ("bad float tag", GOOD + "description: !!float abc\n", "could not convert string to float", 5),
+    ("bad int tag", GOOD + "description: !!int 1.5.6\n", "invalid YAML value", 5),
+    ("python tag", GOOD + "description: !!python/object:os.system ls\n", "could not determine a constructor", 5),
+    ("nan lr", GOOD.replace("batch_size: 4", "batch_size: 4, lr: .nan"), "not a finite number", 4),
+    ("inf cpus", GOOD + "resources: {cpus_per_trial: .inf}\n", "not a finite number", 5),
+    ("overflowing float", GOOD + "resources: {cpus_per_trial: 1e400}\n", "not a finite number", 5),
+    ("nan in options", GOOD.replace("n: 8}", "n: 8, options: {x: -.inf}}"), "not a finite number", 3),
+    ("nan swept", GOOD + "sweep:\n  grid:\n    train.lr: [1.0e-4, .nan]\n", "not a finite number", 7),
+    ("huge sweep", GOOD + "sweep:\n  grid:\n" + "".join(
+        f"    train.{k}: [{', '.join(str(v) for v in range(1, 12))}]\n"
+        for k in ("steps", "batch_size", "grad_accum", "checkpoint_every")), "expands to 14,641 trials", 5),
+    ("not a mapping", "- just\n- a list\n", "a manifest is a mapping", 1),
+    ("not utf-8", None, "not UTF-8", 2),
+]
+
+
+def _write(tmp_path: Path, name: str, text: str | None) -> Path:
+    path = tmp_path / f"{name.replace(' ', '-')}.yaml"
+    if text is None:
+        path.write_bytes(b"name: x\ndescription: caf\xe9\n")
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name, text, fragment, line", CORPUS, ids=[c[0] for c in CORPUS])
+def test_corpus_is_refused_with_its_line(tmp_path, name, text, fragment, line):
+    path = _write(tmp_path, name, text)
+    started = time.perf_counter()
+    with pytest.raises(ManifestError) as err:
+        load_checked_manifest(path)
+    assert time.perf_counter() - started < 5
+    issues = err.value.issues
+    assert any(fragment in i.message for i in issues), [str(i) for i in issues]
+    if line is not None:
+        assert line in {i.line for i in issues if fragment in i.message}, [str(i) for i in issues]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # nothing written
+
+
+def test_cli_exits_2_without_a_traceback(tmp_path):
+    for name, text, fragment, _ in CORPUS[:6]:
+        path = _write(tmp_path, name, text)
+        r = subprocess.run([ORCH, "validate", str(path)], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert r.returncode == 2 and "Traceback" not in r.stderr and fragment in r.stderr, (name, r.stderr)
+
+
+def test_size_and_path_limits(tmp_path, monkeypatch):
+    big = tmp_path / "big.yaml"
+    big.write_text(GOOD + "description: " + "a" * (1 << 20) + "\n")
+    with pytest.raises(ManifestError, match="a manifest is at most 1,048,576 bytes"):
+        load_checked_manifest(big)
+    long = tmp_path / ("x" * 5000 + ".yaml")
+    with pytest.raises(ManifestError) as err:
+        load_checked_manifest(long)
+    (issue,) = err.value.issues
+    assert "too long" in issue.message and len(str(issue)) < 400  # the path is shortened, not printed 3 times
+    sweep = GOOD + "sweep: {grid: {train.steps: [1, 2, 3]}, seeds: [0, 1, 2, 3]}\n"
+    (tmp_path / "s.yaml").write_text(sweep)
+    monkeypatch.setenv("ORCH_MAX_TRIALS", "10")
+    with pytest.raises(ManifestError, match="12 trials, more than the limit of 10"):
+        load_checked_manifest(tmp_path / "s.yaml")
+    monkeypatch.setenv("ORCH_MAX_TRIALS", "12")
+    assert len(__import__("orchestrator.manifest", fromlist=["expand"]).expand(
+        load_checked_manifest(tmp_path / "s.yaml"))) == 12
+
+
+# ---------------------------------------------------------------- fuzz
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
+KEYS = st.sampled_from(["name", "model", "data", "train", "sweep", "eval", "resources", "storage", "variant",
+                        "base", "kind", "n", "steps", "lr", "grid", "seeds", "suites", "options", "train.lr", "x"])
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(KEYS, inner, max_size=4)), max_leaves=20)
+
+
+def _yaml_of(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, allow_unicode=True)
+
+
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(doc=st.one_of(st.dictionaries(KEYS, VALUES, max_size=6),
+                     st.builds(lambda base, k, v: {**base, k: v}, st.just({"name": "ok", "model": {"variant": "sd",
+                               "base": "tiny-random"}, "data": {"train": {"kind": "shapes", "n": 8}}}), KEYS, VALUES)),
+       raw=st.one_of(st.none(), st.text(max_size=80)))
+def test_fuzzed_manifests_are_valid_or_refused_cleanly(tmp_path, doc, raw):
+    """Any structure the schema might see, and any text at all: a loaded manifest or a
+    ManifestError listing issues — never another exception, never a hang."""
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(_yaml_of(doc) if raw is None else raw)
+    started = time.perf_counter()
+    try:
+        load_checked_manifest(path)
+    except ManifestError as exc:
+        assert exc.issues and all(i.message for i in exc.issues)
+    assert time.perf_counter() - started < 2
