@@ -156,7 +156,10 @@ def test_sample_writes_a_grid_from_a_blob_prefix(tmp_path):
 
 
 def test_runtime_commands_name_unknown_experiments(tmp_path):
+    from orchestrator.journal import open_journal
+
     journal = f"sqlite:///{tmp_path}/j.db"
+    open_journal(journal).close()  # a journal that exists but has no such experiment (readers create none)
     for argv in (["status", "enope"], ["results", "enope"], ["cancel", "enope"], ["resume", "enope"]):
         result = runner.invoke(app, argv + ["--journal", journal])
         assert result.exit_code == 2, (argv, result.stderr)

@@ -137,14 +137,18 @@ def _default_journal() -> str:
 def _run_errors(command: str):
     """Map the runtime's bad-input errors to exit 2 with one clear line, journal faults to 1."""
     from .journal import JournalError, UnknownExperiment
+    from .storage import StorageError
 
     try:
         yield
     except (UnknownExperiment, LookupError, ValueError, FileNotFoundError) as exc:
         err.print(f"orch {command}: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    except JournalError as exc:
+    except (JournalError, StorageError) as exc:  # unreachable, full: nothing wrong with the input
         err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    except OSError as exc:  # name the path it failed on
+        err.print(f"orch {command}: {exc.strerror or exc}: {exc.filename or ''}", markup=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -117,6 +117,15 @@ def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, d
                                                         retry_failed=retry_failed)
 
 
+def preflight(plan: SweepPlan) -> None:
+    """The journal and the blob store, checked before Ray starts or anything is written: each
+    problem one line naming the location (bad input exit 2, unreachable or full exit 1)."""
+    from orchestrator.storage.location import check_blob_store
+
+    check_blob_store(plan.blobs_uri)
+    open_journal(plan.journal_url).close()
+
+
 def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus: int | None = None,
                    journal_url: str | None = None, retry_failed: bool = False) -> str:
     """Run a sweep to the end on an embedded local Ray; returns the experiment id.
@@ -128,6 +137,7 @@ def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus
     from .cluster import shutdown, start_local
 
     plan = plan_sweep(manifest_path)
+    preflight(plan)
     ensure_base(plan, progress=progress)
     info = start_local(num_cpus=num_cpus)
     try:
@@ -170,6 +180,7 @@ def submit(manifest_path: str | Path, address: str, *, journal_url: str | None =
     from .cluster import connect
 
     plan = plan_sweep(manifest_path)
+    preflight(plan)
     ensure_base(plan)
     connect(address)
     coord = _coordinator(plan, journal_url, retry_failed=False, detached=True)
@@ -180,7 +191,7 @@ def submit(manifest_path: str | Path, address: str, *, journal_url: str | None =
 
 def status(journal_url: str = DEFAULT_JOURNAL, experiment_id: str | None = None) -> list[dict[str, Any]]:
     """Experiments (all, or one with its trials) as plain data."""
-    with open_journal(journal_url) as journal:
+    with open_journal(journal_url, create=False) as journal:
         states = ([journal.experiment_state(experiment_id)] if experiment_id else journal.list_experiments())
     out = []
     for s in states:
@@ -205,7 +216,7 @@ def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: l
         raise ValueError(f"unknown format {fmt!r}: use table, json or csv")
     if paired and fmt == "csv":
         raise ValueError("paired tests print as a table or json, not csv")
-    with open_journal(journal_url) as journal:
+    with open_journal(journal_url, create=False) as journal:
         table = build_table(journal, experiment_id)
         tests = paired_tests(journal, experiment_id, paired) if paired else None
     if metrics is not None or fmt == "table":
@@ -220,7 +231,7 @@ def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: l
 
 def failures(journal_url: str, experiment_id: str) -> list[tuple[str, str]]:
     """(trial id, one-line error) of each failed trial: what makes `orch run` / `resume` exit 1."""
-    with open_journal(journal_url) as journal:
+    with open_journal(journal_url, create=False) as journal:
         return failed_trials(build_table(journal, experiment_id))
 
 
@@ -244,7 +255,7 @@ def cancel(journal_url: str, experiment_id: str) -> dict[str, int]:
     trainers; queued and never-started trials are cancelled here. Returns the trial counts."""
     from .journaling import RunJournal
 
-    with open_journal(journal_url) as journal:
+    with open_journal(journal_url, create=False) as journal:
         state = journal.experiment_state(experiment_id)
         rj = RunJournal(journal, experiment_id)
         if state.status not in (ExperimentStatus.DONE, ExperimentStatus.CANCELLED):
@@ -261,7 +272,7 @@ def cancel(journal_url: str, experiment_id: str) -> dict[str, int]:
 
 def manifest_source(journal_url: str, experiment_id: str) -> str:
     """The manifest path the experiment was last submitted or resumed from."""
-    with open_journal(journal_url) as journal:
+    with open_journal(journal_url, create=False) as journal:
         journal.experiment_state(experiment_id)  # UnknownExperiment if absent
         events = journal.events(experiment_id, kinds=[EventKind.SUBMITTED, EventKind.RESUMED])
     sources = [e.payload.get("source") for e in events if e.trial_id is None and e.payload.get("source")]

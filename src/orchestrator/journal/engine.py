@@ -58,7 +58,7 @@ def normalize_url(url: str | URL) -> URL:
     raise JournalError(f"journal URL {parsed!r}: unsupported database {backend!r} (use sqlite or postgresql)")
 
 
-def _is_memory(url: URL) -> bool:
+def is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
 
 
@@ -72,7 +72,7 @@ def create_journal_engine(url: str | URL, **kwargs: Any) -> Engine:
 
 def _create_sqlite_engine(url: URL, **kwargs: Any) -> Engine:
     connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
-    if _is_memory(url):
+    if is_memory(url):
         # One shared connection, or each checkout would see its own empty database. Single-threaded use only.
         kwargs.setdefault("poolclass", StaticPool)
     elif not url.query.get("uri"):

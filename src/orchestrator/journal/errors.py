@@ -7,6 +7,12 @@ class JournalError(Exception):
     """Base class of every error the journal raises on purpose."""
 
 
+class JournalLocationError(JournalError, ValueError):
+    """The journal's URL names nothing usable: no such SQLite file (where one must exist), a
+    missing folder, database or role, a read-only file. Bad input (exit 2), unlike an
+    unreachable server (a plain JournalError: exit 1)."""
+
+
 class InvalidEvent(JournalError, ValueError):
     """An event or record is malformed: unknown kind, wrong scope, missing payload field, non-JSON data."""
 

@@ -8,8 +8,10 @@ processes and hosts.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, select
@@ -17,8 +19,10 @@ from sqlalchemy.exc import OperationalError
 
 from .appender import append_batch, event_from_row
 from .checkpoints import Checkpoint
-from .engine import create_journal_engine, insert_for, masked, read_transaction, write_transaction
-from .errors import AmbiguousTrial, InvalidEvent, JournalConflict, JournalError, UnknownExperiment, UnknownTrial
+from .engine import (create_journal_engine, insert_for, is_memory, masked, normalize_url, read_transaction,
+                     write_transaction)
+from .errors import (AmbiguousTrial, InvalidEvent, JournalConflict, JournalError, JournalLocationError,
+                     UnknownExperiment, UnknownTrial)
 from .events import Event, EventKind, canonical_json, check_id
 from .migrate import upgrade_to_head
 from .schema import checkpoints as checkpoints_t
@@ -29,22 +33,45 @@ from .schema import utcnow
 from .state import ExperimentState, TrialState, fold_experiment, fold_trial
 
 
-def open_journal(url: str) -> Journal:
+def open_journal(url: str, *, create: bool = True) -> Journal:
     """Open the journal at `url`, creating or upgrading its schema to the migration head.
 
     `url`: `sqlite:///path/journal.db` (parent directories are created; a bare path works too) or
     `postgresql://user@host/db` (run with psycopg 3). Safe to call from many processes at once.
+    create=False (readers: status, results, cancel, resume) never creates anything: a SQLite file
+    that is not there is a JournalLocationError naming it.
     """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite" and not is_memory(parsed) and not parsed.query.get("uri"):
+        path = Path(parsed.database).expanduser()  # type: ignore[arg-type]
+        if not create and not path.is_file():
+            raise JournalLocationError(f"no journal at {path} (nothing has been run with it; check --journal "
+                                       f"or $ORCH_JOURNAL)")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise JournalLocationError(f"the journal {path} is read-only")
     engine = create_journal_engine(url)
     try:
         upgrade_to_head(engine)
     except OperationalError as exc:  # unreachable server, missing database, unwritable path...
         engine.dispose()
-        raise JournalError(f"cannot open the journal at {masked(url)}: {exc.orig or exc}".strip()) from exc
+        raise _classified(masked(url), exc) from exc
     except BaseException:
         engine.dispose()
         raise
     return Journal(engine)
+
+
+# What a PostgreSQL server answers when the URL itself is wrong (bad input), as opposed to a
+# server that cannot be reached (refused, timed out, DNS): the first is exit 2, the second 1.
+_BAD_LOCATION = ("does not exist", "password authentication failed", "no password supplied",
+                 "unable to open database file", "readonly database", "read-only")
+
+
+def _classified(where: str, exc: OperationalError) -> JournalError:
+    detail = " ".join(str(exc.orig or exc).split())
+    if any(s in detail for s in _BAD_LOCATION):
+        return JournalLocationError(f"cannot open the journal at {where}: {detail}")
+    return JournalError(f"cannot reach the journal at {where}: {detail}")
 
 
 class Journal:

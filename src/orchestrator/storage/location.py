@@ -104,6 +104,44 @@ def open_blob_store(uri: str, base_dir: Path | None = None) -> BlobStore:
     return open_store(uri if is_remote(uri) else str(local_path(uri, base_dir)))
 
 
+def check_writable(store: BlobStore, where: str) -> None:
+    """Write and delete a small object, so a store that cannot take a checkpoint says so before
+    anything runs: StorageLocationError (bad input: not a folder, not writable) or StorageError
+    (the disk is full, the service unreachable: try again later)."""
+    import errno
+    import uuid
+
+    from .base import StorageError
+
+    key = f".orch-probe/{uuid.uuid4().hex}"
+    try:
+        store.put(key, b"probe")
+        store.delete(key, missing_ok=True)
+    except OSError as exc:
+        path = exc.filename or where
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageError(f"the blob store {where} is full ({path}): {exc.strerror}") from exc
+        raise StorageLocationError(f"the blob store {where} is not writable ({path}): {exc.strerror or exc}") \
+            from exc
+
+
+class StorageLocationError(ValueError):
+    """A blob store location that cannot be used as given (bad input, exit 2)."""
+
+
+def check_blob_store(uri: str) -> BlobStore:
+    """Open the store `uri` names and prove it takes a write (see check_writable)."""
+    from . import open_store
+
+    try:
+        store = open_store(uri)
+    except OSError as exc:  # e.g. a file where the store's folder should be
+        raise StorageLocationError(f"the blob store {uri} cannot be created at {exc.filename or uri}: "
+                                   f"{exc.strerror or exc}") from exc
+    check_writable(store, uri)
+    return store
+
+
 def put_dir(store: BlobStore, local_dir: str | Path, prefix: str) -> list[str]:
     """Copy every file under `local_dir` to `prefix/<relative path>`. Index files go last, so a
     reader that finds one knows the rest of the directory is there."""
