@@ -282,13 +282,16 @@ def resume(
     address: str = typer.Option(None, "--address", help="Resume on a running cluster instead of embedded Ray."),
     cpus: int = typer.Option(None, "--cpus", min=1),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    restart_missing: bool = typer.Option(False, "--restart-missing", help="Train a trial from step 0 when the "
+                                         "checkpoints its journal records are all gone from the blob store."),
 ) -> None:
     """Finish an interrupted experiment from its journal; finished trials are not run again."""
     from .actors import api
 
     url = journal or _default_journal()
     with _run_errors("resume"):
-        eid = api.resume(url, experiment, progress=progress, address=address, num_cpus=cpus)
+        eid = api.resume(url, experiment, progress=progress, address=address, num_cpus=cpus,
+                         restart_missing=restart_missing)
         if address is None:
             text = api.results(url, eid, "table")
             failed = api.failures(url, eid)

@@ -106,7 +106,8 @@ def _canonical(section) -> str:
     return canonical_json(section.model_dump(mode="json"))
 
 
-def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, detached: bool):
+def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, detached: bool,
+                 restart_missing: bool = False):
     from .coordinator import ExperimentCoordinator
 
     opts: dict[str, Any] = {"name": f"coordinator-{plan.experiment_id}", "namespace": NAMESPACE,
@@ -114,20 +115,28 @@ def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, d
     if detached:
         opts["lifetime"] = "detached"
     return ExperimentCoordinator.options(**opts).remote(str(plan.manifest_path), journal_url,
-                                                        retry_failed=retry_failed)
+                                                        retry_failed=retry_failed, restart_missing=restart_missing)
 
 
-def preflight(plan: SweepPlan) -> None:
+def preflight(plan: SweepPlan, journal_url: str | None = None) -> None:
     """The journal and the blob store, checked before Ray starts or anything is written: each
     problem one line naming the location (bad input exit 2, unreachable or full exit 1)."""
     from orchestrator.storage.location import check_blob_store
 
     check_blob_store(plan.blobs_uri)
-    open_journal(plan.journal_url).close()
+    open_journal(journal_url or plan.journal_url).close()
+
+
+def _print_notice(notice: dict, console=None) -> None:
+    from rich.console import Console
+
+    details = ", ".join(f"{k}={v}" for k, v in notice.items() if k not in ("trial_id", "kind"))
+    (console or Console(stderr=True)).print(f"[yellow]warning[/] {notice['trial_id']}: "
+                                            f"{notice['kind'].replace('_', ' ')} ({details})", soft_wrap=True)
 
 
 def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus: int | None = None,
-                   journal_url: str | None = None, retry_failed: bool = False) -> str:
+                   journal_url: str | None = None, retry_failed: bool = False, restart_missing: bool = False) -> str:
     """Run a sweep to the end on an embedded local Ray; returns the experiment id.
 
     Finished trials in the journal are not run again; unfinished ones resume from their checkpoints.
@@ -137,22 +146,25 @@ def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus
     from .cluster import shutdown, start_local
 
     plan = plan_sweep(manifest_path)
-    preflight(plan)
+    preflight(plan, journal_url)
     ensure_base(plan, progress=progress)
     info = start_local(num_cpus=num_cpus)
     try:
-        coord = _coordinator(plan, journal_url, retry_failed, detached=False)
+        coord = _coordinator(plan, journal_url, retry_failed, detached=False, restart_missing=restart_missing)
         done_ref = coord.run.remote()
-        if progress:
-            _show_progress(coord, done_ref, plan)
+        shown = _show_progress(coord, done_ref, plan) if progress else 0
         ray.get(done_ref)
+        for notice in ray.get(coord.notices.remote(shown)):  # on the console, not only in Ray's logs
+            _print_notice(notice)
         ray.kill(coord)
     finally:
         shutdown(info)
     return plan.experiment_id
 
 
-def _show_progress(coord, done_ref, plan: SweepPlan) -> None:
+def _show_progress(coord, done_ref, plan: SweepPlan) -> int:
+    """Live bars until the sweep ends, with each fallback a trainer takes printed above them;
+    returns how many notices were printed."""
     import ray
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -162,14 +174,18 @@ def _show_progress(coord, done_ref, plan: SweepPlan) -> None:
                   TimeElapsedColumn()) as bar:
         tasks = {t.id: bar.add_task(f"{t.id} {labels[t.id]}", total=t.manifest.train.steps, status="queued",
                                     loss="-") for t in plan.trials}
+        shown = 0
         while True:
             ready, _ = ray.wait([done_ref], timeout=0.5)
             for tid, p in ray.get(coord.progress.remote()).items():
                 loss = p.get("loss")
                 bar.update(tasks[tid], completed=p.get("step", 0), status=p.get("status", ""),
                            loss="-" if loss is None else f"{loss:.4f}")
+            for notice in ray.get(coord.notices.remote(shown)):
+                _print_notice(notice, bar.console)
+                shown += 1
             if ready:
-                return
+                return shown
 
 
 def submit(manifest_path: str | Path, address: str, *, journal_url: str | None = None) -> str:
@@ -282,7 +298,7 @@ def manifest_source(journal_url: str, experiment_id: str) -> str:
 
 
 def resume(journal_url: str, experiment_id: str, *, progress: bool = True, address: str | None = None,
-           num_cpus: int | None = None) -> str:
+           num_cpus: int | None = None, restart_missing: bool = False) -> str:
     """Finish an interrupted or cancelled experiment from its journal; failed trials are retried."""
     source = manifest_source(journal_url, experiment_id)
     plan = plan_sweep(source)
@@ -292,8 +308,8 @@ def resume(journal_url: str, experiment_id: str, *, progress: bool = True, addre
     if address:
         from .cluster import connect
         connect(address)
-        _coordinator(plan, journal_url, retry_failed=True, detached=True).run.remote()
+        _coordinator(plan, journal_url, retry_failed=True, detached=True, restart_missing=restart_missing).run.remote()
         time.sleep(0.5)
         return experiment_id
     return run_experiment(source, progress=progress, num_cpus=num_cpus, journal_url=journal_url,
-                          retry_failed=True)
+                          retry_failed=True, restart_missing=restart_missing)

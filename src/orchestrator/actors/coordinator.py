@@ -39,11 +39,13 @@ class Task:
 
 
 class Coordinator:
-    def __init__(self, manifest_path: str, journal_url: str | None = None, *, retry_failed: bool = False):
+    def __init__(self, manifest_path: str, journal_url: str | None = None, *, retry_failed: bool = False,
+                 restart_missing: bool = False):
         self.plan: SweepPlan = plan_sweep(manifest_path)
         self.journal = open_journal(journal_url or self.plan.journal_url)
         self.rj = RunJournal(self.journal, self.plan.experiment_id)
-        self.retry_failed = retry_failed
+        self.retry_failed, self.restart_missing = retry_failed, restart_missing
+        self.notice_log: list[dict] = []  # fallbacks trainers took, for the driver to print
         self.trials = {t.id: t for t in self.plan.trials}
         m = self.plan.loaded.manifest
         self.manifest_json = m.model_dump(mode="json")
@@ -65,6 +67,16 @@ class Coordinator:
     def on_metrics(self, trial_id: str, metrics: dict) -> None:
         with self.lock:
             self.live.setdefault(trial_id, {}).update(metrics)
+
+    def on_notice(self, trial_id: str, kind: str, details: dict) -> None:
+        """A fallback a trainer took: journaled (`warned`) and kept for the driver to print."""
+        self.rj.warned(trial_id, kind, details)
+        with self.lock:
+            self.notice_log.append({"trial_id": trial_id, "kind": kind, **details})
+
+    def notices(self, since: int = 0) -> list[dict]:
+        with self.lock:
+            return list(self.notice_log[since:])
 
     def on_checkpoint(self, trial_id: str, step: int, key: str, sha256: str, size: int) -> None:
         self.rj.checkpointed(trial_id, step, key, sha256, size)
@@ -150,7 +162,9 @@ class Coordinator:
             return
         handle = TrainerActor.options(**self._resources()).remote(*args, threads)
         self.trainers[trial_id] = handle
-        active[handle.train.remote()] = Task(trial_id, "train")
+        expect = self.journal.trial_state(trial_id, self.plan.experiment_id).last_checkpoint_step
+        active[handle.train.remote(expect_checkpoint=expect, restart_missing=self.restart_missing)] = \
+            Task(trial_id, "train")
 
     def _evaluate(self, source: dict, label: str):
         if self.evaluator is None:

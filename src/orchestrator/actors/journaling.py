@@ -56,6 +56,12 @@ class RunJournal:
         except IllegalTransition as exc:  # e.g. a late report about an attempt already requeued
             log.warning("dropping the evaluation of %s at step %d: %s", trial_id, step, exc)
 
+    def warned(self, trial_id: str, kind: str, details: dict) -> None:
+        """A fallback, keyed by what it is about (the same skip reported twice is one event)."""
+        about = details.get("key") or details.get("expected_step") or ""
+        key = f"{self.eid}/{trial_id}/warned/{kind}/{about}/attempt-{self.trial(trial_id).attempts}"
+        self._annotate(Event.for_trial(self.eid, trial_id, EventKind.WARNED, key, notice=kind, **details))
+
     def _annotate(self, event: Event) -> None:
         try:
             self.journal.append(event)

@@ -78,18 +78,27 @@ class Trainer:
 
         return ray.util.get_node_ip_address(), free_port()
 
-    def train(self, max_steps: int | None = None, distributed: DistContext | None = None) -> dict:
+    def _on_notice(self, kind: str, details: dict) -> None:
+        if self.reporter is not None:
+            self.reporter.on_notice.remote(self.trial_id, kind, details)
+
+    def train(self, max_steps: int | None = None, distributed: DistContext | None = None,
+              expect_checkpoint: int | None = None, restart_missing: bool = False) -> dict:
         """The TrainResult as a dict, or {"error", "traceback"} when the trial raised: the
-        traceback is formatted here, where it is still whole."""
+        traceback is formatted here, where it is still whole. Fallbacks resume takes are
+        reported (`on_notice`) as they happen; see train_trial for the checkpoint arguments."""
         from orchestrator.training import train_trial
 
         if distributed is None:
             callback = self._on_metrics if self.reporter is not None else None
         else:
             callback = self._rank_metrics(distributed.rank, distributed.is_main)
+        notice = self._on_notice if distributed is None or distributed.is_main else None
         try:
             result = train_trial(self.manifest_path, self.trial_id, max_steps=max_steps, progress=False,
-                                 on_metrics=callback, num_threads=self.num_threads, distributed=distributed)
+                                 on_metrics=callback, num_threads=self.num_threads, distributed=distributed,
+                                 on_notice=notice, expect_checkpoint=expect_checkpoint,
+                                 restart_missing=restart_missing)
         except Exception as exc:  # noqa: BLE001 - a failing trial is data for the journal
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         return dataclasses.asdict(result)

@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     EVALUATING = "evaluating"
     EVALUATED = "evaluated"
     FAILED = "failed"
+    WARNED = "warned"  # a fallback the runtime took (a damaged checkpoint skipped, a restart from 0)
     # both scopes
     CANCELLED = "cancelled"
     DONE = "done"
@@ -44,6 +45,7 @@ TRIAL_KINDS: frozenset[EventKind] = frozenset(
         EventKind.EVALUATING,
         EventKind.EVALUATED,
         EventKind.FAILED,
+        EventKind.WARNED,
         EventKind.CANCELLED,
         EventKind.DONE,
     }

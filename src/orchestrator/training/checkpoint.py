@@ -38,6 +38,7 @@ class CheckpointStore:
         self.store = store
         self.prefix = prefix.rstrip("/")
         self.keep_last = keep_last
+        self.skipped: list[tuple[CheckpointRef, str]] = []  # what load_latest passed over, and why
 
     def save(self, step: int, state: dict) -> CheckpointRef:
         key = f"{self.prefix}/step-{step:08d}.pt"
@@ -61,7 +62,9 @@ class CheckpointStore:
         return sorted(out, key=lambda r: r.step, reverse=True)
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[CheckpointRef, dict] | None:
-        """The newest checkpoint whose bytes verify and deserialise, or None."""
+        """The newest checkpoint whose bytes verify and deserialise, or None; the ones passed
+        over on the way are in `skipped` with the reason."""
+        self.skipped = []
         for ref in self.refs():
             try:
                 data = self.store.get(ref.key)
@@ -70,6 +73,7 @@ class CheckpointStore:
                 return ref, from_bytes(data, map_location)
             except Exception as exc:  # noqa: BLE001 - corrupt or missing: fall back to an older one
                 log.warning("skipping checkpoint %s (step %d): %s", ref.key, ref.step, exc)
+                self.skipped.append((ref, f"{type(exc).__name__}: {exc}"))
         return None
 
     def _prune(self) -> None:

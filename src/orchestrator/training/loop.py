@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -38,6 +38,10 @@ from .optim import make_optimizer, make_scheduler
 from .state import BatchOrder, DataCursor, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
+
+class CheckpointsMissing(RuntimeError):
+    """The journal recorded checkpoints of this run and none of them is left in the store."""
+
 
 CHECKPOINT_FORMAT = 2  # 2: trained modules by name, EMA with parameter names, the model's origin
 
@@ -102,6 +106,9 @@ class Trainer:
         keep_last: int | None = 3,
         export_model: bool = True,
         distributed: DistContext | None = None,
+        on_notice: Callable[[str, dict], None] | None = None,
+        expect_checkpoint: int | None = None,
+        restart_missing: bool = False,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.variant, self.model, self.origin = variant, model, origin
@@ -110,6 +117,7 @@ class Trainer:
         self.spec, self.store, self.run_prefix = spec, store, run_prefix.rstrip("/")
         self.on_metrics, self.show_progress, self.export_model = on_metrics, progress, export_model
         self.dist = distributed  # None: single process, the path below is unchanged by data parallelism
+        self.on_notice, self.expect_checkpoint, self.restart_missing = on_notice, expect_checkpoint, restart_missing
         self.objective = variant.objective(model, data, spec, options, store=store, device=self.device,
                                            use_cache=use_cache)
         self.trained = trainable(self.objective.modules)
@@ -201,14 +209,37 @@ class Trainer:
         self.step = int(state["step"])
 
     def resume(self) -> int | None:
-        """Load the newest verified checkpoint of this run; its step, or None if there is none."""
+        """Load the newest verified checkpoint of this run; its step, or None if there is none.
+
+        Every fallback is said (log and `on_notice`): a damaged checkpoint passed over, an older
+        one used where the journal recorded a newer one. If the journal recorded a checkpoint
+        (`expect_checkpoint`) and none is left, the run stops (CheckpointsMissing) unless
+        `restart_missing` says to train from step 0 — which is said too."""
         found = self.ckpts.load_latest(map_location=self.device)
+        for ref, reason in self.ckpts.skipped:
+            self._notice("checkpoint_skipped", key=ref.key, step=ref.step, reason=reason)
+        expected = self.expect_checkpoint
         if found is None:
+            if expected is not None:
+                where = f"{self.run_prefix}/checkpoints/ in {self.store!r}"
+                if not self.restart_missing:
+                    raise CheckpointsMissing(  # the remedy first: a one-line summary keeps the start
+                        f"journaled checkpoints (up to step {expected}) are gone; `orch resume --restart-missing` "
+                        f"trains the trial again from step 0 (nothing usable under {where})")
+                self._notice("restarted_from_scratch", expected_step=expected,
+                             reason=f"no usable checkpoint under {where}")
             return None
         ref, state = found
         self.load_state_dict(state)
         log.info("resumed from %s (step %d)", ref.key, ref.step)
+        if expected is not None and ref.step < expected:
+            self._notice("resumed_from_older", expected_step=expected, step=ref.step, key=ref.key)
         return ref.step
+
+    def _notice(self, kind: str, **details: Any) -> None:
+        log.warning("%s: %s", kind.replace("_", " "), ", ".join(f"{k}={v}" for k, v in details.items()))
+        if self.on_notice is not None:
+            self.on_notice(kind, details)
 
     # ---- the run -------------------------------------------------------------------
     @property

@@ -31,13 +31,18 @@ def train_trial(
     use_cache: bool = True,
     num_threads: int | None = None,
     distributed: DistContext | None = None,
+    on_notice=None,
+    expect_checkpoint: int | None = None,
+    restart_missing: bool = False,
 ) -> TrainResult:
     """Train one trial (id, unique id prefix, or index in plan order) to its end or `max_steps`.
 
     The base comes through `load_model` (the one loader), the data through `open_image_text`,
     the objective from the manifest's variant. Checkpoints go to `trials/<id>/checkpoints/` in the
     manifest's blob store and a rerun resumes from the newest verified one; the finished model is
-    exported to `trials/<id>/model/`.
+    exported to `trials/<id>/model/`. `on_notice(kind, details)` hears every fallback resume
+    takes; `expect_checkpoint` (the journal's newest checkpoint step) turns "no checkpoint left"
+    into an error unless `restart_missing` (see Trainer.resume).
     """
     loaded = load_checked_manifest(manifest_path)
     trial = _pick(expand(loaded), trial_id, manifest_path)
@@ -51,7 +56,8 @@ def train_trial(
     def trainer(dist: DistContext | None) -> Trainer:
         return Trainer(get_variant(m.model.variant), base.model, data, m.train, store, f"trials/{trial.id}",
                        options=m.model.options, origin=origin, use_cache=use_cache, on_metrics=on_metrics,
-                       progress=progress and (dist is None or dist.is_main), distributed=dist)
+                       progress=progress and (dist is None or dist.is_main), distributed=dist,
+                       on_notice=on_notice, expect_checkpoint=expect_checkpoint, restart_missing=restart_missing)
 
     if distributed is None:
         return trainer(None).run(max_steps)
