@@ -557,3 +557,31 @@ def test_manifest_options_choose_among_several_question_files(tmp_path: Path) ->
     manifest.write_text(body % (root.name, ", options: {no_such_option: 1}"))
     with pytest.raises(ValueError, match="unsupported option"):
         open_loader(load_manifest(manifest).manifest.data.eval, tmp_path)
+
+
+def test_filters_naming_values_the_data_lacks_are_errors(tmp_path: Path) -> None:
+    """A typo'd or foreign category (or split) lists what the data has, instead of evaluating on
+    fewer examples or none; a category that is there still filters as before."""
+    gqa = gqa_root(tmp_path)
+    with pytest.raises(ValueError, match=r"\['positon'\] match nothing \(no examples selected\); "
+                                         r"the data has: .*position"):
+        GQALoader(gqa, categories=["positon"], on_error="skip").load()
+    with pytest.raises(ValueError, match=r"\['positon'\] match nothing; the data has"):  # one right, one typo
+        GQALoader(gqa, categories=["position", "positon"], on_error="skip").load()
+    wino = winoground_root(tmp_path)
+    with pytest.raises(ValueError, match=r"\['Relations'\] match nothing.*Relation"):
+        WinogroundLoader(wino, categories=["Relations"]).load()
+    vqa = vqa_root(tmp_path)
+    with pytest.raises(ValueError, match=r"\['yes-no'\] match nothing.*yes/no"):
+        VQAv2Loader(vqa, categories=["yes-no"], on_error="skip").load()
+    assert [e.question_id for e in VQAv2Loader(vqa, categories=["yes/no"], on_error="skip")] == [421]
+    with pytest.raises(ValueError, match=r"no refs in split 'validation'; the splits there are: .*val"):
+        RefCOCOgLoader(refcocog_root(tmp_path), split="validation").load()
+    header = ["id", "sentence", "pos_triplet", "neg_triplet", "pos_image_id", "neg_image_id", "neg_value"]
+    (tmp_path / "comvg").mkdir()
+    write_csv(tmp_path / "comvg" / "compositional_visual_genome.csv", header,
+              [["0", "man riding horse", "man,ride,horse", "woman,ride,horse", "1", "2", "subject"]])
+    for i in (1, 2):
+        touch(tmp_path / "comvg" / "VG_100K" / f"{i}.jpg")
+    with pytest.raises(ValueError, match=r"\['subjects'\] match nothing.*the data has: subject"):
+        ComVGLoader(tmp_path / "comvg", categories=["subjects"]).load()

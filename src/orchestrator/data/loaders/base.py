@@ -9,6 +9,7 @@ that pass in `loader.skips`.
 from __future__ import annotations
 
 import abc
+import copy
 import csv
 import fnmatch
 import io
@@ -80,21 +81,58 @@ class Loader(abc.ABC, Generic[E]):
     def __iter__(self) -> Iterator[E]:
         self.skips = SkipReport()
         self._policy = ErrorPolicy(self.on_error, self.skips)
-        count = 0
+        count, complete = 0, True
+        matched: set[str] = set()  # wanted categories some yielded example had
         examples = self._examples()
         try:
             for ex in examples:
-                if not self.wants(self._category(ex)):
+                values = self._category(ex)
+                if not self.wants(values):
                     continue
+                matched.update(c for c in self.categories or () if self._matches(c, values))
                 yield ex
                 count += 1
                 if self.n is not None and count >= self.n:
+                    complete = False
                     break
         finally:
             close = getattr(examples, "close", None)
             if close is not None:
                 close()  # releases open files now, not at garbage collection
-        self._policy.finish(f"{self.kind} loader ({self.root.describe()})")
+        where = f"{self.kind} loader ({self.root.describe()})"
+        self._policy.finish(where)
+        unmatched = [c for c in self.categories or () if c not in matched]
+        if unmatched and complete:
+            self._refuse_absent(where, unmatched, count)
+
+    def _matches(self, category: str, values: Iterable[str]) -> bool:
+        """`wants` for one category alone (each loader's own matching rule)."""
+        saved, self.categories = self.categories, [category]
+        try:
+            return self.wants(values)
+        finally:
+            self.categories = saved
+
+    def _refuse_absent(self, where: str, unmatched: list[str], selected: int) -> None:
+        """A category the data does not have (a typo, another benchmark's tag) is an error listing
+        the values it has, not a silently smaller — or empty — evaluation. One more pass, over the
+        annotations only; a category the data has but whose records were all skipped is no error."""
+        lister = copy.copy(self)
+        lister.categories, lister.n, lister.check_images, lister.on_error = None, None, False, "skip"
+        present: dict[str, str] = {}
+        found: set[str] = set()
+        for ex in lister:
+            values = lister._category(ex)
+            for v in lister.category_of(ex):
+                present.setdefault(v.lower(), v)
+            found.update(c for c in unmatched if self._matches(c, values))
+        absent = [c for c in unmatched if c not in found]
+        if absent:
+            names = sorted(present.values(), key=str.lower)
+            shown = ", ".join(names[:50]) + (f", ... ({len(names)} in all)" if len(names) > 50 else "")
+            raise ValueError(f"{where}: categories {absent} match nothing"
+                             f"{'' if selected else ' (no examples selected)'}; the data has: "
+                             f"{shown or 'no category values'}")
 
     def category_of(self, example: E) -> tuple[str, ...]:
         """The values the category filter matches this example on (whitespace collapsed, case

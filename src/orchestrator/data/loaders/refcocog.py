@@ -95,7 +95,11 @@ class RefCOCOgLoader(Loader[RefCOCOgExample]):
         # split nor the category filter changes an example).
         pool = [(r["image_id"], s) for r in refs for _, s in r["sentences"]]
         if self.split is not None:
+            splits = sorted({str(r["split"]) for r in refs})
             refs = [r for r in refs if r["split"] == self.split]
+            if not refs:  # e.g. "validation" for "val": an error listing the splits, not 0 examples
+                raise ValueError(f"{refs_file}: no refs in split {self.split!r}; the splits there are: "
+                                 f"{', '.join(splits) or 'none'}")
         images, anns, cats = self._instances(inst_rel, inst_file, {r["ann_id"] for r in refs})
         resolver = self.images(self.image_dirs)
         for r in refs:
