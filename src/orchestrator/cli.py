@@ -136,11 +136,15 @@ def _default_journal() -> str:
 @contextmanager
 def _run_errors(command: str):
     """Map the runtime's bad-input errors to exit 2 with one clear line, journal faults to 1."""
+    from .actors.api import Preempted
     from .journal import JournalError, UnknownExperiment
     from .storage import StorageError
 
     try:
         yield
+    except Preempted as exc:  # SIGTERM/SIGINT: checkpointed and shut down; the shell's 128 + signal
+        err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(128 + exc.signum)
     except (UnknownExperiment, LookupError, ValueError, FileNotFoundError) as exc:
         err.print(f"orch {command}: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
@@ -161,6 +165,7 @@ def run(
     paired: str = typer.Option(None, "--paired", help="A swept field: McNemar's test between trials that "
                                "differ only in it (e.g. data.train.captions)."),
     grids: Path = typer.Option(None, "--grids", help="Also write the evaluated sample grids here as plain PNGs."),
+    grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
 ) -> None:
     """Run a sweep on an embedded local Ray (SQLite journal, local blobs) and print the results."""
     from .actors import api
@@ -168,7 +173,8 @@ def run(
 
     _load_or_exit(file, "json" if format is PlanFormat.json else "text")
     with _run_errors("run"):
-        eid = api.run_experiment(file, progress=progress and format is PlanFormat.table, num_cpus=cpus)
+        eid = api.run_experiment(file, progress=progress and format is PlanFormat.table, num_cpus=cpus,
+                                 grace_s=grace)
         plan = plan_sweep(file)
         table = api.results(plan.journal_url, eid, format.value, paired=paired)
         if grids is not None:
@@ -284,6 +290,7 @@ def resume(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     restart_missing: bool = typer.Option(False, "--restart-missing", help="Train a trial from step 0 when the "
                                          "checkpoints its journal records are all gone from the blob store."),
+    grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
 ) -> None:
     """Finish an interrupted experiment from its journal; finished trials are not run again."""
     from .actors import api
@@ -291,7 +298,7 @@ def resume(
     url = journal or _default_journal()
     with _run_errors("resume"):
         eid = api.resume(url, experiment, progress=progress, address=address, num_cpus=cpus,
-                         restart_missing=restart_missing)
+                         restart_missing=restart_missing, grace_s=grace)
         if address is None:
             text = api.results(url, eid, "table")
             failed = api.failures(url, eid)
@@ -312,16 +319,28 @@ def train(
     format: TextFormat = typer.Option(TextFormat.text, "--format"),
 ) -> None:
     """Run one trial of a manifest in-process, without Ray; resumes from its newest verified checkpoint."""
+    import signal
+
     from .training import train_trial
 
+    caught: list[int] = []  # SIGTERM/SIGINT: checkpoint at the next step boundary, then exit 128 + signal
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = train_trial(file, trial, max_steps=max_steps, progress=progress and format is TextFormat.text,
-                             use_cache=cache, num_threads=threads)
+                             use_cache=cache, num_threads=threads, stop=lambda: bool(caught))
     except ManifestError as exc:
         _bad_manifest(exc, format.value, file)
     except (KeyError, FileNotFoundError, NotImplementedError, ValueError) as exc:
         err.print(f"orch train: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        err.print(f"orch train: preempted by {signal.Signals(caught[0]).name} at step {result.step}, "
+                  f"checkpoint {result.checkpoint}; run it again to continue", markup=False, soft_wrap=True)
+        raise typer.Exit(128 + caught[0])
     if format is TextFormat.json:
         _emit_json({**dataclasses.asdict(result), "finished": result.finished})
     else:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,11 +136,55 @@ def _print_notice(notice: dict, console=None) -> None:
                                             f"{notice['kind'].replace('_', ' ')} ({details})", soft_wrap=True)
 
 
+class Preempted(Exception):
+    """`orch run` / `resume` stopped by SIGTERM or SIGINT: trainers checkpointed, Ray shut down."""
+
+    def __init__(self, signum: int, experiment_id: str, clean: bool):
+        self.signum, self.experiment_id, self.clean = signum, experiment_id, clean
+        super().__init__(f"preempted by {signal.Signals(signum).name}: "
+                         + ("every running trial checkpointed" if clean else "the grace period ran out")
+                         + f"; `orch resume {experiment_id}` continues")
+
+
+class _Preemption:
+    """SIGTERM / SIGINT while a sweep runs: remembered by the handler, acted on by the waiting
+    loop (no Ray call inside a signal handler), with a grace period for trainers to checkpoint."""
+
+    def __init__(self, grace_s: float):
+        self.grace_s, self.signum, self.at, self.sent = grace_s, None, None, False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Preemption":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum, self.at = signum, time.monotonic()
+
+    def tick(self, coord) -> bool:
+        """Forward a pending signal to the coordinator; True once the grace period is over."""
+        if self.signum is None:
+            return False
+        if not self.sent:
+            coord.preempt.remote()
+            self.sent = True
+        return time.monotonic() - self.at > self.grace_s
+
+
 def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus: int | None = None,
-                   journal_url: str | None = None, retry_failed: bool = False, restart_missing: bool = False) -> str:
+                   journal_url: str | None = None, retry_failed: bool = False, restart_missing: bool = False,
+                   grace_s: float = 30.0) -> str:
     """Run a sweep to the end on an embedded local Ray; returns the experiment id.
 
     Finished trials in the journal are not run again; unfinished ones resume from their checkpoints.
+    SIGTERM / SIGINT preempt: running trainers checkpoint at their next step boundary (within
+    `grace_s`), Ray shuts down cleanly, and Preempted is raised for the caller's exit code.
     """
     import ray
 
@@ -149,20 +194,29 @@ def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus
     preflight(plan, journal_url)
     ensure_base(plan, progress=progress)
     info = start_local(num_cpus=num_cpus)
+    clean = True
     try:
         coord = _coordinator(plan, journal_url, retry_failed, detached=False, restart_missing=restart_missing)
         done_ref = coord.run.remote()
-        shown = _show_progress(coord, done_ref, plan) if progress else 0
-        ray.get(done_ref)
+        with _Preemption(grace_s) as stop:
+            shown = _show_progress(coord, done_ref, plan, stop) if progress else 0
+            while not ray.wait([done_ref], timeout=0.5)[0]:
+                if stop.tick(coord):
+                    clean = False
+                    break
+        if clean:
+            ray.get(done_ref)
         for notice in ray.get(coord.notices.remote(shown)):  # on the console, not only in Ray's logs
             _print_notice(notice)
         ray.kill(coord)
     finally:
         shutdown(info)
+    if stop.signum is not None:
+        raise Preempted(stop.signum, plan.experiment_id, clean)
     return plan.experiment_id
 
 
-def _show_progress(coord, done_ref, plan: SweepPlan) -> int:
+def _show_progress(coord, done_ref, plan: SweepPlan, stop: _Preemption) -> int:
     """Live bars until the sweep ends, with each fallback a trainer takes printed above them;
     returns how many notices were printed."""
     import ray
@@ -184,7 +238,7 @@ def _show_progress(coord, done_ref, plan: SweepPlan) -> int:
             for notice in ray.get(coord.notices.remote(shown)):
                 _print_notice(notice, bar.console)
                 shown += 1
-            if ready:
+            if ready or stop.tick(coord):
                 return shown
 
 
@@ -298,7 +352,7 @@ def manifest_source(journal_url: str, experiment_id: str) -> str:
 
 
 def resume(journal_url: str, experiment_id: str, *, progress: bool = True, address: str | None = None,
-           num_cpus: int | None = None, restart_missing: bool = False) -> str:
+           num_cpus: int | None = None, restart_missing: bool = False, grace_s: float = 30.0) -> str:
     """Finish an interrupted or cancelled experiment from its journal; failed trials are retried."""
     source = manifest_source(journal_url, experiment_id)
     plan = plan_sweep(source)
@@ -312,4 +366,4 @@ def resume(journal_url: str, experiment_id: str, *, progress: bool = True, addre
         time.sleep(0.5)
         return experiment_id
     return run_experiment(source, progress=progress, num_cpus=num_cpus, journal_url=journal_url,
-                          retry_failed=True, restart_missing=restart_missing)
+                          retry_failed=True, restart_missing=restart_missing, grace_s=grace_s)

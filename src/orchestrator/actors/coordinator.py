@@ -58,6 +58,7 @@ class Coordinator:
         self.done_summary: dict[str, dict] = {}          # trial -> what its `done` event records
         self.checkpoints: queue.SimpleQueue = queue.SimpleQueue()  # (trial, step, key) for interim evals
         self.cancel_requested = threading.Event()
+        self.preempt_requested = threading.Event()
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------- called by others
@@ -96,6 +97,15 @@ class Coordinator:
 
     def cancel(self) -> None:
         self.cancel_requested.set()
+
+    def preempt(self) -> None:
+        """Stop soon, losing nothing: running trainers checkpoint at their next step boundary and
+        return; no new trial starts; `run` returns once no trainer is left (queued trials stay
+        queued, preempted ones are journaled and resumed by `orch resume`)."""
+        self.preempt_requested.set()
+        for handle in list(self.trainers.values()):
+            if not isinstance(handle, TrainerGroup):  # a data-parallel group runs to its end
+                handle.preempt.remote()
 
     def run_group(self, trial_id: str) -> dict:
         """Drive a data-parallel trial to its end (runs in its own actor thread: it blocks while
@@ -177,6 +187,10 @@ class Coordinator:
         if result.get("checkpoint"):  # the last checkpoint's own report may still be in flight
             info = open_store(self.plan.blobs_uri).info(result["checkpoint"])
             self.rj.checkpointed(tid, result["step"], result["checkpoint"], info.sha256, info.size)
+        if result.get("preempted"):
+            self.rj.preempted(tid, result["step"], result.get("checkpoint"))
+            self._set(tid, TrialStatus.RUNNING, step=result["step"], preempted=True)
+            return
         self._set(tid, TrialStatus.RUNNING, step=result["step"], final_loss=result["final_loss"])
         summary = {"final_loss": result["final_loss"], "model": result["model_prefix"], "step": result["step"],
                    "resumed_from": result.get("resumed_from"), "steps_run": result.get("steps_run")}
@@ -236,6 +250,10 @@ class Coordinator:
                 self._cancel_all(list(pending) + [t.trial_id for t in active.values() if t.phase != "interim_eval"])
                 return self._counts()
             training = sum(t.phase == "train" for t in active.values())
+            if self.preempt_requested.is_set():
+                if not training:
+                    break  # evaluations still in flight are redone by resume
+                pending.clear()
             while pending and training < slots:
                 self._launch(pending.popleft(), active)
                 training += 1
@@ -268,6 +286,8 @@ class Coordinator:
                 except IllegalTransition as exc:  # cancelled through the journal meanwhile
                     log.warning("%s", exc)
         counts = self._counts()
+        if self.preempt_requested.is_set():
+            counts["preempted"] = sum(v.get("preempted", False) for v in self.live.values())
         if counts.get("done", 0) == len(self.trials):
             self.rj.experiment(EventKind.DONE)
         log.info("experiment %s: %s", eid, counts)

@@ -56,6 +56,11 @@ class RunJournal:
         except IllegalTransition as exc:  # e.g. a late report about an attempt already requeued
             log.warning("dropping the evaluation of %s at step %d: %s", trial_id, step, exc)
 
+    def preempted(self, trial_id: str, step: int, checkpoint: str | None) -> None:
+        key = f"{self.eid}/{trial_id}/preempted/{step}/attempt-{self.trial(trial_id).attempts}"
+        self._annotate(Event.for_trial(self.eid, trial_id, EventKind.PREEMPTED, key, step=step,
+                                       checkpoint=checkpoint))
+
     def warned(self, trial_id: str, kind: str, details: dict) -> None:
         """A fallback, keyed by what it is about (the same skip reported twice is one event)."""
         about = details.get("key") or details.get("expected_step") or ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 import traceback
 
@@ -41,6 +42,11 @@ class Trainer:
         self.manifest_path, self.trial_id, self.reporter = manifest_path, trial_id, reporter
         self.blobs_uri, self.num_threads, self.planner = blobs_uri, num_threads, planner
         self._last_report = self._last_shard_report = 0.0
+        self._stop = threading.Event()  # set by `preempt` (another actor thread: max_concurrency=2)
+
+    def preempt(self) -> None:
+        """Checkpoint at the next step boundary and return from `train` (preempted)."""
+        self._stop.set()
 
     def pid(self) -> int:
         return os.getpid()
@@ -98,7 +104,7 @@ class Trainer:
             result = train_trial(self.manifest_path, self.trial_id, max_steps=max_steps, progress=False,
                                  on_metrics=callback, num_threads=self.num_threads, distributed=distributed,
                                  on_notice=notice, expect_checkpoint=expect_checkpoint,
-                                 restart_missing=restart_missing)
+                                 restart_missing=restart_missing, stop=self._stop.is_set)
         except Exception as exc:  # noqa: BLE001 - a failing trial is data for the journal
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         return dataclasses.asdict(result)

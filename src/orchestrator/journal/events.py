@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     EVALUATED = "evaluated"
     FAILED = "failed"
     WARNED = "warned"  # a fallback the runtime took (a damaged checkpoint skipped, a restart from 0)
+    PREEMPTED = "preempted"  # stopped on request at a checkpointed step; `orch resume` continues it
     # both scopes
     CANCELLED = "cancelled"
     DONE = "done"
@@ -46,6 +47,7 @@ TRIAL_KINDS: frozenset[EventKind] = frozenset(
         EventKind.EVALUATED,
         EventKind.FAILED,
         EventKind.WARNED,
+        EventKind.PREEMPTED,
         EventKind.CANCELLED,
         EventKind.DONE,
     }

@@ -52,14 +52,16 @@ TRIAL_ALLOWED: dict[TrialStatus, frozenset[K]] = {
     T.PENDING: frozenset({K.QUEUED, K.CANCELLED}),
     T.QUEUED: frozenset({K.RUNNING, K.CANCELLED}),
     T.RUNNING: frozenset(
-        {K.CHECKPOINTED, K.EVALUATED, K.EVALUATING, K.WARNED, K.DONE, K.FAILED, K.CANCELLED, K.QUEUED}
+        {K.CHECKPOINTED, K.EVALUATED, K.EVALUATING, K.WARNED, K.PREEMPTED, K.DONE, K.FAILED, K.CANCELLED,
+         K.QUEUED}
     ),
     T.EVALUATING: frozenset({K.EVALUATED, K.WARNED, K.DONE, K.FAILED, K.CANCELLED, K.QUEUED}),
     T.DONE: frozenset({K.EVALUATED}),
     T.FAILED: frozenset({K.QUEUED}),
     T.CANCELLED: frozenset({K.QUEUED}),
 }
-# Kinds absent here (checkpointed, evaluated, warned) annotate without changing the status.
+# Kinds absent here (checkpointed, evaluated, warned, preempted) annotate without changing the status:
+# a preempted trial stays "running" in the journal, which `orch resume` requeues like a lost one.
 TRIAL_TARGET: dict[K, TrialStatus] = {
     K.QUEUED: T.QUEUED,
     K.RUNNING: T.RUNNING,

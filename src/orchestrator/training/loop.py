@@ -58,6 +58,7 @@ class TrainResult:
     wall_s: float
     it_per_s: float
     cache_hits: dict | None = None
+    preempted: bool = False      # stopped early on request (checkpointed at that step; resumable)
 
     @property
     def finished(self) -> bool:
@@ -109,6 +110,7 @@ class Trainer:
         on_notice: Callable[[str, dict], None] | None = None,
         expect_checkpoint: int | None = None,
         restart_missing: bool = False,
+        stop: Callable[[], bool] | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.variant, self.model, self.origin = variant, model, origin
@@ -118,6 +120,9 @@ class Trainer:
         self.on_metrics, self.show_progress, self.export_model = on_metrics, progress, export_model
         self.dist = distributed  # None: single process, the path below is unchanged by data parallelism
         self.on_notice, self.expect_checkpoint, self.restart_missing = on_notice, expect_checkpoint, restart_missing
+        # Asked at every step boundary: true = checkpoint now and return (preemption). One process
+        # only: the ranks of a data-parallel group would have to agree on the step first.
+        self.stop = stop if distributed is None else None
         self.objective = variant.objective(model, data, spec, options, store=store, device=self.device,
                                            use_cache=use_cache)
         self.trained = trainable(self.objective.modules)
@@ -261,10 +266,13 @@ class Trainer:
             bar = TrainProgress(f"train {self.run_prefix}", self.spec.steps, self.step)
         with bar or contextlib.nullcontext():
             t0 = time.perf_counter()
+            preempted = False
             while self.step < target:
                 loss, grad_norm = self.train_step()
+                preempted = self.stop is not None and self.step < target and self.stop()
                 ckpt = None
-                if (self.step % self.spec.checkpoint_every == 0 or self.step == target) and self._writes:
+                if (self.step % self.spec.checkpoint_every == 0 or self.step == target or preempted) \
+                        and self._writes:
                     ckpt = last_ckpt = self.ckpts.save(self.step, self.state_dict()).key
                 if self.on_metrics is not None or bar is not None:
                     loss_value = float(loss)
@@ -278,8 +286,11 @@ class Trainer:
                         bar.update(m)
                     if self.on_metrics is not None:
                         self.on_metrics(m)
-                elif self.step == target:
+                elif self.step == target or preempted:
                     loss_value = float(loss)
+                if preempted:
+                    log.info("preempted at step %d (checkpoint %s)", self.step, last_ckpt)
+                    break
         ran = self.step - first
         model_prefix = None
         if self.step >= self.spec.steps and self.export_model and self._writes:
@@ -288,7 +299,7 @@ class Trainer:
                 self.export(model_prefix)
         wall = time.perf_counter() - started
         return TrainResult(self.step, self.spec.steps, ran, resumed_from, loss_value, last_ckpt, model_prefix,
-                           wall, ran / wall if wall > 0 else 0.0, self.cache_hits)
+                           wall, ran / wall if wall > 0 else 0.0, self.cache_hits, preempted)
 
     def export(self, prefix: str) -> str:
         """Save the variant's model directory (EMA weights when EMA is on) under a blob prefix."""

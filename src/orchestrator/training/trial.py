@@ -34,6 +34,7 @@ def train_trial(
     on_notice=None,
     expect_checkpoint: int | None = None,
     restart_missing: bool = False,
+    stop=None,
 ) -> TrainResult:
     """Train one trial (id, unique id prefix, or index in plan order) to its end or `max_steps`.
 
@@ -42,7 +43,8 @@ def train_trial(
     manifest's blob store and a rerun resumes from the newest verified one; the finished model is
     exported to `trials/<id>/model/`. `on_notice(kind, details)` hears every fallback resume
     takes; `expect_checkpoint` (the journal's newest checkpoint step) turns "no checkpoint left"
-    into an error unless `restart_missing` (see Trainer.resume).
+    into an error unless `restart_missing` (see Trainer.resume). `stop()`, asked at every step
+    boundary, preempts: checkpoint there and return (`preempted`).
     """
     loaded = load_checked_manifest(manifest_path)
     trial = _pick(expand(loaded), trial_id, manifest_path)
@@ -57,7 +59,8 @@ def train_trial(
         return Trainer(get_variant(m.model.variant), base.model, data, m.train, store, f"trials/{trial.id}",
                        options=m.model.options, origin=origin, use_cache=use_cache, on_metrics=on_metrics,
                        progress=progress and (dist is None or dist.is_main), distributed=dist,
-                       on_notice=on_notice, expect_checkpoint=expect_checkpoint, restart_missing=restart_missing)
+                       on_notice=on_notice, expect_checkpoint=expect_checkpoint, restart_missing=restart_missing,
+                       stop=stop)
 
     if distributed is None:
         return trainer(None).run(max_steps)
