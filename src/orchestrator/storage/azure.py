@@ -50,7 +50,7 @@ from orchestrator.storage.base import (
     read_full,
 )
 from orchestrator.storage.keys import validate_key, validate_prefix
-from orchestrator.storage.retry import RetryPolicy, call_with_retry
+from orchestrator.storage.retry import RetryPolicy, call_with_retry, outage_policy
 
 T = TypeVar("T")
 
@@ -102,7 +102,7 @@ class AzureBlobStore(BlobStore):
 
     def __init__(self, container: ContainerClient, prefix: str = "", *,
                  block_size: int = DEFAULT_BLOCK_SIZE, max_concurrency: int = 4,
-                 retry: RetryPolicy = RetryPolicy(), create_container: bool = True) -> None:
+                 retry: RetryPolicy | None = None, create_container: bool = True) -> None:
         if not 1 <= block_size <= 4000 * 1024 * 1024:
             raise ValueError(f"block_size must be 1 B..4000 MiB, not {block_size}")
         prefix = prefix.strip("/")
@@ -112,7 +112,7 @@ class AzureBlobStore(BlobStore):
         self.prefix = prefix + "/" if prefix else ""
         self.block_size = block_size
         self.max_concurrency = max(1, max_concurrency)
-        self.retry = retry
+        self.retry = retry if retry is not None else outage_policy()
         self._container_ready = not create_container
         self._container_lock = threading.Lock()
 

@@ -132,9 +132,10 @@ class StorageLocationError(ValueError):
 def check_blob_store(uri: str) -> BlobStore:
     """Open the store `uri` names and prove it takes a write (see check_writable)."""
     from . import open_store
+    from .retry import PREFLIGHT
 
     try:
-        store = open_store(uri)
+        store = open_store(uri, **({"retry": PREFLIGHT} if is_remote(uri) else {}))
     except OSError as exc:  # e.g. a file where the store's folder should be
         raise StorageLocationError(f"the blob store {uri} cannot be created at {exc.filename or uri}: "
                                    f"{exc.strerror or exc}") from exc

@@ -35,6 +35,24 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+# How long a remote store may be gone before a call gives up: a trial waits out an outage shorter
+# than this (uploads and reads back off and carry on) and fails, naming the store, after it.
+OUTAGE_ENV = "ORCH_BLOB_OUTAGE_S"
+DEFAULT_OUTAGE_S = 300.0
+# What proves a location before a run: a few quick tries, so a wrong URI fails in seconds.
+PREFLIGHT = RetryPolicy(max_attempts=3, base_delay=0.25, max_delay=1.0, max_total=10.0)
+
+
+def outage_policy() -> RetryPolicy:
+    """The default for remote stores: back off (capped at 8 s) for up to $ORCH_BLOB_OUTAGE_S."""
+    import os
+
+    raw = os.environ.get(OUTAGE_ENV)
+    try:
+        budget = float(raw) if raw else DEFAULT_OUTAGE_S
+    except ValueError:
+        raise ValueError(f"{OUTAGE_ENV}={raw!r} is not a number of seconds") from None
+    return RetryPolicy(max_attempts=1_000_000, max_total=budget)
 
 
 def is_transient(exc: BaseException) -> bool:
