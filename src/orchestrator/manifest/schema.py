@@ -56,6 +56,9 @@ def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | N
     return value
 
 
+RECIPE_FIELDS = ("ema_decay", "min_snr_gamma", "warmup_steps", "schedule")
+
+
 class PretrainSpec(Section):
     """How the tiny shapes base is pretrained when `model.base` is null and the blob store has none
     yet (generic captions of the shapes world at `model.resolution`, seed `data.train.seed`)."""
@@ -63,7 +66,27 @@ class PretrainSpec(Section):
     vae_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 1000      # VAE steps, before the denoiser
     n: Annotated[int, Field(ge=1, le=1_000_000)] = 2000              # shapes scenes to pretrain on
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
-    lr: Annotated[float, Field(gt=0, le=1)] = 5e-4                   # denoiser learning rate
+    lr: Annotated[float, Field(gt=0, le=1)] = 5e-4                   # denoiser learning rate (peak)
+    # The denoiser's recipe (training/pretrain.py DenoiserStep says why each helps); the defaults
+    # are the recipe before these options existed, and a default is left out of the dump, so an
+    # existing manifest keeps its trial ids and its cached base's recorded settings.
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None     # sample from an EMA of the weights
+    min_snr_gamma: Annotated[float, Field(gt=0)] | None = None       # Min-SNR-γ loss weighting
+    warmup_steps: Annotated[int, Field(ge=0)] = 0                    # linear lr warm-up
+    schedule: Literal["constant", "cosine"] = "constant"             # lr after the warm-up
+
+    @model_serializer(mode="wrap")
+    def _omit_default_recipe(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in RECIPE_FIELDS:
+                if name in data and data[name] == type(self).model_fields[name].default:
+                    data.pop(name)
+        return data
+
+    def recipe(self) -> dict[str, Any]:
+        """The recipe options as pretrain_base's keyword arguments."""
+        return {name: getattr(self, name) for name in RECIPE_FIELDS}
 
     @model_validator(mode="after")
     def _batch_fits(self) -> "PretrainSpec":
