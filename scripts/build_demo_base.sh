@@ -9,8 +9,10 @@ PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OPENBLAS_NUM_THREADS=1
 
 # The recipe (see the report in assets/demo-base.json and training/pretrain.py DenoiserStep).
-SETTINGS=(--steps 6000 --vae-steps 400 --n 2000 --size 32 --batch-size 32 --seed 0
-          --lr 1e-3 --warmup-steps 100 --schedule cosine --ema-decay 0.999)
+# EMA: at 1000 steps the EMA weights scored 0.07 object accuracy vs 0.025 for the raw weights
+# of the same run; warm-up + cosine at lr 1e-3 and Min-SNR did not measure better, so are not used.
+SETTINGS=(--steps 8000 --vae-steps 400 --n 2000 --size 32 --batch-size 32 --seed 0
+          --lr 5e-4 --ema-decay 0.999)
 
 if ! git diff --quiet HEAD -- src; then
   echo "build_demo_base: src/ has uncommitted changes; commit first so the recorded commit built it" >&2
