@@ -309,11 +309,8 @@ def pretrain(
     size: int = typer.Option(32, "--size"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed", min=0),
-    lr: float = typer.Option(5e-4, "--lr", help="Denoiser (peak) learning rate."),
+    lr: float = typer.Option(5e-4, "--lr", help="Denoiser learning rate."),
     ema_decay: float = typer.Option(None, "--ema-decay", help="Save an EMA of the denoiser's weights."),
-    min_snr_gamma: float = typer.Option(None, "--min-snr-gamma", help="Min-SNR-γ loss weighting."),
-    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0),
-    schedule: str = typer.Option("constant", "--schedule", help="lr after the warm-up: constant or cosine."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads (deterministic kernels)."),
 ) -> None:
     """Pretrain the tiny shapes-world base (VAE, text encoder, U-Net) on generic captions."""
@@ -324,8 +321,7 @@ def pretrain(
         set_deterministic(threads)
     where = pretrain_base(TINY_BASE_PREFIX, data_dir, steps=steps, seed=seed, n=n, size=size,
                           vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
-                          ema_decay=ema_decay, min_snr_gamma=min_snr_gamma, warmup_steps=warmup_steps,
-                          schedule=schedule)
+                          ema_decay=ema_decay)
     out.print(f"[green]saved[/] tiny base to {blobs} at {where}")
 
 

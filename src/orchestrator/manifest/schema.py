@@ -56,7 +56,7 @@ def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | N
     return value
 
 
-RECIPE_FIELDS = ("ema_decay", "min_snr_gamma", "warmup_steps", "schedule")
+RECIPE_FIELDS = ("ema_decay",)
 
 
 class PretrainSpec(Section):
@@ -66,14 +66,11 @@ class PretrainSpec(Section):
     vae_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 1000      # VAE steps, before the denoiser
     n: Annotated[int, Field(ge=1, le=1_000_000)] = 2000              # shapes scenes to pretrain on
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
-    lr: Annotated[float, Field(gt=0, le=1)] = 5e-4                   # denoiser learning rate (peak)
-    # The denoiser's recipe (training/pretrain.py DenoiserStep says why each helps); the defaults
-    # are the recipe before these options existed, and a default is left out of the dump, so an
+    lr: Annotated[float, Field(gt=0, le=1)] = 5e-4                   # denoiser learning rate
+    # The denoiser's recipe options (training/pretrain.py DenoiserStep says why each helps); the
+    # defaults are the recipe before they existed, and a default is left out of the dump, so an
     # existing manifest keeps its trial ids and its cached base's recorded settings.
-    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None     # sample from an EMA of the weights
-    min_snr_gamma: Annotated[float, Field(gt=0)] | None = None       # Min-SNR-γ loss weighting
-    warmup_steps: Annotated[int, Field(ge=0)] = 0                    # linear lr warm-up
-    schedule: Literal["constant", "cosine"] = "constant"             # lr after the warm-up
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None     # save an EMA of the denoiser's weights
 
     @model_serializer(mode="wrap")
     def _omit_default_recipe(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

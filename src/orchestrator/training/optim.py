@@ -6,7 +6,6 @@ once and uses torch's AdamW, so a manifest written for a GPU host still runs on 
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 
@@ -48,27 +47,5 @@ class WarmupConstant:
         return min(1.0, (step + 1) / self.warmup_steps)
 
 
-class WarmupCosine:
-    """LR multiplier: linear warm-up over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
-
-    def __init__(self, warmup_steps: int, total_steps: int):
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - self.warmup_steps) / span)))
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, schedule: str = "constant",
-                   total_steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
-    """schedule "constant" (after warm-up) or "cosine" (to 0 at total_steps, which it then needs)."""
-    if schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupConstant(warmup_steps))
-    if schedule == "cosine":
-        if total_steps is None:
-            raise ValueError("the cosine schedule needs total_steps")
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps))
-    raise ValueError(f"unknown lr schedule {schedule!r} (constant or cosine)")
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupConstant(warmup_steps))
