@@ -359,13 +359,19 @@ def pretrain(
     size: int = typer.Option(32, "--size"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed", min=0),
+    lr: float = typer.Option(5e-4, "--lr", help="Denoiser learning rate."),
+    ema_decay: float = typer.Option(None, "--ema-decay", help="Save an EMA of the denoiser's weights."),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch threads (deterministic kernels)."),
 ) -> None:
     """Pretrain the tiny shapes-world base (VAE, text encoder, U-Net) on generic captions."""
     from .storage import open_store
-    from .training import TINY_BASE_PREFIX, pretrain_base
+    from .training import TINY_BASE_PREFIX, pretrain_base, set_deterministic
 
+    if threads:
+        set_deterministic(threads)
     where = pretrain_base(TINY_BASE_PREFIX, data_dir, steps=steps, seed=seed, n=n, size=size,
-                          vae_steps=vae_steps, batch_size=batch_size, store=open_store(blobs))
+                          vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
+                          ema_decay=ema_decay)
     out.print(f"[green]saved[/] tiny base to {blobs} at {where}")
 
 

@@ -76,7 +76,7 @@ def ensure_base(plan: SweepPlan, num_threads: int = 1, progress: bool = False) -
     with _pretrain_progress(spec, progress) as on_metrics:
         pretrain_base(TINY_BASE_PREFIX, None, steps=spec.steps, seed=want["seed"], n=spec.n,
                       size=m.model.resolution, vae_steps=spec.vae_steps, batch_size=spec.batch_size, lr=spec.lr,
-                      store=store, on_metrics=on_metrics)
+                      store=store, on_metrics=on_metrics, **spec.recipe())
     store.put(record_key, (json.dumps(want, sort_keys=True, indent=1) + "\n").encode())  # written last: complete
     return True
 

@@ -44,6 +44,9 @@ def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | N
     return value
 
 
+RECIPE_FIELDS = ("ema_decay",)
+
+
 class PretrainSpec(Section):
     """How the tiny shapes base is pretrained when `model.base` is null and the blob store has none
     yet (generic captions of the shapes world at `model.resolution`, seed `data.train.seed`)."""
@@ -52,6 +55,23 @@ class PretrainSpec(Section):
     n: Annotated[int, Field(ge=1, le=1_000_000)] = 2000              # shapes scenes to pretrain on
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
     lr: Annotated[float, Field(gt=0, le=1)] = 5e-4                   # denoiser learning rate
+    # The denoiser's recipe options (training/pretrain.py DenoiserStep says why each helps); the
+    # defaults are the recipe before they existed, and a default is left out of the dump, so an
+    # existing manifest keeps its trial ids and its cached base's recorded settings.
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None     # save an EMA of the denoiser's weights
+
+    @model_serializer(mode="wrap")
+    def _omit_default_recipe(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in RECIPE_FIELDS:
+                if name in data and data[name] == type(self).model_fields[name].default:
+                    data.pop(name)
+        return data
+
+    def recipe(self) -> dict[str, Any]:
+        """The recipe options as pretrain_base's keyword arguments."""
+        return {name: getattr(self, name) for name in RECIPE_FIELDS}
 
     @model_validator(mode="after")
     def _batch_fits(self) -> "PretrainSpec":
