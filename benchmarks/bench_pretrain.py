@@ -21,6 +21,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from _timing import timed  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator.data.image_text import shapes_data
 from orchestrator.models.common.diffusion import diffusion_loss
@@ -60,13 +61,6 @@ def before_step(data, batch_size: int, lr: float, seed: int):
         return loss
 
     return step
-
-
-def timed(fn, steps: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t0) / steps
 
 
 def main(argv: list[str] | None = None) -> None:

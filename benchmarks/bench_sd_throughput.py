@@ -19,11 +19,11 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from _timing import timed  # benchmarks/ is on sys.path when a script runs
 import torch.nn.functional as F
 
 # SD 2.1-base's U-Net (unet/config.json of the public release), as facts.
@@ -82,17 +82,6 @@ def bare_step(trainer, batch: int, precision: str, gen: torch.Generator):
         return loss
 
     return step
-
-
-def timed(fn, steps: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
 
 
 def main(argv: list[str] | None = None) -> None:
