@@ -27,7 +27,9 @@ start=$(date +%s)
 wall=$(( $(date +%s) - start ))
 rm -rf assets/demo-base
 mkdir -p assets
-cp -r "$tmp/blobs/models/tiny-sd-base" assets/demo-base
+# The blob store keeps objects in its own encoding: read them back as plain files.
+"$PY" -c "import sys; from orchestrator.storage import open_store; from orchestrator.storage.location import get_dir
+get_dir(open_store(sys.argv[1]), 'models/tiny-sd-base', 'assets/demo-base')" "file://$tmp/blobs"
 "$PY" - "$commit" "$wall" "${SETTINGS[@]}" <<'PY'
 import hashlib, json, sys
 from pathlib import Path
