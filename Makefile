@@ -43,9 +43,12 @@ services:
 	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start; \
 	  for i in $$(seq 20); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done; }
 
+# The demo finetunes the shipped base (assets/demo-base, checked against its recorded sha256s;
+# scripts/build_demo_base.sh rebuilds it) and prints the paired comparison; grids land in runs/grids.
 demo: install
+	$(PY) scripts/verify_demo_base.py
 	$(VENV)/bin/orch validate examples/shapes-demo.yaml
-	$(VENV)/bin/orch run examples/shapes-demo.yaml
+	$(VENV)/bin/orch run examples/shapes-demo.yaml --paired data.train.captions --grids runs/grids
 
 # One BLAS thread: on 2 cores a second one only spin-waits against torch and the services.
 test: install services
