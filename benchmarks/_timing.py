@@ -17,3 +17,21 @@ def timed(fn, steps: int, device=None) -> float:
         import torch
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / steps
+
+
+def step_arguments(description: str, *, batch_size: int, n: int, argv: list[str] | None = None):
+    """The step benchmarks' common flags (steps, repeats, batch size, examples, threads), parsed,
+    with torch's thread count set from them."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--n", type=int, default=n)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args

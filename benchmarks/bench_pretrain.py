@@ -13,7 +13,6 @@ Runs alternate between the two so machine-load drift hits both alike; medians re
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -21,7 +20,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import timed  # benchmarks/ is on sys.path when a script runs
+from _timing import step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator.data.image_text import shapes_data
 from orchestrator.models.common.diffusion import diffusion_loss
@@ -64,14 +63,7 @@ def before_step(data, batch_size: int, lr: float, seed: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = step_arguments(__doc__.splitlines()[0], batch_size=32, n=2000, argv=argv)
     data = shapes_data(args.n, seed=0, size=32, caption="generic")
 
     before = before_step(data, args.batch_size, 5e-4, 0)

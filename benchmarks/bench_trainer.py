@@ -11,7 +11,6 @@ Runs alternate between the contenders so machine-load drift hits both alike; med
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -20,7 +19,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import timed  # benchmarks/ is on sys.path when a script runs
+from _timing import step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 import torch.nn.functional as F
 
 from orchestrator.manifest.schema import TrainSpec
@@ -64,14 +63,7 @@ def hand_loop(data, batch_size: int, lr: float, seed: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = step_arguments(__doc__.splitlines()[0], batch_size=16, n=256, argv=argv)
     data = shapes_data(args.n, seed=0, size=32, caption="spatial")
     spec = TrainSpec(steps=10**6, batch_size=args.batch_size, lr=1e-4, checkpoint_every=10**6, seed=0)
     store = open_store(tempfile.mkdtemp(prefix="bench-trainer-"))
