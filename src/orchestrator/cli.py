@@ -362,17 +362,27 @@ def pretrain(
     lr: float = typer.Option(5e-4, "--lr", help="Denoiser learning rate."),
     ema_decay: float = typer.Option(None, "--ema-decay", help="Save an EMA of the denoiser's weights."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads (deterministic kernels)."),
+    variant: str = typer.Option("sd", "--variant", help="Model variant whose tiny base to build (sd, glide_mini)."),
 ) -> None:
-    """Pretrain the tiny shapes-world base (VAE, text encoder, U-Net) on generic captions."""
+    """Pretrain a variant's tiny shapes-world base on generic captions (SD: VAE, then text encoder
+    and U-Net; GLIDE-mini: text transformer and U-Net, in pixel space)."""
+    from .models.registry import UnknownVariant, get_variant
     from .storage import open_store
-    from .training import TINY_BASE_PREFIX, pretrain_base, set_deterministic
+    from .training import pretrain_base, set_deterministic
 
-    if threads:
-        set_deterministic(threads)
-    where = pretrain_base(TINY_BASE_PREFIX, data_dir, steps=steps, seed=seed, n=n, size=size,
-                          vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
-                          ema_decay=ema_decay)
-    out.print(f"[green]saved[/] tiny base to {blobs} at {where}")
+    with _run_errors("pretrain"):
+        try:
+            prefix = get_variant(variant).INFO.tiny_base
+        except (UnknownVariant, NotImplementedError) as exc:
+            raise ValueError(f"--variant: {exc}") from None
+        if prefix is None:
+            raise ValueError(f"--variant: variant {variant!r} has no tiny shapes base to pretrain")
+        if threads:
+            set_deterministic(threads)
+        where = pretrain_base(prefix, data_dir, steps=steps, seed=seed, n=n, size=size,
+                              vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
+                              ema_decay=ema_decay, variant=variant)
+    out.print(f"[green]saved[/] tiny {variant} base to {blobs} at {where}")
 
 
 class SamplerName(str, Enum):

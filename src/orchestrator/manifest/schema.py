@@ -91,8 +91,33 @@ class SDOptions(Section):
     caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
+class GlideMiniOptions(Section):
+    """GLIDE-mini's own settings (`model.glide_mini`)."""
+    # What finetuning trains: the U-Net, the text transformer (with its projection), or both.
+    train: Literal["unet", "text", "both"] = "unet"
+    # Share of training captions replaced by the all-padding tokens (GLIDE finetunes with 0.2), so
+    # classifier-free guidance keeps working.
+    caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    # Weight of the VLB term of the hybrid loss; None: T/1000 (improved DDPM's rescaled form).
+    vlb_weight: Annotated[float, Field(ge=0, le=1000)] | None = None
+    # Directory with GPT-2's encoder.json and vocab.bpe: needed when model.base is the released
+    # base.pt (a bare state dict carries no tokenizer).
+    bpe: str | None = None
+
+    @field_validator("bpe")
+    @classmethod
+    def _bpe_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "GPT-2 BPE directory")
+
+    def model_problem(self, model: "ModelSpec") -> str | None:
+        if model.base and model.base.endswith(".pt") and not self.bpe:
+            return ("model.base is a bare state dict (.pt, glide-text2im's base.pt); set model.glide_mini.bpe "
+                    "to the directory holding GPT-2's encoder.json and vocab.bpe")
+        return None
+
+
 # The options section of each variant that has one, named as the variant (`model.<variant>`).
-VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions}
+VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions, "glide_mini": GlideMiniOptions}
 
 
 class ModelSpec(Section):
@@ -107,6 +132,7 @@ class ModelSpec(Section):
     # Settings of the tiny base's pretraining (base: null only); None: PretrainSpec's defaults.
     pretrain: PretrainSpec | None = None
     sd: SDOptions | None = None
+    glide_mini: GlideMiniOptions | None = None
 
     @field_validator("variant")
     @classmethod
@@ -134,6 +160,14 @@ class ModelSpec(Section):
             if name != self.variant and getattr(self, name) is not None:
                 raise ValueError(f"model.{name} holds options of variant {name!r}, but model.variant is "
                                  f"{self.variant!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _options_fit_the_model(self) -> "ModelSpec":
+        check = getattr(self.options, "model_problem", None)
+        problem = check(self) if check else None
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -42,6 +42,9 @@ class VariantInfo:
     # model_index.json `_class_name`s of directories written by other tools that this variant
     # loads (a real SD v1-5 / v2-1 directory names StableDiffusionPipeline).
     pipeline_classes: tuple[str, ...] = ()
+    # Blob prefix of the variant's tiny shapes-world base (`model.base: null`), which
+    # `orch pretrain --variant NAME` builds; None: the variant has none.
+    tiny_base: str | None = None
 
 
 class Variant(Protocol):
@@ -65,7 +68,7 @@ class _Entry:
 
 _VARIANTS: dict[str, _Entry] = {
     "sd": _Entry("orchestrator.models.sd.variant"),
-    "glide_mini": _Entry(None, "GLIDE-mini, OpenAI's pixel-space text-to-image model (issue 11)", "generator"),
+    "glide_mini": _Entry("orchestrator.models.glide_mini.variant"),
     "discffusion": _Entry(None, "Discffusion, SD cross-attention as an image-text matcher (issue 12)", "matcher"),
     "vcdm": _Entry(None, "Visual Chain-of-Thought: an embedding prior, then an image model (issue 13)", "chain"),
 }
