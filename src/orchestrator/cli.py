@@ -396,13 +396,15 @@ def sample(
     prompt: list[str] = typer.Option(..., "--prompt", help="Repeat for several prompts."),
     out_file: Path = typer.Option(..., "--out", help="PNG grid to write."),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding --model (e.g. trials/<id>/model)."),
-    sampler: SamplerName = typer.Option(SamplerName.ddim, "--sampler"),
-    steps: int = typer.Option(50, "--steps", min=1),
-    guidance: float = typer.Option(7.5, "--guidance", min=0.0, help="Classifier-free guidance scale."),
+    sampler: SamplerName = typer.Option(None, "--sampler", help="Default: the variant's (SD: ddim; GLIDE-mini: ddpm)."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Default: the variant's (SD: 50; GLIDE-mini: 100 respaced)."),
+    guidance: float = typer.Option(None, "--guidance", min=0.0,
+                                   help="Classifier-free guidance scale. Default: the variant's (SD: 7.5; GLIDE-mini: 3)."),
     per_prompt: int = typer.Option(1, "--per-prompt", min=1, help="Images per prompt."),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Generate images with DDIM or DDPM and classifier-free guidance; save them as a PNG grid."""
+
     import torch
 
     from .models.common.images import save_grid
@@ -419,10 +421,13 @@ def sample(
                   markup=False, soft_wrap=True)
         raise typer.Exit(2)
     prompts = [p for p in prompt for _ in range(per_prompt)]
-    images = loaded.variant.generate(loaded.model, prompts, sampler=sampler.value, steps=steps, guidance_scale=guidance,
-                                     generator=torch.Generator().manual_seed(seed))
+    # What is not given is the variant's own default (each samples as its reference does).
+    given = {k: v for k, v in {"sampler": sampler.value if sampler else None, "steps": steps,
+                               "guidance_scale": guidance}.items() if v is not None}
+    images = loaded.variant.generate(loaded.model, prompts, generator=torch.Generator().manual_seed(seed), **given)
     save_grid(images, out_file, cols=per_prompt if per_prompt > 1 else None)
-    out.print(f"[green]wrote[/] {out_file}: {len(prompts)} image(s), {sampler.value} {steps} steps, guidance {guidance}")
+    how = ", ".join(f"{k} {v}" for k, v in given.items()) or f"{loaded.variant.INFO.name}'s default sampling"
+    out.print(f"[green]wrote[/] {out_file}: {len(prompts)} image(s), {how}")
 
 
 @app.command(name="eval")
