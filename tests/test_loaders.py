@@ -231,6 +231,18 @@ def test_winoground_parquet(tmp_path: Path) -> None:
     (ex,) = loader.load()
     assert ex.image_0.read_bytes() == buf.getvalue() and loader.skips.total == 1
 
+    # A corrupt file is an error naming it, whether its footer or its data pages are damaged.
+    path = tmp_path / "data" / "test-00000-of-00001.parquet"
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataFormatError, match=r"test-00000-of-00001.parquet: not a readable parquet file"):
+        WinogroundLoader(tmp_path, on_error="skip").load()
+    damaged = bytearray(good)
+    damaged[4:200] = bytes(196)  # the first data pages zeroed, footer intact
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataFormatError, match=r"test-00000-of-00001.parquet: (corrupt parquet data|not a readable)"):
+        WinogroundLoader(tmp_path, on_error="skip").load()
+
 
 # ================================================================ DrawBench
 
