@@ -116,8 +116,35 @@ class GlideMiniOptions(Section):
         return None
 
 
+class DiscffusionOptions(Section):
+    """Discffusion's score (`model.discffusion`): the paper's method by default; each switch is a
+    choice of its public code (or an ablation), so a sweep can compare them."""
+    # f(A) per image token over text tokens: lse = (1/λ) log Σ_j exp(λ A_ij) (the paper); max_row /
+    # max_col (ablations); cosine: of the mean query and the mean key (an ablation).
+    pooling: Literal["lse", "max_row", "max_col", "cosine"] = "lse"
+    lam: Annotated[float, Field(gt=0, le=100)] = 1.0
+    # What A is: the attention probabilities (paper) or the pre-softmax scaled logits (public code).
+    attention: Literal["probs", "logits"] = "probs"
+    # Which cross-attention layers: all, or the last of the down, mid and up blocks (public code).
+    layers: Literal["all", "last_down_mid_up"] = "all"
+    # Which text tokens j runs over: the caption's own (with its start/end tokens), or all (public code: 77).
+    tokens: Literal["caption", "all"] = "caption"
+    # The attention term per sample (paper), or one batch mean per forward pass (public code; ablation).
+    reduce: Literal["sample", "batch"] = "sample"
+    # Weight of the public code's noise-error term ‖ε − ε̂_∅‖ − ‖ε − ε̂_c‖ (0: off, the paper).
+    noise_error: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    # Where the score is taken: relative noise levels (the paper's ensemble) or the public code's
+    # timesteps t = 999 − i for i in range(10, 990, 1000 // timestep_count).
+    noise_levels: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1, max_length=64)] = \
+        [0.2, 0.4, 0.6, 0.8]
+    timestep_count: Annotated[int, Field(ge=1, le=1000)] | None = None
+    seed: Annotated[int, Field(ge=0)] = 0   # the noise, shared by every candidate of an example
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32   # candidate pairs per U-Net pass
+
+
 # The options section of each variant that has one, named as the variant (`model.<variant>`).
-VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions, "glide_mini": GlideMiniOptions}
+VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions, "glide_mini": GlideMiniOptions,
+                                             "discffusion": DiscffusionOptions}
 
 
 class ModelSpec(Section):
@@ -133,6 +160,7 @@ class ModelSpec(Section):
     pretrain: PretrainSpec | None = None
     sd: SDOptions | None = None
     glide_mini: GlideMiniOptions | None = None
+    discffusion: DiscffusionOptions | None = None
 
     @field_validator("variant")
     @classmethod

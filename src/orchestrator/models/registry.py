@@ -69,7 +69,7 @@ class _Entry:
 _VARIANTS: dict[str, _Entry] = {
     "sd": _Entry("orchestrator.models.sd.variant"),
     "glide_mini": _Entry("orchestrator.models.glide_mini.variant"),
-    "discffusion": _Entry(None, "Discffusion, SD cross-attention as an image-text matcher (issue 12)", "matcher"),
+    "discffusion": _Entry("orchestrator.models.discffusion.variant"),
     "vcdm": _Entry(None, "Visual Chain-of-Thought: an embedding prior, then an image model (issue 13)", "chain"),
 }
 _plugged: dict[str, types.ModuleType | Any] = {}
@@ -135,8 +135,9 @@ def capability_problems(variant: str, train_kind: str | None, suites: list[str])
         return {"model.variant": str(exc)}
     problems: dict[str, str] = {}
     if train_kind is not None and train_kind not in info.trains_on:
+        can = f"it trains on: {', '.join(info.trains_on)}" if info.trains_on else "it trains on no data yet"
         problems["data.train.kind"] = (f"variant {variant!r} ({info.kind}) cannot train on data kind "
-                                       f"{train_kind!r}; it trains on: {', '.join(info.trains_on)}")
+                                       f"{train_kind!r}; {can}")
     for i, suite in enumerate(suites):
         if suite not in info.suites:
             problems[f"eval.suites.{i}"] = (f"suite {suite!r} cannot run on variant {variant!r} ({info.kind}); "
