@@ -135,3 +135,46 @@ def test_export_load_and_the_winoground_suite(tmp_path):
     by_name = {mv.name: mv for mv in result.metrics}
     assert by_name["text"].n == by_name["group"].n > 0 and 0 <= by_name["group"].value <= 1
     assert "discffusion" in str(result.info)  # the matcher scored, not a CLIP
+
+
+MANIFEST = """\
+name: disc
+model: {variant: discffusion, base: tiny-random, resolution: 32, discffusion: {noise_levels: [0.3, 0.7], margin: 0.1}}
+data: {train: {kind: shapes-winoground, n: 60, seed: 3}}
+train: {steps: 4, batch_size: 2, lr: 1.0e-2, checkpoint_every: 2, seed: 0, ema_decay: 0.9}
+storage: {blobs: ./blobs, journal: sqlite:///./journal.db}
+"""
+
+
+def test_a_trial_trains_the_adapters_with_the_margin_loss_and_resumes_exactly(tmp_path):
+    from orchestrator.models.common.serialize import from_bytes
+    from orchestrator.storage import open_store
+    from orchestrator.training.trial import train_trial
+
+    for name in ("full", "split"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "m.yaml").write_text(MANIFEST)
+    full = train_trial(tmp_path / "full" / "m.yaml", "0", progress=False, num_threads=1)
+    train_trial(tmp_path / "split" / "m.yaml", "0", max_steps=2, progress=False, num_threads=1)
+    split = train_trial(tmp_path / "split" / "m.yaml", "0", progress=False, num_threads=1)
+    assert full.finished and split.resumed_from == 2 and split.final_loss == full.final_loss
+    states = [from_bytes(open_store(str(tmp_path / d / "blobs")).get(r.checkpoint)) for d, r in
+              (("full", full), ("split", split))]
+    assert list(states[0]["modules"]) == ["adapters"]  # only the adapters train
+    a, b = (s["modules"]["adapters"] for s in states)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(v.abs().sum() > 0 for v in a.values())  # they moved from zero
+    # the checkpoint scores through the one loader, its adapters (EMA) applied
+    loaded = load_model(full.checkpoint, store=open_store(str(tmp_path / "full" / "blobs")), base_dir=tmp_path / "full")
+    assert loaded.kind == "matcher"
+    assert any(p.abs().sum() > 0 for p in loaded.model.adapters.parameters())
+
+
+def test_a_matcher_refuses_image_text_training_data(tmp_path):
+    from orchestrator.manifest.errors import ManifestError
+    from orchestrator.models.registry import load_checked_manifest
+
+    (tmp_path / "m.yaml").write_text(MANIFEST.replace("kind: shapes-winoground, n: 60, seed: 3",
+                                                      "kind: shapes, captions: spatial, n: 8"))
+    with pytest.raises(ManifestError, match="cannot train on data kind 'shapes'"):
+        load_checked_manifest(tmp_path / "m.yaml")

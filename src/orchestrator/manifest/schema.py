@@ -17,6 +17,8 @@ from orchestrator.storage.location import is_remote, local_path
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
 IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
+# Data kinds that pose text choices (an image, candidate texts, the right one): a matcher trains on them.
+CHOICE_KINDS = ("shapes-winoground", "winoground", "vl-checklist", "refcocog", "vqav2")
 FILE_KINDS = (
     "imagefolder",
     "winoground", "drawbench", "gqa", "gqa-captions", "comvg", "refcocog", "vqav2", "vl-checklist", "shards",
@@ -140,6 +142,9 @@ class DiscffusionOptions(Section):
     timestep_count: Annotated[int, Field(ge=1, le=1000)] | None = None
     seed: Annotated[int, Field(ge=0)] = 0   # the noise, shared by every candidate of an example
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32   # candidate pairs per U-Net pass
+    # Few-shot training of the p_k / p_v adapters: Σ max(0, f(neg) − f(pos) + margin) (paper 0.2;
+    # the public code trains with 0.1).
+    margin: Annotated[float, Field(ge=0, le=100)] = 0.2
 
 
 # The options section of each variant that has one, named as the variant (`model.<variant>`).

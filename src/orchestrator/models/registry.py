@@ -45,6 +45,9 @@ class VariantInfo:
     # Blob prefix of the variant's tiny shapes-world base (`model.base: null`), which
     # `orch pretrain --variant NAME` builds; None: the variant has none.
     tiny_base: str | None = None
+    # What its objective takes as data: "image_text" (images with captions: generators) or
+    # "text_choices" (an image, candidate texts, the right one: matchers).
+    train_data: Literal["image_text", "text_choices"] = "image_text"
 
 
 class Variant(Protocol):
