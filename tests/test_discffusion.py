@@ -65,6 +65,10 @@ def test_candidates_batched_score_as_one_at_a_time_with_shared_noise(image):
     assert len(set(batched.tolist())) == len(CAPTIONS)  # the text decides
     again = DiffusionScorer(c, DiscffusionOptions()).score_candidates(image, CAPTIONS)
     assert torch.equal(again, batched)
+    first = DiffusionScorer(c, DiscffusionOptions(pooling="max_row"))
+    DiffusionScorer(c, DiscffusionOptions())  # a second scorer of the same U-Net installs its own processors
+    assert torch.equal(first.score_candidates(image, CAPTIONS),
+                       DiffusionScorer(c, DiscffusionOptions(pooling="max_row")).score_candidates(image, CAPTIONS))
     other = DiffusionScorer(c, DiscffusionOptions(seed=1)).score_candidates(image, CAPTIONS)
     assert not torch.equal(other, batched)
 

@@ -70,10 +70,17 @@ class DiffusionScorer:
         self.c, self.options, self.method = c, options or DiscffusionOptions(), method
         self.recorder = Recorder(self.options.pooling, self.options.lam, self.options.attention)
         names = cross_attention_layers(c.unet)
-        scored = names if self.options.layers == "all" else last_of_down_mid_up(names)
-        install(c.unet, self.recorder, scored, adapters)
+        self._layers, self._scored, self._adapters = names, (names if self.options.layers == "all"
+                                                             else last_of_down_mid_up(names)), adapters
+        self._install()
         self.timesteps = timesteps(self.options, int(c.scheduler.config.num_train_timesteps))
         self.resolution = int(c.vae.config.sample_size)
+
+    def _install(self) -> None:
+        """Our processors on the U-Net — again if another scorer of the same U-Net replaced them."""
+        current = self.c.unet.attn_processors.get(f"{self._layers[0]}.processor") if self._layers else None
+        if getattr(current, "recorder", None) is not self.recorder:
+            install(self.c.unet, self.recorder, self._scored, self._adapters)
 
     @property
     def name(self) -> str:
@@ -107,6 +114,7 @@ class DiffusionScorer:
     # ---- the score of one image's candidates -----------------------------------------------
     def score_candidates(self, image: Any, captions: Sequence[str], prepared: Prepared | None = None) -> torch.Tensor:
         """[len(captions)] scores, candidates batched (`options.batch_size` per U-Net pass)."""
+        self._install()
         p = prepared or self._prepare(image)
         out = []
         bs = self.options.batch_size
