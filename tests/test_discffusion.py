@@ -182,3 +182,62 @@ def test_a_matcher_refuses_image_text_training_data(tmp_path):
                                                       "kind: shapes, captions: spatial, n: 8"))
     with pytest.raises(ManifestError, match="cannot train on data kind 'shapes'"):
         load_checked_manifest(tmp_path / "m.yaml")
+
+
+def test_matching_suite_on_comvg_and_shapes_pairs_with_a_matcher_and_with_clip(tmp_path):
+    """ComVG (one sentence, two images) and shapes Winoground pairs (text choices) through the
+    matching suite: accuracy with n and interval, per category; the matcher scores itself, a
+    context with no model falls back to the CLIP."""
+    import csv
+
+    from orchestrator.eval.context import EvalOptions
+    from orchestrator.eval.suites import build_context, run_in_context
+    from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config
+
+    rows = [["0", "red circle left of blue square", "1", "2", "subject"],
+            ["1", "green triangle above yellow circle", "3", "4", "object"],
+            ["2", "blue square below red circle", "5", "6", "verb"]]
+    with open(tmp_path / "compositional_visual_genome.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "sentence", "pos_triplet", "neg_triplet", "pos_image_id", "neg_image_id", "neg_value"])
+        for r in rows:
+            w.writerow([r[0], r[1], "a,b,c", "a,b,d", r[2], r[3], r[4]])
+    (tmp_path / "images").mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(1, 7):
+        Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()).save(
+            tmp_path / "images" / f"{i}.jpg")
+    m = LoadedModel(disc, disc._build(_sd(), DiscffusionOptions(noise_levels=[0.5])), "base")
+    comvg = {"kind": "comvg", "root": str(tmp_path)}
+    ctx = build_context(None, options=EvalOptions(matching=comvg, device="cpu"), model=m)
+    [res] = run_in_context(ctx, ["matching"])
+    by = {mv.name: mv for mv in res.metrics}
+    assert by["accuracy"].n == 3 and set(by) == {"accuracy", "accuracy/object", "accuracy/subject", "accuracy/verb"}
+    assert by["accuracy"].ci_low <= by["accuracy"].value <= by["accuracy"].ci_high
+    assert res.info["scorer"].startswith("discffusion") and len(res.info["outcomes"]) == 3
+
+    pairs = {"kind": "shapes-winoground", "n": 60, "seed": 1000}
+    model, tok = build_tiny_clip(seed=0)
+    clip = ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), "tiny")
+    ctx = build_context(None, options=EvalOptions(matching=pairs, device="cpu"), clip_encoder=clip)
+    [res] = run_in_context(ctx, ["matching"])
+    by = {mv.name: mv for mv in res.metrics}
+    assert by["accuracy"].n == res.info["choices"] > 0 and res.info["scorer"].startswith("clip")
+    assert any(name.startswith("accuracy/") for name in by)
+
+
+def test_manifest_checks_what_the_scoring_suites_need(tmp_path):
+    from orchestrator.manifest.errors import ManifestError
+    from orchestrator.models.registry import load_checked_manifest
+
+    sd = ("name: s\nmodel: {variant: sd, base: tiny-random}\n"
+          "data: {train: {kind: shapes, captions: spatial, n: 8}, eval: {kind: shapes, n: 8}}\n"
+          "eval: {suites: [spatial, winoground, matching]}\nstorage: {blobs: ./b}\n")
+    (tmp_path / "sd.yaml").write_text(sd)
+    with pytest.raises(ManifestError) as err:
+        load_checked_manifest(tmp_path / "sd.yaml")
+    found = {i.path: (i.line, i.message) for i in err.value.issues}
+    assert "needs eval.clip" in found["eval.suites.1"][1] and found["eval.suites.1"][0] == 4
+    assert "suite matching reads the benchmark in data.eval" in found["data.eval.kind"][1]
+    (tmp_path / "d.yaml").write_text(MANIFEST.replace("storage:", "eval: {suites: [winoground]}\nstorage:"))
+    load_checked_manifest(tmp_path / "d.yaml")  # a matcher scores itself: no CLIP needed

@@ -2,7 +2,8 @@
 what a matcher's few-shot objective trains on.
 
 Sources: the shapes world's Winoground pairs (`shapes-winoground`, generated: `n` scenes) and the
-loaders of the real benchmarks that pose text choices (winoground, vl-checklist, refcocog, vqav2).
+loaders of the real benchmarks that pose text choices (winoground, vl-checklist, refcocog, vqav2);
+for evaluation also ComVG's image choices (`labelled_choices`, with each choice's category).
 Images stay references (decoded when a step needs them), so a benchmark's size costs no memory.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.manifest.schema import CHOICE_KINDS, DataSource
+from orchestrator.manifest.schema import CHOICE_KINDS, MATCHING_KINDS, DataSource
 
 from .loaders.base import TextChoice
 
@@ -25,29 +26,43 @@ class ChoiceData:
         return len(self.choices)
 
 
-def _choices_of(example: Any) -> list[TextChoice]:
+def _choices_of(example: Any) -> list[Any]:
     if hasattr(example, "text_choices"):
         return list(example.text_choices())
-    return [example.text_choice()]
+    if hasattr(example, "text_choice"):
+        return [example.text_choice()]
+    return [example.image_choice()]
 
 
-def open_text_choices(src: DataSource, resolution: int, base_dir: Path | None = None, store: Any = None) -> ChoiceData:
-    """The source's text choices; an error for a kind that poses none, or a source that gives none."""
-    if src.kind not in CHOICE_KINDS:
-        raise ValueError(f"data kind {src.kind!r} poses no text choices to train a matcher on; "
-                         f"kinds that do: {', '.join(CHOICE_KINDS)}")
+def labelled_choices(src: DataSource, resolution: int, base_dir: Path | None = None,
+                     store: Any = None) -> list[tuple[Any, str]]:
+    """(choice, category) for each choice the source poses: text choices, or ComVG's image
+    choices; the category is the loader's first (e.g. ComVG's neg_value), "" where it has none."""
+    if src.kind not in MATCHING_KINDS:
+        raise ValueError(f"data kind {src.kind!r} poses no image-text choices; kinds that do: "
+                         f"{', '.join(MATCHING_KINDS)}")
     if src.kind == "shapes-winoground":
         from .loaders.winoground import shapes_pairs
 
         examples = shapes_pairs(src.n, src.seed, src.size or resolution)
-        where = f"shapes-winoground (n={src.n}, seed={src.seed})"
+        where, category = f"shapes-winoground (n={src.n}, seed={src.seed})", (lambda ex: ex.collapsed_tag or "")
     else:
         from .loaders import open_loader
 
         loader = open_loader(src, base_dir=base_dir)
         examples = loader.load()
         where = loader.root.describe()
-    choices = [c for ex in examples for c in _choices_of(ex)]
-    if not choices:
-        raise ValueError(f"{where}: no text choices to train on")
-    return ChoiceData(choices, where)
+        category = lambda ex: (loader.category_of(ex) or ("",))[0]  # noqa: E731
+    out = [(c, category(ex)) for ex in examples for c in _choices_of(ex)]
+    if not out:
+        raise ValueError(f"{where}: no image-text choices")
+    return out
+
+
+def open_text_choices(src: DataSource, resolution: int, base_dir: Path | None = None, store: Any = None) -> ChoiceData:
+    """The source's text choices (what a matcher trains on); an error for a kind that poses none."""
+    if src.kind not in CHOICE_KINDS:
+        raise ValueError(f"data kind {src.kind!r} poses no text choices to train a matcher on; "
+                         f"kinds that do: {', '.join(CHOICE_KINDS)}")
+    labelled = labelled_choices(src, resolution, base_dir, store)
+    return ChoiceData([c for c, _ in labelled], src.kind)

@@ -322,8 +322,13 @@ class ResourcesSpec(Section):
 
 # What each suite needs from the eval section; checked when the manifest loads, so a sweep never
 # trains for an hour and then finds its metric cannot be computed.
-SUITE_NEEDS = {"clip_r_precision": "clip", "winoground": "clip", "fid_clip": "clip", "fid": "fid_weights"}
-SUITES_NOT_YET = ("matching", "drawbench")
+SUITE_NEEDS = {"clip_r_precision": "clip", "fid_clip": "clip", "fid": "fid_weights"}
+# Suites that score captions against images: with the model when it is a matcher, else with
+# eval.clip (the capability table in models/registry.py checks which, since it knows the variant).
+SCORER_SUITES = ("winoground", "matching")
+# Benchmarks the matching suite reads (data.eval.kind): text choices, and ComVG's image choices.
+MATCHING_KINDS = CHOICE_KINDS + ("comvg",)
+SUITES_NOT_YET = ("drawbench",)
 R_PRECISION_CHUNKS = 10  # Park et al.'s protocol; orchestrator.eval.suites takes it from here
 EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",
                "fid_reference": "FID reference statistics", "winoground": "Winoground directory"}

@@ -25,7 +25,7 @@ INFO = VariantInfo(
     name="discffusion",
     kind="matcher",
     trains_on=CHOICE_KINDS,
-    suites=("winoground",),
+    suites=("winoground", "matching"),
     train_data="text_choices",
 )
 OPTIONS_FILE, ADAPTERS_FILE = "discffusion.json", "adapters.safetensors"
