@@ -4,6 +4,7 @@ the adapters start at zero; the matcher variant exports, loads and serves the wi
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -184,29 +185,50 @@ def test_a_matcher_refuses_image_text_training_data(tmp_path):
         load_checked_manifest(tmp_path / "m.yaml")
 
 
-def test_matching_suite_on_comvg_and_shapes_pairs_with_a_matcher_and_with_clip(tmp_path):
-    """ComVG (one sentence, two images) and shapes Winoground pairs (text choices) through the
-    matching suite: accuracy with n and interval, per category; the matcher scores itself, a
-    context with no model falls back to the CLIP."""
+def _comvg(root):
+    """A three-row ComVG layout (the official CSV's columns, images by id) with random images."""
     import csv
-
-    from orchestrator.eval.context import EvalOptions
-    from orchestrator.eval.suites import build_context, run_in_context
-    from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config
 
     rows = [["0", "red circle left of blue square", "1", "2", "subject"],
             ["1", "green triangle above yellow circle", "3", "4", "object"],
             ["2", "blue square below red circle", "5", "6", "verb"]]
-    with open(tmp_path / "compositional_visual_genome.csv", "w", newline="") as f:
+    with open(root / "compositional_visual_genome.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "sentence", "pos_triplet", "neg_triplet", "pos_image_id", "neg_image_id", "neg_value"])
         for r in rows:
             w.writerow([r[0], r[1], "a,b,c", "a,b,d", r[2], r[3], r[4]])
-    (tmp_path / "images").mkdir()
+    (root / "images").mkdir()
     g = torch.Generator().manual_seed(0)
     for i in range(1, 7):
         Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()).save(
-            tmp_path / "images" / f"{i}.jpg")
+            root / "images" / f"{i}.jpg")
+
+
+def test_comvg_image_choices_train_the_adapters(tmp_path):
+    """An image choice's negative is its other image: the margin loss reaches the adapters."""
+    from orchestrator.data.choices import open_choices
+    from orchestrator.manifest.schema import DataSource, TrainSpec
+    from orchestrator.models.common.objective import Batch
+
+    _comvg(tmp_path)
+    data = open_choices(DataSource(kind="comvg", root=str(tmp_path)), 32)
+    m = disc._build(_sd(), DiscffusionOptions(noise_levels=[0.5], margin=10.0))
+    obj = disc.objective(m, data, TrainSpec(), None, store=None, device=torch.device("cpu"))
+    loss = obj.loss(Batch(torch.arange(3), 3, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert len(data) == 3 and float(loss) > 0  # margin 10: every choice inside the margin
+    assert all(a.p_k.grad is not None and a.p_k.grad.abs().sum() > 0 for a in m.adapters.values())
+
+
+def test_matching_suite_on_comvg_and_shapes_pairs_with_a_matcher_and_with_clip(tmp_path):
+    """ComVG (one sentence, two images) and shapes Winoground pairs (text choices) through the
+    matching suite: accuracy with n and interval, per category; the matcher scores itself, a
+    context with no model falls back to the CLIP."""
+    from orchestrator.eval.context import EvalOptions
+    from orchestrator.eval.suites import build_context, run_in_context
+    from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config
+
+    _comvg(tmp_path)
     m = LoadedModel(disc, disc._build(_sd(), DiscffusionOptions(noise_levels=[0.5])), "base")
     comvg = {"kind": "comvg", "root": str(tmp_path)}
     ctx = build_context(None, options=EvalOptions(matching=comvg, device="cpu"), model=m)
@@ -241,3 +263,23 @@ def test_manifest_checks_what_the_scoring_suites_need(tmp_path):
     assert "suite matching reads the benchmark in data.eval" in found["data.eval.kind"][1]
     (tmp_path / "d.yaml").write_text(MANIFEST.replace("storage:", "eval: {suites: [winoground]}\nstorage:"))
     load_checked_manifest(tmp_path / "d.yaml")  # a matcher scores itself: no CLIP needed
+
+
+def test_fewshot_split_parts_never_overlap_and_keep_pairs_together():
+    from orchestrator.data.choices import labelled_choices
+    from orchestrator.manifest.schema import DataSource
+
+    def part(name, fraction=0.05):
+        src = DataSource(kind="shapes-winoground", n=400, seed=5, fewshot=name, fewshot_fraction=fraction)
+        return labelled_choices(src, 32)
+
+    everything = labelled_choices(DataSource(kind="shapes-winoground", n=400, seed=5), 32)
+    train, held = part("train"), part("heldout")
+    key = lambda c: (c.texts, c.answer, c.image.read_bytes())  # noqa: E731
+    assert len(train) + len(held) == len(everything) and len(train) % 2 == 0  # pairs: two questions each
+    assert not {key(c) for c, _ in train} & {key(c) for c, _ in held}
+    pairs = len(everything) // 2
+    assert len(train) == 2 * math.ceil(0.05 * pairs)  # 5% of the examples, each with its two choices
+    assert [key(c) for c, _ in part("train")] == [key(c) for c, _ in train]  # seeded: the same split again
+    assert DataSource(kind="shapes-winoground", n=4).model_dump() == \
+        DataSource(kind="shapes-winoground", n=4, fewshot_fraction=0.5).model_dump()  # unsplit: ids unchanged

@@ -17,7 +17,7 @@ from orchestrator.storage.location import is_remote, local_path
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
 IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
-# Data kinds that pose text choices (an image, candidate texts, the right one): a matcher trains on them.
+# Data kinds that pose text choices (an image, candidate texts, the right one).
 CHOICE_KINDS = ("shapes-winoground", "winoground", "vl-checklist", "refcocog", "vqav2")
 FILE_KINDS = (
     "imagefolder",
@@ -242,6 +242,10 @@ class DataSource(Section):
     options: dict[str, str | int | float | bool] = {}
     # Train on each image or its mirror image, chosen per step by the trial's seeded generator.
     random_flip: bool = False
+    # A few-shot split of a matching benchmark (seeded by `seed`, by example): "train" is the first
+    # `fewshot_fraction` of a seeded permutation, "heldout" the rest; the two never overlap.
+    fewshot: Literal["train", "heldout"] | None = None
+    fewshot_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.05
 
     @field_validator("root")
     @classmethod
@@ -259,14 +263,21 @@ class DataSource(Section):
             raise ValueError(f"kind '{self.kind}' reads files; set root to their directory or blob URI")
         if self.random_flip and self.kind not in IMAGE_TEXT_KINDS:
             raise ValueError(f"random_flip augments training images; kind '{self.kind}' is no training data")
+        if self.fewshot is not None and self.kind not in MATCHING_KINDS:
+            raise ValueError(f"fewshot splits a matching benchmark; kind '{self.kind}' is none "
+                             f"({', '.join(MATCHING_KINDS)})")
         return self
 
     @model_serializer(mode="wrap")
     def _omit_unset_flip(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # As ModelSpec's sections: a source that does not flip dumps (and hashes) as before.
+        # As ModelSpec's sections: a source that does not flip (or split) dumps and hashes as before.
         data = handler(self)
-        if isinstance(data, dict) and not self.random_flip:
-            data.pop("random_flip", None)
+        if isinstance(data, dict):
+            if not self.random_flip:
+                data.pop("random_flip", None)
+            if self.fewshot is None:
+                data.pop("fewshot", None)
+                data.pop("fewshot_fraction", None)
         return data
 
 
@@ -326,7 +337,7 @@ SUITE_NEEDS = {"clip_r_precision": "clip", "fid_clip": "clip", "fid": "fid_weigh
 # Suites that score captions against images: with the model when it is a matcher, else with
 # eval.clip (the capability table in models/registry.py checks which, since it knows the variant).
 SCORER_SUITES = ("winoground", "matching")
-# Benchmarks the matching suite reads (data.eval.kind): text choices, and ComVG's image choices.
+# Benchmarks a matcher trains on and the matching suite reads: text choices, and ComVG's image choices.
 MATCHING_KINDS = CHOICE_KINDS + ("comvg",)
 SUITES_NOT_YET = ("drawbench",)
 R_PRECISION_CHUNKS = 10  # Park et al.'s protocol; orchestrator.eval.suites takes it from here

@@ -46,8 +46,8 @@ class VariantInfo:
     # `orch pretrain --variant NAME` builds; None: the variant has none.
     tiny_base: str | None = None
     # What its objective takes as data: "image_text" (images with captions: generators) or
-    # "text_choices" (an image, candidate texts, the right one: matchers).
-    train_data: Literal["image_text", "text_choices"] = "image_text"
+    # "choices" (an image and candidate texts, or a text and candidate images: matchers).
+    train_data: Literal["image_text", "choices"] = "image_text"
 
 
 class Variant(Protocol):

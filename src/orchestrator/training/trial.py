@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.data.choices import ChoiceData, open_text_choices
+from orchestrator.data.choices import ChoiceData, open_choices
 from orchestrator.data.image_text import ImageTextData, open_image_text
 from orchestrator.manifest import expand
 from orchestrator.manifest.schema import DataSource
@@ -24,7 +24,7 @@ def load_train_data(src: DataSource | None, resolution: int, base_dir: Path | No
     return _TRAIN_DATA[form](src, resolution, base_dir=base_dir, store=store)
 
 
-_TRAIN_DATA = {"image_text": open_image_text, "text_choices": open_text_choices}
+_TRAIN_DATA = {"image_text": open_image_text, "choices": open_choices}
 
 
 def train_trial(

@@ -1,5 +1,6 @@
 """Few-shot training of Discffusion's p_k / p_v adapters with the paper's margin loss:
-for each text choice, Σ_neg max(0, f(neg) − f(pos) + M), averaged, everything else frozen.
+for each choice, Σ_neg max(0, f(neg) − f(pos) + M), averaged, everything else frozen. A text
+choice's negatives are its other texts; an image choice's (ComVG) its other images.
 
 Each step draws fresh noise for every example of the global batch from the loop's generator (so
 exact resume and data parallelism hold); all candidates of an example share it, as at scoring.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from orchestrator.data.choices import ChoiceData
+from orchestrator.data.loaders.base import ImageChoice
 from orchestrator.manifest.schema import DiscffusionOptions, TrainSpec
 from orchestrator.models.common.objective import Batch
 
@@ -27,10 +29,27 @@ class MarginObjective:
         self.scorer: DiffusionScorer = m.scorer()
         self._latents: dict[int, torch.Tensor] = {}
 
-    def _latent(self, i: int) -> torch.Tensor:
-        if i not in self._latents:
-            self._latents[i] = self.scorer.encode(self.data.choices[i].image.open_image())
-        return self._latents[i]
+    def _latent(self, i: int, j: int = 0) -> torch.Tensor:
+        """The mean latent of choice i's image (its j-th image for an image choice), computed once."""
+        if (i, j) not in self._latents:
+            choice = self.data.choices[i]
+            ref = choice.images[j] if isinstance(choice, ImageChoice) else choice.image
+            self._latents[(i, j)] = self.scorer.encode(ref.open_image())
+        return self._latents[(i, j)]
+
+    def _scores(self, i: int, noise: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Choice i's candidate scores with one noise draw shared by its candidates: its texts
+        against its image, or its text against each of its images (ComVG)."""
+        choice, steps = self.data.choices[i], self.scorer.timesteps
+
+        def prepared(latents: torch.Tensor) -> Prepared:
+            return Prepared(latents, {t: noise[k][None].to(latents.dtype) for k, t in enumerate(steps)})
+
+        with batch.autocast():
+            if isinstance(choice, ImageChoice):
+                return torch.cat([self.scorer.score_candidates(None, [choice.text], prepared(self._latent(i, j)))
+                                  for j in range(len(choice.images))])
+            return self.scorer.score_candidates(None, list(choice.texts), prepared(self._latent(i)))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         g, steps = batch.generator, self.scorer.timesteps
@@ -40,10 +59,7 @@ class MarginObjective:
         losses = []
         for row, i in enumerate(idx):
             choice = self.data.choices[i]
-            latents = self._latent(i)
-            prepared = Prepared(latents, {t: noise[row, k][None].to(latents.dtype) for k, t in enumerate(steps)})
-            with batch.autocast():
-                s = self.scorer.score_candidates(None, list(choice.texts), prepared)
+            s = self._scores(i, noise[row], batch)
             pos = s[choice.answer]
             neg = torch.cat([s[:choice.answer], s[choice.answer + 1:]])
             losses.append(torch.relu(neg - pos + self.options.margin).mean())

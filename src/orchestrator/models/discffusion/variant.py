@@ -2,7 +2,7 @@
 
 The base loads exactly as the `sd` variant loads it (a diffusers directory, the tiny shapes base,
 tiny-random); the model is those components, the score's options (`model.discffusion`) and the
-p_k / p_v adapters (zero: zero-shot), which a trial trains on text choices (`data.train` of a
+p_k / p_v adapters (zero: zero-shot), which a trial trains on choices (`data.train` of a
 matching kind) with the margin loss. It scores through `orch eval` / the winoground suite.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.manifest.schema import CHOICE_KINDS
+from orchestrator.manifest.schema import MATCHING_KINDS
 from orchestrator.models.registry import INDEX_KEY, VariantInfo, get_variant
 
 if TYPE_CHECKING:
@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 INFO = VariantInfo(
     name="discffusion",
     kind="matcher",
-    trains_on=CHOICE_KINDS,
+    trains_on=MATCHING_KINDS,
     suites=("winoground", "matching"),
-    train_data="text_choices",
+    train_data="choices",
 )
 OPTIONS_FILE, ADAPTERS_FILE = "discffusion.json", "adapters.safetensors"
 
