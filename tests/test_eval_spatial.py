@@ -111,6 +111,10 @@ def test_wilson_interval_known_values():
 def test_mcnemar_and_heldout_prompts():
     assert mcnemar([True] * 10, [False] * 10) == {"only_a": 10, "only_b": 0, "p_value": pytest.approx(2 / 1024)}
     assert mcnemar([True, False], [True, False])["p_value"] == 1.0
+    import numpy as np  # numpy outcomes with many discordant pairs: exact, not an overflowed p = 1
+
+    big = mcnemar(np.ones(90, dtype=bool), np.zeros(90, dtype=bool))
+    assert big["only_a"] == 90 and type(big["only_a"]) is int and big["p_value"] == pytest.approx(2 / 2 ** 90)
     prompts = heldout_spatial_prompts(1000, 12)
     assert len(prompts) == 12 and all(p.relation in {"left of", "right of", "above", "below"} for p in prompts)
     assert prompts == heldout_spatial_prompts(1000, 12)  # deterministic by seed

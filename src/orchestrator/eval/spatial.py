@@ -190,8 +190,9 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
     only the discordant prompts carry information. Returns the counts and a two-sided p-value."""
     if len(a) != len(b):
         raise ValueError("paired outcomes must have the same length")
-    only_a = sum(x and not y for x, y in zip(a, b))
-    only_b = sum(y and not x for x, y in zip(a, b))
+    # Python ints: with numpy's int64 the 2 ** m below overflows past 62 discordant pairs (p = 1).
+    only_a = int(sum(bool(x) and not bool(y) for x, y in zip(a, b)))
+    only_b = int(sum(bool(y) and not bool(x) for x, y in zip(a, b)))
     m = only_a + only_b
     tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m if m else 1.0
     return {"only_a": only_a, "only_b": only_b, "p_value": min(1.0, 2 * tail)}
