@@ -166,15 +166,21 @@ def run(
                                "differ only in it (e.g. data.train.captions)."),
     grids: Path = typer.Option(None, "--grids", help="Also write the evaluated sample grids here as plain PNGs."),
     grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
+    metrics: bool = typer.Option(True, "--metrics/--no-metrics", help="Serve Prometheus metrics while it runs."),
+    metrics_port: int = typer.Option(9464, "--metrics-port", envvar="ORCH_METRICS_PORT", min=0,
+                                     help="Port of the metrics endpoint (0: any free port; a taken one falls back)."),
+    metrics_sd: Path = typer.Option(None, "--metrics-sd", envvar="ORCH_METRICS_SD",
+                                    help="A Prometheus file_sd file listing the endpoint while the run lasts."),
 ) -> None:
     """Run a sweep on an embedded local Ray (SQLite journal, local blobs) and print the results."""
     from .actors import api
     from .actors.plan import plan_sweep
 
     _load_or_exit(file, "json" if format is PlanFormat.json else "text")
+    served = api.MetricsOptions(metrics_port, str(metrics_sd) if metrics_sd else None) if metrics else None
     with _run_errors("run"):
         eid = api.run_experiment(file, progress=progress and format is PlanFormat.table, num_cpus=cpus,
-                                 grace_s=grace)
+                                 grace_s=grace, metrics=served)
         plan = plan_sweep(file)
         table = api.results(plan.journal_url, eid, format.value, paired=paired)
         if grids is not None:
@@ -586,6 +592,30 @@ def data_gqa_captions(
     else:
         out.print(f"[green]GQA-Captions[/] at {out_uri}: {summary['records']} records in {summary['shards']} shard(s), "
                   f"{summary['skipped']} skipped, {summary['records_per_s']:.0f} records/s")
+
+
+metrics_app = typer.Typer(help="Prometheus metrics of a cluster node.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("serve")
+def metrics_serve(
+    port: int = typer.Option(9464, "--port", envvar="ORCH_METRICS_PORT", min=0, help="Port to serve /metrics on."),
+    directory: Path = typer.Option(Path("/tmp/orch-metrics"), "--dir", envvar="ORCH_METRICS_DIR",
+                                   help="Where this node's orch processes write their metrics."),
+    host: str = typer.Option("0.0.0.0", "--host"),
+) -> None:
+    """Serve this node's orch metrics (run beside `ray start` on every node; Ctrl-C stops)."""
+    import threading
+
+    from .telemetry.exporter import MetricsServer
+
+    server = MetricsServer(directory, port, host)
+    out.print(f"serving {directory} on http://{host}:{server.port}/metrics")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.close()
 
 
 @journal_app.command("migrate")

@@ -20,6 +20,7 @@ import ray
 
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
 from orchestrator.storage import open_store
+from orchestrator.telemetry.sink import install_from_env
 
 from .cluster import cluster_slots
 from .evaluator import EvaluatorActor
@@ -60,6 +61,8 @@ class Coordinator:
         self.cancel_requested = threading.Event()
         self.preempt_requested = threading.Event()
         self.lock = threading.Lock()
+        self.telemetry = install_from_env()
+        self.queued = 0  # trials not yet handed to a trainer (the run loop's queue)
 
     # ------------------------------------------------------------- called by others
     def experiment_id(self) -> str:
@@ -119,6 +122,23 @@ class Coordinator:
     def _set(self, trial_id: str, status: TrialStatus, **extra: Any) -> None:
         with self.lock:
             self.live.setdefault(trial_id, {}).update(status=status.value, **extra)
+            if self.telemetry.enabled:
+                self._publish()
+
+    def _publish(self) -> None:
+        """The sweep's gauges: trials by state (every state, zeros included), size and queue."""
+        by_state = dict.fromkeys((s.value for s in TrialStatus), 0)
+        for v in self.live.values():
+            by_state[v["status"]] += 1
+        self.telemetry.sweep(experiment=self.plan.experiment_id, total=len(self.trials), by_state=by_state,
+                             queued=self.queued)
+
+    def _labels(self, trial_id: str) -> dict[str, str]:
+        return {"experiment": self.plan.experiment_id, "trial": trial_id,
+                "variant": self.trials[trial_id].manifest.model.variant}
+
+    def _count(self, event: str) -> None:
+        self.telemetry.trial_event(experiment=self.plan.experiment_id, event=event)
 
     def _register(self) -> list[str]:
         """Register (idempotently) and return the trials to run, oldest first."""
@@ -163,23 +183,32 @@ class Coordinator:
         res = self.plan.loaded.manifest.resources
         threads = max(1, int(res.cpus_per_trial))
         args = (str(self.plan.manifest_path), trial_id, self.plan.blobs_uri, me)
+        retry = self.rj.trial(trial_id).attempts > 0
         self.rj.transition(trial_id, EventKind.RUNNING)
+        self._count("start")
+        if retry:
+            self._count("retry")
         self._set(trial_id, TrialStatus.RUNNING)
+        labels = self._labels(trial_id)
         if res.gpus_per_trial > 1:  # a data-parallel group, gang-scheduled, supervised in another thread
-            group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads)
+            group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads,
+                                 telemetry=labels)
             self.trainers[trial_id] = group
             active[me.run_group.remote(trial_id)] = Task(trial_id, "train")
             return
-        handle = TrainerActor.options(**self._resources()).remote(*args, threads)
+        handle = TrainerActor.options(**self._resources()).remote(*args, threads, telemetry=labels)
         self.trainers[trial_id] = handle
         expect = self.journal.trial_state(trial_id, self.plan.experiment_id).last_checkpoint_step
         active[handle.train.remote(expect_checkpoint=expect, restart_missing=self.restart_missing)] = \
             Task(trial_id, "train")
 
-    def _evaluate(self, source: dict, label: str):
+    def _evaluate(self, source: dict, label: str, trial_id: str = ""):
         if self.evaluator is None:
             self.evaluator = EvaluatorActor.remote(self.plan.blobs_uri, f"experiments/{self.plan.experiment_id}/grids")
-        return self.evaluator.evaluate.remote(self.manifest_json, str(self.plan.loaded.base_dir), source, label)
+        weights = {"base": "base", "checkpoint": "checkpoint", "model": "final"}[source["kind"]]
+        about = {"experiment": self.plan.experiment_id, "trial": trial_id, "weights": weights}
+        return self.evaluator.evaluate.remote(self.manifest_json, str(self.plan.loaded.base_dir), source, label,
+                                              about)
 
     def _finish_training(self, task: Task, result: dict, active: dict) -> None:
         tid = task.trial_id
@@ -196,11 +225,12 @@ class Coordinator:
                    "resumed_from": result.get("resumed_from"), "steps_run": result.get("steps_run")}
         if not self.suites:
             self.rj.transition(tid, EventKind.DONE, **summary)
+            self._count("finish")
             self._set(tid, TrialStatus.DONE)
             return
         self.rj.transition(tid, EventKind.EVALUATING)
         self._set(tid, TrialStatus.EVALUATING)
-        ref = self._evaluate({"kind": "model", "prefix": result["model_prefix"]}, f"{tid}-final")
+        ref = self._evaluate({"kind": "model", "prefix": result["model_prefix"]}, f"{tid}-final", tid)
         active[ref] = Task(tid, "final_eval", result["step"])
         self.done_summary[tid] = summary
 
@@ -214,6 +244,7 @@ class Coordinator:
         self._record_eval(tid, 0, self.base_metrics, base=True)
         self._record_eval(tid, task.step, out)
         self.rj.transition(tid, EventKind.DONE, **self.done_summary.pop(tid, {}))
+        self._count("finish")
         self._set(tid, TrialStatus.DONE, metrics=out["metrics"])
 
     def _record_eval(self, tid: str, step: int, out: dict, **extra: Any) -> None:
@@ -222,6 +253,7 @@ class Coordinator:
     def _fail(self, tid: str, error: str, traceback: str | None) -> None:
         self._release(tid)
         self.rj.transition(tid, EventKind.FAILED, error=error, traceback=traceback)
+        self._count("failure")
         self._set(tid, TrialStatus.FAILED, error=error)
 
     def _release(self, tid: str) -> None:
@@ -238,6 +270,7 @@ class Coordinator:
         """Run every unfinished trial to the end; returns the trial counts by status."""
         eid = self.plan.experiment_id
         pending = deque(self._register())
+        self.queued = len(pending)
         active: dict[Any, Task] = {}
         base_ref = self._evaluate({"kind": "base"}, "base") if self.suites and pending else None
         slots, last_poll = self._slots(), time.monotonic()
@@ -255,11 +288,12 @@ class Coordinator:
                     break  # evaluations still in flight are redone by resume
                 pending.clear()
             while pending and training < slots:
+                self.queued = len(pending) - 1
                 self._launch(pending.popleft(), active)
                 training += 1
             while not self.checkpoints.empty():
                 tid, step, key = self.checkpoints.get()
-                active[self._evaluate({"kind": "checkpoint", "key": key}, f"{tid}-step{step}")] = \
+                active[self._evaluate({"kind": "checkpoint", "key": key}, f"{tid}-step{step}", tid)] = \
                     Task(tid, "interim_eval", step)
             ready, _ = ray.wait(list(active), num_returns=1, timeout=0.5)
             for ref in ready:
