@@ -385,7 +385,8 @@ def manifest_source(journal_url: str, experiment_id: str) -> str:
 
 
 def resume(journal_url: str, experiment_id: str, *, progress: bool = True, address: str | None = None,
-           num_cpus: int | None = None, restart_missing: bool = False, grace_s: float = 30.0) -> str:
+           num_cpus: int | None = None, restart_missing: bool = False, grace_s: float = 30.0,
+           metrics: MetricsOptions | None = None) -> str:
     """Finish an interrupted or cancelled experiment from its journal; failed trials are retried."""
     source = manifest_source(journal_url, experiment_id)
     plan = plan_sweep(source)
@@ -399,4 +400,4 @@ def resume(journal_url: str, experiment_id: str, *, progress: bool = True, addre
         time.sleep(0.5)
         return experiment_id
     return run_experiment(source, progress=progress, num_cpus=num_cpus, journal_url=journal_url,
-                          retry_failed=True, restart_missing=restart_missing, grace_s=grace_s)
+                          retry_failed=True, restart_missing=restart_missing, grace_s=grace_s, metrics=metrics)
