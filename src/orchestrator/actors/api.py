@@ -287,9 +287,19 @@ def submit(manifest_path: str | Path, address: str, *, journal_url: str | None =
     ensure_base(plan)
     connect(address)
     coord = _coordinator(plan, journal_url, retry_failed=False, detached=True)
-    coord.run.remote()
-    time.sleep(0.5)  # let the call leave this process before it exits
+    _start_detached(coord)
     return plan.experiment_id
+
+
+def _start_detached(coord) -> None:
+    """Start the coordinator's run and return once the actor has it. A call made before the actor
+    is up waits in this process and was lost when it exited (the old half-second sleep was too
+    short on a loaded head): calls from one caller are sent in order, so an answer to the next
+    one means `run` has left."""
+    import ray
+
+    coord.run.remote()
+    ray.get(coord.experiment_id.remote(), timeout=120)
 
 
 def status(journal_url: str = DEFAULT_JOURNAL, experiment_id: str | None = None) -> list[dict[str, Any]]:
@@ -396,8 +406,8 @@ def resume(journal_url: str, experiment_id: str, *, progress: bool = True, addre
     if address:
         from .cluster import connect
         connect(address)
-        _coordinator(plan, journal_url, retry_failed=True, detached=True, restart_missing=restart_missing).run.remote()
-        time.sleep(0.5)
+        _start_detached(_coordinator(plan, journal_url, retry_failed=True, detached=True,
+                                     restart_missing=restart_missing))
         return experiment_id
     return run_experiment(source, progress=progress, num_cpus=num_cpus, journal_url=journal_url,
                           retry_failed=True, restart_missing=restart_missing, grace_s=grace_s, metrics=metrics)
