@@ -4,47 +4,34 @@ and the node's endpoint exports the trial's counts, as the journal records them.
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from orchestrator.actors.cluster import free_port
 from orchestrator.journal import open_journal
 from tests.test_actors_cli import reap_session
+from tests.test_telemetry_e2e import _get, tiny_manifest
 
 BIN = Path(sys.executable).parent
 STEPS, BATCH = 20, 4
-MANIFEST = f"""\
-name: telemetry-cluster
-model: {{variant: sd, base: tiny-random, resolution: 32}}
-data: {{train: {{kind: shapes, captions: spatial, n: 12}}}}
-train: {{steps: {STEPS}, batch_size: {BATCH}, lr: 1.0e-3, checkpoint_every: 10, seed: 1}}
-resources: {{cpus_per_trial: 1}}
-storage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        return r.read().decode()
+MANIFEST = tiny_manifest("telemetry-cluster", STEPS, BATCH, "resources: {cpus_per_trial: 1}")
 
 
 def test_a_submitted_sweep_is_exported_by_the_nodes_endpoint(tmp_path):
     (tmp_path / "m.yaml").write_text(MANIFEST)
-    node_dir, gcs, port = tmp_path / "node-metrics", _free_port(), _free_port()
+    node_dir, gcs, port = tmp_path / "node-metrics", free_port(), free_port()
     # token auth needs a token shared out of band; this test's cluster is its own, on loopback ports
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1",
            "RAY_AUTH_MODE": "disabled", "ORCH_METRICS_DIR": str(node_dir)}
+    # its own temp dir: the address file a head writes there (ray_current_cluster) must not send
+    # another test's `ray.init()` on this machine to this short-lived cluster
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
-                             "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}", "--block"],
                             cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     exporter = subprocess.Popen([str(BIN / "orch"), "metrics", "serve", "--port", str(port), "--dir", str(node_dir),
@@ -69,11 +56,12 @@ def test_a_submitted_sweep_is_exported_by_the_nodes_endpoint(tmp_path):
         (state,) = states
         assert state.status.value == "done", state
         (trial,) = state.trials
-        text = _metrics(port)
+        text = _get(f"http://127.0.0.1:{port}/metrics").decode()
     finally:
         exporter.terminate()
         reap_session(head.pid, grace=2)
         reap_session(exporter.pid, grace=5)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     labels = f'{{experiment="{state.experiment_id}",trial="{trial}",variant="sd"}}'
     assert state.experiment_id in sub.stdout
     lines = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("orch_")}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.actors.cluster import free_port
 from orchestrator.journal import EventKind, open_journal
 from orchestrator.telemetry.alerts import ALERTS
 from orchestrator.telemetry.dashboards import DASHBOARDS
@@ -26,24 +27,19 @@ pytestmark = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None,
 ORCH = str(Path(sys.executable).with_name("orch"))
 INFRA = Path(__file__).resolve().parent.parent / "infra"
 STEPS, BATCH = 60, 4
-MANIFEST = f"""\
-name: telemetry-e2e
-model: {{variant: sd, base: tiny-random, resolution: 32}}
-data: {{train: {{kind: shapes, captions: spatial, n: 12}}}}
-train: {{steps: {STEPS}, batch_size: {BATCH}, lr: 1.0e-3, checkpoint_every: 30, seed: 1}}
-sweep: {{grid: {{train.lr: [1.0e-3, 5.0e-4]}}}}
-resources: {{cpus_per_trial: 1, max_concurrent_trials: 1}}
-eval: {{suites: [spatial], samples: 8, every: 30}}
-storage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}
-"""
 
 
-def _free_port() -> int:
-    import socket
+def tiny_manifest(name: str, steps: int, batch: int, *extra: str) -> str:
+    """A tiny-random SD sweep on 12 shapes, checkpointing at half way; `extra` lines are appended."""
+    return "\n".join([f"name: {name}", "model: {variant: sd, base: tiny-random, resolution: 32}",
+                      "data: {train: {kind: shapes, captions: spatial, n: 12}}",
+                      f"train: {{steps: {steps}, batch_size: {batch}, lr: 1.0e-3, checkpoint_every: {steps // 2}, "
+                      "seed: 1}", "storage: {blobs: ./blobs, journal: sqlite:///./journal.db}", *extra]) + "\n"
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+MANIFEST = tiny_manifest("telemetry-e2e", STEPS, BATCH, "sweep: {grid: {train.lr: [1.0e-3, 5.0e-4]}}",
+                         "resources: {cpus_per_trial: 1, max_concurrent_trials: 1}",
+                         f"eval: {{suites: [spatial], samples: 8, every: {STEPS // 2}}}")
 
 
 def _get(url: str) -> bytes:
@@ -54,7 +50,7 @@ def _get(url: str) -> bytes:
 @pytest.fixture
 def prometheus(tmp_path):
     """A Prometheus scraping whatever the run lists in sd.json, twice a second, with the rules loaded."""
-    port = _free_port()
+    port = free_port()
     shutil.copy(INFRA / "prometheus/alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "sd.json").write_text("[]")
     (tmp_path / "prometheus.yml").write_text(json.dumps({
