@@ -43,7 +43,7 @@ def components(resolution: int):
 
     from orchestrator.models.sd.pipeline import SDComponents
     from orchestrator.models.sd.tiny_config import SCHEDULER_CONFIG
-    from orchestrator.models.sd.tokenizer import build_tokenizer
+    from orchestrator.models.common.shapes_tokenizer import build_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=resolution // 8, **SD2_UNET)

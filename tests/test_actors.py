@@ -272,3 +272,45 @@ def test_ensure_base_pretrains_from_the_manifest_once_and_refuses_other_settings
         api.ensure_base(plan_sweep(path))
     store.delete("models/tiny-sd-base.pretrain.json")  # a base from `orch pretrain` records no settings
     assert api.ensure_base(plan_sweep(path)) is False
+
+
+def test_glide_mini_beside_sd_as_a_sweep_axis_with_every_generating_suite(tmp_path, eval_assets):
+    """The variant swept: GLIDE-mini and SD trials in one experiment, each trained, checkpointed and
+    evaluated by the actors on every suite a generator serves; GLIDE-mini's base is pretrained
+    into its own blob prefix beside SD's (ensure_base, one per variant)."""
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        "name: both\nmodel: {variant: sd, base: tiny-random, resolution: 32}\n"
+        "data: {train: {kind: shapes, captions: spatial, n: 12}, eval: {kind: shapes-winoground, n: 8, seed: 7}}\n"
+        "train: {steps: 4, batch_size: 4, lr: 1.0e-3, checkpoint_every: 2, seed: 1}\n"
+        "sweep: {trials: [{model.variant: sd}, {model.variant: glide_mini, model.base: null,\n"
+        "        model.pretrain: {steps: 2, n: 8, batch_size: 4}, model.glide_mini: {train: both}}]}\n"
+        "resources: {cpus_per_trial: 1}\n"
+        f"eval: {{suites: [spatial, clip_r_precision, winoground, fid, fid_clip], samples: 10, every: 2, "
+        f"clip: {eval_assets / 'clip'}, fid_weights: {eval_assets / 'inception.pth'}}}\n"
+        "storage: {blobs: ./blobs, journal: sqlite:///./journal.db}\n")
+    eid = api.run_experiment(path, progress=False)
+    plan = plan_sweep(path)
+    store = open_store(plan.blobs_uri)
+    assert store.exists("models/tiny-glide-mini-base/model_index.json")
+    assert '"steps": 2' in store.get("models/tiny-glide-mini-base.pretrain.json").decode()
+    with open_journal(plan.journal_url) as journal:
+        state = journal.experiment_state(eid)
+        assert state.status.value == "done" and state.counts()["done"] == 2
+        variants = {}
+        for tid, t in state.trials.items():
+            trial = next(p for p in plan.trials if p.id == tid)
+            variants[trial.manifest.model.variant] = tid
+            kinds = trial_events(journal, eid, tid)
+            assert kinds["running"] == 1 and kinds["checkpointed"] == 2
+            assert set(t.metrics) == {0, 2, 4}  # its own base, the checkpoint at step 2, the export
+            final = t.metrics[4]
+            assert final["spatial.accuracy.n"] == 10 and final["fid.n"] == 10 and final["fid"] >= 0
+            assert {"clip_r_precision.r_at_1", "winoground.group", "fid_clip"} <= set(final)
+        assert set(variants) == {"sd", "glide_mini"}
+        index = store.get(f"trials/{variants['glide_mini']}/model/model_index.json").decode()
+        assert '"_orch_variant": "glide_mini"' in index
+        # Each trial's base is its own model's: two base evaluations with their own images.
+        bases = [e for e in journal.events(eid, kinds=["evaluated"]) if e.payload["step"] == 0]
+        assert len({e.payload["grid"] for e in bases}) == 2
+        assert bases[0].payload["metrics"] != bases[1].payload["metrics"]

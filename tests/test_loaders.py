@@ -231,6 +231,18 @@ def test_winoground_parquet(tmp_path: Path) -> None:
     (ex,) = loader.load()
     assert ex.image_0.read_bytes() == buf.getvalue() and loader.skips.total == 1
 
+    # A corrupt file is an error naming it, whether its footer or its data pages are damaged.
+    path = tmp_path / "data" / "test-00000-of-00001.parquet"
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataFormatError, match=r"test-00000-of-00001.parquet: not a readable parquet file"):
+        WinogroundLoader(tmp_path, on_error="skip").load()
+    damaged = bytearray(good)
+    damaged[4:200] = bytes(196)  # the first data pages zeroed, footer intact
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataFormatError, match=r"test-00000-of-00001.parquet: (corrupt parquet data|not a readable)"):
+        WinogroundLoader(tmp_path, on_error="skip").load()
+
 
 # ================================================================ DrawBench
 
@@ -344,7 +356,7 @@ def test_gqa_scene_graph_stream_and_index(tmp_path: Path, sg_file: Path) -> None
         assert index.get(key).to_gqa()["objects"].keys() == ref[key]["objects"].keys()
     bad = tmp_path / "bad_sceneGraphs.json"
     bad.write_text('{\n"1": {"width": 1, "height": 1, "objects": {"a": {"x": 1}}},\n"2": 5\n}')
-    with pytest.raises(DataFormatError, match=r"bad_sceneGraphs.json:2: scene graph '1'"):
+    with pytest.raises(DataFormatError, match=r"bad_sceneGraphs.json:2 \(byte 7\): scene graph '1'"):
         list(iter_scene_graphs(bad))
     skips = SkipReport()
     assert list(iter_scene_graphs(bad, on_bad=skips.add)) == [] and skips.counts == {"bad scene graph": 2}
@@ -524,6 +536,26 @@ def test_vl_checklist(tmp_path: Path) -> None:
     lines = (tmp_path / "data/Attribute/vg/color.json").read_text().splitlines()
     item_line = lines.index('  "VG_100K/404.jpg",')  # 0-based: the item's '[' is the line before
     assert err.value.file == str(tmp_path / "data/Attribute/vg/color.json") and err.value.line == item_line
+    color = (tmp_path / "data/Attribute/vg/color.json").read_text()
+    assert err.value.entry == f"entry 2, byte {color.rindex('[', 0, color.index('VG_100K/404.jpg'))}"
+
+    # A root that is one corpus YAML reads just that corpus, paths still from the repository root.
+    one = VLCheckListLoader(tmp_path / "corpus/v1/Relation/spatial/vg.yaml", on_error="skip")
+    assert [(e.category, e.pos[0]) for e in one] == [("v1/Relation/spatial/vg", "car left of tree")]
+    assert one.skips.counts == {"bad entry": 1}
+
+
+def test_entry_errors_in_one_line_json_name_the_entry(tmp_path: Path) -> None:
+    """VL-CheckList, VQAv2 and COCO ship one-line JSON: `file:1` alone would not say which entry."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus/c.yaml").write_text(yaml.safe_dump({"ANNO_PATH": "a.json", "IMG_ROOT": "img"}))
+    text = json.dumps([["1.jpg", {"POS": ["p"], "NEG": ["n"]}], ["2.jpg", {"POS": "x"}]])
+    (tmp_path / "a.json").write_text(text)
+    touch(tmp_path / "img/1.jpg")
+    touch(tmp_path / "img/2.jpg")
+    with pytest.raises(DataFormatError, match=rf"a.json:1 \(entry 1, byte {text.rindex('[', 0, text.index('2.jpg'))}\): "
+                                              r"entry's POS is not a list"):
+        VLCheckListLoader(tmp_path / "corpus/c.yaml").load()
 
 
 # ================================================================ manifest data block

@@ -153,9 +153,9 @@ def test_capability_table_refuses_with_the_line(toy, tmp_path):
     (line, message) = issues_of(p)["data.train.kind"]
     assert line == 3 and "cannot train on data kind 'winoground'" in message and "shapes" in message
 
-    p.write_text(MANIFEST.format(suites="spatial", blobs="./b").replace("variant: toy", "variant: glide_mini"))
+    p.write_text(MANIFEST.format(suites="spatial", blobs="./b").replace("variant: toy", "variant: vcdm"))
     (line, message) = issues_of(p)["model.variant"]
-    assert line == 2 and "not implemented yet" in message and "issue 11" in message
+    assert line == 2 and "not implemented yet" in message and "issue 13" in message
 
     p.write_text(MANIFEST.format(suites="spatial", blobs="./b").replace("variant: toy", "variant: nosuch"))
     assert "unknown model variant 'nosuch'" in issues_of(p)["model.variant"][1]

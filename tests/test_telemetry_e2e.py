@@ -165,9 +165,11 @@ def test_a_scraped_run_feeds_every_panel_and_rule(prometheus, tmp_path):
         {tid: float(s) for tid, s in steps.items()}
     assert by_trial(f'last_over_time(orch_trials{{experiment="{eid}",state="done"}}[5m])') == {"": 2.0}
     assert by_trial(f'last_over_time(orch_trial_finishes_total{{experiment="{eid}"}}[5m])') == {"": 2.0}
-    final = {e.trial_id: e.payload["metrics"] for e in evaluated if e.payload["weights"].endswith("/model")}
-    assert set(final) == set(steps)
-    for metric in ("accuracy", "object_accuracy"):
-        exported = by_trial(f'last_over_time(orch_eval_metric{{experiment="{eid}",weights="final",'
-                            f'suite="spatial",metric="{metric}"}}[5m])')
-        assert exported == {tid: m[f"spatial.{metric}"] for tid, m in final.items()}
+    judged = {"final": {e.trial_id: e.payload["metrics"] for e in evaluated if e.payload["weights"].endswith("/model")},
+              "base": {e.trial_id: e.payload["metrics"] for e in evaluated if e.payload.get("base")}}
+    for weights, recorded in judged.items():
+        assert set(recorded) == set(steps), weights
+        for metric in ("accuracy", "object_accuracy"):
+            exported = by_trial(f'last_over_time(orch_eval_metric{{experiment="{eid}",weights="{weights}",'
+                                f'suite="spatial",metric="{metric}"}}[5m])')
+            assert exported == {tid: m[f"spatial.{metric}"] for tid, m in recorded.items()}, (weights, metric)

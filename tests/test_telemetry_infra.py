@@ -25,7 +25,7 @@ def test_committed_files_are_the_generated_ones():
     for rel, text in rendered().items():
         path = INFRA / rel
         assert path.is_file(), f"{path} is missing: run python -m orchestrator.telemetry.generate infra"
-        assert path.read_text() == text, f"{path} differs from the code: run python -m orchestrator.telemetry.generate infra"
+        assert path.read_text() == text, f"{path} differs from the code: regenerate it (see infra/README.md)"
     on_disk = {p.name for p in (INFRA / "grafana/dashboards").glob("*.json")}
     assert on_disk == {f"{d.uid}.json" for d in DASHBOARDS}, "a dashboard file no code renders"
 

@@ -384,17 +384,27 @@ def pretrain(
     lr: float = typer.Option(5e-4, "--lr", help="Denoiser learning rate."),
     ema_decay: float = typer.Option(None, "--ema-decay", help="Save an EMA of the denoiser's weights."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads (deterministic kernels)."),
+    variant: str = typer.Option("sd", "--variant", help="Model variant whose tiny base to build (sd, glide_mini)."),
 ) -> None:
-    """Pretrain the tiny shapes-world base (VAE, text encoder, U-Net) on generic captions."""
+    """Pretrain a variant's tiny shapes-world base on generic captions (SD: VAE, then text encoder
+    and U-Net; GLIDE-mini: text transformer and U-Net, in pixel space)."""
+    from .models.registry import UnknownVariant, get_variant
     from .storage import open_store
-    from .training import TINY_BASE_PREFIX, pretrain_base, set_deterministic
+    from .training import pretrain_base, set_deterministic
 
-    if threads:
-        set_deterministic(threads)
-    where = pretrain_base(TINY_BASE_PREFIX, data_dir, steps=steps, seed=seed, n=n, size=size,
-                          vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
-                          ema_decay=ema_decay)
-    out.print(f"[green]saved[/] tiny base to {blobs} at {where}")
+    with _run_errors("pretrain"):
+        try:
+            prefix = get_variant(variant).INFO.tiny_base
+        except (UnknownVariant, NotImplementedError) as exc:
+            raise ValueError(f"--variant: {exc}") from None
+        if prefix is None:
+            raise ValueError(f"--variant: variant {variant!r} has no tiny shapes base to pretrain")
+        if threads:
+            set_deterministic(threads)
+        where = pretrain_base(prefix, data_dir, steps=steps, seed=seed, n=n, size=size,
+                              vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
+                              ema_decay=ema_decay, variant=variant)
+    out.print(f"[green]saved[/] tiny {variant} base to {blobs} at {where}")
 
 
 class SamplerName(str, Enum):
@@ -408,13 +418,15 @@ def sample(
     prompt: list[str] = typer.Option(..., "--prompt", help="Repeat for several prompts."),
     out_file: Path = typer.Option(..., "--out", help="PNG grid to write."),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding --model (e.g. trials/<id>/model)."),
-    sampler: SamplerName = typer.Option(SamplerName.ddim, "--sampler"),
-    steps: int = typer.Option(50, "--steps", min=1),
-    guidance: float = typer.Option(7.5, "--guidance", min=0.0, help="Classifier-free guidance scale."),
+    sampler: SamplerName = typer.Option(None, "--sampler", help="Default: the variant's (SD: ddim; GLIDE-mini: ddpm)."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Default: the variant's (SD: 50; GLIDE-mini: 100 respaced)."),
+    guidance: float = typer.Option(None, "--guidance", min=0.0,
+                                   help="Classifier-free guidance scale. Default: the variant's (SD: 7.5; GLIDE-mini: 3)."),
     per_prompt: int = typer.Option(1, "--per-prompt", min=1, help="Images per prompt."),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Generate images with DDIM or DDPM and classifier-free guidance; save them as a PNG grid."""
+
     import torch
 
     from .models.common.images import save_grid
@@ -431,10 +443,13 @@ def sample(
                   markup=False, soft_wrap=True)
         raise typer.Exit(2)
     prompts = [p for p in prompt for _ in range(per_prompt)]
-    images = loaded.variant.generate(loaded.model, prompts, sampler=sampler.value, steps=steps, guidance_scale=guidance,
-                                     generator=torch.Generator().manual_seed(seed))
+    # What is not given is the variant's own default (each samples as its reference does).
+    given = {k: v for k, v in {"sampler": sampler.value if sampler else None, "steps": steps,
+                               "guidance_scale": guidance}.items() if v is not None}
+    images = loaded.variant.generate(loaded.model, prompts, generator=torch.Generator().manual_seed(seed), **given)
     save_grid(images, out_file, cols=per_prompt if per_prompt > 1 else None)
-    out.print(f"[green]wrote[/] {out_file}: {len(prompts)} image(s), {sampler.value} {steps} steps, guidance {guidance}")
+    how = ", ".join(f"{k} {v}" for k, v in given.items()) or f"{loaded.variant.INFO.name}'s default sampling"
+    out.print(f"[green]wrote[/] {out_file}: {len(prompts)} image(s), {how}")
 
 
 @app.command(name="eval")

@@ -31,58 +31,76 @@ def _pretrain_record(spec, seed: int, resolution: int) -> dict[str, Any]:
 
 
 def ensure_base(plan: SweepPlan, num_threads: int = 1, progress: bool = False) -> bool:
-    """Pretrain and cache the tiny base in the blob store if the manifest needs it; True if built now.
+    """Pretrain and cache each tiny base the manifest needs in the blob store; True if any was built now.
 
-    The settings are the manifest's `model.pretrain` (PretrainSpec defaults when unset), recorded
-    next to the base (`models/tiny-sd-base.pretrain.json`); a cached base pretrained with other
-    settings is an error rather than silently reused, since the trial ids say which base they mean.
+    One base per variant (`INFO.tiny_base`: SD's and GLIDE-mini's side by side in one sweep). The
+    settings are the manifest's `model.pretrain` (PretrainSpec defaults when unset), recorded next
+    to the base (`<prefix>.pretrain.json`); a cached base pretrained with other settings is an
+    error rather than silently reused, since the trial ids say which base they mean.
 
     One torch thread by default: on this 2-core machine the VAE stage runs ~4 it/s on one thread
     but ~0.3 it/s on two as soon as any other process holds a core (every op's thread barrier
     waits on a descheduled thread), while two threads gain only ~1.4x on the denoiser stage.
     """
-    import json
-
-    from orchestrator.storage import open_store
-
     needing = [t.manifest for t in plan.trials if t.manifest.model.base is None]
     if not needing:
         return False  # before importing the ML core: the driver of a run needs none of it
-    from orchestrator.training import TINY_BASE_PREFIX, pretrain_base, set_deterministic
+    from orchestrator.models.registry import get_variant
 
+    by_variant: dict[str, list] = {}
+    for m in needing:
+        by_variant.setdefault(m.model.variant, []).append(m)
+    built = False
+    for name, manifests in by_variant.items():
+        built = _ensure_variant_base(plan, get_variant(name), manifests, num_threads, progress) or built
+    return built
+
+
+def _ensure_variant_base(plan: SweepPlan, variant, needing: list, num_threads: int, progress: bool) -> bool:
+    import json
+
+    from orchestrator.storage import open_store
+    from orchestrator.training import pretrain_base, set_deterministic
+
+    name, prefix = variant.INFO.name, variant.INFO.tiny_base
+    if prefix is None:
+        raise ValueError(f"{plan.manifest_path}: model.base is null, but variant {name!r} has no tiny shapes base; "
+                         f"set model.base")
     if len({_canonical(t.model.pretrain_settings) for t in needing}) > 1:
-        raise ValueError(f"{plan.manifest_path}: model.pretrain differs between trials; one blob store holds "
-                         "one tiny base, so model.pretrain cannot be swept")
+        raise ValueError(f"{plan.manifest_path}: model.pretrain differs between {name} trials; one blob store holds "
+                         f"one tiny base per variant, so model.pretrain cannot be swept")
     m = needing[0]
     spec = m.model.pretrain_settings
     src = m.data.train
     want = _pretrain_record(spec, src.seed if src else 0, m.model.resolution)
     store = open_store(plan.blobs_uri)
-    record_key = f"{TINY_BASE_PREFIX}.pretrain.json"
-    if store.exists(f"{TINY_BASE_PREFIX}/model_index.json"):
+    record_key = f"{prefix}.pretrain.json"
+    if store.exists(f"{prefix}/model_index.json"):
         if store.exists(record_key):
             have = json.loads(store.get(record_key))
             if have != want:
                 raise ValueError(
-                    f"the blob store {plan.blobs_uri} holds a tiny base pretrained with {have}, but "
-                    f"{plan.manifest_path} asks for {want} (model.pretrain); delete {TINY_BASE_PREFIX}/ and "
+                    f"the blob store {plan.blobs_uri} holds a tiny {name} base pretrained with {have}, but "
+                    f"{plan.manifest_path} asks for {want} (model.pretrain); delete {prefix}/ and "
                     f"{record_key} from the store, or point storage.blobs elsewhere")
         else:
-            log.info("using the tiny base in %s (built by `orch pretrain`; its settings are not recorded)",
-                     plan.blobs_uri)
+            log.info("using the tiny %s base in %s (built by `orch pretrain`; its settings are not recorded)",
+                     name, plan.blobs_uri)
         return False
     set_deterministic(num_threads)
-    log.info("pretraining the tiny base (%s) into %s", want, plan.blobs_uri)
-    with _pretrain_progress(spec, progress) as on_metrics:
-        pretrain_base(TINY_BASE_PREFIX, None, steps=spec.steps, seed=want["seed"], n=spec.n,
+    log.info("pretraining the tiny %s base (%s) into %s", name, want, plan.blobs_uri)
+    # A variant that pretrains through its own objective has no VAE stage in front.
+    stages = "denoiser" if hasattr(variant, "pretrain_options") else f"VAE {spec.vae_steps} steps, then denoiser"
+    with _pretrain_progress(spec, progress, f"{name} base ({stages})") as on_metrics:
+        pretrain_base(prefix, None, steps=spec.steps, seed=want["seed"], n=spec.n,
                       size=m.model.resolution, vae_steps=spec.vae_steps, batch_size=spec.batch_size, lr=spec.lr,
-                      store=store, on_metrics=on_metrics, **spec.recipe())
+                      store=store, on_metrics=on_metrics, variant=name, **spec.recipe())
     store.put(record_key, (json.dumps(want, sort_keys=True, indent=1) + "\n").encode())  # written last: complete
     return True
 
 
 @contextmanager
-def _pretrain_progress(spec, show: bool):
+def _pretrain_progress(spec, show: bool, what: str):
     """A progress line for the minutes a first run spends pretraining (the VAE stage reports no
     steps, so the bar waits at 0 until the denoiser starts)."""
     if not show:
@@ -92,7 +110,7 @@ def _pretrain_progress(spec, show: bool):
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn()) as bar:
-        task = bar.add_task(f"pretraining the tiny base (VAE {spec.vae_steps} steps, then denoiser)",
+        task = bar.add_task(f"pretraining the tiny {what}",
                             total=spec.steps, loss="-")
 
         def on_metrics(m: dict) -> None:

@@ -41,8 +41,8 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None) -> Clu
         os.environ[key] = value
     os.environ["RAY_GCS_SERVER_PORT"] = str(free_port())
     try:
-        # address="local": a new head even when RAY_ADDRESS or a `ray start` on this machine
-        # (/tmp/ray/ray_current_cluster, left behind if that head was killed) names another cluster
+        # address="local": always a new embedded head. Without it ray.init joins whatever cluster
+        # this machine started last (/tmp/ray/ray_current_cluster), e.g. another user's `ray start`.
         ctx = ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
                        include_dashboard=False, log_to_driver=False, configure_logging=False)
     finally:

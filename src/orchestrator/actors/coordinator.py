@@ -8,6 +8,7 @@ their last checkpoint. It runs as a threaded actor: `run` drives the schedule wh
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -49,13 +50,17 @@ class Coordinator:
         self.notice_log: list[dict] = []  # fallbacks trainers took, for the driver to print
         self.trials = {t.id: t for t in self.plan.trials}
         m = self.plan.loaded.manifest
-        self.manifest_json = m.model_dump(mode="json")
+        # Each trial is evaluated with its own manifest: a sweep may vary the model (variant, base)
+        # or the eval section, and a checkpoint is rebuilt on its own trial's base.
+        self.trial_json = {tid: t.manifest.model_dump(mode="json") for tid, t in self.trials.items()}
         self.suites = list(m.eval.suites)
         self.eval_every = m.eval.every
         self.live: dict[str, dict[str, Any]] = {}      # trial -> latest metrics and status
         self.trainers: dict[str, Any] = {}             # trial -> trainer actor handle
         self.evaluator = None
-        self.base_metrics: dict | None = None
+        # The untrained base, evaluated once per distinct (model, eval) section among the trials.
+        self.base_refs: dict[str, Any] = {}
+        self.base_metrics: dict[str, dict] = {}
         self.done_summary: dict[str, dict] = {}          # trial -> what its `done` event records
         self.checkpoints: queue.SimpleQueue = queue.SimpleQueue()  # (trial, step, key) for interim evals
         self.cancel_requested = threading.Event()
@@ -202,13 +207,27 @@ class Coordinator:
         active[handle.train.remote(expect_checkpoint=expect, restart_missing=self.restart_missing)] = \
             Task(trial_id, "train")
 
-    def _evaluate(self, source: dict, label: str, trial_id: str = ""):
+    def _evaluate(self, tid: str, source: dict, label: str):
         if self.evaluator is None:
             self.evaluator = EvaluatorActor.remote(self.plan.blobs_uri, f"experiments/{self.plan.experiment_id}/grids")
+        # what the exported metrics say it is: a base is shared by trials, published per trial on record
         weights = {"base": "base", "checkpoint": "checkpoint", "model": "final"}[source["kind"]]
-        about = {"experiment": self.plan.experiment_id, "trial": trial_id, "weights": weights}
-        return self.evaluator.evaluate.remote(self.manifest_json, str(self.plan.loaded.base_dir), source, label,
+        about = {"experiment": self.plan.experiment_id, "trial": "" if weights == "base" else tid, "weights": weights}
+        return self.evaluator.evaluate.remote(self.trial_json[tid], str(self.plan.loaded.base_dir), source, label,
                                               about)
+
+    def _base_key(self, tid: str) -> str:
+        m = self.trial_json[tid]
+        return json.dumps([m["model"], m["eval"]], sort_keys=True)
+
+    def _evaluate_bases(self, trial_ids) -> None:
+        """One base evaluation per distinct base among `trial_ids` (grid `base`, or `base-<trial>`
+        for the second and later bases of a sweep over models)."""
+        for tid in trial_ids:
+            key = self._base_key(tid)
+            if key not in self.base_refs:
+                label = "base" if not self.base_refs else f"base-{tid}"
+                self.base_refs[key] = self._evaluate(tid, {"kind": "base"}, label)
 
     def _finish_training(self, task: Task, result: dict, active: dict) -> None:
         tid = task.trial_id
@@ -230,18 +249,22 @@ class Coordinator:
             return
         self.rj.transition(tid, EventKind.EVALUATING)
         self._set(tid, TrialStatus.EVALUATING)
-        ref = self._evaluate({"kind": "model", "prefix": result["model_prefix"]}, f"{tid}-final", tid)
+        ref = self._evaluate(tid, {"kind": "model", "prefix": result["model_prefix"]}, f"{tid}-final")
         active[ref] = Task(tid, "final_eval", result["step"])
         self.done_summary[tid] = summary
 
-    def _finish_eval(self, task: Task, out: dict, base_ref) -> None:
+    def _finish_eval(self, task: Task, out: dict) -> None:
         tid = task.trial_id
         if task.phase == "interim_eval":
             self._record_eval(tid, task.step, out)
             return
-        if self.base_metrics is None:
-            self.base_metrics = ray.get(base_ref)
-        self._record_eval(tid, 0, self.base_metrics, base=True)
+        key = self._base_key(tid)
+        if key not in self.base_metrics:
+            self.base_metrics[key] = ray.get(self.base_refs[key])
+        self._record_eval(tid, 0, self.base_metrics[key], base=True)
+        for suite, values in self.base_metrics[key].get("gauges", {}).items():
+            self.telemetry.evaluated(experiment=self.plan.experiment_id, trial=tid, weights="base", suite=suite,
+                                     seconds=None, metrics=values)
         self._record_eval(tid, task.step, out)
         self.rj.transition(tid, EventKind.DONE, **self.done_summary.pop(tid, {}))
         self._count("finish")
@@ -272,7 +295,8 @@ class Coordinator:
         pending = deque(self._register())
         self.queued = len(pending)
         active: dict[Any, Task] = {}
-        base_ref = self._evaluate({"kind": "base"}, "base") if self.suites and pending else None
+        if self.suites:
+            self._evaluate_bases(pending)
         slots, last_poll = self._slots(), time.monotonic()
         while pending or active:
             if time.monotonic() - last_poll > JOURNAL_POLL_S:
@@ -293,7 +317,7 @@ class Coordinator:
                 training += 1
             while not self.checkpoints.empty():
                 tid, step, key = self.checkpoints.get()
-                active[self._evaluate({"kind": "checkpoint", "key": key}, f"{tid}-step{step}", tid)] = \
+                active[self._evaluate(tid, {"kind": "checkpoint", "key": key}, f"{tid}-step{step}")] = \
                     Task(tid, "interim_eval", step)
             ready, _ = ray.wait(list(active), num_returns=1, timeout=0.5)
             for ref in ready:
@@ -316,7 +340,7 @@ class Coordinator:
                     elif task.phase == "train":
                         self._finish_training(task, out, active)
                     else:
-                        self._finish_eval(task, out, base_ref)
+                        self._finish_eval(task, out)
                 except IllegalTransition as exc:  # cancelled through the journal meanwhile
                     log.warning("%s", exc)
         counts = self._counts()

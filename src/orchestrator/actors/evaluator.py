@@ -89,10 +89,11 @@ class Evaluator:
             if about is not None:
                 self.telemetry.eval_failed(experiment=about["experiment"])
             raise
-        if about is not None:
+        out["gauges"] = {r.suite: {m.name: float(m.value) for m in r.metrics} for r in results}
+        if about is not None:  # a base's values are published by the coordinator, per trial it serves
             for r in results:
                 self.telemetry.evaluated(**about, suite=r.suite, seconds=r.wall_s,
-                                         metrics={m.name: float(m.value) for m in r.metrics})
+                                         metrics={} if about["weights"] == "base" else out["gauges"][r.suite])
         return out
 
     def _evaluate(self, manifest_json: dict, base_dir: str | None, source: dict, label: str):

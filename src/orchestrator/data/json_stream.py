@@ -52,6 +52,15 @@ class Member:
     end: int
     index: int | None = None
 
+    @property
+    def entry(self) -> str:
+        """Where the member is, for messages: its array index (a keyed member's message names its
+        key already) and its byte offset."""
+        if self.index is None:
+            return f"byte {self.start}"
+        which = f"{self.key}[{self.index}]" if self.key is not None else f"entry {self.index}"
+        return f"{which}, byte {self.start}"
+
 
 def iter_object(source: str | os.PathLike[str] | BinaryIO, *, name: str | None = None,
                 expand: Collection[str] = (), chunk_bytes: int = DEFAULT_CHUNK_BYTES,

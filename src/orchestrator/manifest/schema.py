@@ -91,8 +91,60 @@ class SDOptions(Section):
     caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
+class GlideMiniOptions(Section):
+    """GLIDE-mini's own settings (`model.glide_mini`)."""
+    # What finetuning trains: the U-Net, the text transformer (with its projection), or both.
+    train: Literal["unet", "text", "both"] = "unet"
+    # Share of training captions replaced by the all-padding tokens (GLIDE finetunes with 0.2), so
+    # classifier-free guidance keeps working.
+    caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    # Weight of the VLB term of the hybrid loss; None: T/1000 (improved DDPM's rescaled form).
+    vlb_weight: Annotated[float, Field(ge=0, le=1000)] | None = None
+    # Directory with GPT-2's encoder.json and vocab.bpe: needed when model.base is the released
+    # base.pt (a bare state dict carries no tokenizer).
+    bpe: str | None = None
+
+    @field_validator("bpe")
+    @classmethod
+    def _bpe_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "GPT-2 BPE directory")
+
+    def model_problem(self, model: "ModelSpec") -> str | None:
+        if model.base and model.base.endswith(".pt") and not self.bpe:
+            return ("model.base is a bare state dict (.pt, glide-text2im's base.pt); set model.glide_mini.bpe "
+                    "to the directory holding GPT-2's encoder.json and vocab.bpe")
+        return None
+
+
+class DiscffusionOptions(Section):
+    """Discffusion's score (`model.discffusion`): the paper's method by default; each switch is a
+    choice of its public code (or an ablation), so a sweep can compare them."""
+    # f(A) per image token over text tokens: lse = (1/λ) log Σ_j exp(λ A_ij) (the paper); max_row /
+    # max_col (ablations); cosine: of the mean query and the mean key (an ablation).
+    pooling: Literal["lse", "max_row", "max_col", "cosine"] = "lse"
+    lam: Annotated[float, Field(gt=0, le=100)] = 1.0
+    # What A is: the attention probabilities (paper) or the pre-softmax scaled logits (public code).
+    attention: Literal["probs", "logits"] = "probs"
+    # Which cross-attention layers: all, or the last of the down, mid and up blocks (public code).
+    layers: Literal["all", "last_down_mid_up"] = "all"
+    # Which text tokens j runs over: the caption's own (with its start/end tokens), or all (public code: 77).
+    tokens: Literal["caption", "all"] = "caption"
+    # The attention term per sample (paper), or one batch mean per forward pass (public code; ablation).
+    reduce: Literal["sample", "batch"] = "sample"
+    # Weight of the public code's noise-error term ‖ε − ε̂_∅‖ − ‖ε − ε̂_c‖ (0: off, the paper).
+    noise_error: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    # Where the score is taken: relative noise levels (the paper's ensemble) or the public code's
+    # timesteps t = 999 − i for i in range(10, 990, 1000 // timestep_count).
+    noise_levels: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1, max_length=64)] = \
+        [0.2, 0.4, 0.6, 0.8]
+    timestep_count: Annotated[int, Field(ge=1, le=1000)] | None = None
+    seed: Annotated[int, Field(ge=0)] = 0   # the noise, shared by every candidate of an example
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32   # candidate pairs per U-Net pass
+
+
 # The options section of each variant that has one, named as the variant (`model.<variant>`).
-VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions}
+VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions, "glide_mini": GlideMiniOptions,
+                                             "discffusion": DiscffusionOptions}
 
 
 class ModelSpec(Section):
@@ -107,6 +159,8 @@ class ModelSpec(Section):
     # Settings of the tiny base's pretraining (base: null only); None: PretrainSpec's defaults.
     pretrain: PretrainSpec | None = None
     sd: SDOptions | None = None
+    glide_mini: GlideMiniOptions | None = None
+    discffusion: DiscffusionOptions | None = None
 
     @field_validator("variant")
     @classmethod
@@ -134,6 +188,14 @@ class ModelSpec(Section):
             if name != self.variant and getattr(self, name) is not None:
                 raise ValueError(f"model.{name} holds options of variant {name!r}, but model.variant is "
                                  f"{self.variant!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _options_fit_the_model(self) -> "ModelSpec":
+        check = getattr(self.options, "model_problem", None)
+        problem = check(self) if check else None
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -42,6 +42,9 @@ class VariantInfo:
     # model_index.json `_class_name`s of directories written by other tools that this variant
     # loads (a real SD v1-5 / v2-1 directory names StableDiffusionPipeline).
     pipeline_classes: tuple[str, ...] = ()
+    # Blob prefix of the variant's tiny shapes-world base (`model.base: null`), which
+    # `orch pretrain --variant NAME` builds; None: the variant has none.
+    tiny_base: str | None = None
 
 
 class Variant(Protocol):
@@ -65,8 +68,8 @@ class _Entry:
 
 _VARIANTS: dict[str, _Entry] = {
     "sd": _Entry("orchestrator.models.sd.variant"),
-    "glide_mini": _Entry(None, "GLIDE-mini, OpenAI's pixel-space text-to-image model (issue 11)", "generator"),
-    "discffusion": _Entry(None, "Discffusion, SD cross-attention as an image-text matcher (issue 12)", "matcher"),
+    "glide_mini": _Entry("orchestrator.models.glide_mini.variant"),
+    "discffusion": _Entry("orchestrator.models.discffusion.variant"),
     "vcdm": _Entry(None, "Visual Chain-of-Thought: an embedding prior, then an image model (issue 13)", "chain"),
 }
 _plugged: dict[str, types.ModuleType | Any] = {}
@@ -132,8 +135,9 @@ def capability_problems(variant: str, train_kind: str | None, suites: list[str])
         return {"model.variant": str(exc)}
     problems: dict[str, str] = {}
     if train_kind is not None and train_kind not in info.trains_on:
+        can = f"it trains on: {', '.join(info.trains_on)}" if info.trains_on else "it trains on no data yet"
         problems["data.train.kind"] = (f"variant {variant!r} ({info.kind}) cannot train on data kind "
-                                       f"{train_kind!r}; it trains on: {', '.join(info.trains_on)}")
+                                       f"{train_kind!r}; {can}")
     for i, suite in enumerate(suites):
         if suite not in info.suites:
             problems[f"eval.suites.{i}"] = (f"suite {suite!r} cannot run on variant {variant!r} ({info.kind}); "

@@ -23,8 +23,9 @@ def _quantiles(metric: str, selector: str, by: str = "") -> tuple[Target, ...]:
 
 
 SWEEP = Dashboard("orch-sweep", "orch · sweep overview", variables=(EXPERIMENT,), panels=(
-    Panel("Progress (done / total)", (Target(f'sum(orch_trials{{{EXP},state="done"}}) / sum(orch_sweep_trials{{{EXP}}})',
-                                             "done"),), unit="percentunit", kind="stat", width=6),
+    Panel("Progress (done / total)", (
+        Target(f'sum(orch_trials{{{EXP},state="done"}}) / sum(orch_sweep_trials{{{EXP}}})', "done"),),
+        unit="percentunit", kind="stat", width=6),
     Panel("Trials in the sweep", (Target(f"sum(orch_sweep_trials{{{EXP}}})", "trials"),), kind="stat", width=6),
     Panel("Queue depth", (Target(f"sum(orch_queue_depth{{{EXP}}})", "queued"),), kind="stat", width=6),
     Panel("Failed trials", (Target(f"sum(orch_trial_failures_total{{{EXP}}})", "failures"),), kind="stat", width=6),
@@ -73,13 +74,13 @@ EVALUATION = Dashboard("orch-eval", "orch · evaluation", variables=(EXPERIMENT,
     Panel("Metrics over the run, per trial (checkpoints, then the final model)", (
         Target(f'orch_eval_metric{{{EXP},weights=~"checkpoint|final"}}', "{{trial}} {{suite}}.{{metric}}"),),
         width=24, height=10),
-    Panel("Base", (Target(f'orch_eval_metric{{{EXP},weights="base"}}', "{{suite}}.{{metric}}"),),
-          kind="bargauge", width=12),
+    Panel("Base, per trial", (Target(f'orch_eval_metric{{{EXP},weights="base"}}',
+                                     "{{trial}} {{suite}}.{{metric}}"),), kind="bargauge", width=12),
     Panel("Final model, per trial", (Target(f'orch_eval_metric{{{EXP},weights="final"}}',
                                             "{{trial}} {{suite}}.{{metric}}"),), kind="bargauge", width=12),
     Panel("Final minus base", (Target(
-        f'orch_eval_metric{{{EXP},weights="final"}} - ignoring (trial, weights) group_left '
-        f'orch_eval_metric{{{EXP},weights="base"}}', "{{trial}} {{suite}}.{{metric}}"),), kind="bargauge", width=12),
+        f'orch_eval_metric{{{EXP},weights="final"}} - ignoring (weights) orch_eval_metric{{{EXP},weights="base"}}',
+        "{{trial}} {{suite}}.{{metric}}"),), kind="bargauge", width=12),
     Panel("Evaluation time per suite (mean)", (Target(
         f"max by (suite) (orch_eval_seconds_sum{{{EXP}}} / orch_eval_seconds_count{{{EXP}}})", "{{suite}}"),),
         unit="s", width=6),

@@ -26,8 +26,8 @@ class Recorder:
     def trainer_restarted(self) -> None: ...
 
     # evaluator
-    def evaluated(self, *, experiment: str, trial: str, weights: str, suite: str, seconds: float,
-                  metrics: Mapping[str, float]) -> None: ...
+    def evaluated(self, *, experiment: str, trial: str, weights: str, suite: str, seconds: float | None,
+                  metrics: Mapping[str, float]) -> None: ...  # seconds None: values only (no run timed)
     def eval_failed(self, *, experiment: str) -> None: ...
 
     # coordinator

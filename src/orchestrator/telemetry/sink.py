@@ -116,10 +116,11 @@ class PrometheusRecorder(Recorder):
             self._experiments.add(experiment)
             self.m["orch_eval_failures_total"].labels(experiment=experiment)
 
-    def evaluated(self, *, experiment: str, trial: str, weights: str, suite: str, seconds: float,
+    def evaluated(self, *, experiment: str, trial: str, weights: str, suite: str, seconds: float | None,
                   metrics: Mapping[str, float]) -> None:
         self._experiment(experiment)
-        self.m["orch_eval_seconds"].labels(experiment=experiment, suite=suite).observe(seconds)
+        if seconds is not None:
+            self.m["orch_eval_seconds"].labels(experiment=experiment, suite=suite).observe(seconds)
         gauge = self.m["orch_eval_metric"]
         for name, value in metrics.items():
             gauge.labels(experiment=experiment, trial=trial, suite=suite, metric=name, weights=weights).set(value)

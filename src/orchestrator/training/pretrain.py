@@ -9,6 +9,10 @@ Three stages on generic captions, then saved in diffusers format so it loads exa
    vocabulary is tiny and the only consumer of the embeddings is this U-Net, so the diffusion
    loss alone shapes them usefully, with no image tower to build. Afterwards the text encoder is
    frozen like SD's, so finetuning trials behave as on real weights.
+
+A variant with no encoder to train first (GLIDE-mini: pixel space) offers `pretrain_options()`
+instead: its own objective with everything trained, run by the generic Trainer (checkpoints under
+`<prefix>.run/`, so a killed pretraining resumes), exported with its EMA weights.
 """
 from __future__ import annotations
 
@@ -21,15 +25,20 @@ import torch.nn.functional as F
 
 from orchestrator.data.image_text import ImageTextData, load_image_text_dir
 from orchestrator.models.common.diffusion import diffusion_loss, training_target
+from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.registry import get_variant
 from orchestrator.models.sd.latent_cache import encode_latents
-from orchestrator.models.sd.pipeline import TINY_BASE_PREFIX, SDComponents, build_tiny, save_components
-from orchestrator.models.sd.tokenizer import tokenize
+from orchestrator.models.sd.pipeline import SDComponents, build_tiny, save_components
+from orchestrator.models.sd.variant import INFO as SD_INFO
+from orchestrator.models.common.shapes_tokenizer import tokenize
 
 from .ema import EMA
-from .metrics import MetricsCallback
+from .loop import Trainer
+from .metrics import MetricsCallback, StepMetrics
 from .state import BatchOrder, DataCursor
 
 log = logging.getLogger(__name__)
+TINY_BASE_PREFIX = SD_INFO.tiny_base  # the default variant's (`orch pretrain` without --variant)
 
 
 def _data(data_dir: str | Path | None, n: int, seed: int, size: int) -> ImageTextData:
@@ -160,13 +169,19 @@ def pretrain_base(
     lr: float = 5e-4,
     store=None,
     on_metrics: MetricsCallback | None = None,
+    variant: str = "sd",
     **recipe,
 ) -> str:
-    """Pretrain the tiny base and save it: to directory `out`, or to blob prefix `out` if a store
-    is given (the trainer looks for it at `models/tiny-sd-base`). Returns where it went.
-    `recipe`: the denoiser's ema_decay (DenoiserStep)."""
+    """Pretrain the variant's tiny base and save it: to directory `out`, or to blob prefix `out` if
+    a store is given (the trainer looks for it at the variant's `INFO.tiny_base`). Returns where it
+    went. `recipe`: the denoiser's ema_decay (DenoiserStep)."""
     torch.manual_seed(seed)
     data = _data(data_dir, n, seed, size)
+    v = get_variant(variant)
+    if hasattr(v, "pretrain_options"):
+        if store is None:
+            raise ValueError(f"pretraining {variant} runs the generic trainer, which checkpoints to a blob store")
+        return _pretrain_objective(v, out, data, steps, batch_size, lr, seed, size, store, on_metrics, **recipe)
     c = build_tiny(seed, size, data.captions)
     vae_loss = train_vae(c, data, steps if vae_steps is None else vae_steps, batch_size, vae_lr, seed)
     scale = fit_latent_scale(c, data)
@@ -174,3 +189,23 @@ def pretrain_base(
     log.info("pretrained tiny base: vae recon %.4f, latent scale %.3f, denoiser loss %.4f", vae_loss, scale, loss)
     c.unet.eval()
     return save_components(c, out, store=store)
+
+
+def _pretrain_objective(v, out: str, data: ImageTextData, steps: int, batch_size: int, lr: float, seed: int,
+                        size: int, store, on_metrics: MetricsCallback | None, ema_decay: float | None = None) -> str:
+    model = v.build_tiny(seed, size, data.captions)
+    spec = TrainSpec(steps=steps, batch_size=batch_size, lr=lr, seed=seed, ema_decay=ema_decay,
+                     checkpoint_every=max(1, min(500, steps)))
+
+    def report(m: StepMetrics) -> None:
+        if m.step % 50 == 0:
+            log.info("%s denoiser step %d loss %.4f", v.INFO.name, m.step, m.loss)
+        if on_metrics is not None:
+            on_metrics({"stage": "denoiser", "step": m.step, "loss": m.loss})
+
+    trainer = Trainer(v, model, data, spec, store, f"{out}.run", options=v.pretrain_options(),
+                      on_metrics=report, export_model=False, keep_last=1)
+    result = trainer.run()
+    trainer.export(out)
+    log.info("pretrained tiny %s base: loss %s", v.INFO.name, result.final_loss)
+    return out

@@ -26,18 +26,27 @@ class DataFormatError(ValueError):
     """
 
     def __init__(self, file: str | os.PathLike[str], line: int | None, message: str, *,
-                 unit: str = "line") -> None:
+                 unit: str = "line", entry: str | None = None) -> None:
         self.file = str(file)
         self.line = line
         self.message = message
         self.unit = unit
+        self.entry = entry  # which entry of a JSON file, e.g. "entry 12, byte 3456" (one-line files)
         if line is None:
             where = self.file
         elif unit == "line":
             where = f"{self.file}:{line}"
         else:
             where = f"{self.file}, {unit} {line}"
+        if entry:
+            where = f"{where} ({entry})"
         super().__init__(f"{where}: {message}")
+
+    def in_entry(self, entry: str) -> "DataFormatError":
+        """The same error, placed in an entry of a JSON file: a line alone says nothing in a file
+        written on one line (GQA, VQAv2, COCO and VL-CheckList ship such files)."""
+        return self if self.entry else DataFormatError(self.file, self.line, self.message, unit=self.unit,
+                                                       entry=entry)
 
 
 @dataclass

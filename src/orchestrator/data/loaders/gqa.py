@@ -92,8 +92,8 @@ def iter_scene_graphs(source: str | os.PathLike[str] | BinaryIO, *, name: str | 
             yield _graph(m.key, m.value, label, m.line)
         except DataFormatError as exc:
             if on_bad is None:
-                raise
-            on_bad("bad scene graph", exc)
+                raise exc.in_entry(m.entry) from None
+            on_bad("bad scene graph", exc.in_entry(m.entry))
 
 
 def _graph(image_id: str, value: Any, file: str, line: int | None) -> SceneGraph:
@@ -218,7 +218,7 @@ class GQALoader(Loader[GQAQuestion]):
                             sg = index.get(image_id)
                         image = images.resolve(f"{image_id}.jpg", file, m.line)
                     except DataFormatError as exc:
-                        self.bad(_reason(exc), exc)
+                        self.bad(_reason(exc), exc.in_entry(m.entry))
                         continue
                     yield GQAQuestion(qid, image_id, str(q["question"]), _opt(q.get("answer")),
                                       _opt(q.get("fullAnswer")), qtype, types, q, image, sg, f"{file}:{m.line}")

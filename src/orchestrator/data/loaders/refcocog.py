@@ -146,25 +146,33 @@ class RefCOCOgLoader(Loader[RefCOCOgExample]):
         with self.root.open(rel) as f:
             for m in iter_members(f, name=file, expand=("images", "annotations", "categories")):
                 seen.add(m.key)
-                v = m.value
                 if m.key not in ("images", "annotations", "categories"):
                     continue
-                if not isinstance(v, dict) or "id" not in v:
-                    raise DataFormatError(file, m.line, f"{m.key} item without an id")
-                if m.key == "images":
-                    if "file_name" not in v:
-                        raise DataFormatError(file, m.line, f"image {v['id']} has no file_name")
-                    images[as_int(v["id"], file, m.line, "image id")] = str(v["file_name"])
-                elif m.key == "annotations":
-                    aid = as_int(v["id"], file, m.line, "annotation id")
-                    if aid in wanted_anns and isinstance(v.get("bbox"), list):
-                        anns[aid] = tuple(float(x) for x in v["bbox"])
-                else:
-                    cats[as_int(v["id"], file, m.line, "category id")] = str(v.get("name", v["id"]))
+                try:
+                    _instance(m, file, images, anns, cats, wanted_anns)
+                except DataFormatError as exc:
+                    raise exc.in_entry(m.entry) from None
         missing = {"images", "categories"} - seen
         if missing:
             raise DataFormatError(file, None, f"not a COCO instances file: no {', '.join(sorted(missing))}")
         return images, anns, cats
+
+
+def _instance(m, file: str, images: dict, anns: dict, cats: dict, wanted_anns) -> None:
+    """One item of instances.json's images / annotations / categories into its table."""
+    v = m.value
+    if not isinstance(v, dict) or "id" not in v:
+        raise DataFormatError(file, m.line, f"{m.key} item without an id")
+    if m.key == "images":
+        if "file_name" not in v:
+            raise DataFormatError(file, m.line, f"image {v['id']} has no file_name")
+        images[as_int(v["id"], file, m.line, "image id")] = str(v["file_name"])
+    elif m.key == "annotations":
+        aid = as_int(v["id"], file, m.line, "annotation id")
+        if aid in wanted_anns and isinstance(v.get("bbox"), list):
+            anns[aid] = tuple(float(x) for x in v["bbox"])
+    else:
+        cats[as_int(v["id"], file, m.line, "category id")] = str(v.get("name", v["id"]))
 
 
 def _check_ref(r: Any, file: str, item: int) -> dict[str, Any]:

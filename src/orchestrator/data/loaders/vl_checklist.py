@@ -21,7 +21,7 @@ import yaml
 from ..json_stream import iter_array
 from .base import Loader, TextChoice
 from .errors import DataFormatError
-from .images import ImageRef, ImageResolver
+from .images import ImageRef, ImageResolver, LocalRoot
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,18 @@ class VLCheckListExample:
 class VLCheckListLoader(Loader[VLCheckListExample]):
     kind = "vl-checklist"
 
+    def __init__(self, root, **kw: Any) -> None:
+        super().__init__(root, **kw)
+        # A root that is one corpus YAML: the repository root is the folder above its `corpus/`
+        # (ANNO_PATH and IMG_ROOT are relative to it), or the YAML's own folder outside a corpus tree.
+        self._single: str | None = None
+        if isinstance(self.root, LocalRoot) and self.root.path.is_file():
+            path = self.root.path
+            if path.suffix not in (".yaml", ".yml"):
+                raise FileNotFoundError(f"vl-checklist: root {path} is a file but not a corpus YAML (.yaml)")
+            repo = next((d.parent for d in path.parents if d.name == "corpus"), path.parent)
+            self.root, self._single = LocalRoot(repo), path.relative_to(repo).as_posix()
+
     def _category(self, ex: VLCheckListExample) -> Iterable[str]:
         return (ex.category,)
 
@@ -55,6 +67,10 @@ class VLCheckListLoader(Loader[VLCheckListExample]):
 
     def _corpora(self) -> list[tuple[str, str]]:
         """(category, yaml relative path) for each corpus YAML."""
+        if self._single is not None:
+            rel = self._single
+            category = (rel[len("corpus/"):] if rel.startswith("corpus/") else rel).rsplit(".", 1)[0]
+            return [(category, rel)]
         found = [f for f in self.root.files("corpus", recursive=True) if f.endswith((".yaml", ".yml"))]
         if not found:
             raise FileNotFoundError(f"vl-checklist: no corpus/**/*.yaml under {self.root.describe()}")
@@ -90,7 +106,8 @@ class VLCheckListLoader(Loader[VLCheckListExample]):
                     path, texts = _entry(m.value, file, m.line)
                     image = resolver.resolve(path, file, m.line)
                 except DataFormatError as exc:
-                    self.bad("missing image" if exc.message.startswith("image not found") else "bad entry", exc)
+                    self.bad("missing image" if exc.message.startswith("image not found") else "bad entry",
+                             exc.in_entry(m.entry))
                     continue
                 yield VLCheckListExample(category, image, texts["POS"], texts["NEG"], f"{file}:{m.line}")
 

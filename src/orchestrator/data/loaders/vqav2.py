@@ -88,6 +88,7 @@ class VQAv2Loader(Loader[Any]):
         q_rel = self.find_file(("*questions.json",), "vqav2 questions", self.questions_name)
         q_file = self.where(q_rel)
         questions: dict[int, tuple[int, str, int]] = {}  # qid -> (image_id, question, line)
+        entries: dict[int, str] = {}  # qid -> where it is in the file (one-line files: index and byte)
         order: list[int] = []
         subtype = self.image_split
         with self.root.open(q_rel) as f:
@@ -102,9 +103,10 @@ class VQAv2Loader(Loader[Any]):
                         raise DataFormatError(q_file, m.line, "question needs question_id, image_id and question")
                     qid = as_int(q["question_id"], q_file, m.line, "question_id")
                     questions[qid] = (as_int(q["image_id"], q_file, m.line, "image_id"), str(q["question"]), m.line)
+                    entries[qid] = m.entry
                     order.append(qid)
                 except DataFormatError as exc:
-                    self.bad("bad question", exc)
+                    self.bad("bad question", exc.in_entry(m.entry))
         if subtype is None:
             raise DataFormatError(q_file, None, "no data_subtype (e.g. val2014) to name the images by; "
                                                 "pass image_split")
@@ -116,14 +118,14 @@ class VQAv2Loader(Loader[Any]):
             ann = answers.get(qid)
             if answers and ann is None:
                 self.bad("question without annotation",
-                         DataFormatError(q_file, line, f"question {qid} has no annotation"))
+                         DataFormatError(q_file, line, f"question {qid} has no annotation", entry=entries[qid]))
                 continue
             if not self.wants([ann[2]] if ann and ann[2] else []):
                 continue
             try:
                 image = resolver.resolve(coco_name(subtype, image_id), q_file, line)
             except DataFormatError as exc:
-                self.bad("missing image", exc)
+                self.bad("missing image", exc.in_entry(entries[qid]))
                 continue
             yield VQAExample(qid, image_id, text, image, *(ann or ((), None, None, None)), source=f"{q_file}:{line}")
 
@@ -150,7 +152,7 @@ class VQAv2Loader(Loader[Any]):
                     out[qid] = (answers, _opt(a.get("multiple_choice_answer")), _opt(a.get("answer_type")),
                                 _opt(a.get("question_type")))
                 except DataFormatError as exc:
-                    self.bad("bad annotation", exc)
+                    self.bad("bad annotation", exc.in_entry(m.entry))
         return out
 
     # ---- question+answer text CSV -----------------------------------------------------------

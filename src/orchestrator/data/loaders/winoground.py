@@ -98,14 +98,19 @@ class WinogroundLoader(Loader[WinogroundExample]):
         except ImportError:
             raise ImportError("reading Winoground's parquet layout needs pyarrow (pip install pyarrow); "
                               "the examples.jsonl layout needs nothing extra") from None
+        import pyarrow as pa
+
         file = self.where(rel)
         with self.root.open(rel) as f:
-            pf = pq.ParquetFile(f)
+            try:
+                pf = pq.ParquetFile(f)
+            except (pa.ArrowException, OSError) as exc:  # truncated, not parquet, bad footer
+                raise DataFormatError(file, None, f"not a readable parquet file: {exc}") from None
             missing = [c for c in _REQUIRED if c not in pf.schema_arrow.names]
             if missing:
                 raise DataFormatError(file, None, f"missing column(s) {missing}; has {pf.schema_arrow.names}")
             row_no = 0
-            for batch in pf.iter_batches(batch_size=64):
+            for batch in _batches(pf, file):
                 for row in batch.to_pylist():
                     row_no += 1
                     try:
@@ -179,3 +184,19 @@ def _reason(exc: DataFormatError) -> str:
     if m.startswith("missing field"):
         return "missing field"
     return "bad record"
+
+
+def _batches(pf, file: str):
+    """The file's record batches; a corrupt page is an error naming the file and the rows read."""
+    import pyarrow as pa
+
+    it, read = pf.iter_batches(batch_size=64), 0
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise DataFormatError(file, None, f"corrupt parquet data after row {read}: {exc}") from None
+        read += batch.num_rows
+        yield batch

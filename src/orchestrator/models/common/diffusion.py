@@ -1,10 +1,13 @@
-"""Diffusion training losses: ε-prediction MSE, Min-SNR-γ weighting, offset noise.
+"""Diffusion training losses and schedules: ε-prediction MSE, Min-SNR-γ weighting, offset noise,
+the cosine (`squaredcos_cap_v2`) β schedule.
 
 Formulas as in diffusers' train_text_to_image: SNR(t) = ᾱ_t / (1 − ᾱ_t); for ε-prediction the
 Min-SNR weight is min(SNR, γ) / SNR (Hang et al. 2023); offset noise adds a per-(sample, channel)
 constant so the model can learn to shift mean brightness.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -46,3 +49,13 @@ def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tens
         return F.mse_loss(pred.float(), target.float())
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
     return (per_sample * weights).mean()
+
+
+def cosine_betas(steps: int, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal's cosine schedule in float64: ᾱ(t) = cos²((t/T + 0.008)/1.008 · π/2),
+    β_i = 1 − ᾱ((i+1)/T)/ᾱ(i/T), capped at `max_beta` (diffusers' `squaredcos_cap_v2`)."""
+    def alpha_bar(t: float) -> float:
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    return torch.tensor([min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), max_beta)
+                         for i in range(steps)], dtype=torch.float64)

@@ -8,18 +8,19 @@ manifest without importing diffusers.
 import importlib
 
 _LAZY = {
-    "SDComponents": "pipeline", "TINY_BASE_PREFIX": "pipeline", "build_tiny": "pipeline",
+    "SDComponents": "pipeline", "build_tiny": "pipeline",
     "load_components": "pipeline", "module_hash": "pipeline", "save_components": "pipeline",
     "encode_text": "sampling", "generate": "sampling", "image_grid": "images", "save_grid": "images",
-    "to_pil": "images", "build_tokenizer": "tokenizer", "tokenize": "tokenizer", "tiny_config": None,
+    "to_pil": "images", "build_tokenizer": "shapes_tokenizer", "tokenize": "shapes_tokenizer", "tiny_config": None,
 }
 __all__ = list(_LAZY)
+_COMMON = ("images", "shapes_tokenizer")  # shared with other variants: they live in models/common
 
 
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     where = _LAZY[name]
-    module = importlib.import_module("orchestrator.models.common.images" if where == "images"
+    module = importlib.import_module(f"orchestrator.models.common.{where}" if where in _COMMON
                                      else f"{__name__}.{where or name}")
     return module if where is None else getattr(module, name)

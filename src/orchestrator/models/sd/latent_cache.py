@@ -18,7 +18,7 @@ from orchestrator.data.image_text import ImageTextData
 from orchestrator.models.common.serialize import from_bytes, to_bytes
 
 from .pipeline import SDComponents, module_hash
-from .tokenizer import tokenize
+from orchestrator.models.common.shapes_tokenizer import tokenize
 
 log = logging.getLogger(__name__)
 

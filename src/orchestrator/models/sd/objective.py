@@ -16,7 +16,7 @@ from orchestrator.models.common.objective import Batch
 
 from .latent_cache import EncodedShard, LatentCache
 from .pipeline import SDComponents
-from .tokenizer import tokenize
+from orchestrator.models.common.shapes_tokenizer import tokenize
 
 
 class SDObjective:

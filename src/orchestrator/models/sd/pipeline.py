@@ -23,10 +23,9 @@ from orchestrator.models.registry import INDEX_KEY
 from orchestrator.storage.location import put_dir, resolve_location, strip_file_scheme
 
 from . import tiny_config
-from .tokenizer import build_tokenizer
+from orchestrator.models.common.shapes_tokenizer import build_tokenizer
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-TINY_BASE_PREFIX = "models/tiny-sd-base"  # blob prefix of the shapes-world base `orch pretrain` builds
 
 
 @dataclass

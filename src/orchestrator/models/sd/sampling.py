@@ -11,7 +11,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from .pipeline import SDComponents
-from .tokenizer import tokenize
+from orchestrator.models.common.shapes_tokenizer import tokenize
 
 Sampler = Literal["ddim", "ddpm"]
 

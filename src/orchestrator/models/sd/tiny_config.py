@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.models.common.shapes_tokenizer import MAX_TOKENS
+
 # SD's own noise schedule, so schedules, SNR weights and samplers behave as on real weights.
 SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -20,7 +22,6 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "steps_offset": 1,
 }
 
-MAX_TOKENS = 32  # the longest 3-object spatial caption is ~20 words
 
 
 def vae_config(resolution: int = 32) -> dict[str, Any]:

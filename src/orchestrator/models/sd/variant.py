@@ -25,6 +25,7 @@ INFO = VariantInfo(
     trains_on=IMAGE_TEXT_KINDS,
     suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip"),
     pipeline_classes=("StableDiffusionPipeline",),
+    tiny_base="models/tiny-sd-base",
 )
 
 
@@ -35,17 +36,17 @@ def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> "SDCompon
     from orchestrator.manifest.schema import TINY_RANDOM_BASE
     from orchestrator.storage.location import resolve_location
 
-    from .pipeline import TINY_BASE_PREFIX, build_tiny, load_components
+    from .pipeline import build_tiny, load_components
 
     if spec.base == TINY_RANDOM_BASE:
         c = build_tiny(seed=0, resolution=spec.resolution)
     elif spec.base is None:
         # No silent fallback to random weights: a missing base is the user's to build.
-        if store is None or not store.exists(f"{TINY_BASE_PREFIX}/model_index.json"):
+        if store is None or not store.exists(f"{INFO.tiny_base}/model_index.json"):
             raise FileNotFoundError(
-                f"model.base is null but the blob store has no tiny base at {TINY_BASE_PREFIX}/; "
+                f"model.base is null but the blob store has no tiny base at {INFO.tiny_base}/; "
                 f"build it with `orch pretrain --blobs <storage.blobs>`, or set model.base: {TINY_RANDOM_BASE}")
-        c = load_components(TINY_BASE_PREFIX, store=store)
+        c = load_components(INFO.tiny_base, store=store)
     else:
         with resolve_location(spec.base, base_dir=base_dir, store=store).local_dir() as d:
             c = load_components(d)

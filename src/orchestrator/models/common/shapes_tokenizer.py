@@ -1,4 +1,5 @@
-"""Word-level tokenizer for the shapes world, saved as a transformers `PreTrainedTokenizerFast`.
+"""Word-level tokenizer for the shapes world, saved as a transformers `PreTrainedTokenizerFast`
+(the tiny SD base's, and the tiny GLIDE-mini base's through its raw `tokenizers` model).
 
 The shapes vocabulary is a few dozen words, so a word-level model beats BPE on size and
 readability. It is saved with `save_pretrained` (tokenizer.json + tokenizer_config.json), so
@@ -13,7 +14,6 @@ from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
-from .tiny_config import MAX_TOKENS
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0..3; EOS must not be 2 (CLIPTextModel's legacy pooling rule)
@@ -27,6 +27,8 @@ SHAPES_WORDS = (
     "left right above below on in at top bottom middle side image "
     "zero one two three four five six seven eight nine ten"
 ).split()
+
+MAX_TOKENS = 32  # the longest 3-object spatial caption is ~20 words
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 

@@ -1,0 +1,97 @@
+"""Discffusion as a variant (see models/registry.py): a matcher over any Stable Diffusion base.
+
+The base loads exactly as the `sd` variant loads it (a diffusers directory, the tiny shapes base,
+tiny-random); the model is those components, the score's options (`model.discffusion`) and the
+p_k / p_v adapters (zero: zero-shot). Few-shot training of the adapters on a benchmark's split is
+the next step of issue 12; until then the variant trains on nothing (the capability table says
+so) and scores through `orch eval` / the winoground suite.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.models.registry import INDEX_KEY, VariantInfo, get_variant
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from orchestrator.manifest.schema import DiscffusionOptions, ModelSpec
+
+INFO = VariantInfo(
+    name="discffusion",
+    kind="matcher",
+    trains_on=(),
+    suites=("winoground",),
+)
+OPTIONS_FILE, ADAPTERS_FILE = "discffusion.json", "adapters.safetensors"
+
+
+@dataclass
+class Discffusion:
+    sd: Any                                   # SDComponents
+    options: "DiscffusionOptions"
+    adapters: "torch.nn.ModuleDict"
+    _scorer: Any = field(default=None, repr=False)
+
+    def scorer(self):
+        from .score import DiffusionScorer
+
+        if self._scorer is None:
+            self._scorer = DiffusionScorer(self.sd, self.options, adapters=self.adapters)
+        return self._scorer
+
+
+def _build(sd, options: "DiscffusionOptions | None") -> Discffusion:
+    from orchestrator.manifest.schema import DiscffusionOptions
+
+    from .capture import make_adapters
+
+    return Discffusion(sd, options or DiscffusionOptions(), make_adapters(sd.unet))
+
+
+def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> Discffusion:
+    sd_spec = spec.model_copy(update={"variant": "sd", "discffusion": None})
+    return _build(get_variant("sd").load_base(sd_spec, store, base_dir), spec.options)
+
+
+def modules(m: Discffusion) -> dict[str, "torch.nn.Module"]:
+    return {**get_variant("sd").modules(m.sd), "adapters": m.adapters}
+
+
+def objective(m: Discffusion, data: Any, spec: Any, options: Any, *, store: Any, device: Any,
+              use_cache: bool = True) -> Any:
+    raise NotImplementedError("few-shot training of Discffusion's adapters is not built yet (issue 12)")
+
+
+def export(m: Discffusion, out_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    m.sd.save(out_dir)
+    (out_dir / OPTIONS_FILE).write_text(m.options.model_dump_json(indent=2) + "\n")
+    save_file({k: v.detach().contiguous().cpu() for k, v in m.adapters.state_dict().items()},
+              str(out_dir / ADAPTERS_FILE))
+    index = json.loads((out_dir / "model_index.json").read_text())
+    (out_dir / "model_index.json").write_text(json.dumps({**index, INDEX_KEY: INFO.name}, indent=2) + "\n")
+
+
+def load(path: Path) -> Discffusion:
+    from safetensors.torch import load_file
+
+    from orchestrator.manifest.schema import DiscffusionOptions
+
+    m = _build(get_variant("sd").load(path), DiscffusionOptions.model_validate_json((path / OPTIONS_FILE).read_text()))
+    m.adapters.load_state_dict(load_file(str(path / ADAPTERS_FILE)))
+    return m
+
+
+def resolution(m: Discffusion) -> int:
+    return get_variant("sd").resolution(m.sd)
+
+
+def score(m: Discffusion, captions: list[str], images: list[Any]) -> "np.ndarray":
+    """One score per (caption, image) pair, higher = better fit (score.DiffusionScorer)."""
+    return m.scorer().score_pairs(captions, images)
