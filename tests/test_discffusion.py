@@ -4,6 +4,7 @@ the adapters start at zero; the matcher variant exports, loads and serves the wi
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -65,6 +66,10 @@ def test_candidates_batched_score_as_one_at_a_time_with_shared_noise(image):
     assert len(set(batched.tolist())) == len(CAPTIONS)  # the text decides
     again = DiffusionScorer(c, DiscffusionOptions()).score_candidates(image, CAPTIONS)
     assert torch.equal(again, batched)
+    first = DiffusionScorer(c, DiscffusionOptions(pooling="max_row"))
+    DiffusionScorer(c, DiscffusionOptions())  # a second scorer of the same U-Net installs its own processors
+    assert torch.equal(first.score_candidates(image, CAPTIONS),
+                       DiffusionScorer(c, DiscffusionOptions(pooling="max_row")).score_candidates(image, CAPTIONS))
     other = DiffusionScorer(c, DiscffusionOptions(seed=1)).score_candidates(image, CAPTIONS)
     assert not torch.equal(other, batched)
 
@@ -135,3 +140,146 @@ def test_export_load_and_the_winoground_suite(tmp_path):
     by_name = {mv.name: mv for mv in result.metrics}
     assert by_name["text"].n == by_name["group"].n > 0 and 0 <= by_name["group"].value <= 1
     assert "discffusion" in str(result.info)  # the matcher scored, not a CLIP
+
+
+MANIFEST = """\
+name: disc
+model: {variant: discffusion, base: tiny-random, resolution: 32, discffusion: {noise_levels: [0.3, 0.7], margin: 0.1}}
+data: {train: {kind: shapes-winoground, n: 60, seed: 3}}
+train: {steps: 4, batch_size: 2, lr: 1.0e-2, checkpoint_every: 2, seed: 0, ema_decay: 0.9}
+storage: {blobs: ./blobs, journal: sqlite:///./journal.db}
+"""
+
+
+def test_a_trial_trains_the_adapters_with_the_margin_loss_and_resumes_exactly(tmp_path):
+    from orchestrator.models.common.serialize import from_bytes
+    from orchestrator.storage import open_store
+    from orchestrator.training.trial import train_trial
+
+    for name in ("full", "split"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "m.yaml").write_text(MANIFEST)
+    full = train_trial(tmp_path / "full" / "m.yaml", "0", progress=False, num_threads=1)
+    train_trial(tmp_path / "split" / "m.yaml", "0", max_steps=2, progress=False, num_threads=1)
+    split = train_trial(tmp_path / "split" / "m.yaml", "0", progress=False, num_threads=1)
+    assert full.finished and split.resumed_from == 2 and split.final_loss == full.final_loss
+    states = [from_bytes(open_store(str(tmp_path / d / "blobs")).get(r.checkpoint)) for d, r in
+              (("full", full), ("split", split))]
+    assert list(states[0]["modules"]) == ["adapters"]  # only the adapters train
+    a, b = (s["modules"]["adapters"] for s in states)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(v.abs().sum() > 0 for v in a.values())  # they moved from zero
+    # the checkpoint scores through the one loader, its adapters (EMA) applied
+    loaded = load_model(full.checkpoint, store=open_store(str(tmp_path / "full" / "blobs")), base_dir=tmp_path / "full")
+    assert loaded.kind == "matcher"
+    assert any(p.abs().sum() > 0 for p in loaded.model.adapters.parameters())
+
+
+def test_a_matcher_refuses_image_text_training_data(tmp_path):
+    from orchestrator.manifest.errors import ManifestError
+    from orchestrator.models.registry import load_checked_manifest
+
+    (tmp_path / "m.yaml").write_text(MANIFEST.replace("kind: shapes-winoground, n: 60, seed: 3",
+                                                      "kind: shapes, captions: spatial, n: 8"))
+    with pytest.raises(ManifestError, match="cannot train on data kind 'shapes'"):
+        load_checked_manifest(tmp_path / "m.yaml")
+
+
+def _comvg(root):
+    """A three-row ComVG layout (the official CSV's columns, images by id) with random images."""
+    import csv
+
+    rows = [["0", "red circle left of blue square", "1", "2", "subject"],
+            ["1", "green triangle above yellow circle", "3", "4", "object"],
+            ["2", "blue square below red circle", "5", "6", "verb"]]
+    with open(root / "compositional_visual_genome.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "sentence", "pos_triplet", "neg_triplet", "pos_image_id", "neg_image_id", "neg_value"])
+        for r in rows:
+            w.writerow([r[0], r[1], "a,b,c", "a,b,d", r[2], r[3], r[4]])
+    (root / "images").mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(1, 7):
+        Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()).save(
+            root / "images" / f"{i}.jpg")
+
+
+def test_comvg_image_choices_train_the_adapters(tmp_path):
+    """An image choice's negative is its other image: the margin loss reaches the adapters."""
+    from orchestrator.data.choices import open_choices
+    from orchestrator.manifest.schema import DataSource, TrainSpec
+    from orchestrator.models.common.objective import Batch
+
+    _comvg(tmp_path)
+    data = open_choices(DataSource(kind="comvg", root=str(tmp_path)), 32)
+    m = disc._build(_sd(), DiscffusionOptions(noise_levels=[0.5], margin=10.0))
+    obj = disc.objective(m, data, TrainSpec(), None, store=None, device=torch.device("cpu"))
+    loss = obj.loss(Batch(torch.arange(3), 3, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert len(data) == 3 and float(loss) > 0  # margin 10: every choice inside the margin
+    assert all(a.p_k.grad is not None and a.p_k.grad.abs().sum() > 0 for a in m.adapters.values())
+
+
+def test_matching_suite_on_comvg_and_shapes_pairs_with_a_matcher_and_with_clip(tmp_path):
+    """ComVG (one sentence, two images) and shapes Winoground pairs (text choices) through the
+    matching suite: accuracy with n and interval, per category; the matcher scores itself, a
+    context with no model falls back to the CLIP."""
+    from orchestrator.eval.context import EvalOptions
+    from orchestrator.eval.suites import build_context, run_in_context
+    from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config
+
+    _comvg(tmp_path)
+    m = LoadedModel(disc, disc._build(_sd(), DiscffusionOptions(noise_levels=[0.5])), "base")
+    comvg = {"kind": "comvg", "root": str(tmp_path)}
+    ctx = build_context(None, options=EvalOptions(matching=comvg, device="cpu"), model=m)
+    [res] = run_in_context(ctx, ["matching"])
+    by = {mv.name: mv for mv in res.metrics}
+    assert by["accuracy"].n == 3 and set(by) == {"accuracy", "accuracy/object", "accuracy/subject", "accuracy/verb"}
+    assert by["accuracy"].ci_low <= by["accuracy"].value <= by["accuracy"].ci_high
+    assert res.info["scorer"].startswith("discffusion") and len(res.info["outcomes"]) == 3
+
+    pairs = {"kind": "shapes-winoground", "n": 60, "seed": 1000}
+    model, tok = build_tiny_clip(seed=0)
+    clip = ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), "tiny")
+    ctx = build_context(None, options=EvalOptions(matching=pairs, device="cpu"), clip_encoder=clip)
+    [res] = run_in_context(ctx, ["matching"])
+    by = {mv.name: mv for mv in res.metrics}
+    assert by["accuracy"].n == res.info["choices"] > 0 and res.info["scorer"].startswith("clip")
+    assert any(name.startswith("accuracy/") for name in by)
+
+
+def test_manifest_checks_what_the_scoring_suites_need(tmp_path):
+    from orchestrator.manifest.errors import ManifestError
+    from orchestrator.models.registry import load_checked_manifest
+
+    sd = ("name: s\nmodel: {variant: sd, base: tiny-random}\n"
+          "data: {train: {kind: shapes, captions: spatial, n: 8}, eval: {kind: shapes, n: 8}}\n"
+          "eval: {suites: [spatial, winoground, matching]}\nstorage: {blobs: ./b}\n")
+    (tmp_path / "sd.yaml").write_text(sd)
+    with pytest.raises(ManifestError) as err:
+        load_checked_manifest(tmp_path / "sd.yaml")
+    found = {i.path: (i.line, i.message) for i in err.value.issues}
+    assert "needs eval.clip" in found["eval.suites.1"][1] and found["eval.suites.1"][0] == 4
+    assert "suite matching reads the benchmark in data.eval" in found["data.eval.kind"][1]
+    (tmp_path / "d.yaml").write_text(MANIFEST.replace("storage:", "eval: {suites: [winoground]}\nstorage:"))
+    load_checked_manifest(tmp_path / "d.yaml")  # a matcher scores itself: no CLIP needed
+
+
+def test_fewshot_split_parts_never_overlap_and_keep_pairs_together():
+    from orchestrator.data.choices import labelled_choices
+    from orchestrator.manifest.schema import DataSource
+
+    def part(name, fraction=0.05):
+        src = DataSource(kind="shapes-winoground", n=400, seed=5, fewshot=name, fewshot_fraction=fraction)
+        return labelled_choices(src, 32)
+
+    everything = labelled_choices(DataSource(kind="shapes-winoground", n=400, seed=5), 32)
+    train, held = part("train"), part("heldout")
+    key = lambda c: (c.texts, c.answer, c.image.read_bytes())  # noqa: E731
+    assert len(train) + len(held) == len(everything) and len(train) % 2 == 0  # pairs: two questions each
+    assert not {key(c) for c, _ in train} & {key(c) for c, _ in held}
+    pairs = len(everything) // 2
+    assert len(train) == 2 * math.ceil(0.05 * pairs)  # 5% of the examples, each with its two choices
+    assert [key(c) for c, _ in part("train")] == [key(c) for c, _ in train]  # seeded: the same split again
+    assert DataSource(kind="shapes-winoground", n=4).model_dump() == \
+        DataSource(kind="shapes-winoground", n=4, fewshot_fraction=0.5).model_dump()  # unsplit: ids unchanged

@@ -105,6 +105,8 @@ def test_prerequisites_fail_before_any_work(tmp_path):
     with pytest.raises(MetricUnavailable, match="needs a checkpoint"):
         run_suites(None, ["spatial"])
     with pytest.raises(MetricUnavailable, match="not implemented yet"):
+        run_suites("x", ["drawbench"])
+    with pytest.raises(MetricUnavailable, match="matching: needs a benchmark to read"):
         run_suites("x", ["matching"])
     with pytest.raises(ValueError, match="unknown suite"):
         run_suites("x", ["fidd"])

@@ -56,6 +56,8 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
         image_size=(src.size if src is not None and src.size else None) or manifest.model.resolution,
         clip=_resolve(e.clip, base_dir), fid_weights=_resolve(e.fid_weights, base_dir),
         fid_reference=_resolve(e.fid_reference, base_dir), winoground=_resolve(e.winoground, base_dir),
+        matching=src.model_dump(mode="json") if src is not None and "matching" in e.suites else None,
+        matching_base_dir=str(base_dir) if base_dir is not None else None,
         batch_size=64)
 
 

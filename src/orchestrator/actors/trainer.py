@@ -147,11 +147,13 @@ def planner_spec(manifest_path: str, trial_id: str) -> dict:
     if src.kind == "shapes":
         n = src.n  # generated: exactly n scenes
     else:  # files: n is at most the first n, and skips may drop some; count what the ranks will read
+        from orchestrator.models.registry import get_variant
         from orchestrator.storage.location import open_blob_store
         from orchestrator.training.trial import load_train_data
 
         n = len(load_train_data(src, m.model.resolution, loaded.base_dir,
-                                open_blob_store(m.storage.blobs, loaded.base_dir)))
+                                open_blob_store(m.storage.blobs, loaded.base_dir),
+                                get_variant(m.model.variant).INFO.train_data))
     return {"n": n, "batch_size": m.train.batch_size, "seed": m.train.seed,
             "grad_accum": m.train.grad_accum, "total_steps": m.train.steps}
 

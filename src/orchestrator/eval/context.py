@@ -46,6 +46,8 @@ class EvalOptions:
     r_precision_chunks: int = R_PRECISION_CHUNKS
     winoground: str | None = None       # a Winoground-layout directory; default: shapes-world pairs
     winoground_scenes: int = 500        # shapes scenes (eval_seed) whose pairs make the default set
+    matching: dict | None = None        # the matching suite's benchmark: a DataSource (data.eval) as JSON
+    matching_base_dir: str | None = None  # where that source's relative root resolves
     device: str | None = None           # default: cuda when available
 
     def __post_init__(self) -> None:

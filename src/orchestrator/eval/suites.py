@@ -74,9 +74,9 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "winoground": ("orchestrator.eval.winoground", "WinogroundSuite"),
     "fid": ("orchestrator.eval.fid", "FIDSuite"),
     "fid_clip": ("orchestrator.eval.fid", "FIDClipSuite"),
+    "matching": ("orchestrator.eval.matching", "MatchingSuite"),
 }
-NOT_YET = {"matching": "image-text matching (ComVG, RefCOCOg, VQAv2, VL-CheckList)",
-           "drawbench": "DrawBench generation sheets"}
+NOT_YET = {"drawbench": "DrawBench generation sheets"}
 
 
 def get_suite(name: str) -> Suite:

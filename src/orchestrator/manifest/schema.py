@@ -17,6 +17,8 @@ from orchestrator.storage.location import is_remote, local_path
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
 IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
+# Data kinds that pose text choices (an image, candidate texts, the right one).
+CHOICE_KINDS = ("shapes-winoground", "winoground", "vl-checklist", "refcocog", "vqav2")
 FILE_KINDS = (
     "imagefolder",
     "winoground", "drawbench", "gqa", "gqa-captions", "comvg", "refcocog", "vqav2", "vl-checklist", "shards",
@@ -140,6 +142,9 @@ class DiscffusionOptions(Section):
     timestep_count: Annotated[int, Field(ge=1, le=1000)] | None = None
     seed: Annotated[int, Field(ge=0)] = 0   # the noise, shared by every candidate of an example
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32   # candidate pairs per U-Net pass
+    # Few-shot training of the p_k / p_v adapters: Σ max(0, f(neg) − f(pos) + margin) (paper 0.2;
+    # the public code trains with 0.1).
+    margin: Annotated[float, Field(ge=0, le=100)] = 0.2
 
 
 # The options section of each variant that has one, named as the variant (`model.<variant>`).
@@ -237,6 +242,10 @@ class DataSource(Section):
     options: dict[str, str | int | float | bool] = {}
     # Train on each image or its mirror image, chosen per step by the trial's seeded generator.
     random_flip: bool = False
+    # A few-shot split of a matching benchmark (seeded by `seed`, by example): "train" is the first
+    # `fewshot_fraction` of a seeded permutation, "heldout" the rest; the two never overlap.
+    fewshot: Literal["train", "heldout"] | None = None
+    fewshot_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.05
 
     @field_validator("root")
     @classmethod
@@ -254,14 +263,21 @@ class DataSource(Section):
             raise ValueError(f"kind '{self.kind}' reads files; set root to their directory or blob URI")
         if self.random_flip and self.kind not in IMAGE_TEXT_KINDS:
             raise ValueError(f"random_flip augments training images; kind '{self.kind}' is no training data")
+        if self.fewshot is not None and self.kind not in MATCHING_KINDS:
+            raise ValueError(f"fewshot splits a matching benchmark; kind '{self.kind}' is none "
+                             f"({', '.join(MATCHING_KINDS)})")
         return self
 
     @model_serializer(mode="wrap")
     def _omit_unset_flip(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # As ModelSpec's sections: a source that does not flip dumps (and hashes) as before.
+        # As ModelSpec's sections: a source that does not flip (or split) dumps and hashes as before.
         data = handler(self)
-        if isinstance(data, dict) and not self.random_flip:
-            data.pop("random_flip", None)
+        if isinstance(data, dict):
+            if not self.random_flip:
+                data.pop("random_flip", None)
+            if self.fewshot is None:
+                data.pop("fewshot", None)
+                data.pop("fewshot_fraction", None)
         return data
 
 
@@ -317,8 +333,13 @@ class ResourcesSpec(Section):
 
 # What each suite needs from the eval section; checked when the manifest loads, so a sweep never
 # trains for an hour and then finds its metric cannot be computed.
-SUITE_NEEDS = {"clip_r_precision": "clip", "winoground": "clip", "fid_clip": "clip", "fid": "fid_weights"}
-SUITES_NOT_YET = ("matching", "drawbench")
+SUITE_NEEDS = {"clip_r_precision": "clip", "fid_clip": "clip", "fid": "fid_weights"}
+# Suites that score captions against images: with the model when it is a matcher, else with
+# eval.clip (the capability table in models/registry.py checks which, since it knows the variant).
+SCORER_SUITES = ("winoground", "matching")
+# Benchmarks a matcher trains on and the matching suite reads: text choices, and ComVG's image choices.
+MATCHING_KINDS = CHOICE_KINDS + ("comvg",)
+SUITES_NOT_YET = ("drawbench",)
 R_PRECISION_CHUNKS = 10  # Park et al.'s protocol; orchestrator.eval.suites takes it from here
 EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",
                "fid_reference": "FID reference statistics", "winoground": "Winoground directory"}

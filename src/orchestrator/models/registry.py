@@ -45,6 +45,9 @@ class VariantInfo:
     # Blob prefix of the variant's tiny shapes-world base (`model.base: null`), which
     # `orch pretrain --variant NAME` builds; None: the variant has none.
     tiny_base: str | None = None
+    # What its objective takes as data: "image_text" (images with captions: generators) or
+    # "choices" (an image and candidate texts, or a text and candidate images: matchers).
+    train_data: Literal["image_text", "choices"] = "image_text"
 
 
 class Variant(Protocol):
@@ -127,13 +130,26 @@ def variant_of_index(index: dict, where: str) -> str:
 
 # ---------------------------------------------------------------- the capability table
 
-def capability_problems(variant: str, train_kind: str | None, suites: list[str]) -> dict[str, str]:
-    """{field: problem} for a trial's variant, training data kind and suites ({} when all fit)."""
+def capability_problems(variant: str, train_kind: str | None, suites: list[str], *, eval_kind: str | None = None,
+                        has_clip: bool = True) -> dict[str, str]:
+    """{field: problem} for a trial's variant, training data kind and suites ({} when all fit):
+    also what a scoring suite scores with (a matcher scores itself; anything else needs eval.clip)
+    and what the matching suite reads (data.eval of a matching benchmark)."""
+    from orchestrator.manifest.schema import MATCHING_KINDS, SCORER_SUITES
+
     try:
         info = get_variant(variant).INFO
     except (UnknownVariant, NotImplementedError) as exc:
         return {"model.variant": str(exc)}
     problems: dict[str, str] = {}
+    for i, suite in enumerate(suites):
+        if suite in SCORER_SUITES and suite in info.suites and info.kind != "matcher" and not has_clip:
+            problems[f"eval.suites.{i}"] = (f"suite {suite} scores captions against images: variant {variant!r} is a "
+                                            f"{info.kind}, so it needs eval.clip to score with")
+    if "matching" in suites and eval_kind not in MATCHING_KINDS:
+        problems["data.eval.kind" if eval_kind else "data.eval"] = (
+            f"suite matching reads the benchmark in data.eval; kinds: {', '.join(MATCHING_KINDS)}"
+            + (f" (not {eval_kind!r})" if eval_kind else ""))
     if train_kind is not None and train_kind not in info.trains_on:
         can = f"it trains on: {', '.join(info.trains_on)}" if info.trains_on else "it trains on no data yet"
         problems["data.train.kind"] = (f"variant {variant!r} ({info.kind}) cannot train on data kind "
@@ -153,7 +169,9 @@ def check_manifest(loaded: "LoadedManifest") -> list[ManifestIssue]:
     src, issues = loaded.source, []
     for trial in expand(loaded):
         m = trial.manifest
-        found = capability_problems(m.model.variant, m.data.train.kind if m.data.train else None, list(m.eval.suites))
+        found = capability_problems(m.model.variant, m.data.train.kind if m.data.train else None, list(m.eval.suites),
+                                    eval_kind=m.data.eval.kind if m.data.eval else None,
+                                    has_clip=m.eval.clip is not None)
         for dotted, message in found.items():
             yaml_path = _swept_at(loaded, trial.overrides, dotted) or tuple(
                 int(p) if p.isdigit() else p for p in dotted.split("."))

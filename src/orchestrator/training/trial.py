@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.data.choices import ChoiceData, open_choices
 from orchestrator.data.image_text import ImageTextData, open_image_text
 from orchestrator.manifest import expand
 from orchestrator.manifest.schema import DataSource
@@ -15,10 +16,15 @@ from .loop import TrainResult, Trainer, set_deterministic
 from .metrics import MetricsCallback
 
 
-def load_train_data(src: DataSource | None, resolution: int, base_dir: Path | None, store) -> ImageTextData:
+def load_train_data(src: DataSource | None, resolution: int, base_dir: Path | None, store,
+                    form: str = "image_text") -> ImageTextData | ChoiceData:
+    """The training data in the form the variant's objective takes (`VariantInfo.train_data`)."""
     if src is None:
         raise ValueError("the manifest has no data.train source to train on")
-    return open_image_text(src, resolution, base_dir=base_dir, store=store)
+    return _TRAIN_DATA[form](src, resolution, base_dir=base_dir, store=store)
+
+
+_TRAIN_DATA = {"image_text": open_image_text, "choices": open_choices}
 
 
 def train_trial(
@@ -52,7 +58,7 @@ def train_trial(
     store = open_blob_store(m.storage.blobs, loaded.base_dir)
     set_deterministic(num_threads)
     base = load_model(None, spec=m.model, store=store, base_dir=loaded.base_dir)
-    data = load_train_data(m.data.train, base.resolution, loaded.base_dir, store)
+    data = load_train_data(m.data.train, base.resolution, loaded.base_dir, store, base.variant.INFO.train_data)
     origin = {"model": m.model.model_dump(mode="json"), "base_dir": str(loaded.base_dir)}
 
     def trainer(dist: DistContext | None) -> Trainer:

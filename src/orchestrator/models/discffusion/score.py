@@ -53,7 +53,7 @@ def pixels_of(image: Any, resolution: int) -> torch.Tensor:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     latents: torch.Tensor   # [1, C, h, w]
     noise: dict[int, torch.Tensor]
 
@@ -70,26 +70,37 @@ class DiffusionScorer:
         self.c, self.options, self.method = c, options or DiscffusionOptions(), method
         self.recorder = Recorder(self.options.pooling, self.options.lam, self.options.attention)
         names = cross_attention_layers(c.unet)
-        scored = names if self.options.layers == "all" else last_of_down_mid_up(names)
-        install(c.unet, self.recorder, scored, adapters)
+        self._layers, self._scored, self._adapters = names, (names if self.options.layers == "all"
+                                                             else last_of_down_mid_up(names)), adapters
+        self._install()
         self.timesteps = timesteps(self.options, int(c.scheduler.config.num_train_timesteps))
         self.resolution = int(c.vae.config.sample_size)
+
+    def _install(self) -> None:
+        """Our processors on the U-Net — again if another scorer of the same U-Net replaced them."""
+        current = self.c.unet.attn_processors.get(f"{self._layers[0]}.processor") if self._layers else None
+        if getattr(current, "recorder", None) is not self.recorder:
+            install(self.c.unet, self.recorder, self._scored, self._adapters)
 
     @property
     def name(self) -> str:
         return self.method
 
     # ---- inputs --------------------------------------------------------------------------
-    def _prepare(self, image: Any, key: int) -> _Prepared:
+    @torch.no_grad()
+    def encode(self, image: Any) -> torch.Tensor:
+        """[1, C, h, w]: the image's mean latent, scaled as the U-Net sees latents."""
+        x = pixels_of(image, self.resolution)[None].to(self.c.unet.device, self.c.vae.dtype)
+        return self.c.vae.encode(x).latent_dist.mean * self.c.latent_scale
+
+    def _prepare(self, image: Any) -> Prepared:
         dev = self.c.unet.device
-        with torch.no_grad():
-            x = pixels_of(image, self.resolution)[None].to(dev, self.c.vae.dtype)
-            latents = self.c.vae.encode(x).latent_dist.mean * self.c.latent_scale
+        latents = self.encode(image)
         noise = {}
         for t in self.timesteps:  # the same noise for every candidate of this image, whatever the batch
             g = torch.Generator().manual_seed(self.options.seed * 1_000_003 + t)
             noise[t] = torch.randn(latents.shape, generator=g).to(dev, latents.dtype)
-        return _Prepared(latents, noise)
+        return Prepared(latents, noise)
 
     def _text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.c.tokenizer
@@ -101,16 +112,17 @@ class DiffusionScorer:
         return self.c.text_encoder(ids)[0], mask
 
     # ---- the score of one image's candidates -----------------------------------------------
-    def score_candidates(self, image: Any, captions: Sequence[str], prepared: _Prepared | None = None) -> torch.Tensor:
+    def score_candidates(self, image: Any, captions: Sequence[str], prepared: Prepared | None = None) -> torch.Tensor:
         """[len(captions)] scores, candidates batched (`options.batch_size` per U-Net pass)."""
-        p = prepared or self._prepare(image, 0)
+        self._install()
+        p = prepared or self._prepare(image)
         out = []
         bs = self.options.batch_size
         for i in range(0, len(captions), bs):
             out.append(self._score_batch(p, list(captions[i:i + bs])))
         return torch.cat(out)
 
-    def _score_batch(self, p: _Prepared, captions: list[str]) -> torch.Tensor:
+    def _score_batch(self, p: Prepared, captions: list[str]) -> torch.Tensor:
         o, unet, sched = self.options, self.c.unet, self.c.scheduler
         n = len(captions)
         text, mask = self._text(captions)

@@ -2,9 +2,8 @@
 
 The base loads exactly as the `sd` variant loads it (a diffusers directory, the tiny shapes base,
 tiny-random); the model is those components, the score's options (`model.discffusion`) and the
-p_k / p_v adapters (zero: zero-shot). Few-shot training of the adapters on a benchmark's split is
-the next step of issue 12; until then the variant trains on nothing (the capability table says
-so) and scores through `orch eval` / the winoground suite.
+p_k / p_v adapters (zero: zero-shot), which a trial trains on choices (`data.train` of a
+matching kind) with the margin loss. It scores through `orch eval` / the winoground suite.
 """
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.manifest.schema import MATCHING_KINDS
 from orchestrator.models.registry import INDEX_KEY, VariantInfo, get_variant
 
 if TYPE_CHECKING:
@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 INFO = VariantInfo(
     name="discffusion",
     kind="matcher",
-    trains_on=(),
-    suites=("winoground",),
+    trains_on=MATCHING_KINDS,
+    suites=("winoground", "matching"),
+    train_data="choices",
 )
 OPTIONS_FILE, ADAPTERS_FILE = "discffusion.json", "adapters.safetensors"
 
@@ -64,7 +65,10 @@ def modules(m: Discffusion) -> dict[str, "torch.nn.Module"]:
 
 def objective(m: Discffusion, data: Any, spec: Any, options: Any, *, store: Any, device: Any,
               use_cache: bool = True) -> Any:
-    raise NotImplementedError("few-shot training of Discffusion's adapters is not built yet (issue 12)")
+    """The adapters trained with the margin loss on text choices (objective.MarginObjective)."""
+    from .objective import MarginObjective
+
+    return MarginObjective(m, data, spec, m.options, device=device)
 
 
 def export(m: Discffusion, out_dir: Path) -> None:
