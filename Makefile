@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install services demo test bench lock clean
+.PHONY: help install services prometheus demo test bench lock clean
 
 help:
 	@echo "make demo    run the shapes-world demo manifest"
@@ -43,6 +43,15 @@ services:
 	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start; \
 	  for i in $$(seq 20); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done; }
 
+# Prometheus and promtool (Debian's package, without the node exporter it recommends) for the
+# telemetry tests, which start their own on free ports; a no-op where installed.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus (promtool)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; }
+
 # The demo finetunes the shipped base (assets/demo-base, checked against its recorded sha256s;
 # scripts/build_demo_base.sh rebuilds it) and prints the paired comparison; grids land in runs/grids.
 demo: install
@@ -51,7 +60,7 @@ demo: install
 	$(VENV)/bin/orch run examples/shapes-demo.yaml --paired data.train.captions --grids runs/grids
 
 # One BLAS thread: on 2 cores a second one only spin-waits against torch and the services.
-test: install services
+test: install services prometheus
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: install services

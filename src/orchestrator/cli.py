@@ -156,6 +156,20 @@ def _run_errors(command: str):
         raise typer.Exit(1)
 
 
+# `orch run` and `orch resume` (embedded) serve the run's Prometheus metrics while they run.
+METRICS_OPTION = typer.Option(True, "--metrics/--no-metrics", help="Serve Prometheus metrics while it runs.")
+METRICS_PORT_OPTION = typer.Option(9464, "--metrics-port", envvar="ORCH_METRICS_PORT", min=0,
+                                   help="Port of the metrics endpoint (0: any free port; a taken one falls back).")
+METRICS_SD_OPTION = typer.Option(None, "--metrics-sd", envvar="ORCH_METRICS_SD",
+                                 help="A Prometheus file_sd file listing the endpoint while the run lasts.")
+
+
+def _metrics_options(on: bool, port: int, sd_file: Path | None):
+    from .actors.api import MetricsOptions
+
+    return MetricsOptions(port, str(sd_file) if sd_file else None) if on else None
+
+
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="Experiment manifest (YAML)."),
@@ -166,15 +180,19 @@ def run(
                                "differ only in it (e.g. data.train.captions)."),
     grids: Path = typer.Option(None, "--grids", help="Also write the evaluated sample grids here as plain PNGs."),
     grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
+    metrics: bool = METRICS_OPTION,
+    metrics_port: int = METRICS_PORT_OPTION,
+    metrics_sd: Path = METRICS_SD_OPTION,
 ) -> None:
     """Run a sweep on an embedded local Ray (SQLite journal, local blobs) and print the results."""
     from .actors import api
     from .actors.plan import plan_sweep
 
     _load_or_exit(file, "json" if format is PlanFormat.json else "text")
+    served = _metrics_options(metrics, metrics_port, metrics_sd)
     with _run_errors("run"):
         eid = api.run_experiment(file, progress=progress and format is PlanFormat.table, num_cpus=cpus,
-                                 grace_s=grace)
+                                 grace_s=grace, metrics=served)
         plan = plan_sweep(file)
         table = api.results(plan.journal_url, eid, format.value, paired=paired)
         if grids is not None:
@@ -291,6 +309,9 @@ def resume(
     restart_missing: bool = typer.Option(False, "--restart-missing", help="Train a trial from step 0 when the "
                                          "checkpoints its journal records are all gone from the blob store."),
     grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
+    metrics: bool = METRICS_OPTION,
+    metrics_port: int = METRICS_PORT_OPTION,
+    metrics_sd: Path = METRICS_SD_OPTION,
 ) -> None:
     """Finish an interrupted experiment from its journal; finished trials are not run again."""
     from .actors import api
@@ -298,7 +319,8 @@ def resume(
     url = journal or _default_journal()
     with _run_errors("resume"):
         eid = api.resume(url, experiment, progress=progress, address=address, num_cpus=cpus,
-                         restart_missing=restart_missing, grace_s=grace)
+                         restart_missing=restart_missing, grace_s=grace,
+                         metrics=_metrics_options(metrics, metrics_port, metrics_sd))
         if address is None:
             text = api.results(url, eid, "table")
             failed = api.failures(url, eid)
@@ -601,6 +623,30 @@ def data_gqa_captions(
     else:
         out.print(f"[green]GQA-Captions[/] at {out_uri}: {summary['records']} records in {summary['shards']} shard(s), "
                   f"{summary['skipped']} skipped, {summary['records_per_s']:.0f} records/s")
+
+
+metrics_app = typer.Typer(help="Prometheus metrics of a cluster node.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("serve")
+def metrics_serve(
+    port: int = typer.Option(9464, "--port", envvar="ORCH_METRICS_PORT", min=0, help="Port to serve /metrics on."),
+    directory: Path = typer.Option(Path("/tmp/orch-metrics"), "--dir", envvar="ORCH_METRICS_DIR",
+                                   help="Where this node's orch processes write their metrics."),
+    host: str = typer.Option("0.0.0.0", "--host"),
+) -> None:
+    """Serve this node's orch metrics (run beside `ray start` on every node; Ctrl-C stops)."""
+    import threading
+
+    from .telemetry.exporter import MetricsServer
+
+    server = MetricsServer(directory, port, host)
+    out.print(f"serving {directory} on http://{host}:{server.port}/metrics")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.close()
 
 
 @journal_app.command("migrate")

@@ -197,20 +197,51 @@ class _Preemption:
 
 def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus: int | None = None,
                    journal_url: str | None = None, retry_failed: bool = False, restart_missing: bool = False,
-                   grace_s: float = 30.0) -> str:
+                   grace_s: float = 30.0, metrics: MetricsOptions | None = None) -> str:
     """Run a sweep to the end on an embedded local Ray; returns the experiment id.
 
     Finished trials in the journal are not run again; unfinished ones resume from their checkpoints.
     SIGTERM / SIGINT preempt: running trainers checkpoint at their next step boundary (within
     `grace_s`), Ray shuts down cleanly, and Preempted is raised for the caller's exit code.
+    `metrics` serves the run's Prometheus metrics from this process while it runs.
     """
+    plan = plan_sweep(manifest_path)
+    preflight(plan, journal_url)
+    ensure_base(plan, progress=progress)
+    if metrics is None:
+        return _run_embedded(plan, progress, num_cpus, journal_url, retry_failed, restart_missing, grace_s, None)
+    from orchestrator.telemetry.exporter import EmbeddedMetrics
+
+    with EmbeddedMetrics(metrics.port, metrics.sd_file) as served:  # before Ray: its workers inherit the setting
+        if served.note:
+            log.warning("%s", served.note)
+            if progress:
+                _print_line(served.note)
+        try:
+            return _run_embedded(plan, progress, num_cpus, journal_url, retry_failed, restart_missing, grace_s,
+                                 served)
+        finally:
+            served.finish()
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsOptions:
+    port: int = 9464               # 0: any free port
+    sd_file: str | None = None     # a Prometheus file_sd file that lists the endpoint while the run lasts
+
+
+def _print_line(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(text, markup=False, soft_wrap=True)
+
+
+def _run_embedded(plan: SweepPlan, progress: bool, num_cpus: int | None, journal_url: str | None,
+                  retry_failed: bool, restart_missing: bool, grace_s: float, served) -> str:
     import ray
 
     from .cluster import shutdown, start_local
 
-    plan = plan_sweep(manifest_path)
-    preflight(plan, journal_url)
-    ensure_base(plan, progress=progress)
     info = start_local(num_cpus=num_cpus)
     clean = True
     try:
@@ -224,6 +255,8 @@ def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus
                     break
         if clean:
             ray.get(done_ref)
+        if served is not None:
+            served.mark_done()
         for notice in ray.get(coord.notices.remote(shown)):  # on the console, not only in Ray's logs
             _print_notice(notice)
         ray.kill(coord)
@@ -272,9 +305,19 @@ def submit(manifest_path: str | Path, address: str, *, journal_url: str | None =
     ensure_base(plan)
     connect(address)
     coord = _coordinator(plan, journal_url, retry_failed=False, detached=True)
-    coord.run.remote()
-    time.sleep(0.5)  # let the call leave this process before it exits
+    _start_detached(coord)
     return plan.experiment_id
+
+
+def _start_detached(coord) -> None:
+    """Start the coordinator's run and return once the actor has it. A call made before the actor
+    is up waits in this process and was lost when it exited (the old half-second sleep was too
+    short on a loaded head): calls from one caller are sent in order, so an answer to the next
+    one means `run` has left."""
+    import ray
+
+    coord.run.remote()
+    ray.get(coord.experiment_id.remote(), timeout=120)
 
 
 def status(journal_url: str = DEFAULT_JOURNAL, experiment_id: str | None = None) -> list[dict[str, Any]]:
@@ -370,7 +413,8 @@ def manifest_source(journal_url: str, experiment_id: str) -> str:
 
 
 def resume(journal_url: str, experiment_id: str, *, progress: bool = True, address: str | None = None,
-           num_cpus: int | None = None, restart_missing: bool = False, grace_s: float = 30.0) -> str:
+           num_cpus: int | None = None, restart_missing: bool = False, grace_s: float = 30.0,
+           metrics: MetricsOptions | None = None) -> str:
     """Finish an interrupted or cancelled experiment from its journal; failed trials are retried."""
     source = manifest_source(journal_url, experiment_id)
     plan = plan_sweep(source)
@@ -380,8 +424,8 @@ def resume(journal_url: str, experiment_id: str, *, progress: bool = True, addre
     if address:
         from .cluster import connect
         connect(address)
-        _coordinator(plan, journal_url, retry_failed=True, detached=True, restart_missing=restart_missing).run.remote()
-        time.sleep(0.5)
+        _start_detached(_coordinator(plan, journal_url, retry_failed=True, detached=True,
+                                     restart_missing=restart_missing))
         return experiment_id
     return run_experiment(source, progress=progress, num_cpus=num_cpus, journal_url=journal_url,
-                          retry_failed=True, restart_missing=restart_missing, grace_s=grace_s)
+                          retry_failed=True, restart_missing=restart_missing, grace_s=grace_s, metrics=metrics)

@@ -51,10 +51,13 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None) -> Clu
 
 
 def connect(address: str) -> ClusterInfo:
-    """Join a running cluster (`ray start --head --port=...` on the head)."""
+    """Join a running cluster (`ray start --head --port=...` on the head). Its workers write their
+    metrics to ORCH_METRICS_DIR (default /tmp/orch-metrics) on their node, where `orch metrics
+    serve` exports them."""
     if not ray.is_initialized():
+        metrics = {"PROMETHEUS_MULTIPROC_DIR": os.environ.get("ORCH_METRICS_DIR", "/tmp/orch-metrics")}
         ray.init(address=address, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": dict(WORKER_ENV)})
+                 runtime_env={"env_vars": {**WORKER_ENV, **metrics}})
     return ClusterInfo(address, embedded=False)
 
 

@@ -21,6 +21,7 @@ import ray
 
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
 from orchestrator.storage import open_store
+from orchestrator.telemetry.sink import install_from_env
 
 from .cluster import cluster_slots
 from .evaluator import EvaluatorActor
@@ -65,6 +66,8 @@ class Coordinator:
         self.cancel_requested = threading.Event()
         self.preempt_requested = threading.Event()
         self.lock = threading.Lock()
+        self.telemetry = install_from_env()
+        self.queued = 0  # trials not yet handed to a trainer (the run loop's queue)
 
     # ------------------------------------------------------------- called by others
     def experiment_id(self) -> str:
@@ -124,6 +127,23 @@ class Coordinator:
     def _set(self, trial_id: str, status: TrialStatus, **extra: Any) -> None:
         with self.lock:
             self.live.setdefault(trial_id, {}).update(status=status.value, **extra)
+            if self.telemetry.enabled:
+                self._publish()
+
+    def _publish(self) -> None:
+        """The sweep's gauges: trials by state (every state, zeros included), size and queue."""
+        by_state = dict.fromkeys((s.value for s in TrialStatus), 0)
+        for v in self.live.values():
+            by_state[v["status"]] += 1
+        self.telemetry.sweep(experiment=self.plan.experiment_id, total=len(self.trials), by_state=by_state,
+                             queued=self.queued)
+
+    def _labels(self, trial_id: str) -> dict[str, str]:
+        return {"experiment": self.plan.experiment_id, "trial": trial_id,
+                "variant": self.trials[trial_id].manifest.model.variant}
+
+    def _count(self, event: str) -> None:
+        self.telemetry.trial_event(experiment=self.plan.experiment_id, event=event)
 
     def _register(self) -> list[str]:
         """Register (idempotently) and return the trials to run, oldest first."""
@@ -168,14 +188,20 @@ class Coordinator:
         res = self.plan.loaded.manifest.resources
         threads = max(1, int(res.cpus_per_trial))
         args = (str(self.plan.manifest_path), trial_id, self.plan.blobs_uri, me)
+        retry = self.rj.trial(trial_id).attempts > 0
         self.rj.transition(trial_id, EventKind.RUNNING)
+        self._count("start")
+        if retry:
+            self._count("retry")
         self._set(trial_id, TrialStatus.RUNNING)
+        labels = self._labels(trial_id)
         if res.gpus_per_trial > 1:  # a data-parallel group, gang-scheduled, supervised in another thread
-            group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads)
+            group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads,
+                                 telemetry=labels)
             self.trainers[trial_id] = group
             active[me.run_group.remote(trial_id)] = Task(trial_id, "train")
             return
-        handle = TrainerActor.options(**self._resources()).remote(*args, threads)
+        handle = TrainerActor.options(**self._resources()).remote(*args, threads, telemetry=labels)
         self.trainers[trial_id] = handle
         expect = self.journal.trial_state(trial_id, self.plan.experiment_id).last_checkpoint_step
         active[handle.train.remote(expect_checkpoint=expect, restart_missing=self.restart_missing)] = \
@@ -184,7 +210,11 @@ class Coordinator:
     def _evaluate(self, tid: str, source: dict, label: str):
         if self.evaluator is None:
             self.evaluator = EvaluatorActor.remote(self.plan.blobs_uri, f"experiments/{self.plan.experiment_id}/grids")
-        return self.evaluator.evaluate.remote(self.trial_json[tid], str(self.plan.loaded.base_dir), source, label)
+        # what the exported metrics say it is: a base is shared by trials, published per trial on record
+        weights = {"base": "base", "checkpoint": "checkpoint", "model": "final"}[source["kind"]]
+        about = {"experiment": self.plan.experiment_id, "trial": "" if weights == "base" else tid, "weights": weights}
+        return self.evaluator.evaluate.remote(self.trial_json[tid], str(self.plan.loaded.base_dir), source, label,
+                                              about)
 
     def _base_key(self, tid: str) -> str:
         m = self.trial_json[tid]
@@ -214,6 +244,7 @@ class Coordinator:
                    "resumed_from": result.get("resumed_from"), "steps_run": result.get("steps_run")}
         if not self.suites:
             self.rj.transition(tid, EventKind.DONE, **summary)
+            self._count("finish")
             self._set(tid, TrialStatus.DONE)
             return
         self.rj.transition(tid, EventKind.EVALUATING)
@@ -231,8 +262,12 @@ class Coordinator:
         if key not in self.base_metrics:
             self.base_metrics[key] = ray.get(self.base_refs[key])
         self._record_eval(tid, 0, self.base_metrics[key], base=True)
+        for suite, values in self.base_metrics[key].get("gauges", {}).items():
+            self.telemetry.evaluated(experiment=self.plan.experiment_id, trial=tid, weights="base", suite=suite,
+                                     seconds=None, metrics=values)
         self._record_eval(tid, task.step, out)
         self.rj.transition(tid, EventKind.DONE, **self.done_summary.pop(tid, {}))
+        self._count("finish")
         self._set(tid, TrialStatus.DONE, metrics=out["metrics"])
 
     def _record_eval(self, tid: str, step: int, out: dict, **extra: Any) -> None:
@@ -241,6 +276,7 @@ class Coordinator:
     def _fail(self, tid: str, error: str, traceback: str | None) -> None:
         self._release(tid)
         self.rj.transition(tid, EventKind.FAILED, error=error, traceback=traceback)
+        self._count("failure")
         self._set(tid, TrialStatus.FAILED, error=error)
 
     def _release(self, tid: str) -> None:
@@ -257,6 +293,7 @@ class Coordinator:
         """Run every unfinished trial to the end; returns the trial counts by status."""
         eid = self.plan.experiment_id
         pending = deque(self._register())
+        self.queued = len(pending)
         active: dict[Any, Task] = {}
         if self.suites:
             self._evaluate_bases(pending)
@@ -275,6 +312,7 @@ class Coordinator:
                     break  # evaluations still in flight are redone by resume
                 pending.clear()
             while pending and training < slots:
+                self.queued = len(pending) - 1
                 self._launch(pending.popleft(), active)
                 training += 1
             while not self.checkpoints.empty():

@@ -19,6 +19,7 @@ import ray
 from orchestrator.manifest import Manifest
 from orchestrator.manifest.schema import is_remote, local_path
 from orchestrator.storage import open_store
+from orchestrator.telemetry.sink import install_from_env
 
 if TYPE_CHECKING:  # torch and the models load in the evaluator's process, when it first evaluates:
     from orchestrator.eval.suites import EvalOptions  # the coordinator imports this module for the
@@ -74,13 +75,30 @@ class Evaluator:
         self.store = open_store(blobs_uri)
         self.grids_prefix = grids_prefix.rstrip("/")
         self._nets: dict[tuple[str, str | None], Any] = {}  # (kind, source) -> loaded CLIP / Inception
+        self.telemetry = install_from_env()
 
     def pid(self) -> int:
         return os.getpid()
 
-    def evaluate(self, manifest_json: dict, base_dir: str | None, source: dict, label: str) -> dict:
+    def evaluate(self, manifest_json: dict, base_dir: str | None, source: dict, label: str,
+                 about: dict[str, str] | None = None) -> dict:
         """Every suite of the manifest on one set of weights: flat metrics (value, n, CI), what each
-        suite reports besides, and the blob key of a grid of the judged images (if any were made)."""
+        suite reports besides, and the blob key of a grid of the judged images (if any were made).
+        `about` (experiment, trial, weights: base | checkpoint | final) labels the metrics exported."""
+        try:
+            out, results = self._evaluate(manifest_json, base_dir, source, label)
+        except Exception:
+            if about is not None:
+                self.telemetry.eval_failed(experiment=about["experiment"])
+            raise
+        out["gauges"] = {r.suite: {m.name: float(m.value) for m in r.metrics} for r in results}
+        if about is not None:  # a base's values are published by the coordinator, per trial it serves
+            for r in results:
+                self.telemetry.evaluated(**about, suite=r.suite, seconds=r.wall_s,
+                                         metrics={} if about["weights"] == "base" else out["gauges"][r.suite])
+        return out
+
+    def _evaluate(self, manifest_json: dict, base_dir: str | None, source: dict, label: str):
         from orchestrator.eval.suites import build_context, flatten_metrics, jsonable, run_in_context
 
         manifest = Manifest.model_validate(manifest_json, context={"check_files": False})
@@ -106,7 +124,7 @@ class Evaluator:
             self.store.put(grid_key, buf.getvalue())
         return {"metrics": flatten_metrics(results), "grid": grid_key, "weights": describe(source),
                 "suites": [r.suite for r in results], "options": jsonable(asdict(options)),
-                "info": {r.suite: jsonable({**r.info, "wall_s": round(r.wall_s, 3)}) for r in results}}
+                "info": {r.suite: jsonable({**r.info, "wall_s": round(r.wall_s, 3)}) for r in results}}, results
 
 
 EvaluatorActor = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(Evaluator)

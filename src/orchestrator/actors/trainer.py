@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from orchestrator.storage import open_store
+from orchestrator.telemetry.sink import install_from_env
 
 if TYPE_CHECKING:  # the ML core (torch, diffusers) loads in the trainer's process when it trains: the
     # coordinator imports this module for the actor class and stays light
@@ -38,11 +39,16 @@ PEER_GRACE_S = 15.0    # after one rank fails or dies, how long the others get t
 
 class Trainer:
     def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter=None, num_threads: int = 1,
-                 planner=None):
+                 planner=None, telemetry: dict[str, str] | None = None):
         self.manifest_path, self.trial_id, self.reporter = manifest_path, trial_id, reporter
         self.blobs_uri, self.num_threads, self.planner = blobs_uri, num_threads, planner
         self._last_report = self._last_shard_report = 0.0
         self._stop = threading.Event()  # set by `preempt` (another actor thread: max_concurrency=2)
+        if telemetry is not None:  # the trial's labels (experiment, trial, variant): its metrics carry them
+            rec = install_from_env()
+            rec.bind(**telemetry)
+            if _reconstructed():
+                rec.trainer_restarted()
 
     def preempt(self) -> None:
         """Checkpoint at the next step boundary and return from `train` (preempted)."""
@@ -110,6 +116,14 @@ class Trainer:
         return dataclasses.asdict(result)
 
 
+def _reconstructed() -> bool:
+    """Whether Ray restarted this actor after its process died (False outside an actor)."""
+    try:
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # noqa: BLE001 - not an actor (tests construct Trainer directly)
+        return False
+
+
 # max_concurrency=2: `pid` answers while `train` runs. Restarts + task retries: a killed
 # trainer process comes back and its `train` call runs again, resuming from its checkpoint.
 TrainerActor = ray.remote(max_restarts=3, max_task_retries=3, max_concurrency=2)(Trainer)
@@ -150,7 +164,8 @@ class TrainerGroup:
     that holds the record of which actor holds which rank's shards."""
 
     def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter, world_size: int,
-                 use_gpus: bool, num_threads: int = 1, backend: str | None = None, max_recoveries: int = 3):
+                 use_gpus: bool, num_threads: int = 1, backend: str | None = None, max_recoveries: int = 3,
+                 telemetry: dict[str, str] | None = None):
         from ray.util.placement_group import placement_group
 
         from .shard_planner import ShardPlannerActor
@@ -160,6 +175,7 @@ class TrainerGroup:
         ray.get(self.pg.ready())
         self.args = (manifest_path, trial_id, blobs_uri)
         self.reporter, self.use_gpus, self.num_threads = reporter, use_gpus, num_threads
+        self.telemetry = telemetry
         self.world_size, self.backend = world_size, backend or ("nccl" if use_gpus else "gloo")
         self.max_recoveries, self.recoveries, self.closed = max_recoveries, 0, False
         self.planner = ShardPlannerActor.remote(world_size=world_size, **planner_spec(manifest_path, trial_id))
@@ -173,7 +189,7 @@ class TrainerGroup:
         return TrainerActor.options(
             num_cpus=1, num_gpus=1 if self.use_gpus else 0, max_restarts=0, max_task_retries=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, rank)).remote(
-            *self.args, self.reporter if rank == 0 else None, self.num_threads, self.planner)
+            *self.args, self.reporter if rank == 0 else None, self.num_threads, self.planner, self.telemetry)
 
     def train(self, max_steps: int | None = None):
         """Refs of every rank's result, in rank order; rank 0's is the trial's (it wrote the

@@ -9,6 +9,7 @@ processes and hosts.
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, select
 from sqlalchemy.exc import OperationalError
+
+from orchestrator.telemetry import current as telemetry
 
 from .appender import append_batch, event_from_row
 from .checkpoints import Checkpoint
@@ -176,8 +179,11 @@ class Journal:
                 raise InvalidEvent(f"expected an Event, got {type(event).__name__}")
         if not batch:
             return []
+        started = time.perf_counter()
         with write_transaction(self._engine) as conn:
-            return append_batch(conn, batch)
+            stored = append_batch(conn, batch)
+        telemetry().journal_appended(backend=self.dialect, events=len(batch), seconds=time.perf_counter() - started)
+        return stored
 
     def events(
         self,

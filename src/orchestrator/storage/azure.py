@@ -98,6 +98,7 @@ def check_container_name(name: str) -> None:
 
 
 class AzureBlobStore(BlobStore):
+    backend = "azure"
     recheck_on_mismatch = True  # the fast read path can be torn on Azurite, see _read_chunks
 
     def __init__(self, container: ContainerClient, prefix: str = "", *,

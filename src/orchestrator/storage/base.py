@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar, Union
 
 from orchestrator.storage.keys import validate_key
+from orchestrator.telemetry import current as telemetry
 
 DEFAULT_BLOCK_SIZE = 8 * 1024 * 1024
 CHANGED_RESTARTS = 5  # whole-object reads restarted after losing a race with an overwrite
@@ -71,6 +72,7 @@ class BlobStore(abc.ABC):
     """Atomic, integrity-checked object storage addressed by '/'-separated keys."""
 
     block_size: int = DEFAULT_BLOCK_SIZE
+    backend: str = "blob"  # the metrics' `backend` label: file | azure
     # Whether a whole-object read that fails verification is worth one careful re-read
     # (strict=True) before it is reported as corruption; see AzureBlobStore.
     recheck_on_mismatch: bool = False
@@ -116,7 +118,9 @@ class BlobStore(abc.ABC):
             stream = data
         else:
             raise TypeError(f"put() needs bytes or a binary file object, not {type(data).__name__}")
-        return self._write(key, stream, overwrite)
+        info = self._write(key, stream, overwrite)
+        telemetry().blob_transfer(backend=self.backend, op="put", nbytes=info.size)
+        return info
 
     def put_file(self, key: str, path: str | os.PathLike[str], *, overwrite: bool = True) -> BlobInfo:
         with open(path, "rb") as f:
@@ -184,7 +188,7 @@ class BlobStore(abc.ABC):
                        strict: bool = False) -> tuple[BlobInfo, Iterator[bytes]]:
         validate_key(key)
         expected, chunks = self._read_chunks(key, chunk_size or self.block_size, strict)
-        return expected, _verified(expected, chunks)
+        return expected, _verified(expected, chunks, self.backend)
 
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
@@ -248,7 +252,7 @@ class OverlappedSha256:
             pending.result()
 
 
-def _verified(expected: BlobInfo, chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _verified(expected: BlobInfo, chunks: Iterator[bytes], backend: str) -> Iterator[bytes]:
     h = OverlappedSha256()
     size = 0
     try:
@@ -262,7 +266,9 @@ def _verified(expected: BlobInfo, chunks: Iterator[bytes]) -> Iterator[bytes]:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+    telemetry().blob_transfer(backend=backend, op="read", nbytes=size)
     if size != expected.size or actual != expected.sha256:
+        telemetry().blob_integrity_error()
         raise IntegrityError(
             f"integrity check failed for {expected.key!r}: expected sha256 {expected.sha256} "
             f"({expected.size} bytes), actual sha256 {actual} ({size} bytes)"

@@ -36,6 +36,8 @@ _HEADER = struct.Struct(">8sQ32s")  # magic, size, sha256 digest; zero-padded to
 
 
 class LocalBlobStore(BlobStore):
+    backend = "file"
+
     def __init__(self, root: str | os.PathLike[str], *, block_size: int = DEFAULT_BLOCK_SIZE,
                  fsync: bool = True) -> None:
         self.root = Path(root).resolve()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from orchestrator.storage.base import TransientStorageError
+from orchestrator.telemetry import current as telemetry
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -87,5 +88,6 @@ def call_with_retry(
                 raise
             log.warning("%s failed (attempt %d/%d), retrying in %.2fs: %s",
                         what, attempt, policy.max_attempts, pause, exc)
+            telemetry().blob_retry()
             sleep(pause)
             attempt += 1

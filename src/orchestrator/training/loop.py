@@ -29,6 +29,8 @@ from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.common.objective import Batch, trainable
 from orchestrator.models.registry import Variant
 from orchestrator.storage.location import put_dir
+from orchestrator.telemetry import Recorder
+from orchestrator.telemetry import current as telemetry
 
 from .checkpoint import CheckpointStore
 from .distributed import DistContext, all_reduce_mean_, shard_indices
@@ -44,6 +46,7 @@ class CheckpointsMissing(RuntimeError):
 
 
 CHECKPOINT_FORMAT = 2  # 2: trained modules by name, EMA with parameter names, the model's origin
+TELEMETRY_EVERY_S = 1.0  # gauges (loss, lr, memory) are sampled: reading the loss syncs a GPU
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,17 @@ class TrainResult:
     @property
     def finished(self) -> bool:
         return self.step >= self.total_steps
+
+
+NO_TELEMETRY = Recorder()
+
+
+@contextlib.contextmanager
+def _inactive_after(rec: Recorder):
+    try:
+        yield
+    finally:
+        rec.train_active(False)
 
 
 def set_deterministic(num_threads: int | None = None) -> None:
@@ -138,6 +152,7 @@ class Trainer:
         self.ema = EMA(self.trained, spec.ema_decay) if spec.ema_decay else None
         self.autocast = partial(_autocast, self.device, spec.precision)
         self.step = 0
+        self.data_wait_s = 0.0  # time spent drawing batches, since the last step was reported
         self.ckpts = CheckpointStore(store, f"{self.run_prefix}/checkpoints", keep_last=keep_last)
 
     @property
@@ -148,13 +163,17 @@ class Trainer:
     def _batch(self) -> Batch:
         """The next batch: all of it in one process; in a data-parallel group, this rank's shard
         (`shard_indices`, the rule the ShardPlanner hands out) with draws made for the whole."""
+        started = time.perf_counter()
         if self.dist is None:
             idx = self.order.next(self.cursor)
-            return Batch(idx, len(idx), self.gen, autocast=self.autocast)
-        epoch, position = self.cursor.epoch, self.cursor.position
-        size = self.order.next(self.cursor).numel()
-        idx = shard_indices(self.order, epoch, position, self.dist.rank, self.dist.world_size)
-        return Batch(idx, size, self.gen, rows=self.dist.rows(size), autocast=self.autocast)
+            batch = Batch(idx, len(idx), self.gen, autocast=self.autocast)
+        else:
+            epoch, position = self.cursor.epoch, self.cursor.position
+            size = self.order.next(self.cursor).numel()
+            idx = shard_indices(self.order, epoch, position, self.dist.rank, self.dist.world_size)
+            batch = Batch(idx, size, self.gen, rows=self.dist.rows(size), autocast=self.autocast)
+        self.data_wait_s += time.perf_counter() - started
+        return batch
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.opt.zero_grad(set_to_none=True)
@@ -264,16 +283,28 @@ class Trainer:
         if self.show_progress and self.step < target:
             from .progress import TrainProgress
             bar = TrainProgress(f"train {self.run_prefix}", self.spec.steps, self.step)
-        with bar or contextlib.nullcontext():
-            t0 = time.perf_counter()
-            preempted = False
+        # Only the process that writes reports: a data-parallel group's ranks would count each step N times.
+        rec = telemetry() if self._writes else NO_TELEMETRY
+        rec.train_active(True)
+        with bar or contextlib.nullcontext(), _inactive_after(rec):
+            t0 = last_state = time.perf_counter()
+            state_step, preempted = self.step, False
             while self.step < target:
+                step_t0 = time.perf_counter()
                 loss, grad_norm = self.train_step()
+                if rec.enabled:
+                    now = time.perf_counter()
+                    rec.train_step(seconds=now - step_t0, data_wait_s=self.data_wait_s, samples=self._samples)
+                    if now - last_state >= TELEMETRY_EVERY_S or self.step == target:
+                        steps_per_s = (self.step - state_step) / max(now - last_state, 1e-9)
+                        self._report_state(rec, loss, grad_norm, steps_per_s)
+                        last_state, state_step = now, self.step
+                self.data_wait_s = 0.0
                 preempted = self.stop is not None and self.step < target and self.stop()
                 ckpt = None
                 if (self.step % self.spec.checkpoint_every == 0 or self.step == target or preempted) \
                         and self._writes:
-                    ckpt = last_ckpt = self.ckpts.save(self.step, self.state_dict()).key
+                    ckpt = last_ckpt = self._save_checkpoint(rec)
                 if self.on_metrics is not None or bar is not None:
                     loss_value = float(loss)
                     m = StepMetrics(
@@ -300,6 +331,33 @@ class Trainer:
         wall = time.perf_counter() - started
         return TrainResult(self.step, self.spec.steps, ran, resumed_from, loss_value, last_ckpt, model_prefix,
                            wall, ran / wall if wall > 0 else 0.0, self.cache_hits, preempted)
+
+    @property
+    def _samples(self) -> int:
+        """Examples one optimiser step consumes (all ranks together)."""
+        return self.spec.batch_size * self.spec.grad_accum
+
+    def _report_state(self, rec, loss: torch.Tensor, grad_norm, steps_per_s: float) -> None:
+        cuda = None
+        if self.device.type == "cuda":
+            try:
+                utilization = torch.cuda.utilization(self.device) / 100.0
+            except Exception:  # noqa: BLE001 - NVML (pynvml) missing or unsupported: memory only
+                utilization = None
+            cuda = (torch.cuda.memory_allocated(self.device), torch.cuda.memory_reserved(self.device), utilization)
+        rec.train_state(loss=float(loss), lr=self.opt.param_groups[0]["lr"],
+                        grad_norm=None if grad_norm is None else float(grad_norm),
+                        samples_per_s=steps_per_s * self._samples, cuda=cuda)
+
+    def _save_checkpoint(self, rec) -> str:
+        started = time.perf_counter()
+        try:
+            ref = self.ckpts.save(self.step, self.state_dict())
+        except Exception:
+            rec.checkpoint_failed()
+            raise
+        rec.checkpoint_saved(seconds=time.perf_counter() - started, nbytes=ref.size)
+        return ref.key
 
     def export(self, prefix: str) -> str:
         """Save the variant's model directory (EMA weights when EMA is on) under a blob prefix."""
