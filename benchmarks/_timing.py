@@ -1,4 +1,5 @@
-"""What the benchmarks share: the mean wall time of a step (CUDA work waited for)."""
+"""What the benchmarks share: the mean wall time of a step (CUDA work waited for), two contenders
+timed alternately, the step benchmarks' flags."""
 from __future__ import annotations
 
 import time
@@ -17,6 +18,19 @@ def timed(fn, steps: int, device=None) -> float:
         import torch
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / steps
+
+
+def side_by_side(a, b, steps: int, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    """Median seconds per call of `a` and of `b`, timed in alternation (`repeats` rounds of
+    `steps` calls each, after `warmup` calls of both) so machine-load drift hits both alike."""
+    import statistics
+
+    timed(a, warmup), timed(b, warmup)
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(timed(a, steps))
+        tb.append(timed(b, steps))
+    return statistics.median(ta), statistics.median(tb)
 
 
 def step_arguments(description: str, *, batch_size: int, n: int, argv: list[str] | None = None):

@@ -21,7 +21,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import step_arguments, timed  # benchmarks/ is on sys.path when a script runs
+from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator.data.image_text import shapes_data
 from orchestrator.manifest.schema import GlideMiniOptions, TrainSpec
@@ -78,12 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer = Trainer(get_variant("glide_mini"), glide.build_tiny(0, 32), data, spec, store, "bench/step",
                       options=GlideMiniOptions(caption_dropout=0.0), export_model=False)
     hand = hand_loop(data, args.batch_size, spec.lr, 0)
-    timed(trainer.train_step, 2), timed(hand, 2)  # warm-up
-    ours, theirs = [], []
-    for _ in range(args.repeats):
-        ours.append(timed(trainer.train_step, args.steps))
-        theirs.append(timed(hand, args.steps))
-    t_ours, t_hand = statistics.median(ours), statistics.median(theirs)
+    t_ours, t_hand = side_by_side(trainer.train_step, hand, args.steps, args.repeats, warmup=2)
     print(f"GLIDE-mini tiny step time (batch {args.batch_size}, 32 px, {args.threads} thread(s), "
           f"median of {args.repeats}x{args.steps}):")
     print(f"  trainer      {t_ours * 1e3:8.1f} ms/step")

@@ -14,13 +14,12 @@ Runs alternate between the two so machine-load drift hits both alike; medians re
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import step_arguments, timed  # benchmarks/ is on sys.path when a script runs
+from _timing import side_by_side, step_arguments  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator.data.image_text import shapes_data
 from orchestrator.models.common.diffusion import diffusion_loss
@@ -70,12 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     after = DenoiserStep(build_tiny(0, 32, data.captions), data, args.batch_size, 5e-4, 0, ema_decay=0.999)
     encode_s = time.perf_counter() - t0
-    timed(before, 3), timed(after, 3)  # warm-up
-    t_before, t_after = [], []
-    for _ in range(args.repeats):
-        t_before.append(timed(before, args.steps))
-        t_after.append(timed(after, args.steps))
-    b, a = statistics.median(t_before), statistics.median(t_after)
+    b, a = side_by_side(before, after, args.steps, args.repeats)
     print(f"pretraining denoiser step (batch {args.batch_size}, 32 px, {args.threads} thread(s), "
           f"median of {args.repeats}x{args.steps}):")
     print(f"  before (VAE encode per step)  {b * 1e3:8.2f} ms/step  {1 / b:6.2f} steps/s")

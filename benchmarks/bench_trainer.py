@@ -19,7 +19,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import step_arguments, timed  # benchmarks/ is on sys.path when a script runs
+from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 import torch.nn.functional as F
 
 from orchestrator.manifest.schema import TrainSpec
@@ -72,12 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     sd = get_variant("sd")
     trainer = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/step", use_cache=False, export_model=False)
     hand = hand_loop(data, args.batch_size, spec.lr, 0)
-    timed(trainer.train_step, 3), timed(hand, 3)  # warm-up
-    ours, theirs = [], []
-    for _ in range(args.repeats):
-        ours.append(timed(trainer.train_step, args.steps))
-        theirs.append(timed(hand, args.steps))
-    t_ours, t_hand = statistics.median(ours), statistics.median(theirs)
+    t_ours, t_hand = side_by_side(trainer.train_step, hand, args.steps, args.repeats)
     print(f"step time (batch {args.batch_size}, 32 px, {args.threads} thread(s), median of {args.repeats}x{args.steps}):")
     print(f"  trainer      {t_ours * 1e3:8.2f} ms/step")
     print(f"  hand loop    {t_hand * 1e3:8.2f} ms/step")
