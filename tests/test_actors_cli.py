@@ -139,6 +139,8 @@ def test_sigkilled_orch_run_is_finished_by_orch_resume(tmp_path):
                 trials = journal.experiment_state(eid).trials
             except LookupError:
                 continue
+            if first not in trials or second not in trials:
+                continue  # the experiment is journaled before its trials are
             if trials[first].status.value == "done" and trials[second].last_checkpoint_step is not None:
                 break
         os.kill(run.pid, signal.SIGKILL)  # the whole driver: embedded Ray head, coordinator, trainer
