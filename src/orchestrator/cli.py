@@ -1,6 +1,7 @@
 """`orch`: the command line. Thin: parses arguments, calls the library, renders the result.
 
-Exit codes: 0 success, 2 bad input (with file, field path and line), 1 anything else.
+Exit codes: 0 success, 2 bad input (with file, field path and line), 3 another live run owns the
+experiment (`run`/`resume`: nothing done; `--wait` waits for it), 1 anything else.
 Human output goes through Rich; `--format json` prints one JSON document on stdout.
 """
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _default_journal() -> str:
 def _run_errors(command: str):
     """Map the runtime's bad-input errors to exit 2 with one clear line, journal faults to 1."""
     from .actors.api import Preempted
-    from .journal import JournalError, UnknownExperiment
+    from .journal import JournalError, LeaseHeld, LeaseLost, UnknownExperiment
     from .storage import StorageError
 
     try:
@@ -145,6 +146,13 @@ def _run_errors(command: str):
     except Preempted as exc:  # SIGTERM/SIGINT: checkpointed and shut down; the shell's 128 + signal
         err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(128 + exc.signum)
+    except LeaseHeld as exc:  # another live run owns the experiment: nothing was done
+        err.print(f"orch {command}: {exc}; not started (--wait runs it after that run ends)", markup=False,
+                  soft_wrap=True)
+        raise typer.Exit(3)
+    except LeaseLost as exc:  # another run took it over: this one stopped writing
+        err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(3)
     except (UnknownExperiment, LookupError, ValueError, FileNotFoundError) as exc:
         err.print(f"orch {command}: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
@@ -156,6 +164,8 @@ def _run_errors(command: str):
         raise typer.Exit(1)
 
 
+WAIT_OPTION = typer.Option(False, "--wait", help="When another live run owns the experiment, wait for it to "
+                           "end, then run what is left (default: say who owns it and exit 3).")
 # `orch run` and `orch resume` (embedded) serve the run's Prometheus metrics while they run.
 METRICS_OPTION = typer.Option(True, "--metrics/--no-metrics", help="Serve Prometheus metrics while it runs.")
 METRICS_PORT_OPTION = typer.Option(9464, "--metrics-port", envvar="ORCH_METRICS_PORT", min=0,
@@ -180,6 +190,7 @@ def run(
                                "differ only in it (e.g. data.train.captions)."),
     grids: Path = typer.Option(None, "--grids", help="Also write the evaluated sample grids here as plain PNGs."),
     grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
+    wait: bool = WAIT_OPTION,
     metrics: bool = METRICS_OPTION,
     metrics_port: int = METRICS_PORT_OPTION,
     metrics_sd: Path = METRICS_SD_OPTION,
@@ -192,7 +203,7 @@ def run(
     served = _metrics_options(metrics, metrics_port, metrics_sd)
     with _run_errors("run"):
         eid = api.run_experiment(file, progress=progress and format is PlanFormat.table, num_cpus=cpus,
-                                 grace_s=grace, metrics=served)
+                                 grace_s=grace, metrics=served, wait=wait)
         plan = plan_sweep(file)
         table = api.results(plan.journal_url, eid, format.value, paired=paired)
         if grids is not None:
@@ -242,7 +253,10 @@ def status(
     if format is TextFormat.json:
         _emit_json(records)
         return
-    table = Table(title="experiments" if experiment is None else f"experiment {experiment}")
+    title = "experiments" if experiment is None else f"experiment {experiment}"
+    if experiment is not None and records[0]["owner"]:
+        title += f"\nrun by {records[0]['owner']}"
+    table = Table(title=title)
     if experiment is None:
         for col in ("experiment", "name", "status", "trials", "updated"):
             table.add_column(col)
@@ -309,6 +323,7 @@ def resume(
     restart_missing: bool = typer.Option(False, "--restart-missing", help="Train a trial from step 0 when the "
                                          "checkpoints its journal records are all gone from the blob store."),
     grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
+    wait: bool = WAIT_OPTION,
     metrics: bool = METRICS_OPTION,
     metrics_port: int = METRICS_PORT_OPTION,
     metrics_sd: Path = METRICS_SD_OPTION,
@@ -319,7 +334,7 @@ def resume(
     url = journal or _default_journal()
     with _run_errors("resume"):
         eid = api.resume(url, experiment, progress=progress, address=address, num_cpus=cpus,
-                         restart_missing=restart_missing, grace_s=grace,
+                         restart_missing=restart_missing, grace_s=grace, wait=wait,
                          metrics=_metrics_options(metrics, metrics_port, metrics_sd))
         if address is None:
             text = api.results(url, eid, "table")

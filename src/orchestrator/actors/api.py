@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
+from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, LeaseLost, TrialStatus, open_journal
 
+from .ownership import Ownership, claim, hand_over, kept
 from .plan import SweepPlan, plan_sweep
 from .results import build_table, failed_trials, paired_tests, render_csv, render_json, render_paired, render_table, select_metrics
 
@@ -126,15 +127,26 @@ def _canonical(section) -> str:
 
 
 def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, detached: bool,
-                 restart_missing: bool = False):
+                 ownership: Ownership, restart_missing: bool = False):
     from .coordinator import ExperimentCoordinator
 
     opts: dict[str, Any] = {"name": f"coordinator-{plan.experiment_id}", "namespace": NAMESPACE,
                             "get_if_exists": True}
-    if detached:
+    if detached:  # it outlives this driver: the lease is handed over and the coordinator keeps it
         opts["lifetime"] = "detached"
+        ownership = hand_over(ownership)
     return ExperimentCoordinator.options(**opts).remote(str(plan.manifest_path), journal_url,
-                                                        retry_failed=retry_failed, restart_missing=restart_missing)
+                                                        retry_failed=retry_failed, restart_missing=restart_missing,
+                                                        ownership=ownership, adopt=detached)
+
+
+def claim_experiment(plan: SweepPlan, journal_url: str | None, wait: bool) -> Ownership:
+    """The experiment's lease for this driver (LeaseHeld when another live run has it; with
+    `wait`, once that run is over)."""
+    def on_wait(lease) -> None:  # said whatever the progress setting: the wait may be long
+        _print_line(f"experiment {plan.experiment_id} is being run by {lease.describe()}; waiting for it to end")
+
+    return claim(journal_url or plan.journal_url, plan.experiment_id, wait=wait, on_wait=on_wait)
 
 
 def preflight(plan: SweepPlan, journal_url: str | None = None) -> None:
@@ -197,19 +209,30 @@ class _Preemption:
 
 def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus: int | None = None,
                    journal_url: str | None = None, retry_failed: bool = False, restart_missing: bool = False,
-                   grace_s: float = 30.0, metrics: MetricsOptions | None = None) -> str:
+                   grace_s: float = 30.0, metrics: MetricsOptions | None = None, wait: bool = False) -> str:
     """Run a sweep to the end on an embedded local Ray; returns the experiment id.
 
     Finished trials in the journal are not run again; unfinished ones resume from their checkpoints.
     SIGTERM / SIGINT preempt: running trainers checkpoint at their next step boundary (within
     `grace_s`), Ray shuts down cleanly, and Preempted is raised for the caller's exit code.
-    `metrics` serves the run's Prometheus metrics from this process while it runs.
+    `metrics` serves the run's Prometheus metrics from this process while it runs. Another live
+    run of the same experiment holds its lease: LeaseHeld, nothing done (`wait`: run after it).
     """
     plan = plan_sweep(manifest_path)
     preflight(plan, journal_url)
-    ensure_base(plan, progress=progress)
+    own = claim_experiment(plan, journal_url, wait)
+    with kept(own) as keeper:
+        ensure_base(plan, progress=progress)
+        return _serve_and_run(plan, progress, num_cpus, journal_url, retry_failed, restart_missing, grace_s,
+                              metrics, own, keeper)
+
+
+def _serve_and_run(plan: SweepPlan, progress: bool, num_cpus: int | None, journal_url: str | None,
+                   retry_failed: bool, restart_missing: bool, grace_s: float, metrics: MetricsOptions | None,
+                   own: Ownership, keeper) -> str:
+    args = (plan, progress, num_cpus, journal_url, retry_failed, restart_missing, grace_s)
     if metrics is None:
-        return _run_embedded(plan, progress, num_cpus, journal_url, retry_failed, restart_missing, grace_s, None)
+        return _run_embedded(*args, None, own, keeper)
     from orchestrator.telemetry.exporter import EmbeddedMetrics
 
     with EmbeddedMetrics(metrics.port, metrics.sd_file) as served:  # before Ray: its workers inherit the setting
@@ -218,8 +241,7 @@ def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus
             if progress:
                 _print_line(served.note)
         try:
-            return _run_embedded(plan, progress, num_cpus, journal_url, retry_failed, restart_missing, grace_s,
-                                 served)
+            return _run_embedded(*args, served, own, keeper)
         finally:
             served.finish()
 
@@ -237,24 +259,30 @@ def _print_line(text: str) -> None:
 
 
 def _run_embedded(plan: SweepPlan, progress: bool, num_cpus: int | None, journal_url: str | None,
-                  retry_failed: bool, restart_missing: bool, grace_s: float, served) -> str:
+                  retry_failed: bool, restart_missing: bool, grace_s: float, served, own: Ownership,
+                  keeper) -> str:
     import ray
 
     from .cluster import shutdown, start_local
 
     info = start_local(num_cpus=num_cpus)
-    clean = True
+    clean, lost = True, None
     try:
-        coord = _coordinator(plan, journal_url, retry_failed, detached=False, restart_missing=restart_missing)
+        coord = _coordinator(plan, journal_url, retry_failed, detached=False, ownership=own,
+                             restart_missing=restart_missing)
         done_ref = coord.run.remote()
         with _Preemption(grace_s) as stop:
-            shown = _show_progress(coord, done_ref, plan, stop) if progress else 0
+            shown = _show_progress(coord, done_ref, plan, stop, keeper) if progress else 0
             while not ray.wait([done_ref], timeout=0.5)[0]:
+                if keeper.lost:  # another run took the experiment over: stop writing, now
+                    break
                 if stop.tick(coord):
                     clean = False
                     break
-        if clean:
-            ray.get(done_ref)
+        if keeper.lost:
+            lost = keeper.lost
+        elif clean:
+            lost = ray.get(done_ref).get("lease_lost")
         if served is not None:
             served.mark_done()
         for notice in ray.get(coord.notices.remote(shown)):  # on the console, not only in Ray's logs
@@ -262,12 +290,14 @@ def _run_embedded(plan: SweepPlan, progress: bool, num_cpus: int | None, journal
         ray.kill(coord)
     finally:
         shutdown(info)
+    if lost:
+        raise LeaseLost(lost)
     if stop.signum is not None:
         raise Preempted(stop.signum, plan.experiment_id, clean)
     return plan.experiment_id
 
 
-def _show_progress(coord, done_ref, plan: SweepPlan, stop: _Preemption) -> int:
+def _show_progress(coord, done_ref, plan: SweepPlan, stop: _Preemption, keeper) -> int:
     """Live bars until the sweep ends, with each fallback a trainer takes printed above them;
     returns how many notices were printed."""
     import ray
@@ -289,7 +319,7 @@ def _show_progress(coord, done_ref, plan: SweepPlan, stop: _Preemption) -> int:
             for notice in ray.get(coord.notices.remote(shown)):
                 _print_notice(notice, bar.console)
                 shown += 1
-            if ready or stop.tick(coord):
+            if ready or keeper.lost or stop.tick(coord):
                 return shown
 
 
@@ -302,10 +332,12 @@ def submit(manifest_path: str | Path, address: str, *, journal_url: str | None =
 
     plan = plan_sweep(manifest_path)
     preflight(plan)
-    ensure_base(plan)
-    connect(address)
-    coord = _coordinator(plan, journal_url, retry_failed=False, detached=True)
-    _start_detached(coord)
+    own = claim_experiment(plan, journal_url, wait=False)
+    with kept(own, release=False):  # released by the coordinator when the sweep ends
+        ensure_base(plan)
+        connect(address)
+        coord = _coordinator(plan, journal_url, retry_failed=False, detached=True, ownership=own)
+        _start_detached(coord)
     return plan.experiment_id
 
 
@@ -324,11 +356,14 @@ def status(journal_url: str = DEFAULT_JOURNAL, experiment_id: str | None = None)
     """Experiments (all, or one with its trials) as plain data."""
     with open_journal(journal_url, create=False) as journal:
         states = ([journal.experiment_state(experiment_id)] if experiment_id else journal.list_experiments())
+        leases = {s.experiment_id: journal.lease(s.experiment_id) for s in states}
     out = []
     for s in states:
+        lease = leases[s.experiment_id]
         rec: dict[str, Any] = {"experiment_id": s.experiment_id, "name": s.name, "status": s.status.value,
                                "counts": {k.value: v for k, v in s.counts().items() if v},
-                               "updated_at": str(s.updated_at) if s.updated_at else None}
+                               "updated_at": str(s.updated_at) if s.updated_at else None,
+                               "owner": None if lease is None or lease.free() else lease.describe()}
         if experiment_id:
             rec["trials"] = [{"trial_id": t.trial_id, "status": t.status.value, "attempts": t.attempts,
                               "checkpoint_step": t.last_checkpoint_step, "metrics": t.latest_metrics(),
@@ -414,7 +449,7 @@ def manifest_source(journal_url: str, experiment_id: str) -> str:
 
 def resume(journal_url: str, experiment_id: str, *, progress: bool = True, address: str | None = None,
            num_cpus: int | None = None, restart_missing: bool = False, grace_s: float = 30.0,
-           metrics: MetricsOptions | None = None) -> str:
+           metrics: MetricsOptions | None = None, wait: bool = False) -> str:
     """Finish an interrupted or cancelled experiment from its journal; failed trials are retried."""
     source = manifest_source(journal_url, experiment_id)
     plan = plan_sweep(source)
@@ -423,9 +458,12 @@ def resume(journal_url: str, experiment_id: str, *, progress: bool = True, addre
                          "the manifest changed since it was submitted")
     if address:
         from .cluster import connect
-        connect(address)
-        _start_detached(_coordinator(plan, journal_url, retry_failed=True, detached=True,
-                                     restart_missing=restart_missing))
+        own = claim_experiment(plan, journal_url, wait)
+        with kept(own, release=False):  # released by the coordinator when the sweep ends
+            connect(address)
+            _start_detached(_coordinator(plan, journal_url, retry_failed=True, detached=True, ownership=own,
+                                         restart_missing=restart_missing))
         return experiment_id
     return run_experiment(source, progress=progress, num_cpus=num_cpus, journal_url=journal_url,
-                          retry_failed=True, restart_missing=restart_missing, grace_s=grace_s, metrics=metrics)
+                          retry_failed=True, restart_missing=restart_missing, grace_s=grace_s, metrics=metrics,
+                          wait=wait)

@@ -19,13 +19,14 @@ from typing import Any
 
 import ray
 
-from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
+from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, LeaseLost, TrialStatus, open_journal
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
 from .cluster import cluster_slots
 from .evaluator import EvaluatorActor
 from .journaling import RunJournal
+from .ownership import Ownership, adopt, kept
 from .plan import SweepPlan, plan_sweep
 from .trainer import TrainerActor, TrainerGroup  # both light: the ML core loads in their own processes
 
@@ -42,9 +43,14 @@ class Task:
 
 class Coordinator:
     def __init__(self, manifest_path: str, journal_url: str | None = None, *, retry_failed: bool = False,
-                 restart_missing: bool = False):
+                 restart_missing: bool = False, ownership: Ownership | None = None, adopt: bool = False):
         self.plan: SweepPlan = plan_sweep(manifest_path)
+        # Every write goes through the run's lease (ownership.py): a run whose driver died, or
+        # that another run took over, writes nothing more. A detached coordinator adopts it in `run`.
+        self.ownership, self.adopt = ownership, adopt
         self.journal = open_journal(journal_url or self.plan.journal_url)
+        if ownership is not None:
+            self.journal = self.journal.fenced(ownership.experiment_id, ownership.owner, ownership.holder)
         self.rj = RunJournal(self.journal, self.plan.experiment_id)
         self.retry_failed, self.restart_missing = retry_failed, restart_missing
         self.notice_log: list[dict] = []  # fallbacks trainers took, for the driver to print
@@ -188,20 +194,20 @@ class Coordinator:
         res = self.plan.loaded.manifest.resources
         threads = max(1, int(res.cpus_per_trial))
         args = (str(self.plan.manifest_path), trial_id, self.plan.blobs_uri, me)
+        kwargs = {"telemetry": self._labels(trial_id), "ownership": self.ownership}
         retry = self.rj.trial(trial_id).attempts > 0
         self.rj.transition(trial_id, EventKind.RUNNING)
         self._count("start")
         if retry:
             self._count("retry")
         self._set(trial_id, TrialStatus.RUNNING)
-        labels = self._labels(trial_id)
         if res.gpus_per_trial > 1:  # a data-parallel group, gang-scheduled, supervised in another thread
             group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads,
-                                 telemetry=labels)
+                                 telemetry=kwargs["telemetry"])
             self.trainers[trial_id] = group
             active[me.run_group.remote(trial_id)] = Task(trial_id, "train")
             return
-        handle = TrainerActor.options(**self._resources()).remote(*args, threads, telemetry=labels)
+        handle = TrainerActor.options(**self._resources()).remote(*args, threads, **kwargs)
         self.trainers[trial_id] = handle
         expect = self.journal.trial_state(trial_id, self.plan.experiment_id).last_checkpoint_step
         active[handle.train.remote(expect_checkpoint=expect, restart_missing=self.restart_missing)] = \
@@ -289,8 +295,29 @@ class Coordinator:
     def _externally_cancelled(self) -> bool:
         return self.journal.experiment_state(self.plan.experiment_id).status is ExperimentStatus.CANCELLED
 
-    def run(self) -> dict[str, int]:
-        """Run every unfinished trial to the end; returns the trial counts by status."""
+    def run(self) -> dict[str, Any]:
+        """Run every unfinished trial to the end; returns the trial counts by status (or
+        `lease_lost` with the reason, having stopped every worker without writing)."""
+        if not (self.adopt and self.ownership is not None):
+            return self._run_owned()
+        self.ownership = adopt(self.ownership)
+        self.journal = self.journal.fenced(self.ownership.experiment_id, self.ownership.owner, self.ownership.holder)
+        self.rj = RunJournal(self.journal, self.plan.experiment_id)
+        with kept(self.ownership):
+            return self._run_owned()
+
+    def _run_owned(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        except LeaseLost as exc:
+            log.error("experiment %s: %s; stopping its workers", self.plan.experiment_id, exc)
+            for tid in list(self.trainers):
+                self._release(tid)
+            if self.evaluator is not None:
+                ray.kill(self.evaluator, no_restart=True)
+            return {"lease_lost": str(exc)}
+
+    def _run(self) -> dict[str, int]:
         eid = self.plan.experiment_id
         pending = deque(self._register())
         self.queued = len(pending)

@@ -27,6 +27,8 @@ from ray.exceptions import RayActorError
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
+from .ownership import Ownership, OwnerWatch
+
 if TYPE_CHECKING:  # the ML core (torch, diffusers) loads in the trainer's process when it trains: the
     # coordinator imports this module for the actor class and stays light
     from orchestrator.training import StepMetrics
@@ -39,11 +41,14 @@ PEER_GRACE_S = 15.0    # after one rank fails or dies, how long the others get t
 
 class Trainer:
     def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter=None, num_threads: int = 1,
-                 planner=None, telemetry: dict[str, str] | None = None):
+                 planner=None, telemetry: dict[str, str] | None = None, ownership: Ownership | None = None):
         self.manifest_path, self.trial_id, self.reporter = manifest_path, trial_id, reporter
         self.blobs_uri, self.num_threads, self.planner = blobs_uri, num_threads, planner
         self._last_report = self._last_shard_report = 0.0
         self._stop = threading.Event()  # set by `preempt` (another actor thread: max_concurrency=2)
+        # The run that owns this trial: once it is gone, nothing more is written (no checkpoint,
+        # no report) and training stops at the next step boundary.
+        self.owner = OwnerWatch(ownership) if ownership is not None else None
         if telemetry is not None:  # the trial's labels (experiment, trial, variant): its metrics carry them
             rec = install_from_env()
             rec.bind(**telemetry)
@@ -57,16 +62,23 @@ class Trainer:
     def pid(self) -> int:
         return os.getpid()
 
+    def _should_stop(self) -> bool:
+        """Asked at every step boundary: True = checkpoint and return (preempted); LeaseLost when
+        the owning run is gone (no checkpoint: nothing may be written for it)."""
+        if self.owner is not None:
+            self.owner.check()
+        return self._stop.is_set()
+
     def _on_metrics(self, m: StepMetrics) -> None:
-        if self.reporter is None:
+        if self.reporter is None or (self.owner is not None and self.owner.gone):
             return
         now = time.monotonic()
         if m.checkpoint or m.step == m.total_steps or now - self._last_report >= REPORT_EVERY_S:
             self._last_report = now
             self.reporter.on_metrics.remote(self.trial_id, {**m.as_dict(), "pid": os.getpid()})
-        if m.checkpoint:
-            info = open_store(self.blobs_uri).info(m.checkpoint)
-            self.reporter.on_checkpoint.remote(self.trial_id, m.step, m.checkpoint, info.sha256, info.size)
+        for step, key in m.checkpoints:  # landed in the store: safe to journal
+            info = open_store(self.blobs_uri).info(key)
+            self.reporter.on_checkpoint.remote(self.trial_id, step, key, info.sha256, info.size)
 
     def _rank_metrics(self, rank: int, is_main: bool):
         """A data-parallel rank's callback: rank 0 reports to the coordinator, every rank reports
@@ -80,8 +92,8 @@ class Trainer:
             if m.checkpoint or m.step == m.total_steps or now - self._last_shard_report >= REPORT_EVERY_S:
                 self._last_shard_report = now
                 self.planner.report.remote(rank, m.step)
-            if m.checkpoint:
-                self.planner.checkpointed.remote(m.step)
+            for step, _ in m.checkpoints:
+                self.planner.checkpointed.remote(step)
         return on_metrics
 
     def rendezvous(self) -> tuple[str, int]:
@@ -110,7 +122,7 @@ class Trainer:
             result = train_trial(self.manifest_path, self.trial_id, max_steps=max_steps, progress=False,
                                  on_metrics=callback, num_threads=self.num_threads, distributed=distributed,
                                  on_notice=notice, expect_checkpoint=expect_checkpoint,
-                                 restart_missing=restart_missing, stop=self._stop.is_set)
+                                 restart_missing=restart_missing, stop=self._should_stop)
         except Exception as exc:  # noqa: BLE001 - a failing trial is data for the journal
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         return dataclasses.asdict(result)

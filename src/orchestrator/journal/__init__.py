@@ -23,6 +23,7 @@ from .errors import (
     UnknownExperiment,
     UnknownTrial,
 )
+from .lease import Holder, Lease, LeaseHeld, LeaseLost
 from .events import EXPERIMENT_KINDS, TRIAL_KINDS, Event, EventKind
 from .migrate import current_revision, head_revision
 from .state import ExperimentState, TrialState, apply_trial_event, fold_experiment, fold_trial
@@ -46,6 +47,10 @@ __all__ = [
     "JournalConflict",
     "JournalError",
     "JournalLocationError",
+    "Holder",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
     "SchemaError",
     "TrialState",
     "TrialStatus",

@@ -127,3 +127,19 @@ experiments = ExperimentRow.__table__
 trials = TrialRow.__table__
 events = EventRow.__table__
 checkpoints = CheckpointRow.__table__
+
+
+class LeaseRow(Base):
+    """Who runs an experiment now (see lease.py): one row per experiment while a run holds it."""
+
+    __tablename__ = "leases"
+
+    experiment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    holder: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+leases = LeaseRow.__table__

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from .engine import (create_journal_engine, insert_for, is_memory, masked, norma
                      write_transaction)
 from .errors import (AmbiguousTrial, InvalidEvent, JournalConflict, JournalError, JournalLocationError,
                      UnknownExperiment, UnknownTrial)
+from . import lease as lease_ops
 from .events import Event, EventKind, canonical_json, check_id
+from .lease import Fence, Holder, Lease
 from .migrate import upgrade_to_head
 from .schema import checkpoints as checkpoints_t
 from .schema import events as events_t
@@ -83,8 +86,21 @@ class Journal:
     Open one per process, after any fork: pooled connections must not cross a fork.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, fence: Fence | None = None) -> None:
         self._engine = engine
+        self._fence = fence
+
+    def fenced(self, experiment_id: str, owner: str, holder: Holder) -> Journal:
+        """This journal (same engine) writing only while `owner` holds `experiment_id`'s lease
+        and `holder` runs: every write checks both in its transaction, else LeaseLost."""
+        return Journal(self._engine, Fence(experiment_id, owner, holder))
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with write_transaction(self._engine) as conn:
+            if self._fence is not None:
+                self._fence.check(conn)
+            yield conn
 
     @property
     def engine(self) -> Engine:
@@ -114,7 +130,7 @@ class Journal:
         if not isinstance(name, str) or not isinstance(manifest, str):
             raise InvalidEvent("experiment name and manifest must be strings")
         row = {"id": experiment_id, "name": name, "manifest": manifest, "created_at": utcnow()}
-        with write_transaction(self._engine) as conn:
+        with self._write() as conn:
             if self._insert_new(conn, experiments_t, row, ["id"]):
                 return True
             stored = conn.execute(
@@ -140,7 +156,7 @@ class Journal:
                 raise InvalidEvent(f"config of trial {trial_id!r} must be a mapping")
             rows.append((trial_id, canonical_json(dict(config), f"config of trial {trial_id!r}")))
         result: dict[str, bool] = {}
-        with write_transaction(self._engine) as conn:
+        with self._write() as conn:
             self._require_experiment(conn, experiment_id)
             for trial_id, config in rows:
                 row = {"experiment_id": experiment_id, "id": trial_id, "config": config, "created_at": utcnow()}
@@ -180,7 +196,7 @@ class Journal:
         if not batch:
             return []
         started = time.perf_counter()
-        with write_transaction(self._engine) as conn:
+        with self._write() as conn:
             stored = append_batch(conn, batch)
         telemetry().journal_appended(backend=self.dialect, events=len(batch), seconds=time.perf_counter() - started)
         return stored
@@ -281,7 +297,7 @@ class Journal:
             "size": size,
             "created_at": utcnow(),
         }
-        with write_transaction(self._engine) as conn:
+        with self._write() as conn:
             if self._insert_new(conn, checkpoints_t, row, ["trial_id", "step"]):
                 return True
             stored = conn.execute(
@@ -312,6 +328,26 @@ class Journal:
         with read_transaction(self._engine) as conn:
             row = conn.execute(query).one_or_none()
         return None if row is None else _checkpoint_from_row(row)
+
+    # ------------------------------------------------------------------ leases
+
+    def acquire_lease(self, experiment_id: str, owner: str, holder: Holder, ttl: float | None = None) -> Lease:
+        """Take `experiment_id`'s lease for `owner` (LeaseHeld when a live owner has it)."""
+        with write_transaction(self._engine) as conn:
+            return lease_ops.acquire(conn, experiment_id, owner, holder, lease_ops.ttl_s() if ttl is None else ttl)
+
+    def renew_lease(self, experiment_id: str, owner: str, ttl: float | None = None) -> None:
+        """Push the expiry on (LeaseLost when `owner` no longer holds it)."""
+        with write_transaction(self._engine) as conn:
+            lease_ops.renew(conn, experiment_id, owner, lease_ops.ttl_s() if ttl is None else ttl)
+
+    def release_lease(self, experiment_id: str, owner: str) -> bool:
+        with write_transaction(self._engine) as conn:
+            return lease_ops.release(conn, experiment_id, owner)
+
+    def lease(self, experiment_id: str) -> Lease | None:
+        with read_transaction(self._engine) as conn:
+            return lease_ops.read(conn, experiment_id)
 
     # ----------------------------------------------------------------- helpers
 

@@ -41,8 +41,15 @@ class CheckpointStore:
         self.skipped: list[tuple[CheckpointRef, str]] = []  # what load_latest passed over, and why
 
     def save(self, step: int, state: dict) -> CheckpointRef:
-        key = f"{self.prefix}/step-{step:08d}.pt"
-        info = self.store.put(key, to_bytes(state))
+        return self.write(step, to_bytes(state))
+
+    def key(self, step: int) -> str:
+        return f"{self.prefix}/step-{step:08d}.pt"
+
+    def write(self, step: int, data: bytes) -> CheckpointRef:
+        """Store an encoded checkpoint (`to_bytes` of its state), then its marker, then prune."""
+        key = self.key(step)
+        info = self.store.put(key, data)
         ref = CheckpointRef(step, key, info.sha256, info.size)
         self.store.put(f"{self.prefix}/step-{step:08d}.json",
                        json.dumps(ref.__dict__, sort_keys=True).encode())

@@ -13,6 +13,7 @@ any checkpoint and resumed follows the uninterrupted run bit for bit (CPU, same 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -27,6 +28,7 @@ import torch
 from orchestrator.data.image_text import ImageTextData
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.common.objective import Batch, trainable
+from orchestrator.models.common.serialize import to_bytes
 from orchestrator.models.registry import Variant
 from orchestrator.storage.location import put_dir
 from orchestrator.telemetry import Recorder
@@ -38,6 +40,7 @@ from .ema import EMA
 from .metrics import MetricsCallback, StepMetrics
 from .optim import make_optimizer, make_scheduler
 from .state import BatchOrder, DataCursor, capture_rng, restore_rng
+from .uploader import CheckpointUploader
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,7 @@ class Trainer:
         expect_checkpoint: int | None = None,
         restart_missing: bool = False,
         stop: Callable[[], bool] | None = None,
+        background_upload: bool = True,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.variant, self.model, self.origin = variant, model, origin
@@ -154,6 +158,8 @@ class Trainer:
         self.step = 0
         self.data_wait_s = 0.0  # time spent drawing batches, since the last step was reported
         self.ckpts = CheckpointStore(store, f"{self.run_prefix}/checkpoints", keep_last=keep_last)
+        # Checkpoints upload while the next steps train (uploader.py); reported once landed.
+        self.uploader = CheckpointUploader(self.ckpts.write, background_upload)
 
     @property
     def cache_hits(self) -> dict | None:
@@ -286,7 +292,7 @@ class Trainer:
         # Only the process that writes reports: a data-parallel group's ranks would count each step N times.
         rec = telemetry() if self._writes else NO_TELEMETRY
         rec.train_active(True)
-        with bar or contextlib.nullcontext(), _inactive_after(rec):
+        with bar or contextlib.nullcontext(), _inactive_after(rec), self._uploads_settled():
             t0 = last_state = time.perf_counter()
             state_step, preempted = self.step, False
             while self.step < target:
@@ -301,10 +307,12 @@ class Trainer:
                         last_state, state_step = now, self.step
                 self.data_wait_s = 0.0
                 preempted = self.stop is not None and self.step < target and self.stop()
-                ckpt = None
                 if (self.step % self.spec.checkpoint_every == 0 or self.step == target or preempted) \
                         and self._writes:
-                    ckpt = last_ckpt = self._save_checkpoint(rec)
+                    last_ckpt = self._save_checkpoint(rec)
+                if self.step == target or preempted:  # the run's last checkpoint lands before it returns
+                    self.uploader.wait()
+                landed = self.uploader.landed()
                 if self.on_metrics is not None or bar is not None:
                     loss_value = float(loss)
                     m = StepMetrics(
@@ -312,11 +320,10 @@ class Trainer:
                         lr=self.opt.param_groups[0]["lr"],
                         grad_norm=None if grad_norm is None else float(grad_norm),
                         it_per_s=(self.step - first) / max(time.perf_counter() - t0, 1e-9),
-                        epoch=self.cursor.epoch, checkpoint=ckpt)
+                        epoch=self.cursor.epoch)
                     if bar is not None:
                         bar.update(m)
-                    if self.on_metrics is not None:
-                        self.on_metrics(m)
+                    self._report(m, landed)
                 elif self.step == target or preempted:
                     loss_value = float(loss)
                 if preempted:
@@ -349,15 +356,34 @@ class Trainer:
                         grad_norm=None if grad_norm is None else float(grad_norm),
                         samples_per_s=steps_per_s * self._samples, cuda=cuda)
 
+    def _report(self, m: StepMetrics, landed: list) -> None:
+        if self.on_metrics is not None:
+            self.on_metrics(dataclasses.replace(m, checkpoint=landed[-1].key, checkpoints=tuple(
+                (ref.step, ref.key) for ref in landed)) if landed else m)
+
+    @contextlib.contextmanager
+    def _uploads_settled(self):
+        """No upload outlives `run`: a failure while one is in flight still waits for it."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.uploader.wait()
+            except Exception as exc:  # noqa: BLE001 - the training error is the one to raise
+                log.error("checkpoint upload failed too: %s", exc)
+            raise
+
     def _save_checkpoint(self, rec) -> str:
+        """Encode the state now (a snapshot) and hand it to the uploader; its future key."""
         started = time.perf_counter()
         try:
-            ref = self.ckpts.save(self.step, self.state_dict())
+            data = to_bytes(self.state_dict())
+            self.uploader.submit(self.step, data)
         except Exception:
             rec.checkpoint_failed()
             raise
-        rec.checkpoint_saved(seconds=time.perf_counter() - started, nbytes=ref.size)
-        return ref.key
+        rec.checkpoint_saved(seconds=time.perf_counter() - started, nbytes=len(data))
+        return self.ckpts.key(self.step)
 
     def export(self, prefix: str) -> str:
         """Save the variant's model directory (EMA weights when EMA is on) under a blob prefix."""

@@ -18,7 +18,10 @@ class StepMetrics:
     grad_norm: float | None
     it_per_s: float      # over the steps run in this process
     epoch: int
-    checkpoint: str | None = None  # blob key when a checkpoint was written after this step
+    checkpoint: str | None = None  # blob key of the newest checkpoint that landed since the last report
+    # (step, key) of every checkpoint that landed since the last report: uploads run behind the
+    # steps, so a checkpoint's step is usually older than `step`
+    checkpoints: tuple[tuple[int, str], ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
