@@ -531,6 +531,8 @@ def test_vl_checklist(tmp_path: Path) -> None:
     assert loader.skips.counts == {"missing image": 1, "bad entry": 1}
     assert [e.pos[0] for e in VLCheckListLoader(tmp_path, categories=["Relation"], on_error="skip")] == \
         ["car left of tree"]
+    with pytest.raises(ValueError, match=r"\['Attributes'\] match nothing.*Attribute"):  # a plural typo
+        VLCheckListLoader(tmp_path, categories=["Attributes"], on_error="skip").load()
     with pytest.raises(DataFormatError) as err:
         VLCheckListLoader(tmp_path, categories=["Attribute/color"]).load()
     lines = (tmp_path / "data/Attribute/vg/color.json").read_text().splitlines()

@@ -57,3 +57,56 @@ def test_run_checks_the_blob_store_before_ray_starts(tmp_path):
     assert r.returncode == 2 and "the blob store" in r.stderr and "a-file" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "journal.db").exists()  # refused before the journal was touched
+
+
+MANIFEST = ("name: ro\nmodel: {variant: sd, base: tiny-random}\ndata: {train: {kind: shapes, n: 8}}\n"
+            "train: {steps: 1, batch_size: 4}\nstorage: {blobs: ./blobs, journal: %s}\n")
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """chattr +i: read-only even for root (os.access says writable to root, so a mode bit can't test it)."""
+    r = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_a_read_only_sqlite_journal_is_refused_before_anything_runs(tmp_path):
+    journal = tmp_path / "journal.db"
+    (tmp_path / "m.yaml").write_text(MANIFEST % f"sqlite:///{journal}")
+    first = orch("validate", "m.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    from orchestrator.journal import open_journal
+
+    open_journal(f"sqlite:///{journal}").close()  # an existing journal at the schema head, in WAL mode
+    before = journal.read_bytes()
+    if not _immutable(journal, True):
+        pytest.skip("chattr +i is not available here")
+    try:
+        r = orch("run", "m.yaml", "--no-progress", "--no-metrics", cwd=tmp_path)
+        status = orch("status", "--journal", f"sqlite:///{journal}", cwd=tmp_path)
+    finally:
+        _immutable(journal, False)
+    assert r.returncode == 2 and "is read-only" in r.stderr and str(journal) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 3
+    assert journal.read_bytes() == before and not (tmp_path / "blobs" / "trials").exists()
+    assert status.returncode == 0, status.stderr  # reading a read-only journal is fine
+
+
+@pytest.mark.postgres
+def test_a_read_only_postgres_journal_is_refused_before_anything_runs(tmp_path, postgres_database_factory):
+    import sqlalchemy as sa
+
+    from orchestrator.journal import open_journal
+
+    url = postgres_database_factory()
+    open_journal(url).close()  # migrated to head while writable
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        name = conn.execute(sa.text("SELECT current_database()")).scalar_one()
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+    engine.dispose()
+    (tmp_path / "m.yaml").write_text(MANIFEST % url)
+    r = orch("run", "m.yaml", "--no-progress", "--no-metrics", cwd=tmp_path)
+    assert r.returncode == 2 and "is read-only" in r.stderr and "read-only transaction" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    with open_journal(url, create=False) as j:
+        assert j.list_experiments() == []  # nothing half-written

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchestrator.telemetry import current as telemetry
 
@@ -53,7 +53,7 @@ def open_journal(url: str, *, create: bool = True) -> Journal:
         if not create and not path.is_file():
             raise JournalLocationError(f"no journal at {path} (nothing has been run with it; check --journal "
                                        f"or $ORCH_JOURNAL)")
-        if path.exists() and not os.access(path, os.W_OK):
+        if create and path.exists() and not os.access(path, os.W_OK):  # readers may read it
             raise JournalLocationError(f"the journal {path} is read-only")
     engine = create_journal_engine(url)
     try:
@@ -71,6 +71,11 @@ def open_journal(url: str, *, create: bool = True) -> Journal:
 # server that cannot be reached (refused, timed out, DNS): the first is exit 2, the second 1.
 _BAD_LOCATION = ("does not exist", "password authentication failed", "no password supplied",
                  "unable to open database file", "readonly database", "read-only")
+
+
+# What a database says when it refuses writes: a read-only SQLite file, a PostgreSQL database or
+# role in read-only mode, a role without INSERT rights.
+_READ_ONLY = ("readonly database", "read-only transaction", "permission denied")
 
 
 def _classified(where: str, exc: OperationalError) -> JournalError:
@@ -96,11 +101,19 @@ class Journal:
         return Journal(self._engine, Fence(experiment_id, owner, holder))
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with write_transaction(self._engine) as conn:
-            if self._fence is not None:
-                self._fence.check(conn)
-            yield conn
+    def _write(self, fenced: bool = True) -> Iterator[Connection]:
+        """A write transaction (checked against the fence, if any); a journal that refuses writes
+        (read-only file or database, no INSERT right) is a JournalLocationError naming it."""
+        try:
+            with write_transaction(self._engine) as conn:
+                if fenced and self._fence is not None:
+                    self._fence.check(conn)
+                yield conn
+        except DBAPIError as exc:
+            detail = " ".join(str(exc.orig or exc).split())
+            if any(s in detail for s in _READ_ONLY):
+                raise JournalLocationError(f"the journal at {masked(self._engine.url)} is read-only: {detail}") from exc
+            raise
 
     @property
     def engine(self) -> Engine:
@@ -333,16 +346,16 @@ class Journal:
 
     def acquire_lease(self, experiment_id: str, owner: str, holder: Holder, ttl: float | None = None) -> Lease:
         """Take `experiment_id`'s lease for `owner` (LeaseHeld when a live owner has it)."""
-        with write_transaction(self._engine) as conn:
+        with self._write(fenced=False) as conn:
             return lease_ops.acquire(conn, experiment_id, owner, holder, lease_ops.ttl_s() if ttl is None else ttl)
 
     def renew_lease(self, experiment_id: str, owner: str, ttl: float | None = None) -> None:
         """Push the expiry on (LeaseLost when `owner` no longer holds it)."""
-        with write_transaction(self._engine) as conn:
+        with self._write(fenced=False) as conn:
             lease_ops.renew(conn, experiment_id, owner, lease_ops.ttl_s() if ttl is None else ttl)
 
     def release_lease(self, experiment_id: str, owner: str) -> bool:
-        with write_transaction(self._engine) as conn:
+        with self._write(fenced=False) as conn:
             return lease_ops.release(conn, experiment_id, owner)
 
     def lease(self, experiment_id: str) -> Lease | None:
