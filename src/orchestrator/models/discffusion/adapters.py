@@ -13,6 +13,7 @@ All start at the identity (p_k = p_v = 0, LoRA's B = 0, head weights 1): untrain
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import torch
@@ -36,16 +37,18 @@ def make_adapters(unet, options: DiscffusionOptions) -> torch.nn.ModuleDict:
         out = torch.nn.ModuleDict({key_of(n): KVAdapter(mods[n].to_k.out_features, mods[n].to_k.in_features)
                                    for n in names})
     else:
-        out = torch.nn.ModuleDict({"lora": inject_lora(unet, options.lora_rank)})
+        out = torch.nn.ModuleDict({"lora": inject_lora(unet, options.lora_rank, options.seed)})
     if options.head_weighting:
         out["heads"] = torch.nn.ModuleDict({key_of(n): HeadWeights(mods[n].heads)
                                             for n in scored_layers(names, options.layers)})
     return out
 
 
-def inject_lora(unet, rank: int) -> torch.nn.ModuleDict:
+def inject_lora(unet, rank: int, seed: int = 0) -> torch.nn.ModuleDict:
     """peft LoRA (rank `rank`, alpha = rank: scale 1, as diffusers' LoRA processors) on q, k, v, out
-    of every attention of `unet`; a dict of the injected A / B layers, by module."""
+    of every attention of `unet`; a dict of the injected A / B layers, by module. A is drawn as
+    peft draws it (kaiming-uniform, a = √5: U(±1/√fan_in)) but from a generator seeded by `seed`,
+    so the same manifest starts from the same LoRA whatever the process's global RNG did."""
     from peft import LoraConfig, inject_adapter_in_model
     from peft.tuners.lora import LoraLayer
 
@@ -55,6 +58,12 @@ def inject_lora(unet, rank: int) -> torch.nn.ModuleDict:
     layers = {name: m for name, m in unet.named_modules() if isinstance(m, LoraLayer)}
     if not layers:
         raise ValueError("no attention projections (attn1/attn2 to_q, to_k, to_v, to_out.0) to put LoRA on")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in layers.values():
+            a = m.lora_A["default"].weight
+            bound = 1 / math.sqrt(a.shape[1])
+            a.copy_((torch.rand(a.shape, generator=g) * 2 - 1) * bound)
     return torch.nn.ModuleDict({key_of(name): torch.nn.ModuleDict({"A": m.lora_A["default"], "B": m.lora_B["default"]})
                                 for name, m in layers.items()})
 

@@ -97,7 +97,7 @@ class HeadWeights(torch.nn.Module):
 
     def combine(self, pooled: torch.Tensor) -> torch.Tensor:
         """[B] the heads' weighted mean of pooled [B, H]."""
-        w = self.weight.to(pooled.dtype)
+        w = self.weight.to(pooled.dtype, copy=True)  # a copy: training updates the buffer in place
         return (pooled * w).sum(-1) / w.sum()
 
 
