@@ -4,7 +4,8 @@ matching suite scores.
 
 Sources: the shapes world's Winoground pairs (`shapes-winoground`, generated: `n` scenes) and the
 loaders of the real benchmarks that pose text choices (winoground, vl-checklist, refcocog, vqav2);
-and ComVG's image choices; `labelled_choices` gives each choice's category too.
+and the image choices of ComVG and of its shapes miniature (`shapes-comvg`, generated: `n` scenes);
+`labelled_choices` gives each choice's category too.
 Images stay references (decoded when a step needs them), so a benchmark's size costs no memory.
 """
 from __future__ import annotations
@@ -47,6 +48,11 @@ def labelled_choices(src: DataSource, resolution: int, base_dir: Path | None = N
 
         examples = shapes_pairs(src.n, src.seed, src.size or resolution)
         where, category = f"shapes-winoground (n={src.n}, seed={src.seed})", (lambda ex: ex.collapsed_tag or "")
+    elif src.kind == "shapes-comvg":
+        from .loaders.comvg import shapes_comvg_pairs
+
+        examples = shapes_comvg_pairs(src.n, src.seed, src.size or resolution)
+        where, category = f"shapes-comvg (n={src.n}, seed={src.seed})", (lambda ex: ex.neg_value)
     else:
         from .loaders import open_loader
 

@@ -14,7 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandle
 
 from orchestrator.storage.location import is_remote, local_path
 
-SYNTHETIC_KINDS = ("shapes", "shapes-winoground")
+SYNTHETIC_KINDS = ("shapes", "shapes-winoground", "shapes-comvg")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
 IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
 # Data kinds that pose text choices (an image, candidate texts, the right one).
@@ -145,6 +145,45 @@ class DiscffusionOptions(Section):
     # Few-shot training of the p_k / p_v adapters: Σ max(0, f(neg) − f(pos) + margin) (paper 0.2;
     # the public code trains with 0.1).
     margin: Annotated[float, Field(ge=0, le=100)] = 0.2
+    # What few-shot training adapts: p_k / p_v added to the frozen W_k, W_v of every cross-attention
+    # (the paper's Eq. 5), or LoRA (peft) of rank `lora_rank` on q, k, v and out of every attention,
+    # self- and cross- (the public code's choice, rank 4).
+    adapter: Literal["pk_pv", "lora"] = "pk_pv"
+    lora_rank: Annotated[int, Field(ge=1, le=1024)] = 4
+    # Dynamic head weighting (the paper's Eq. 7; off in the public code): while training, each scored
+    # layer's heads get the attribution Attr_h = Σ A_h ⊙ (1/m) Σ_{k=1..m} ∂f(k/m·A)/∂A_h (gradients
+    # detached; m = head_attribution_steps, a Riemann sum of integrated gradients, m = 1: gradient ×
+    # input), normalised to mean 1 and averaged over the training steps; the score weights its heads
+    # by these, at inference too. Zero-shot (no training) the weights are 1: the plain head mean.
+    head_weighting: bool = False
+    head_attribution_steps: Annotated[int, Field(ge=1, le=64)] = 1
+    # Adaptive pruning (the Diffusion Classifier's): score every candidate on `prune_steps` evenly
+    # spread timesteps of the set, keep the best `prune_keep`, score those on the rest; the pruned
+    # rank below every kept one, in their first-stage order. None: every candidate on every timestep.
+    prune_keep: Annotated[int, Field(ge=1)] | None = None
+    prune_steps: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _switches_fit(self) -> "DiscffusionOptions":
+        if self.head_weighting and self.pooling == "cosine":
+            raise ValueError("head_weighting attributes the attention map A; pooling cosine reads no A "
+                             "(use lse, max_row or max_col)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Switches added after the first Discffusion manifests: left out of the dump at their
+        # defaults, so an existing manifest keeps its trial ids.
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in DISCFFUSION_LATER_FIELDS:
+                if name in data and data[name] == type(self).model_fields[name].default:
+                    data.pop(name)
+        return data
+
+
+DISCFFUSION_LATER_FIELDS = ("adapter", "lora_rank", "head_weighting", "head_attribution_steps",
+                            "prune_keep", "prune_steps")
 
 
 # The options section of each variant that has one, named as the variant (`model.<variant>`).
@@ -337,8 +376,9 @@ SUITE_NEEDS = {"clip_r_precision": "clip", "fid_clip": "clip", "fid": "fid_weigh
 # Suites that score captions against images: with the model when it is a matcher, else with
 # eval.clip (the capability table in models/registry.py checks which, since it knows the variant).
 SCORER_SUITES = ("winoground", "matching")
-# Benchmarks a matcher trains on and the matching suite reads: text choices, and ComVG's image choices.
-MATCHING_KINDS = CHOICE_KINDS + ("comvg",)
+# Benchmarks a matcher trains on and the matching suite reads: text choices, and the image choices
+# of ComVG and of its shapes-world miniature (shapes-comvg, generated: `n` scenes).
+MATCHING_KINDS = CHOICE_KINDS + ("comvg", "shapes-comvg")
 SUITES_NOT_YET = ("drawbench",)
 R_PRECISION_CHUNKS = 10  # Park et al.'s protocol; orchestrator.eval.suites takes it from here
 EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",

@@ -1,5 +1,6 @@
-"""Few-shot training of Discffusion's p_k / p_v adapters with the paper's margin loss:
-for each choice, Σ_neg max(0, f(neg) − f(pos) + M), averaged, everything else frozen. A text
+"""Few-shot training of Discffusion's adapters (p_k / p_v or LoRA: adapters.py) with the paper's
+margin loss: for each choice, Σ_neg max(0, f(neg) − f(pos) + M), averaged, everything else frozen;
+with head weighting the scored layers' head weights are learned on the way (capture.HeadWeights). A text
 choice's negatives are its other texts; an image choice's (ComVG) its other images.
 
 Each step draws fresh noise for every example of the global batch from the loop's generator (so
@@ -47,9 +48,10 @@ class MarginObjective:
 
         with batch.autocast():
             if isinstance(choice, ImageChoice):
-                return torch.cat([self.scorer.score_candidates(None, [choice.text], prepared(self._latent(i, j)))
+                return torch.cat([self.scorer.score_candidates(None, [choice.text], prepared(self._latent(i, j)),
+                                                               prune=False)
                                   for j in range(len(choice.images))])
-            return self.scorer.score_candidates(None, list(choice.texts), prepared(self._latent(i)))
+            return self.scorer.score_candidates(None, list(choice.texts), prepared(self._latent(i)), prune=False)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         g, steps = batch.generator, self.scorer.timesteps
@@ -57,10 +59,14 @@ class MarginObjective:
         shape = self._latent(idx[0]).shape[1:]
         noise = batch.keep(torch.randn((batch.size, len(steps), *shape), generator=g)).to(self.device)
         losses = []
-        for row, i in enumerate(idx):
-            choice = self.data.choices[i]
-            s = self._scores(i, noise[row], batch)
-            pos = s[choice.answer]
-            neg = torch.cat([s[:choice.answer], s[choice.answer + 1:]])
-            losses.append(torch.relu(neg - pos + self.options.margin).mean())
+        self.scorer.recorder.learn_heads = True
+        try:
+            for row, i in enumerate(idx):
+                choice = self.data.choices[i]
+                s = self._scores(i, noise[row], batch)
+                pos = s[choice.answer]
+                neg = torch.cat([s[:choice.answer], s[choice.answer + 1:]])
+                losses.append(torch.relu(neg - pos + self.options.margin).mean())
+        finally:
+            self.scorer.recorder.learn_heads = False
         return torch.stack(losses).mean()

@@ -20,7 +20,7 @@ import torch
 from orchestrator.manifest.schema import DiscffusionOptions
 from orchestrator.models.common.shapes_tokenizer import tokenize
 
-from .capture import Recorder, cross_attention_layers, install, last_of_down_mid_up
+from .capture import Recorder, cross_attention_layers, install, scored_layers
 
 
 def timesteps(options: DiscffusionOptions, num_train_timesteps: int = 1000) -> list[int]:
@@ -68,10 +68,10 @@ class DiffusionScorer:
         if method not in ("discffusion", "diffusion_classifier", "diffusion_itm"):
             raise ValueError(f"unknown scoring method {method!r}")
         self.c, self.options, self.method = c, options or DiscffusionOptions(), method
-        self.recorder = Recorder(self.options.pooling, self.options.lam, self.options.attention)
+        self.recorder = Recorder(self.options.pooling, self.options.lam, self.options.attention,
+                                 attribution_steps=self.options.head_attribution_steps)
         names = cross_attention_layers(c.unet)
-        self._layers, self._scored, self._adapters = names, (names if self.options.layers == "all"
-                                                             else last_of_down_mid_up(names)), adapters
+        self._layers, self._scored, self._adapters = names, scored_layers(names, self.options.layers), adapters
         self._install()
         self.timesteps = timesteps(self.options, int(c.scheduler.config.num_train_timesteps))
         self.resolution = int(c.vae.config.sample_size)
@@ -112,52 +112,90 @@ class DiffusionScorer:
         return self.c.text_encoder(ids)[0], mask
 
     # ---- the score of one image's candidates -----------------------------------------------
-    def score_candidates(self, image: Any, captions: Sequence[str], prepared: Prepared | None = None) -> torch.Tensor:
-        """[len(captions)] scores, candidates batched (`options.batch_size` per U-Net pass)."""
+    def score_candidates(self, image: Any, captions: Sequence[str], prepared: Prepared | None = None,
+                         prune: bool = True) -> torch.Tensor:
+        """[len(captions)] scores, candidates batched (`options.batch_size` per U-Net pass); with
+        `prune_keep` below the number of candidates, adaptively pruned (`_pruned`) unless `prune`
+        is false (training scores every candidate everywhere)."""
         self._install()
         p = prepared or self._prepare(image)
-        out = []
-        bs = self.options.batch_size
-        for i in range(0, len(captions), bs):
-            out.append(self._score_batch(p, list(captions[i:i + bs])))
-        return torch.cat(out)
+        keep = self.options.prune_keep
+        if prune and keep is not None and keep < len(captions) and self.options.prune_steps < len(self.timesteps):
+            return self._pruned(p, list(captions), keep)
+        return self._mean(self._terms(p, list(captions), self.timesteps))
 
-    def _score_batch(self, p: Prepared, captions: list[str]) -> torch.Tensor:
+    def _terms(self, p: Prepared, captions: list[str], steps: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Each timestep's term of every caption's score, the captions in batches."""
+        bs = self.options.batch_size
+        parts = [self._score_batch(p, captions[i:i + bs], steps) for i in range(0, len(captions), bs)]
+        return {t: torch.cat([part[t] for part in parts]) for t in steps}
+
+    def _mean(self, terms: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The score: the terms summed in the timestep set's order, over its size."""
+        total = torch.zeros_like(next(iter(terms.values())))
+        for t in self.timesteps:
+            total = total + terms[t]
+        return total / len(self.timesteps)
+
+    def _pruned(self, p: Prepared, captions: list[str], keep: int) -> torch.Tensor:
+        """The Diffusion Classifier's adaptive evaluation: every candidate on `prune_steps` evenly
+        spread timesteps, the best `keep` on the remaining ones. A kept candidate's score is its
+        full evaluation's, exactly (the same terms summed in the same order); a pruned one ranks
+        below every kept one, in its first-stage order."""
+        n_first = self.options.prune_steps
+        idx = sorted({round(i * (len(self.timesteps) - 1) / max(1, n_first - 1)) for i in range(n_first)})
+        first = [self.timesteps[i] for i in idx]
+        terms = self._terms(p, captions, first)
+        early = torch.stack([terms[t] for t in first]).sum(0) / len(first)
+        kept = torch.topk(early, keep).indices.sort().values
+        rest = self._terms(p, [captions[i] for i in kept.tolist()],
+                           [t for t in self.timesteps if t not in set(first)])
+        full = self._mean({**{t: terms[t][kept] for t in first}, **rest})
+        pruned = torch.ones(len(captions), dtype=torch.bool, device=early.device)
+        pruned[kept] = False
+        out = early.clone()
+        out[kept] = full
+        out[pruned] = early[pruned] - (early[pruned].max() - full.min()) - 1.0
+        return out
+
+    def _score_batch(self, p: Prepared, captions: list[str], steps: Sequence[int]) -> dict[int, torch.Tensor]:
         o, unet, sched = self.options, self.c.unet, self.c.scheduler
         n = len(captions)
         text, mask = self._text(captions)
         need_uncond = self.method == "diffusion_itm" or (self.method == "discffusion" and o.noise_error > 0)
         uncond = self._text([""])[0] if need_uncond else None
-        total = torch.zeros(n, device=unet.device)
-        for t in self.timesteps:
+        terms: dict[int, torch.Tensor] = {}
+        for t in steps:
             tt = torch.full((n,), t, device=unet.device, dtype=torch.long)
             noise = p.noise[t].expand(n, -1, -1, -1)
             noisy = sched.add_noise(p.latents.expand(n, -1, -1, -1), noise, tt)
             self.recorder.values.clear()
             self.recorder.token_mask = None if o.tokens == "all" else mask
             self.recorder.active = self.method == "discffusion"
+            term = torch.zeros(n, device=unet.device)
             try:
                 eps = unet(noisy, tt, encoder_hidden_states=text.to(unet.dtype)).sample.float()
                 self.recorder.active = False
                 if self.method == "discffusion":
-                    term = torch.stack(self.recorder.values).mean(0)
+                    attn = torch.stack(self.recorder.values).mean(0)
                     if o.reduce == "batch":
-                        term = term.mean().expand(n)
-                    total = total + term
+                        attn = attn.mean().expand(n)
+                    term = term + attn
                 err_c = (eps - noise.float()).pow(2).mean(dim=(1, 2, 3))
                 if self.method == "diffusion_classifier":
-                    total = total - err_c
+                    term = term - err_c
                 elif uncond is not None:
                     eps_u = unet(noisy[:1], tt[:1], encoder_hidden_states=uncond.to(unet.dtype)).sample.float()
                     err_u = (eps_u - noise[:1].float()).pow(2).mean(dim=(1, 2, 3))
                     if self.method == "diffusion_itm":
-                        total = total - (err_c - err_u)
+                        term = term - (err_c - err_u)
                     else:
-                        total = total + o.noise_error * (err_u.sqrt() - err_c.sqrt())
+                        term = term + o.noise_error * (err_u.sqrt() - err_c.sqrt())
             finally:
                 self.recorder.active = False
                 self.recorder.values.clear()
-        return total / len(self.timesteps)
+            terms[t] = term
+        return terms
 
     # ---- the scorer interface the suites call --------------------------------------------------
     @torch.no_grad()

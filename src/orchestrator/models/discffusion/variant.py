@@ -2,8 +2,9 @@
 
 The base loads exactly as the `sd` variant loads it (a diffusers directory, the tiny shapes base,
 tiny-random); the model is those components, the score's options (`model.discffusion`) and the
-p_k / p_v adapters (zero: zero-shot), which a trial trains on choices (`data.train` of a
-matching kind) with the margin loss. It scores through `orch eval` / the winoground suite.
+adapters (p_k / p_v or LoRA, with head weights: adapters.py; at the identity: zero-shot), which a
+trial trains on choices (`data.train` of a matching kind) with the margin loss. It scores through
+`orch eval` / the winoground and matching suites.
 """
 from __future__ import annotations
 
@@ -49,9 +50,10 @@ class Discffusion:
 def _build(sd, options: "DiscffusionOptions | None") -> Discffusion:
     from orchestrator.manifest.schema import DiscffusionOptions
 
-    from .capture import make_adapters
+    from .adapters import make_adapters
 
-    return Discffusion(sd, options or DiscffusionOptions(), make_adapters(sd.unet))
+    options = options or DiscffusionOptions()
+    return Discffusion(sd, options, make_adapters(sd.unet, options))
 
 
 def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> Discffusion:
@@ -74,7 +76,10 @@ def objective(m: Discffusion, data: Any, spec: Any, options: Any, *, store: Any,
 def export(m: Discffusion, out_dir: Path) -> None:
     from safetensors.torch import save_file
 
-    m.sd.save(out_dir)
+    from .adapters import base_layers_only
+
+    with base_layers_only(m.sd.unet):  # the base in diffusers' layout; LoRA goes with the adapters
+        m.sd.save(out_dir)
     (out_dir / OPTIONS_FILE).write_text(m.options.model_dump_json(indent=2) + "\n")
     save_file({k: v.detach().contiguous().cpu() for k, v in m.adapters.state_dict().items()},
               str(out_dir / ADAPTERS_FILE))
