@@ -15,37 +15,9 @@ from orchestrator.models.discffusion import variant as disc
 from orchestrator.models.discffusion.capture import Recorder
 from orchestrator.models.discffusion.score import DiffusionScorer
 from orchestrator.models.loading import load_model
-from orchestrator.models.sd import build_tiny
 
-CAPTIONS = ["a red circle to the left of a blue square", "a blue square to the left of a red circle",
-            "a green triangle", "two yellow circles"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def image():
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    return Image.fromarray((torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy())
-
-
-def _sd(seed: int = 0):
-    c = build_tiny(seed=seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():  # zero-initialised output layers would make the text irrelevant
-        for p in c.unet.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return c
-
+# The shared fixtures and the tiny SD with non-zero output layers, as the first Discffusion tests use them.
+from tests.test_discffusion import CAPTIONS, _sd, image, one_thread  # noqa: F401
 
 # ---- LoRA ----------------------------------------------------------------------------------
 
