@@ -202,8 +202,7 @@ class Coordinator:
             self._count("retry")
         self._set(trial_id, TrialStatus.RUNNING)
         if res.gpus_per_trial > 1:  # a data-parallel group, gang-scheduled, supervised in another thread
-            group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads,
-                                 telemetry=kwargs["telemetry"])
+            group = TrainerGroup(*args, world_size=res.gpus_per_trial, use_gpus=True, num_threads=threads, **kwargs)
             self.trainers[trial_id] = group
             active[me.run_group.remote(trial_id)] = Task(trial_id, "train")
             return

@@ -62,13 +62,6 @@ class Trainer:
     def pid(self) -> int:
         return os.getpid()
 
-    def _should_stop(self) -> bool:
-        """Asked at every step boundary: True = checkpoint and return (preempted); LeaseLost when
-        the owning run is gone (no checkpoint: nothing may be written for it)."""
-        if self.owner is not None:
-            self.owner.check()
-        return self._stop.is_set()
-
     def _on_metrics(self, m: StepMetrics) -> None:
         if self.reporter is None or (self.owner is not None and self.owner.gone):
             return
@@ -122,7 +115,8 @@ class Trainer:
             result = train_trial(self.manifest_path, self.trial_id, max_steps=max_steps, progress=False,
                                  on_metrics=callback, num_threads=self.num_threads, distributed=distributed,
                                  on_notice=notice, expect_checkpoint=expect_checkpoint,
-                                 restart_missing=restart_missing, stop=self._should_stop)
+                                 restart_missing=restart_missing, stop=self._stop.is_set,
+                                 guard=None if self.owner is None else self.owner.check)
         except Exception as exc:  # noqa: BLE001 - a failing trial is data for the journal
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         return dataclasses.asdict(result)
@@ -177,7 +171,7 @@ class TrainerGroup:
 
     def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter, world_size: int,
                  use_gpus: bool, num_threads: int = 1, backend: str | None = None, max_recoveries: int = 3,
-                 telemetry: dict[str, str] | None = None):
+                 telemetry: dict[str, str] | None = None, ownership: Ownership | None = None):
         from ray.util.placement_group import placement_group
 
         from .shard_planner import ShardPlannerActor
@@ -187,7 +181,7 @@ class TrainerGroup:
         ray.get(self.pg.ready())
         self.args = (manifest_path, trial_id, blobs_uri)
         self.reporter, self.use_gpus, self.num_threads = reporter, use_gpus, num_threads
-        self.telemetry = telemetry
+        self.telemetry, self.ownership = telemetry, ownership
         self.world_size, self.backend = world_size, backend or ("nccl" if use_gpus else "gloo")
         self.max_recoveries, self.recoveries, self.closed = max_recoveries, 0, False
         self.planner = ShardPlannerActor.remote(world_size=world_size, **planner_spec(manifest_path, trial_id))
@@ -201,7 +195,8 @@ class TrainerGroup:
         return TrainerActor.options(
             num_cpus=1, num_gpus=1 if self.use_gpus else 0, max_restarts=0, max_task_retries=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, rank)).remote(
-            *self.args, self.reporter if rank == 0 else None, self.num_threads, self.planner, self.telemetry)
+            *self.args, self.reporter if rank == 0 else None, self.num_threads, self.planner, self.telemetry,
+            self.ownership)
 
     def train(self, max_steps: int | None = None):
         """Refs of every rank's result, in rank order; rank 0's is the trial's (it wrote the

@@ -128,6 +128,7 @@ class Trainer:
         expect_checkpoint: int | None = None,
         restart_missing: bool = False,
         stop: Callable[[], bool] | None = None,
+        guard: Callable[[], None] | None = None,
         background_upload: bool = True,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -141,6 +142,9 @@ class Trainer:
         # Asked at every step boundary: true = checkpoint now and return (preemption). One process
         # only: the ranks of a data-parallel group would have to agree on the step first.
         self.stop = stop if distributed is None else None
+        # Asked at every step boundary of every rank, before anything is written: raises when
+        # the run that owns this trial is gone (nothing more may be written for it).
+        self.guard = guard
         self.objective = variant.objective(model, data, spec, options, store=store, device=self.device,
                                            use_cache=use_cache)
         self.trained = trainable(self.objective.modules)
@@ -306,6 +310,8 @@ class Trainer:
                         self._report_state(rec, loss, grad_norm, steps_per_s)
                         last_state, state_step = now, self.step
                 self.data_wait_s = 0.0
+                if self.guard is not None:
+                    self.guard()
                 preempted = self.stop is not None and self.step < target and self.stop()
                 if (self.step % self.spec.checkpoint_every == 0 or self.step == target or preempted) \
                         and self._writes:

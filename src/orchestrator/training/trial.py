@@ -41,6 +41,7 @@ def train_trial(
     expect_checkpoint: int | None = None,
     restart_missing: bool = False,
     stop=None,
+    guard=None,
 ) -> TrainResult:
     """Train one trial (id, unique id prefix, or index in plan order) to its end or `max_steps`.
 
@@ -50,7 +51,8 @@ def train_trial(
     exported to `trials/<id>/model/`. `on_notice(kind, details)` hears every fallback resume
     takes; `expect_checkpoint` (the journal's newest checkpoint step) turns "no checkpoint left"
     into an error unless `restart_missing` (see Trainer.resume). `stop()`, asked at every step
-    boundary, preempts: checkpoint there and return (`preempted`).
+    boundary, preempts: checkpoint there and return (`preempted`). `guard()`, asked at every
+    step boundary of every rank, raises to stop at once without writing anything more.
     """
     loaded = load_checked_manifest(manifest_path)
     trial = _pick(expand(loaded), trial_id, manifest_path)
@@ -66,7 +68,7 @@ def train_trial(
                        options=m.model.options, origin=origin, use_cache=use_cache, on_metrics=on_metrics,
                        progress=progress and (dist is None or dist.is_main), distributed=dist,
                        on_notice=on_notice, expect_checkpoint=expect_checkpoint, restart_missing=restart_missing,
-                       stop=stop)
+                       stop=stop, guard=guard)
 
     if distributed is None:
         return trainer(None).run(max_steps)
