@@ -79,11 +79,6 @@ def _load_or_exit(file: Path, fmt: str):
         _bad_manifest(exc, fmt, file)
 
 
-def _not_yet(command: str, arrives_with: str) -> NoReturn:
-    err.print(f"orch {command}: not available yet; it arrives with {arrives_with}.", markup=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
 @app.command()
 def validate(
     file: Path = typer.Argument(..., help="Experiment manifest (YAML)."),
@@ -224,12 +219,41 @@ def _exit_if_failed(command: str, eid: str, failed: list[tuple[str, str]]) -> No
     raise typer.Exit(1)
 
 
+API_HELP = "The head's HTTP API, e.g. http://head:8470 (token from $ORCH_API_TOKEN); no Ray client needed."
+
+
+@contextmanager
+def _api_errors(command: str):
+    """The head's answers as exit codes: refused (4xx) 2, unreachable or failing 1."""
+    from .api.client import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2 if exc.bad_input else 1)
+
+
+def _head(url: str):
+    from .api.client import Head
+
+    with _api_errors("--api"):
+        return Head(url)
+
+
 @app.command()
 def submit(
     file: Path = typer.Argument(..., help="Experiment manifest (YAML), readable by the cluster's workers."),
-    address: str = typer.Option(..., "--address", help="Ray cluster address, e.g. head-host:6380."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address, e.g. head-host:6380."),
+    api_url: str = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
-    """Submit a manifest to a running Ray cluster; returns once a detached coordinator has it."""
+    """Submit a manifest to a running Ray cluster (--address) or to the head's API (--api); returns
+    once a coordinator has it. The same manifest again is the same experiment, never a second run."""
+    if (address is None) == (api_url is None):
+        err.print("orch submit: give --address (a Ray cluster) or --api (the head's HTTP API)", markup=False)
+        raise typer.Exit(2)
+    if api_url is not None:
+        return _submit_api(file, api_url)
     from .actors import api
 
     _load_or_exit(file, "text")
@@ -238,18 +262,54 @@ def submit(
     out.print(f"submitted experiment [bold]{eid}[/]; follow it with `orch status {eid}`")
 
 
+def _submit_api(file: Path, url: str) -> None:
+    """The head validates (against its data roots); its issues are printed against the local file."""
+    from .api.client import ApiError
+    from .manifest import ManifestError, ManifestIssue
+
+    head = _head(url)
+    try:
+        body = file.read_bytes()
+    except OSError as exc:
+        err.print(f"orch submit: {file}: {exc.strerror or exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    try:
+        created, answer = head.submit(body)
+    except ApiError as exc:
+        rows = exc.body.get("errors") if exc.status == 422 and isinstance(exc.body, dict) else None
+        if rows:
+            issues = [ManifestIssue(str(file), r["path"], r["line"], r["message"]) for r in rows]
+            _bad_manifest(ManifestError(issues), "text", file)
+        with _api_errors("submit"):
+            raise
+    eid = answer["experiment_id"]
+    what = "submitted" if created else "already submitted:"
+    out.print(f"{what} experiment [bold]{eid}[/] ({answer['trials']} trial(s)); follow it with "
+              f"`orch status {eid} --api {url} --follow`")
+
+
 @app.command()
 def status(
     experiment: str = typer.Argument(None, help="Experiment id; all experiments when left out."),
     journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
     format: TextFormat = typer.Option(TextFormat.text, "--format"),
+    api_url: str = typer.Option(None, "--api", help=API_HELP),
+    follow: bool = typer.Option(False, "--follow", help="With --api and an experiment id: print its journal "
+                                "events as they happen, until it is done or cancelled."),
 ) -> None:
     """Show experiments, or one experiment's trials with their states and latest metrics."""
-    from .actors import api
     from .actors.results import one_line
 
-    with _run_errors("status"):
-        records = api.status(journal or _default_journal(), experiment)
+    if follow:
+        return _follow(api_url, experiment, format)
+    if api_url is not None:
+        with _api_errors("status"):
+            records = _head(api_url).status(experiment)
+    else:
+        from .actors import api
+
+        with _run_errors("status"):
+            records = api.status(journal or _default_journal(), experiment)
     if format is TextFormat.json:
         _emit_json(records)
         return
@@ -274,6 +334,24 @@ def status(
     out.print(table)
 
 
+def _follow(url: str | None, experiment: str | None, format: TextFormat) -> None:
+    """`orch status ID --api URL --follow`: one line (or JSON document) per journal event."""
+    if url is None or experiment is None:
+        err.print("orch status --follow: needs an experiment id and --api URL", markup=False)
+        raise typer.Exit(2)
+    head = _head(url)
+    with _api_errors("status"):
+        for e in head.events(experiment):
+            if format is TextFormat.json:
+                sys.stdout.write(json.dumps(e) + "\n")
+                sys.stdout.flush()
+                continue
+            details = ", ".join(f"{k}={v}" for k, v in (e.get("payload") or {}).items() if k != "metrics")
+            who = e["trial_id"] or "experiment"
+            out.print(f"{e['at'] or ''} #{e['seq']} {who} {e['kind']}" + (f" ({details})" if details else ""),
+                      markup=False, highlight=False, soft_wrap=True)
+
+
 class ResultsFormat(str, Enum):
     table = "table"
     json = "json"
@@ -289,14 +367,19 @@ def results(
                                 "'spatial.*,winoground.*/*' (default: all in json/csv; a table leaves out per-tag ones)."),
     paired: str = typer.Option(None, "--paired", help="A swept field: McNemar's test between trials that "
                                "differ only in it (e.g. data.train.captions)."),
+    api_url: str = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
     """Print an experiment's results: rows are trials, columns swept fields and metrics (mean ± std over
     seeds; a single trial's value with its 95% interval; n= in a header is the samples behind each value)."""
-    from .actors import api
+    if api_url is not None:
+        with _api_errors("results"):
+            text = _head(api_url).results(experiment, format.value, metrics, paired)
+    else:
+        from .actors import api
 
-    patterns = [p.strip() for p in metrics.split(",") if p.strip()] if metrics else None
-    with _run_errors("results"):
-        text = api.results(journal or _default_journal(), experiment, format.value, patterns, paired=paired)
+        patterns = [p.strip() for p in metrics.split(",") if p.strip()] if metrics else None
+        with _run_errors("results"):
+            text = api.results(journal or _default_journal(), experiment, format.value, patterns, paired=paired)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
@@ -304,12 +387,17 @@ def results(
 def cancel(
     experiment: str = typer.Argument(..., help="Experiment id."),
     journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    api_url: str = typer.Option(None, "--api", help=API_HELP),
 ) -> None:
     """Cancel an experiment: queued trials now, running ones as their coordinator sees it."""
-    from .actors import api
+    if api_url is not None:
+        with _api_errors("cancel"):
+            counts = _head(api_url).cancel(experiment)
+    else:
+        from .actors import api
 
-    with _run_errors("cancel"):
-        counts = api.cancel(journal or _default_journal(), experiment)
+        with _run_errors("cancel"):
+            counts = api.cancel(journal or _default_journal(), experiment)
     out.print(f"cancelled {experiment}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
@@ -568,9 +656,34 @@ def clip_train(
 
 
 @app.command()
-def serve() -> None:
-    """Serve the head's HTTP API."""
-    _not_yet("serve", "the cluster head API (a later issue)")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0: every one)."),
+    port: int = typer.Option(8470, "--port", min=0, max=65535),
+    address: str = typer.Option(None, "--address", help="A running Ray cluster (default: an embedded local Ray, "
+                                "stopped with the server)."),
+    cpus: int = typer.Option(None, "--cpus", min=1, help="CPU slots of the embedded Ray (default: all)."),
+    tokens: Path = typer.Option(None, "--tokens", help="Bearer tokens, one per line (# comments); re-read when "
+                                "it changes, so deleting a line revokes. Also (or instead): $ORCH_API_TOKENS."),
+    data_root: list[Path] = typer.Option([], "--data-root", help="A directory submitted manifests may name "
+                                         "paths under (repeatable); the state dir always may."),
+    state_dir: Path = typer.Option(Path("orch-state"), "--state-dir", help="Where accepted manifests are stored "
+                                   "(content-addressed) and their relative paths resolve; the default journal "
+                                   "and blob store live under it (runs/)."),
+    journal: str = typer.Option(None, "--journal", help="The head's journal (default: sqlite in the state dir; "
+                                "PostgreSQL for a cluster)."),
+) -> None:
+    """Serve the head's HTTP API (submit, status, results, cancel, events) until Ctrl-C."""
+    from .api.server import ServeOptions, check_options, serve as run_server
+
+    opts = ServeOptions(host=host, port=port, address=address, cpus=cpus, tokens_file=tokens,
+                        data_roots=tuple(data_root), state_dir=state_dir, journal=journal)
+    problems = check_options(opts)
+    if problems:
+        for line in problems:
+            err.print(f"orch serve: {line}", markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    with _run_errors("serve"):  # TokenError is a ValueError: exit 2, one line
+        run_server(opts)
 
 
 @data_app.command("shapes")

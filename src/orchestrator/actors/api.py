@@ -328,10 +328,15 @@ def submit(manifest_path: str | Path, address: str, *, journal_url: str | None =
 
     The cluster's workers must see the manifest path and the manifest's storage (a shared disk,
     Azure blobs, PostgreSQL journal)."""
+    return submit_plan(plan_sweep(manifest_path), address, journal_url=journal_url)
+
+
+def submit_plan(plan: SweepPlan, address: str, *, journal_url: str | None = None) -> str:
+    """`submit` of a manifest already loaded and planned (the head's HTTP API plans it once to
+    validate it). `journal_url` overrides the manifest's journal everywhere, preflight included."""
     from .cluster import connect
 
-    plan = plan_sweep(manifest_path)
-    preflight(plan)
+    preflight(plan, journal_url)
     own = claim_experiment(plan, journal_url, wait=False)
     with kept(own, release=False):  # released by the coordinator when the sweep ends
         ensure_base(plan)
