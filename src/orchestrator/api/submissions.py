@@ -26,8 +26,7 @@ from pathlib import Path
 from orchestrator.actors import api as actors_api
 from orchestrator.actors.plan import SweepPlan, plan_sweep, resolve_journal_url
 from orchestrator.journal import ExperimentStatus, Journal, LeaseHeld
-from orchestrator.manifest import ManifestError, ManifestIssue, expand
-from orchestrator.models.registry import load_checked_manifest
+from orchestrator.manifest import ManifestError, ManifestIssue, expand, load_manifest
 
 from .confine import confinement_issues
 
@@ -80,8 +79,10 @@ class Submissions:
 
     def _checked_plan(self, path: Path) -> SweepPlan:
         try:
-            unchecked = load_checked_manifest(path, check_files=False)  # no path is probed before confinement
-            issues = confinement_issues(unchecked, expand(unchecked), self.roots, SHOWN_FILE)
+            # Schema only, no file checks: no path is probed before it is known to be inside the roots.
+            unchecked = load_manifest(path, check_files=False)
+            issues = confinement_issues(unchecked, expand(unchecked, check_files=False), self.roots,
+                                        SHOWN_FILE)
             issues += self._journal_issues(unchecked)
             if issues:
                 raise ManifestError(issues)

@@ -25,7 +25,7 @@ def load_manifest(path: str | Path, *, check_files: bool = True) -> LoadedManife
         raise ManifestError(issues_from_validation(exc, source) + _raw_sweep_issues(source)) from None
     loaded = LoadedManifest(manifest, source, path)
     # Expanding the sweep validates every trial's values against the schema too.
-    expand(loaded)
+    expand(loaded, check_files=check_files)
     return loaded
 
 

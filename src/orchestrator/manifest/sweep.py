@@ -85,8 +85,9 @@ def max_trials() -> int:
         raise ManifestError([ManifestIssue(MAX_TRIALS_ENV, "", None, f"not an integer: {raw!r}")]) from None
 
 
-def expand(loaded: LoadedManifest) -> list[Trial]:
-    """All trials of the manifest's sweep, each validated; raises ManifestError on any problem."""
+def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
+    """All trials of the manifest's sweep, each validated; raises ManifestError on any problem.
+    `check_files=False`: local paths are not checked for existence (as `load_manifest`'s)."""
     m, src = loaded.manifest, loaded.source
     sweep = m.sweep
     issues = sweep_key_issues(m.sweep.grid, m.sweep.trials, bool(m.sweep.seeds), src.file, src.line_of)
@@ -108,7 +109,7 @@ def expand(loaded: LoadedManifest) -> list[Trial]:
     seed_points = [[("train.seed", s, ("sweep", "seeds", j))] for j, s in enumerate(sweep.seeds)] or [[]]
 
     base = m.model_dump(mode="json", exclude={"sweep"})
-    context = {"base_dir": loaded.base_dir, "check_files": True}
+    context = {"base_dir": loaded.base_dir, "check_files": check_files}
     trials: list[Trial] = []
     first_index: dict[str, int] = {}
     for tp, gp, sp in itertools.product(trial_points, grid_points, seed_points):

@@ -1,0 +1,230 @@
+"""The head's HTTP API, for real: `orch serve` on a loopback port over an embedded Ray (one CPU
+slot) and a SQLite journal; requests over TCP; the CLI's `--api` as a subprocess.
+
+Tests share one server (its start is ~15 s of Ray) and run in file order: the ones that leave
+coordinators running (the CLI round trip, the 100 concurrent submissions) come last but one, and
+cancel what they started.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from orchestrator.journal import EventKind, open_journal
+from tests.api_server import Head, env, start_head, stop_head
+
+pytest.importorskip("psutil")
+
+MANIFEST = """\
+name: {name}
+model: {{variant: sd, base: tiny-random, resolution: 32}}
+data: {{train: {{kind: shapes, captions: spatial, n: 8}}}}
+train: {{steps: {steps}, batch_size: 2, checkpoint_every: 2}}
+resources: {{max_concurrent_trials: 1}}
+"""
+
+
+def manifest(name: str, steps: int = 2, extra: str = "") -> bytes:
+    return (MANIFEST.format(name=name, steps=steps) + extra).encode()
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory) -> Head:
+    h = start_head(tmp_path_factory.mktemp("head"))
+    yield h
+    stop_head(h)
+
+
+def journal_snapshot(head: Head) -> tuple:
+    with open_journal(head.journal_url, create=False) as j:
+        exps = [e.experiment_id for e in j.list_experiments()]
+        n_events = len(j.events())
+    files = sorted(p.name for p in head.state_dir.iterdir())
+    return exps, n_events, files
+
+
+ENDPOINTS = [("GET", "/v1/experiments"), ("GET", "/v1/experiments/e0123456789ab"),
+             ("GET", "/v1/experiments/e0123456789ab/results?format=csv"),
+             ("POST", "/v1/experiments/e0123456789ab/cancel"), ("GET", "/v1/experiments/e0123456789ab/events"),
+             ("GET", "/openapi.json"), ("POST", "/v1/experiments")]
+
+
+def test_every_endpoint_without_or_with_a_wrong_token_is_401_and_writes_nothing(head):
+    before = journal_snapshot(head)
+    body = manifest("auth-probe")  # valid: had the gate let it through, it would be journaled
+    wrong = [None, "nope" * 8, head.token[:-1] + ("0" if head.token[-1] != "0" else "1"), head.token + "x", ""]
+    for method, path in ENDPOINTS:
+        for token in wrong:
+            status, headers, data = head.call(method, path, body if method == "POST" else None, token=token)
+            assert status == 401, (method, path, token, data)
+            assert headers["www-authenticate"].startswith("Bearer")
+        for raw in (f"Basic {head.token}", f"bearer{head.token}", head.token):
+            status, _, _ = head.call(method, path, body if method == "POST" else None, token=None,
+                                     headers={"Authorization": raw})
+            assert status == 401, (method, path, raw)
+    assert journal_snapshot(head) == before
+    # /healthz is the one open path; the token works everywhere else
+    assert head.call("GET", "/healthz", token=None)[0] == 200
+    assert head.call("GET", "/v1/experiments")[0] == 200
+    assert head.call("GET", "/v1/experiments/e0123456789ab")[0] == 404
+
+
+def test_tokens_file_is_reread_so_editing_it_adds_and_revokes(head):
+    second = "s3cond-token-" + "7" * 20
+    head.tokens_file.write_text(f"{head.token}\n{second}  # ops laptop\n")
+    assert head.call("GET", "/v1/experiments", token=second)[0] == 200
+    head.tokens_file.write_text(f"# revoked the ops laptop\n{head.token}\n")
+    assert head.call("GET", "/v1/experiments", token=second)[0] == 401
+    assert head.call("GET", "/v1/experiments")[0] == 200
+
+
+def test_a_body_over_the_manifest_limit_is_413_declared_or_chunked(head):
+    before = journal_snapshot(head)
+    big = manifest("too-big") + b"# " + b"x" * (1 << 20) + b"\n"
+    status, _, data = head.call("POST", "/v1/experiments", big)
+    assert status == 413, data
+    conn = http.client.HTTPConnection("127.0.0.1", head.port, timeout=60)  # no Content-Length: counted
+    conn.request("POST", "/v1/experiments", body=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]),
+                 headers={"Authorization": f"Bearer {head.token}"}, encode_chunked=True)
+    assert conn.getresponse().status == 413
+    conn.close()
+    assert journal_snapshot(head) == before
+
+
+def test_a_bad_manifest_is_422_with_file_field_and_line(head, tmp_path):
+    before = journal_snapshot(head)
+    bad = manifest("bad-one").replace(b"steps: 2,", b"steps: -3,")
+    status, answer = head.json("POST", "/v1/experiments", bad)
+    assert status == 422
+    assert answer["valid"] is False
+    assert {"file": "manifest", "path": "train.steps", "line": 4} == {k: answer["errors"][0][k]
+                                                                       for k in ("file", "path", "line")}
+    for junk in (b"", b"\xff\xfe", b"name: [unclosed", b"just a string"):
+        status, answer = head.json("POST", "/v1/experiments", junk)
+        assert status == 422 and answer["errors"], (junk, answer)
+    # the CLI prints the head's issues against the local file, exit 2, as `orch validate` does
+    f = tmp_path / "bad.yaml"
+    f.write_bytes(bad)
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "submit", str(f), "--api", head.url],
+                       env=env(ORCH_API_TOKEN=head.token), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"{f}:4: train.steps:" in r.stderr.replace("\n", "")
+    assert journal_snapshot(head) == before
+
+
+def test_paths_outside_the_data_roots_are_422_naming_field_and_line(head, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (head.data_root / "link-out").symlink_to(outside)
+    cases = {
+        "dotdot": ("data: {train: {kind: imagefolder, root: ../../../etc}}", "data.train.root", 3),
+        "absolute": (f"data: {{train: {{kind: imagefolder, root: {outside}}}}}", "data.train.root", 3),
+        "symlink": (f"data: {{train: {{kind: imagefolder, root: {head.data_root}/link-out}}}}", "data.train.root", 3),
+        "blobs": (f"storage: {{blobs: {outside}/blobs}}", "storage.blobs", 6),
+        "options": ("data: {train: {kind: imagefolder, root: " + str(head.data_root)
+                    + ", options: {questions: ../../x.json}}}", "data.train.options.questions", 3),
+    }
+    before = journal_snapshot(head)
+    for label, (line, field, lineno) in cases.items():
+        text = manifest(f"escape-{label}").decode()
+        if line.startswith("data:"):
+            text = text.replace(text.splitlines()[2], line)
+        else:
+            text += line + "\n"
+        status, answer = head.json("POST", "/v1/experiments", text.encode())
+        assert status == 422, (label, answer)
+        hits = [e for e in answer["errors"] if e["path"] == field]
+        assert hits and hits[0]["line"] == lineno, (label, answer)
+        assert "outside" in hits[0]["message"] or "leaves" in hits[0]["message"]
+    # a swept path points at its sweep entry
+    swept = manifest("escape-swept").decode() + f"sweep: {{grid: {{model.base: [tiny-random, {outside}]}}}}\n"
+    status, answer = head.json("POST", "/v1/experiments", swept.encode())
+    assert status == 422 and [(e["path"], e["line"]) for e in answer["errors"]] == [("model.base", 6)], answer
+    # a path outside is refused without being probed: same answer whether it exists or not
+    a = head.json("POST", "/v1/experiments", manifest("probe").replace(b"base: tiny-random", b"base: /etc"))[1]
+    b = head.json("POST", "/v1/experiments", manifest("probe").replace(b"base: tiny-random", b"base: /no/such"))[1]
+    assert "outside" in a["errors"][0]["message"] and "outside" in b["errors"][0]["message"]
+    # inside a data root, the ordinary checks run (here: it does not exist)
+    inside = manifest("inside").replace(b"base: tiny-random", f"base: {head.data_root}/no-model".encode())
+    status, answer = head.json("POST", "/v1/experiments", inside)
+    assert status == 422 and "not found" in answer["errors"][0]["message"], answer
+    assert journal_snapshot(head) == before
+
+
+def cli(head: Head, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--api", head.url],
+                          env=env(ORCH_API_TOKEN=head.token), capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_submits_follows_and_reads_results_through_the_api(head, tmp_path):
+    f = tmp_path / "cli.yaml"
+    f.write_bytes(manifest("cli-run"))
+    r = cli(head, "submit", str(f))
+    assert r.returncode == 0, r.stderr
+    eid = r.stdout.split("experiment ")[1].split()[0]
+    again = cli(head, "submit", str(f))
+    assert again.returncode == 0 and "already submitted" in again.stdout and eid in again.stdout
+    follow = cli(head, "status", eid, "--follow", "--format", "json", timeout=240)
+    assert follow.returncode == 0, follow.stderr
+    kinds = [json.loads(line)["kind"] for line in follow.stdout.splitlines()]
+    assert kinds[0] == "submitted" and kinds[-1] == "done" and "checkpointed" in kinds, kinds
+    status = cli(head, "status", eid, "--format", "json")
+    record = json.loads(status.stdout)[0]
+    assert record["status"] == "done" and record["trials"][0]["status"] == "done"
+    results = cli(head, "results", eid, "--format", "json")
+    assert results.returncode == 0 and json.loads(results.stdout)["rows"][0]["status"] == "done"
+    assert cli(head, "results", eid, "--format", "csv").stdout.startswith("n_trials,status")
+    # resumable stream: from a seq, only what came after
+    status, _, data = head.call("GET", f"/v1/experiments/{eid}/events?after=3")
+    ids = [int(line[4:]) for line in data.decode().splitlines() if line.startswith("id: ")]
+    assert status == 200 and ids and min(ids) == 4 and data.decode().rstrip().endswith('data: {"settled": true}')
+    unknown = cli(head, "cancel", "e000000000000")
+    assert unknown.returncode == 2 and "404" in unknown.stderr
+    wrong = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "--api", head.url],
+                           env=env(ORCH_API_TOKEN="w" * 32), capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "401" in wrong.stderr
+
+
+def test_100_concurrent_submissions_of_20_manifests_make_exactly_20_experiments(head):
+    bodies = [manifest(f"concurrent-{i:02d}", steps=200) for i in range(20)]
+    before = set(journal_snapshot(head)[0])
+    order = [bodies[i % 20] for i in range(100)]
+
+    def post(body):
+        return head.json("POST", "/v1/experiments", body, timeout=300)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(100) as pool:
+        answers = list(pool.map(post, order))
+    took = time.monotonic() - started
+    codes = Counter(s for s, _ in answers)
+    assert codes == {201: 20, 200: 80}, (codes, [a for s, a in answers if s not in (200, 201)][:3])
+    by_body: dict[bytes, set] = {}
+    for body, (_, a) in zip(order, answers):
+        by_body.setdefault(body, set()).add(a["experiment_id"])
+    assert all(len(ids) == 1 for ids in by_body.values())  # the same manifest, the same id, every time
+    ids = {i for s in by_body.values() for i in s}
+    assert len(ids) == 20 and sum(a["scheduled"] for _, a in answers) == 20
+    with open_journal(head.journal_url, create=False) as j:
+        assert set(e.experiment_id for e in j.list_experiments()) - before == ids
+        for eid in ids:  # each scheduled once: one coordinator, one `submitted`
+            deadline = time.monotonic() + 120
+            while not j.events(eid, kinds=[EventKind.SUBMITTED]) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert len(j.events(eid, kinds=[EventKind.SUBMITTED])) == 1, eid
+            assert len(j.experiment_state(eid).trials) == 1
+    stored = [p for p in head.state_dir.glob("*.yaml")]
+    assert len({p.read_bytes() for p in stored} & set(bodies)) == 20
+    for eid in ids:  # stop them: the next test should not pay for 20 sweeps
+        status, answer = head.json("POST", f"/v1/experiments/{eid}/cancel")
+        assert status == 200 and answer["experiment_id"] == eid
+    print(f"100 concurrent submissions in {took:.1f} s")
