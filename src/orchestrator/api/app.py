@@ -114,6 +114,13 @@ class ResultsFormat(str, Enum):
 MEDIA = {ResultsFormat.json: "application/json", ResultsFormat.csv: "text/csv", ResultsFormat.table: "text/plain"}
 
 
+# One message of the stream (OpenAPI 3.2's itemSchema convention for text/event-stream): `id` the
+# journal seq, `event` the kind (`end` last, once the experiment is settled), `data` the event as JSON.
+SSE_MESSAGE = {"type": "object", "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"},
+                                                "event": {"type": "string"}, "data": {"type": "string"}},
+               "required": ["event", "data"]}
+
+
 def _r(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {401: "no valid bearer token (nothing was read or written)", 404: "no such experiment",
                  413: "body over the manifest size limit", 503: "the journal, blob store or Ray is unreachable"}
@@ -184,9 +191,9 @@ def create_app(settings: HeadSettings) -> BearerGate:
         422: {"model": Detail, "description": "a metric pattern, paired field or format that does not apply"},
         **_r(401, 404, 503)})
     async def results(experiment_id: str, format: ResultsFormat = Query(ResultsFormat.json),
-                      metrics: str | None = Query(None, max_length=1000, description="Comma-separated globs of "
+                      metrics: str = Query(None, max_length=1000, description="Comma-separated globs of "
                                                   "metric columns (default: all; a table: the headline ones)"),
-                      paired: str | None = Query(None, max_length=200, description="A swept field: McNemar's "
+                      paired: str = Query(None, max_length=200, description="A swept field: McNemar's "
                                                  "test between trials that differ only in it")) -> Response:
         """Rows are trials, columns swept fields and metrics, as `orch results` prints them."""
         patterns = [p.strip() for p in metrics.split(",") if p.strip()] if metrics else None
@@ -204,10 +211,11 @@ def create_app(settings: HeadSettings) -> BearerGate:
 
     @app.get("/v1/experiments/{experiment_id}/events", tags=["experiments"], responses={
         200: {"description": "server-sent events: id = journal seq, event = kind, data = the event as JSON",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **_r(401, 404, 503)})
-    async def follow(experiment_id: str, after: int | None = Query(None, ge=0, le=2**62, description="Send events "
+              "content": {"text/event-stream": {"schema": SSE_MESSAGE}}}, **_r(401, 404, 503)})
+    # Optional parameters are typed without `| None`: the document then has no "null" a client could send.
+    async def follow(experiment_id: str, after: int = Query(None, ge=0, le=2**62, description="Send events "
                      "with a larger seq only (default: from the first)"),
-                     last_event_id: int | None = Header(None, ge=0, le=2**62)) -> StreamingResponse:
+                     last_event_id: int = Header(None, ge=0, le=2**62)) -> StreamingResponse:
         """The experiment's journal events from `after` (or Last-Event-ID), live until it is settled."""
         await threaded(journal.experiment_state, experiment_id)  # 404 before the stream starts
         start = after if after is not None else last_event_id
