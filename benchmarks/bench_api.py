@@ -92,6 +92,16 @@ def cancel_all(head: Head, ids) -> None:
         assert status == 200, (eid, status)
 
 
+def quiet(head: Head, timeout: float = 120) -> None:
+    """Wait until no trial runs (cancelled coordinators have stopped their trainers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, exps = head.json("GET", "/v1/experiments")
+        if not any(e["counts"].get("running") or e["counts"].get("evaluating") for e in exps):
+            return
+        time.sleep(0.5)
+
+
 def sweep(head: Head, n: int) -> dict:
     lrs = ", ".join(f"{1e-4 * (1 + i / n):.8e}" for i in range(n))
     data = body("bench-api-sweep", f"sweep: {{grid: {{train.lr: [{lrs}]}}}}\n")
@@ -119,10 +129,12 @@ def main() -> None:
         head = start_head(Path(tmp) / "head", cpus=1)
         try:
             seeds = [body(f"bench-api-seed-{i}") for i in range(10)]
-            seeded = load(head, seeds, 201)  # 10 experiments to resubmit
-            fresh = load(head, [body(f"bench-api-new-{i}") for i in range(new)], 201)
+            cancel_all(head, load(head, seeds, 201)["ids"])  # 10 experiments to resubmit, not left training
+            quiet(head)
             again = load(head, [seeds[i % len(seeds)] for i in range(resubmits)], 200)
-            cancel_all(head, seeded["ids"] | fresh["ids"])
+            fresh = load(head, [body(f"bench-api-new-{i}") for i in range(new)], 201)
+            cancel_all(head, fresh["ids"])
+            quiet(head)
             sw = sweep(head, n_sweep)
         finally:
             stop_head(head)

@@ -195,6 +195,23 @@ def test_cli_submits_follows_and_reads_results_through_the_api(head, tmp_path):
 
 
 def test_100_concurrent_submissions_of_20_manifests_make_exactly_20_experiments(head):
+    concurrent_submissions(head)
+
+
+@pytest.fixture(scope="module")
+def pg_head(tmp_path_factory, postgres_database_factory) -> Head:
+    h = start_head(tmp_path_factory.mktemp("pg-head"), journal=postgres_database_factory())
+    yield h
+    stop_head(h)
+
+
+@pytest.mark.postgres
+def test_100_concurrent_submissions_on_a_postgresql_journal(pg_head):
+    concurrent_submissions(pg_head)
+
+
+def concurrent_submissions(head: Head) -> None:
+    """100 concurrent POSTs of 20 distinct manifests: exactly 20 experiments, each scheduled once."""
     bodies = [manifest(f"concurrent-{i:02d}", steps=200) for i in range(20)]
     before = set(journal_snapshot(head)[0])
     order = [bodies[i % 20] for i in range(100)]
@@ -227,7 +244,7 @@ def test_100_concurrent_submissions_of_20_manifests_make_exactly_20_experiments(
     for eid in ids:  # stop them: the next test should not pay for 20 sweeps
         status, answer = head.json("POST", f"/v1/experiments/{eid}/cancel")
         assert status == 200 and answer["experiment_id"] == eid
-    print(f"100 concurrent submissions in {took:.1f} s")
+    print(f"100 concurrent submissions in {took:.1f} s ({head.journal_url.split(':')[0]})")
 
 
 # ------------------------------------------------------------ the OpenAPI contract (schemathesis)

@@ -66,13 +66,6 @@ def test_help_lists_every_design_command():
         assert f" {command} " in result.stdout, command
 
 
-@pytest.mark.parametrize("argv", [["serve"]])
-def test_later_commands_say_they_are_not_there_yet(argv):
-    result = runner.invoke(app, argv)
-    assert result.exit_code == 1
-    assert "not available yet" in result.stderr
-
-
 def test_data_shapes_is_deterministic_and_refuses_to_clobber(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):

@@ -18,20 +18,17 @@ TOKEN_ENV = "ORCH_API_TOKEN"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, body: Any = None):
+    def __init__(self, status: int, message: str, body: Any = None, bad_input: bool | None = None):
         self.status, self.body = status, body
+        # refused, or not sendable at all (exit 2), as opposed to the head unreachable or failing (exit 1)
+        self.bad_input = 400 <= status < 500 if bad_input is None else bad_input
         super().__init__(message)
-
-    @property
-    def bad_input(self) -> bool:
-        """The request was refused (exit 2), as opposed to the head failing (exit 1)."""
-        return 400 <= self.status < 500
 
 
 class Head:
     def __init__(self, url: str, token: str | None = None, timeout: float = 300.0):
         if not url.startswith(("http://", "https://")):
-            raise ApiError(0, f"--api {url!r}: an http:// or https:// URL, e.g. http://head:8470")
+            raise ApiError(0, f"--api {url!r}: an http:// or https:// URL, e.g. http://head:8470", bad_input=True)
         self.url, self.timeout = url.rstrip("/"), timeout
         self.token = token if token is not None else os.environ.get(TOKEN_ENV)
 
