@@ -1,5 +1,6 @@
 """The head's HTTP API, for real: `orch serve` on a loopback port over an embedded Ray (one CPU
-slot) and a SQLite journal; requests over TCP; the CLI's `--api` as a subprocess.
+slot) and a SQLite journal (a PostgreSQL one for the concurrency test's twin); requests over TCP;
+the CLI's `--api` as a subprocess.
 
 Tests share one server (its start is ~15 s of Ray) and run in file order: the ones that leave
 coordinators running (the CLI round trip, the 100 concurrent submissions) come last but one, and
@@ -9,13 +10,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -76,6 +75,21 @@ def test_every_endpoint_without_or_with_a_wrong_token_is_401_and_writes_nothing(
     assert head.call("GET", "/healthz", token=None)[0] == 200
     assert head.call("GET", "/v1/experiments")[0] == 200
     assert head.call("GET", "/v1/experiments/e0123456789ab")[0] == 404
+
+
+def test_the_token_is_checked_before_the_body_is_read(head):
+    """Headers that promise a body which never comes: answered at once (401, or 413 when the
+    declared size is over the limit), not after waiting for the body."""
+    import socket
+
+    for token, size, expect in (("wrong-token-" + "0" * 20, 4096, b" 401 "), (head.token, 2 << 20, b" 413 ")):
+        with socket.create_connection(("127.0.0.1", head.port), timeout=10) as sock:
+            sock.sendall(f"POST /v1/experiments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                         f"Content-Length: {size}\r\n\r\n".encode())
+            started = time.monotonic()
+            first = sock.recv(200)
+            assert expect in first.split(b"\r\n")[0], first
+            assert time.monotonic() - started < 5
 
 
 def test_tokens_file_is_reread_so_editing_it_adds_and_revokes(head):
