@@ -208,6 +208,28 @@ def test_cli_submits_follows_and_reads_results_through_the_api(head, tmp_path):
     assert wrong.returncode == 2 and "401" in wrong.stderr
 
 
+def test_a_registered_but_never_scheduled_experiment_is_scheduled_by_the_next_submission(head, tmp_path):
+    """As if the head had journaled it and died before starting its coordinator."""
+    from orchestrator.actors.plan import plan_sweep
+
+    f = tmp_path / "orphan.yaml"
+    f.write_bytes(manifest("orphan", steps=200))
+    plan = plan_sweep(f)
+    with open_journal(head.journal_url, create=False) as j:
+        assert j.register_experiment(plan.experiment_id, plan.name, plan.record())
+        j.register_trials(plan.experiment_id, {t.id: t.config for t in plan.trials})
+    status, answer = head.json("POST", "/v1/experiments", f.read_bytes())
+    assert status == 200 and answer["experiment_id"] == plan.experiment_id and answer["scheduled"], answer
+    status, again = head.json("POST", "/v1/experiments", f.read_bytes())
+    assert status == 200 and not again["scheduled"]  # it has an owner now
+    with open_journal(head.journal_url, create=False) as j:
+        deadline = time.monotonic() + 120
+        while not j.events(plan.experiment_id, kinds=[EventKind.SUBMITTED]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(j.events(plan.experiment_id, kinds=[EventKind.SUBMITTED])) == 1
+    assert head.json("POST", f"/v1/experiments/{plan.experiment_id}/cancel")[0] == 200
+
+
 def test_100_concurrent_submissions_of_20_manifests_make_exactly_20_experiments(head):
     concurrent_submissions(head)
 
