@@ -117,12 +117,13 @@ def _wait_for(predicate, timeout: float, what: str, log: Path):
         time.sleep(0.1)
 
 
-def _lease_holder(journal_url: str, eid: str):
+def _read(journal_url: str, read, default=None):
+    """`read(journal)` on the run's journal, or `default` while the run is still creating it."""
     try:
         with open_journal(journal_url, create=False) as j:
-            return j.lease(eid)
-    except Exception:  # noqa: BLE001 - not created yet
-        return None
+            return read(j)
+    except Exception:  # noqa: BLE001 - not created yet, or its schema is being created right now
+        return default
 
 
 @pytest.mark.timeout(300)
@@ -131,8 +132,9 @@ def test_two_runs_of_one_manifest_train_each_trial_once(tmp_path):
     path.write_text(MANIFEST % {"steps": 20, "every": 5})
     plan = plan_sweep(path)
     first = _start(tmp_path, "run", str(path), log="first.log")
+    waiting = None
     try:
-        _wait_for(lambda: _lease_holder(plan.journal_url, plan.experiment_id) is not None, 120,
+        _wait_for(lambda: _read(plan.journal_url, lambda j: j.lease(plan.experiment_id)) is not None, 120,
                   "the first run never took the lease", tmp_path / "first.log")
         second = subprocess.run([*ORCH, "run", str(path), "--no-progress", "--cpus", "1", "--no-metrics"],
                                 cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
@@ -143,10 +145,11 @@ def test_two_runs_of_one_manifest_train_each_trial_once(tmp_path):
         assert first.wait(timeout=200) == 0, (tmp_path / "first.log").read_text()[-3000:]
         assert waiting.wait(timeout=200) == 0, (tmp_path / "waiting.log").read_text()[-3000:]
     finally:
-        for p in (first,):
-            if p.poll() is None:
-                p.kill()
-        reap_session(first.pid, grace=10.0)
+        for p in (first, waiting):
+            if p is not None:
+                if p.poll() is None:
+                    p.kill()
+                reap_session(p.pid, grace=10.0)
     assert "waiting for it to end" in (tmp_path / "waiting.log").read_text()
     with open_journal(plan.journal_url, create=False) as j:
         assert j.experiment_state(plan.experiment_id).status.value == "done"
@@ -164,11 +167,7 @@ def test_workers_of_a_sigkilled_driver_stop_writing_within_a_heartbeat(tmp_path)
     run = _start(tmp_path, "run", str(path), log="run.log")
     try:
         def checkpointed() -> bool:
-            try:
-                with open_journal(plan.journal_url, create=False) as j:
-                    return any(j.checkpoints(t.id) for t in plan.trials)
-            except Exception:  # noqa: BLE001 - the run may be creating the schema right now
-                return False
+            return _read(plan.journal_url, lambda j: any(j.checkpoints(t.id) for t in plan.trials), False)
 
         _wait_for(checkpointed, 150, "no checkpoint was journaled", tmp_path / "run.log")
         time.sleep(1.0)  # training is in full swing: a checkpoint every few tenths of a second
