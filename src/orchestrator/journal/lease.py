@@ -141,16 +141,18 @@ def acquire(conn: Connection, experiment_id: str, owner: str, holder: Holder, tt
     if current is not None and current.owner != owner and not current.free():
         raise LeaseHeld(current)
     now = utcnow()
-    values = {"owner": owner, "holder": asdict(holder), "heartbeat_at": now, "expires_at": now + timedelta(seconds=ttl)}
+    # A handover (same owner) keeps when the run first took the lease; a takeover starts anew.
+    acquired = current.acquired_at if current is not None and current.owner == owner else now
+    lease = Lease(experiment_id, owner, holder, acquired, now, now + timedelta(seconds=ttl))
+    values = {"owner": owner, "holder": asdict(holder), "acquired_at": acquired, "heartbeat_at": now,
+              "expires_at": lease.expires_at}
     if current is None:
-        conn.execute(leases_t.insert().values(experiment_id=experiment_id, acquired_at=now, **values))
+        conn.execute(leases_t.insert().values(experiment_id=experiment_id, **values))
     else:
         if current.owner != owner:
             log.warning("taking over experiment %s from %s", experiment_id, current.describe())
-            values["acquired_at"] = now
         conn.execute(update(leases_t).where(leases_t.c.experiment_id == experiment_id).values(**values))
-    return Lease(experiment_id, owner, holder, values.get("acquired_at", current.acquired_at if current else now),
-                 now, values["expires_at"])
+    return lease
 
 
 def renew(conn: Connection, experiment_id: str, owner: str, ttl: float) -> None:
@@ -218,10 +220,9 @@ class LeaseKeeper:
             self._thread.join(timeout=5)
 
 
-def wait_free(read_lease: Callable[[], Lease | None], poll_s: float, on_wait: Callable[[Lease], None] | None = None,
-              timeout_s: float | None = None) -> None:
-    """Block until no live owner holds the lease (`orch run --wait`)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+def wait_free(read_lease: Callable[[], Lease | None], poll_s: float,
+              on_wait: Callable[[Lease], None] | None = None) -> None:
+    """Block until no live owner holds the lease (`orch run --wait`); `on_wait` hears the owner once."""
     told = False
     while True:
         lease = read_lease()
@@ -230,6 +231,4 @@ def wait_free(read_lease: Callable[[], Lease | None], poll_s: float, on_wait: Ca
         if on_wait is not None and not told:
             on_wait(lease)
             told = True
-        if deadline is not None and time.monotonic() > deadline:
-            raise LeaseHeld(lease)
         time.sleep(poll_s)
