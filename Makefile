@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install services prometheus demo test bench lock clean
+.PHONY: help install services prometheus browser demo test bench lock clean
 
 help:
 	@echo "make demo    run the shapes-world demo manifest"
@@ -52,6 +52,15 @@ prometheus:
 	  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; }
 
+# Debian's Chromium and its ChromeDriver for the browser tests (grading page, report), driven
+# headless by selenium with the driver's path given, so nothing downloads a browser.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }; }
+
 # The demo finetunes the shipped base (assets/demo-base, checked against its recorded sha256s;
 # scripts/build_demo_base.sh rebuilds it) and prints the paired comparison; grids land in runs/grids.
 demo: install
@@ -60,7 +69,7 @@ demo: install
 	$(VENV)/bin/orch run examples/shapes-demo.yaml --paired data.train.captions --grids runs/grids
 
 # One BLAS thread: on 2 cores a second one only spin-waits against torch and the services.
-test: install services prometheus
+test: install services prometheus browser
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: install services

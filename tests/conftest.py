@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures_azurite", "tests.fixtures_postgres"]
+pytest_plugins = ["tests.fixtures_azurite", "tests.fixtures_postgres", "tests.fixtures_browser"]
