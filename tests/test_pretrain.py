@@ -28,3 +28,18 @@ def test_pretrain_saves_a_loadable_base(tmp_path):
     assert base.tokenizer.unk_token_id not in ids[0].tolist()  # finetune words exist from the start
     local = load_components(pretrain_base(tmp_path / "dir", tmp_path / "data", steps=1, n=16, batch_size=8))
     assert local.unet.config.in_channels == 4
+
+
+def test_pretrain_init_continues_a_base_keeping_its_vae(tmp_path):
+    """--init: the base's VAE and latent scale stay byte-identical; its denoiser trains on."""
+    from orchestrator.models.sd.pipeline import module_hash
+
+    torch.set_num_threads(1)
+    first = load_components(pretrain_base(tmp_path / "a", tmp_path / "data", steps=2, n=16, batch_size=8))
+    seen = []
+    more = load_components(pretrain_base(tmp_path / "b", tmp_path / "data", steps=3, n=16, batch_size=8,
+                                         init=tmp_path / "a", on_metrics=seen.append))
+    assert [m["step"] for m in seen] == [1, 2, 3]
+    assert module_hash(more.vae) == module_hash(first.vae) and more.latent_scale == first.latent_scale
+    assert module_hash(more.unet) != module_hash(first.unet)
+    assert module_hash(more.text_encoder) != module_hash(first.text_encoder)

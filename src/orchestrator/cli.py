@@ -488,6 +488,8 @@ def pretrain(
     ema_decay: float = typer.Option(None, "--ema-decay", help="Save an EMA of the denoiser's weights."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads (deterministic kernels)."),
     variant: str = typer.Option("sd", "--variant", help="Model variant whose tiny base to build (sd, glide_mini)."),
+    init: Path = typer.Option(None, "--init", help="SD base directory to continue: its VAE kept, its denoiser "
+                              "trained --steps more."),
 ) -> None:
     """Pretrain a variant's tiny shapes-world base on generic captions (SD: VAE, then text encoder
     and U-Net; GLIDE-mini: text transformer and U-Net, in pixel space)."""
@@ -506,7 +508,7 @@ def pretrain(
             set_deterministic(threads)
         where = pretrain_base(prefix, data_dir, steps=steps, seed=seed, n=n, size=size,
                               vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
-                              ema_decay=ema_decay, variant=variant)
+                              ema_decay=ema_decay, variant=variant, init=init)
     out.print(f"[green]saved[/] tiny {variant} base to {blobs} at {where}")
 
 
