@@ -1,12 +1,11 @@
 """Human evaluation's arithmetic and records: Cohen's kappa and the preference matrix against
 hand-computed values, revisions of a grade (a re-submission replaces, never adds) on SQLite and
-PostgreSQL, the blind order, task building (idempotent, same noise for every model) and bad input."""
+PostgreSQL, the blind order, task building (idempotent, seeded) and bad input."""
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -18,14 +17,6 @@ from orchestrator.journal import Grade, JournalConflict, UnknownGradingTask, ope
 from tests.grading_fixtures import finished_experiment
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a second thread spin-waits on a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
 
 
 def test_cohen_kappa_by_hand():
@@ -102,7 +93,7 @@ def test_resubmission_replaces_and_revisions_are_checked(backend, tmp_path, requ
             j.grades("gnope")
 
 
-def test_build_is_idempotent_with_the_same_noise_and_bad_input_exits_2(tmp_path):
+def test_build_is_idempotent_and_seeded_and_bad_input_exits_2(tmp_path, torch_one_thread):
     from PIL import Image
     import io
     import numpy as np

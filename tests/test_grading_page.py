@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -36,8 +35,7 @@ BOB = {0: ({"base": True, "trial": False}, "trial"), 1: ({"base": False, "trial"
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory):
-    torch.set_num_threads(1)
+def task(tmp_path_factory, torch_one_thread):
     url, blobs, eid, tid = finished_experiment(tmp_path_factory.mktemp("grading") / "exp")
     built = runner.invoke(app, ["grade", "build", eid, "--shapes", "3", "--steps", "2", "--journal", url,
                                 "--format", "json"])
