@@ -210,9 +210,7 @@ def test_two_graders_grade_through_the_page(task, server, artifacts_dir):
         wait_for(alice, "progress", "item 3 / 3 · graded 2 / 3")
         grade_by_keys(alice, task, "alice", 2, ALICE[2])
         wait_for(alice, "status", "all items graded")
-        keys(alice, Keys.ARROW_LEFT)
-        wait_for(alice, "progress", "item 2 / 3")
-        keys(alice, Keys.ARROW_LEFT)
+        keys(alice, Keys.ARROW_LEFT, Keys.ARROW_LEFT)  # quick presses: two items back
         wait_for(alice, "progress", "item 1 / 3")
         wait_for(alice, "status", "graded (revision 1)")
         # re-grade item 0: flip what differs, rank again

@@ -705,6 +705,7 @@ def grade_build(
     guidance: float = typer.Option(3.0, "--guidance", min=0.0),
     resolution: int = typer.Option(None, "--resolution", min=8, help="Default: each model's own."),
     blobs: str = typer.Option(None, "--blobs", help="Where the images go (default: the first experiment's store)."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
     format: TextFormat = typer.Option(TextFormat.text, "--format"),
 ) -> None:
@@ -717,7 +718,7 @@ def grade_build(
     with _run_errors("grade build"):
         doc, created = build(journal or _default_journal(), experiment, trial_ids=trial or None,
                              drawbench=drawbench, categories=category or None, shapes=shapes, generation=gen,
-                             blobs=blobs, progress=lambda line: err.print(line, markup=False))
+                             blobs=blobs, device=device, progress=lambda line: err.print(line, markup=False))
     summary = {"task_id": doc["task_id"], "created": created, "items": len(doc["items"]), "models": doc["models"],
                "blobs": doc["blobs"]}
     if format is TextFormat.json:

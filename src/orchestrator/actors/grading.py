@@ -79,11 +79,12 @@ def choose_models(journal: Any, experiment_ids: Sequence[str], trial_ids: Sequen
                 raise GradingInputError(f"trial {trial.id} of {eid} records no exported model")
             spec, base_dir = trial.manifest.model, plan.loaded.base_dir
             bases.setdefault(canonical_json(spec.model_dump(mode="json")), (
-                eid, trial.id, lambda spec=spec, store=store, base_dir=base_dir:
-                load_model(None, spec=spec, store=store, base_dir=base_dir)))
+                eid, trial.id, lambda device, spec=spec, store=store, base_dir=base_dir:
+                load_model(None, spec=spec, store=store, base_dir=base_dir, device=device)))
             choices.setdefault(trial.id, ModelChoice(trial.id, {"kind": "final", "experiment": eid,
                                                                 "trial": trial.id, "model": prefix},
-                                                     lambda p=prefix, store=store: load_model(p, store=store)))
+                                                     lambda device, p=prefix, store=store:
+                                                     load_model(p, store=store, device=device)))
     missing = sorted(wanted - found)
     if missing:
         raise GradingInputError(f"no trial {', '.join(missing)} in experiment(s) {', '.join(experiment_ids)}")
@@ -98,7 +99,7 @@ def choose_models(journal: Any, experiment_ids: Sequence[str], trial_ids: Sequen
 
 def build(journal_url: str, experiment_ids: Sequence[str], *, trial_ids: Sequence[str] | None = None,
           drawbench: str | Path | None = None, categories: Sequence[str] | None = None, shapes: int | None = None,
-          generation: Generation = Generation(), blobs: str | None = None, device: str = "cpu",
+          generation: Generation = Generation(), blobs: str | None = None, device: str | None = None,
           progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], bool]:
     """Build (or find) the task; (its document, whether this call created it)."""
     from orchestrator.storage import open_store

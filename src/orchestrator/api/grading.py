@@ -76,6 +76,10 @@ class Stored(BaseModel):
     next: int | None
 
 
+class _NoItem(LookupError):
+    """The task has no item with that index."""
+
+
 def _404(task_id: str, index: int | None = None) -> dict:
     return {"detail": f"no grading task {task_id!r}" if index is None else f"task {task_id!r} has no item {index}"}
 
@@ -119,19 +123,18 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
         return {"task_id": task_id, "index": index, "items": len(doc["items"]), "prompt": item["prompt"],
                 "images": images, "grade": shown, "graded": len(mine)}
 
-    def submit(task_id: str, index: int, grader: str, body: SlotGrade) -> dict | str:
+    def submit(task_id: str, index: int, grader: str, body: SlotGrade) -> dict:
         doc = task(task_id)
         n, models = len(doc["models"]), doc["models"]
         if index >= len(doc["items"]):
-            return "404"
+            raise _NoItem(index)
         if len(body.match) != n or sorted(body.ranking) != list(range(n)):
-            return f"a grade has {n} match labels and ranks each of the {n} slots once"
+            raise ValueError(f"a grade has {n} match labels and ranks each of the {n} slots once")
         order = blind_order(task_id, grader, index, n)  # slot s shows model order[s]
         grade = Grade(task_id, grader, index, 0, {models[order[s]]: body.match[s] for s in range(n)},
                       [models[order[s]] for s in body.ranking])
         revision, stored = journal.record_grade(grade, body.revision)
-        nxt = progress(task_id, grader)["next"]
-        return {"revision": revision, "stored": stored, "next": nxt}
+        return {"revision": revision, "stored": stored, "next": progress(task_id, grader)["next"]}
 
     @router.get("/grade", include_in_schema=False)
     def page() -> HTMLResponse:
@@ -169,16 +172,15 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
         if index < 0:
             return JSONResponse(_404(task_id, index), status_code=404)
         try:
-            out = await anyio.to_thread.run_sync(submit, task_id, index, grader, body)
+            return await anyio.to_thread.run_sync(submit, task_id, index, grader, body)
         except UnknownGradingTask:
             return JSONResponse(_404(task_id), status_code=404)
+        except _NoItem:
+            return JSONResponse(_404(task_id, index), status_code=404)
         except JournalConflict as exc:
             return JSONResponse({"detail": str(exc)}, status_code=409)
-        if out == "404":
-            return JSONResponse(_404(task_id, index), status_code=404)
-        if isinstance(out, str):
-            return JSONResponse({"detail": out}, status_code=400)
-        return out
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @router.get("/v1/grading/tasks/{task_id}/results", tags=["grading"], responses={
         200: {"description": "the tallies", "content": {"application/json": {"schema": {"type": "object"}},

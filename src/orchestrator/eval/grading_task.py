@@ -43,7 +43,7 @@ class ModelChoice:
     from (journaled), and how to load it (not journaled)."""
     label: str
     source: dict[str, Any]
-    load: Callable[[], LoadedModel] = field(compare=False, repr=False)
+    load: Callable[[torch.device], LoadedModel] = field(compare=False, repr=False)  # onto that device
 
 
 @dataclass(frozen=True)
@@ -86,19 +86,19 @@ def image_key(task_id: str, model_index: int, prompt_index: int, sample: int) ->
 
 
 def build_task(content: dict[str, Any], models: Sequence[ModelChoice], store: Any, blobs_uri: str,
-               device: str | torch.device = "cpu", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+               device: str | torch.device | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate every model's images (same prompts, same noise), store them, return the document.
     Images already in the store (an interrupted build) are not generated again."""
     task_id = task_id_of(content)
     prompts = [GradingPrompt(**p) for p in content["prompt_list"]]
     gen = Generation(**content["generation"])
     texts = [p.text for p in prompts]
-    device = torch.device(device)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))  # as the suites
     for mi, choice in enumerate(models):
         keys = [image_key(task_id, mi, p, k) for k in range(gen.samples) for p in range(len(prompts))]
         if all(store.exists(k) for k in keys):
             continue
-        loaded = choice.load()
+        loaded = choice.load(device)
         resolution = gen.resolution or loaded.resolution  # same size across models: same noise
         opts = EvalOptions(samples=len(texts), seed=gen.seed, sampler=gen.sampler, steps=gen.steps,
                            guidance_scale=gen.guidance_scale, batch_size=gen.batch_size, device=str(device))
