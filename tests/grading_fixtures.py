@@ -9,26 +9,28 @@ from orchestrator.actors.plan import plan_sweep
 from orchestrator.journal import Event, EventKind, open_journal
 
 MANIFEST = """\
-name: grading-fixture
-model: {variant: sd, base: tiny-random, resolution: 32}
-data: {train: {kind: shapes, captions: spatial, n: 8}}
-train: {steps: 3, batch_size: 4, checkpoint_every: 3}
-storage: {blobs: ./blobs, journal: sqlite:///./journal.db}
+name: {name}
+model: {{variant: sd, base: tiny-random, resolution: 32}}
+data: {{train: {{kind: shapes, captions: spatial, n: 8}}}}
+train: {{steps: 3, batch_size: 4, checkpoint_every: 3, lr: {lr}}}
+storage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}
 """
 
 
-def finished_experiment(root: Path) -> tuple[str, str, str, str]:
-    """(journal URL, blob store path, experiment id, trial id) of a finished one-trial experiment."""
+def finished_experiment(root: Path, name: str = "grading-fixture", lr: float = 1e-4,
+                        seed: int = 7) -> tuple[str, str, str, str]:
+    """(journal URL, blob store path, experiment id, trial id) of a finished one-trial experiment;
+    several (other names and lr) under one root share its journal and blob store."""
     from orchestrator.models.sd import build_tiny, save_components
     from orchestrator.storage import open_store
 
     root.mkdir(parents=True, exist_ok=True)
-    manifest = root / "m.yaml"
-    manifest.write_text(MANIFEST)
+    manifest = root / f"{name}.yaml"
+    manifest.write_text(MANIFEST.format(name=name, lr=lr))
     plan = plan_sweep(manifest)
     eid, trial = plan.experiment_id, plan.trials[0]
     prefix = f"trials/{trial.id}/model"
-    save_components(build_tiny(seed=7), prefix, store=open_store(plan.blobs_uri))
+    save_components(build_tiny(seed=seed), prefix, store=open_store(plan.blobs_uri))
     with open_journal(plan.journal_url) as j:
         j.register_experiment(eid, plan.name, plan.record())
         j.register_trial(eid, trial.id, trial.config)

@@ -126,7 +126,7 @@ def test_build_is_idempotent_and_seeded_and_bad_input_exits_2(tmp_path, torch_on
         from orchestrator.eval.grading_task import build_task, task_content, Generation, shapes_prompts
 
         models, _ = choose_models(j, [eid], None)
-        content = task_content([eid], models, shapes_prompts(2), {"source": "shapes-heldout", "n": 2},
+        content = task_content(models, shapes_prompts(2), {"source": "shapes-heldout", "n": 2},
                                Generation(samples=2, steps=2))
         assert build_task(content, models, store, blobs) == task
     assert {k: store.get(k) for k in before} == before
@@ -144,3 +144,19 @@ def test_build_is_idempotent_and_seeded_and_bad_input_exits_2(tmp_path, torch_on
     bad("build", eid, "--drawbench", str(csv), "--category", "Positional", needle="Positional")
     bad("results", "gnope000000", needle="no grading task 'gnope000000'")
     bad("serve", "gnope000000", needle="no grading task 'gnope000000'")
+
+
+def test_a_task_over_two_experiments_and_chosen_trials(tmp_path, torch_one_thread):
+    url, _, e1, t1 = finished_experiment(tmp_path)
+    _, _, e2, t2 = finished_experiment(tmp_path, name="grading-fixture-2", lr=3e-4, seed=8)
+    both = runner.invoke(app, ["grade", "build", e1, e2, "--shapes", "1", "--steps", "1", "--journal", url,
+                               "--format", "json"])
+    assert both.exit_code == 0, both.stderr
+    doc = json.loads(both.stdout)
+    assert doc["models"] == ["base", t1, t2]  # one base: both trials start from the same one
+    one = runner.invoke(app, ["grade", "build", e1, e2, "--trial", t2, "--shapes", "1", "--steps", "1",
+                              "--journal", url, "--format", "json"])
+    assert json.loads(one.stdout)["models"] == ["base", t2]
+    with open_journal(url) as j:
+        assert [t.task_id for t in experiment_tallies(j, e2)] == [doc["task_id"], json.loads(one.stdout)["task_id"]]
+        assert [t.task_id for t in experiment_tallies(j, e1)] == [doc["task_id"]]

@@ -115,7 +115,7 @@ def build(journal_url: str, experiment_ids: Sequence[str], *, trial_ids: Sequenc
     with open_journal(journal_url, create=False) as journal:
         models, first_blobs = choose_models(journal, experiment_ids, trial_ids)
         blobs = blobs or first_blobs
-        content = task_content(experiment_ids, models, prompts, source, generation)
+        content = task_content(models, prompts, source, generation)
         task_id = task_id_of(content)
         if task_id in journal.grading_task_ids():
             return journal.grading_task(task_id), False

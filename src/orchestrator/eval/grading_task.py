@@ -63,15 +63,17 @@ def shapes_prompts(n: int, eval_seed: int | None = None) -> list[GradingPrompt]:
     return [GradingPrompt(p.text, "spatial") for p in EvalContext(None, opts).prompts()]
 
 
-def task_content(experiments: Sequence[str], models: Sequence[ModelChoice], prompts: Sequence[GradingPrompt],
-                 prompt_source: dict[str, Any], generation: Generation) -> dict[str, Any]:
-    """What the task is — its id is the hash of this."""
+def task_content(models: Sequence[ModelChoice], prompts: Sequence[GradingPrompt], prompt_source: dict[str, Any],
+                 generation: Generation) -> dict[str, Any]:
+    """What the task is — its id is the hash of this. Its experiments are those its models come
+    from (`source["experiment"]`)."""
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels) or len(labels) < 2:
         raise ValueError(f"a grading task compares at least two distinct models, got {labels}")
     if not prompts:
         raise ValueError("a grading task needs at least one prompt")
-    return {"version": TASK_VERSION, "experiments": sorted(set(experiments)), "models": labels,
+    experiments = sorted({m.source["experiment"] for m in models if m.source.get("experiment")})
+    return {"version": TASK_VERSION, "experiments": experiments, "models": labels,
             "sources": {m.label: m.source for m in models}, "prompts": prompt_source,
             "prompt_list": [asdict(p) for p in prompts], "generation": asdict(generation)}
 
