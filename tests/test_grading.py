@@ -157,6 +157,16 @@ def test_a_task_over_two_experiments_and_chosen_trials(tmp_path, torch_one_threa
     one = runner.invoke(app, ["grade", "build", e1, e2, "--trial", t2, "--shapes", "1", "--steps", "1",
                               "--journal", url, "--format", "json"])
     assert json.loads(one.stdout)["models"] == ["base", t2]
+    csv = tmp_path / "drawbench.csv"  # the default categories: the seed paper's Counting + Positional
+    csv.write_text('Prompt,Category\nthree red circles,Counting\na cat on a mat,Colors\n'
+                   '"a blue square left of\na red circle",Positional\n')
+    drawn = runner.invoke(app, ["grade", "build", e1, "--drawbench", str(csv), "--steps", "1", "--journal", url,
+                                "--format", "json"])
+    assert drawn.exit_code == 0, drawn.stderr
+    with open_journal(url) as j:
+        items = j.grading_task(json.loads(drawn.stdout)["task_id"])["items"]
+        assert [(i["prompt"], i["category"]) for i in items] == [
+            ("three red circles", "Counting"), ("a blue square left of\na red circle", "Positional")]
     with open_journal(url) as j:
         assert [t.task_id for t in experiment_tallies(j, e2)] == [doc["task_id"], json.loads(one.stdout)["task_id"]]
-        assert [t.task_id for t in experiment_tallies(j, e1)] == [doc["task_id"]]
+        assert [t.task_id for t in experiment_tallies(j, e1)] == [doc["task_id"], json.loads(drawn.stdout)["task_id"]]

@@ -96,7 +96,6 @@ def choose_models(journal: Any, experiment_ids: Sequence[str], trial_ids: Sequen
     return base_choices + list(choices.values()), first_blobs
 
 
-
 def build(journal_url: str, experiment_ids: Sequence[str], *, trial_ids: Sequence[str] | None = None,
           drawbench: str | Path | None = None, categories: Sequence[str] | None = None, shapes: int | None = None,
           generation: Generation = Generation(), blobs: str | None = None, device: str | None = None,
