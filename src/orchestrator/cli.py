@@ -40,6 +40,9 @@ app.add_typer(journal_app, name="journal")
 blobs_app = typer.Typer(help="Look into a blob store (local or Azure): list keys, fetch an object verified.",
                         no_args_is_help=True)
 app.add_typer(blobs_app, name="blobs")
+grade_app = typer.Typer(help="Human evaluation: build a grading task, serve its page, tally the grades.",
+                        no_args_is_help=True)
+app.add_typer(grade_app, name="grade")
 BLOBS_HELP = "Blob store URI: file://DIR, a path, or az://container/prefix."
 
 out = Console()
@@ -686,6 +689,103 @@ def serve(
         raise typer.Exit(2)
     with _run_errors("serve"):  # TokenError is a ValueError: exit 2, one line
         run_server(opts)
+
+
+@grade_app.command("build")
+def grade_build(
+    experiment: list[str] = typer.Argument(..., help="Experiment id(s) whose models to compare."),
+    trial: list[str] = typer.Option([], "--trial", help="A finished trial whose final model to include "
+                                    "(repeatable; default: every finished trial). The base is always included."),
+    drawbench: Path = typer.Option(None, "--drawbench", help="DrawBench CSV (Prompts/Prompt, Category)."),
+    category: list[str] = typer.Option([], "--category", help="DrawBench categories (repeatable; default: "
+                                       "Counting and Positional, as the seed paper)."),
+    shapes: int = typer.Option(None, "--shapes", min=1, help="Instead of DrawBench: N held-out shapes-world "
+                               "spatial prompts."),
+    samples: int = typer.Option(1, "--samples", "-k", min=1, help="Images per prompt per model."),
+    seed: int = typer.Option(1234, "--seed", min=0, help="The noise every model starts from."),
+    steps: int = typer.Option(25, "--steps", min=1),
+    guidance: float = typer.Option(3.0, "--guidance", min=0.0),
+    resolution: int = typer.Option(None, "--resolution", min=8, help="Default: each model's own."),
+    blobs: str = typer.Option(None, "--blobs", help="Where the images go (default: the first experiment's store)."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    format: TextFormat = typer.Option(TextFormat.text, "--format"),
+) -> None:
+    """Generate every model's images for the prompts (same noise for all) and journal the task.
+    The same task again is found, not rebuilt."""
+    from .actors.grading import build
+    from .eval.grading_task import Generation
+
+    gen = Generation(samples=samples, seed=seed, steps=steps, guidance_scale=guidance, resolution=resolution)
+    with _run_errors("grade build"):
+        doc, created = build(journal or _default_journal(), experiment, trial_ids=trial or None,
+                             drawbench=drawbench, categories=category or None, shapes=shapes, generation=gen,
+                             blobs=blobs, device=device, progress=lambda line: err.print(line, markup=False))
+    summary = {"task_id": doc["task_id"], "created": created, "items": len(doc["items"]), "models": doc["models"],
+               "blobs": doc["blobs"]}
+    if format is TextFormat.json:
+        _emit_json(summary)
+    else:
+        out.print(f"grading task {doc['task_id']} ({'built' if created else 'already built'}): "
+                  f"{len(doc['items'])} items x {len(doc['models'])} models ({', '.join(doc['models'])})",
+                  markup=False, soft_wrap=True)
+
+
+@grade_app.command("serve")
+def grade_serve(
+    task: str = typer.Argument(..., help="Grading task id."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    blobs: str = typer.Option(None, "--blobs", help="Blob store holding the images (default: the task's)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8471, "--port", min=0, max=65535),
+    tokens: Path = typer.Option(None, "--tokens", help="Bearer tokens file (as orch serve); default "
+                                "$ORCH_API_TOKENS, else a fresh token printed in the links."),
+    grader: list[str] = typer.Option([], "--grader", help="Print this grader's link (repeatable)."),
+) -> None:
+    """Serve one task's grading page on its own (a laptop: uvicorn, the SQLite journal) until Ctrl-C."""
+    import secrets
+
+    import uvicorn
+
+    from .api.auth import ENV_TOKENS, TokenSource
+    from .api.grading import create_grading_app
+    from .journal import open_journal
+
+    url = journal or _default_journal()
+    with _run_errors("grade serve"):
+        with open_journal(url, create=False) as j:
+            j.grading_task(task)  # an unknown task is exit 2 before anything listens
+        fresh = None
+        if tokens is None and not os.environ.get(ENV_TOKENS):
+            fresh = secrets.token_urlsafe(24)
+        source = TokenSource(tokens, env=fresh)
+        store = None
+        if blobs:
+            from .storage import open_store
+
+            store = open_store(blobs)
+        app_ = create_grading_app(url, source, store)
+    token = fresh or "<your token>"
+    for name in grader or ["NAME"]:
+        out.print(f"http://{host}:{port}/grade?task={task}&grader={name}#token={token}", markup=False,
+                  soft_wrap=True)
+    uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning")).run()
+
+
+@grade_app.command("results")
+def grade_results(
+    task: str = typer.Argument(..., help="Grading task id."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    format: ResultsFormat = typer.Option(ResultsFormat.table, "--format"),
+) -> None:
+    """Per model: match rate (95% Wilson interval), mean rank, n; the preference matrix; Cohen's kappa."""
+    from .actors.grading import results_text
+    from .journal import open_journal
+
+    with _run_errors("grade results"):
+        with open_journal(journal or _default_journal(), create=False) as j:
+            text = results_text(j, task, format.value)
+    sys.stdout.write(text)
 
 
 @data_app.command("shapes")

@@ -444,8 +444,13 @@ def cancel(journal_url: str, experiment_id: str) -> dict[str, int]:
 def manifest_source(journal_url: str, experiment_id: str) -> str:
     """The manifest path the experiment was last submitted or resumed from."""
     with open_journal(journal_url, create=False) as journal:
-        journal.experiment_state(experiment_id)  # UnknownExperiment if absent
-        events = journal.events(experiment_id, kinds=[EventKind.SUBMITTED, EventKind.RESUMED])
+        return recorded_source(journal, experiment_id)
+
+
+def recorded_source(journal, experiment_id: str) -> str:
+    """`manifest_source` in an open journal."""
+    journal.experiment_state(experiment_id)  # UnknownExperiment if absent
+    events = journal.events(experiment_id, kinds=[EventKind.SUBMITTED, EventKind.RESUMED])
     sources = [e.payload.get("source") for e in events if e.trial_id is None and e.payload.get("source")]
     if not sources:
         raise LookupError(f"experiment {experiment_id} records no manifest path to resume from")

@@ -7,6 +7,7 @@
     POST /v1/experiments/{id}/cancel      `orch cancel`
     GET  /v1/experiments/{id}/events      ?after=SEQ: the journal's events as server-sent events
     GET  /healthz                         open (no token): "ok"
+    GET  /grade, /v1/grading/...          human grading: the page (open shell) and its API (grading.py)
     GET  /openapi.json                    this document
 
 Every path but /healthz needs `Authorization: Bearer <token>` (auth.py); bodies are limited to a
@@ -34,6 +35,7 @@ from orchestrator.storage import StorageError
 
 from . import events
 from .auth import BearerGate, TokenSource
+from .grading import grading_router
 from .limits import BodyLimit
 from .submissions import SHOWN_FILE, Submissions
 
@@ -222,6 +224,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
         return StreamingResponse(events.stream(journal, experiment_id, start, max_s=settings.sse_max_s),
                                  media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
+    app.include_router(grading_router(journal))  # human grading: the page and its JSON API (grading.py)
     _document_security(app)
     gated = BodyLimit(app, settings.body_limit)
     return BearerGate(gated, settings.tokens)

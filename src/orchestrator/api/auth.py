@@ -7,8 +7,9 @@ the next request. A presented token is compared with every known token with
 `hmac.compare_digest` (no early exit), so timing does not tell how much of a guess was right.
 
 `BearerGate` is a plain ASGI layer, outermost: a request without a valid token is answered 401
-before its body is read, before routing, before the journal is opened. `/healthz` is the only
-open path (a load balancer's probe carries no token; it says nothing but "up").
+before its body is read, before routing, before the journal is opened. `/healthz` (a load
+balancer's probe carries no token; it says nothing but "up") and `/grade` (the grading page's
+static shell) are the only open paths.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from .limits import send_json
 
 log = logging.getLogger(__name__)
 ENV_TOKENS = "ORCH_API_TOKENS"
-OPEN_PATHS = frozenset({"/healthz"})
+# /grade is the grading page's shell (HTML + JS, no data); it takes the token from its link's
+# fragment and calls the gated JSON API with it (api/grading.py)
+OPEN_PATHS = frozenset({"/healthz", "/grade"})
 MIN_TOKEN_CHARS = 16  # a token shorter than this is a typo or a password, not a secret
 
 

@@ -84,6 +84,17 @@ class HeldOut:
     example: Any  # data.shapes.ShapesExample
 
 
+def generate_images(m: LoadedModel, texts: list[str], o: EvalOptions, device: torch.device, resolution: int,
+                    repeats: int = 1) -> torch.Tensor:
+    """[repeats * len(texts), 3, H, W] in [0, 1]: `texts` `repeats` times over, as the suites
+    sample. The noise comes from one generator seeded with `o.seed`, so every model given the same
+    texts and options starts from the same noise (paired comparisons, human grading)."""
+    gen = torch.Generator(device).manual_seed(o.seed)
+    return m.variant.generate(m.model, texts * repeats, sampler=o.sampler, steps=o.steps,
+                              guidance_scale=o.guidance_scale, generator=gen, resolution=resolution,
+                              batch_size=o.batch_size)
+
+
 class EvalContext:
     """What suites share: the model, held-out prompts, generated images, CLIP, Inception (all lazy)."""
 
@@ -239,10 +250,7 @@ class EvalContext:
                 raise MetricUnavailable(f"variant {m.variant.INFO.name!r} is a {m.kind}: it generates no images")
             texts = [p.text for p in self.prompts()]
             started = time.perf_counter()
-            gen = torch.Generator(self.device).manual_seed(o.seed)
-            images = m.variant.generate(m.model, texts * o.best_of, sampler=o.sampler, steps=o.steps,
-                              guidance_scale=o.guidance_scale, generator=gen, resolution=self.image_size,
-                              batch_size=o.batch_size)
+            images = generate_images(m, texts, o, self.device, self.image_size, repeats=o.best_of)
             self.generation_info = {"samples": len(texts), "sampler": o.sampler, "steps": o.steps,
                                     "guidance_scale": o.guidance_scale, "seed": o.seed, "best_of": o.best_of}
             if o.best_of > 1:

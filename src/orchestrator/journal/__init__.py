@@ -23,6 +23,7 @@ from .errors import (
     UnknownExperiment,
     UnknownTrial,
 )
+from .grading import Grade, UnknownGradingTask
 from .lease import Holder, Lease, LeaseHeld, LeaseLost
 from .events import EXPERIMENT_KINDS, TRIAL_KINDS, Event, EventKind
 from .migrate import current_revision, head_revision
@@ -47,6 +48,7 @@ __all__ = [
     "JournalConflict",
     "JournalError",
     "JournalLocationError",
+    "Grade",
     "Holder",
     "Lease",
     "LeaseHeld",
@@ -55,6 +57,7 @@ __all__ = [
     "TrialState",
     "TrialStatus",
     "UnknownExperiment",
+    "UnknownGradingTask",
     "UnknownTrial",
     "apply_trial_event",
     "current_revision",

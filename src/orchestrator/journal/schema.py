@@ -143,3 +143,40 @@ class LeaseRow(Base):
 
 
 leases = LeaseRow.__table__
+
+
+class GradingTaskRow(Base):
+    """A human-evaluation task (grading.py): its document (items, models, image keys) and the
+    experiments its models come from, so an experiment's report finds its tasks."""
+
+    __tablename__ = "grading_tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    experiments: Mapped[list[str]] = mapped_column(JsonType)
+    document: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class GradeRow(Base):
+    """One grader's grade of one item, append-only: a re-submission is the next revision, and
+    readers take the newest revision of each (task, grader, item)."""
+
+    __tablename__ = "grades"
+    __table_args__ = (
+        Index("ix_grades_task_grader_item", "task_id", "grader", "item", "revision"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("grading_tasks.id"))
+    grader: Mapped[str] = mapped_column(String(64))
+    item: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer)
+    match: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    ranking: Mapped[list[str]] = mapped_column(JsonType)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+grading_tasks = GradingTaskRow.__table__
+grades = GradeRow.__table__

@@ -27,6 +27,7 @@ from .engine import (create_journal_engine, insert_for, is_memory, masked, norma
                      write_transaction)
 from .errors import (AmbiguousTrial, InvalidEvent, JournalConflict, JournalError, JournalLocationError,
                      UnknownExperiment, UnknownTrial)
+from . import grading as grading_ops
 from . import lease as lease_ops
 from .events import Event, EventKind, canonical_json, check_id
 from .lease import Fence, Holder, Lease
@@ -361,6 +362,33 @@ class Journal:
     def lease(self, experiment_id: str) -> Lease | None:
         with read_transaction(self._engine) as conn:
             return lease_ops.read(conn, experiment_id)
+
+    # ----------------------------------------------------------------- grading
+
+    def register_grading_task(self, task_id: str, experiments: Sequence[str], document: Mapping[str, Any]) -> bool:
+        """Record a human-evaluation task; True when new, False when already there identically."""
+        with self._write(fenced=False) as conn:
+            return grading_ops.register_task(conn, task_id, experiments, document)
+
+    def grading_task(self, task_id: str) -> dict[str, Any]:
+        """The task's document (UnknownGradingTask when absent)."""
+        with read_transaction(self._engine) as conn:
+            return grading_ops.read_task(conn, task_id)
+
+    def grading_task_ids(self, experiment_id: str | None = None) -> list[str]:
+        with read_transaction(self._engine) as conn:
+            return grading_ops.task_ids(conn, experiment_id)
+
+    def record_grade(self, grade: grading_ops.Grade, expected_revision: int | None = None) -> tuple[int, bool]:
+        """Store a grade as its grader's next revision of the item: (revision, stored)."""
+        with self._write(fenced=False) as conn:
+            return grading_ops.record(conn, grade, expected_revision)
+
+    def grades(self, task_id: str, grader: str | None = None) -> list[grading_ops.Grade]:
+        """The newest grade of each (grader, item) of the task."""
+        with read_transaction(self._engine) as conn:
+            grading_ops.read_task(conn, task_id)
+            return grading_ops.latest(conn, task_id, grader)
 
     # ----------------------------------------------------------------- helpers
 

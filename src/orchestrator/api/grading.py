@@ -1,0 +1,208 @@
+"""Human grading over HTTP: the grading page and its JSON API, mounted on the head (`orch serve`)
+and served alone by `orch grade serve TASK` (a laptop: uvicorn, a SQLite journal).
+
+    GET /grade                                       the page (HTML + JS, no data: open, see below)
+    GET /v1/grading/tasks                            every task: id, experiments, items, models
+    GET /v1/grading/tasks/{id}?grader=G              G's progress: items graded, the first ungraded
+    GET /v1/grading/tasks/{id}/items/{i}?grader=G    the prompt, the images in G's blind order, G's grade
+    PUT /v1/grading/tasks/{id}/items/{i}?grader=G    G's grade: match per image, ranking, revision
+    GET /v1/grading/tasks/{id}/results?format=       `orch grade results`
+
+Auth: the JSON API sits behind the bearer-token gate like every other route. The page's shell is
+the one more open path: it holds no data, and gets the token from the link's fragment
+(`/grade?task=ID&grader=NAME#token=T`, never sent to the server nor logged), keeps it in the
+tab's sessionStorage and sends it as `Authorization: Bearer` on each call; without one it asks.
+The API speaks in slots (the positions a grader sees); models are named only in results.
+"""
+from __future__ import annotations
+
+import base64
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, FastAPI, Query
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from orchestrator.actors.grading import results_text
+from orchestrator.eval.grading_task import blind_order
+from orchestrator.journal import Grade, JournalConflict, UnknownGradingTask, open_journal
+
+PAGE = Path(__file__).with_name("grading_page.html")
+GRADER = Query(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="The grader's name (letters, digits, _.@-)")
+
+
+class Detail(BaseModel):
+    detail: str
+
+
+class TaskSummary(BaseModel):
+    task_id: str
+    experiments: list[str]
+    items: int
+    models: int
+
+
+class Progress(BaseModel):
+    task_id: str
+    items: int
+    models: int
+    graded: list[int]
+    next: int | None = Field(description="the first item this grader has not graded (None: all graded)")
+
+
+class SlotGrade(BaseModel):
+    match: list[bool] = Field(description="per slot (image position as shown): matches the prompt")
+    ranking: list[int] = Field(description="slots, best first: every slot once")
+    revision: int | None = Field(None, ge=1, description="the revision this grade becomes (the shown grade's + 1); "
+                                                         "a stale one is 409")
+
+
+class ItemView(BaseModel):
+    task_id: str
+    index: int
+    items: int
+    prompt: str
+    images: list[str] = Field(description="data: URIs, in this grader's blind order")
+    grade: SlotGrade | None
+    graded: int
+
+
+class Stored(BaseModel):
+    revision: int
+    stored: bool
+    next: int | None
+
+
+class _NoItem(LookupError):
+    """The task has no item with that index."""
+
+
+def _404(task_id: str, index: int | None = None) -> dict:
+    return {"detail": f"no grading task {task_id!r}" if index is None else f"task {task_id!r} has no item {index}"}
+
+
+def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
+    """The routes over an open journal; images from the store each task names (or `store_override`)."""
+    router = APIRouter()
+    described = {401: {"model": Detail, "description": "no valid bearer token"},
+                 404: {"model": Detail, "description": "no such task or item"}}
+
+    @lru_cache(maxsize=16)
+    def store_of(uri: str) -> Any:
+        from orchestrator.storage import open_store
+
+        return open_store(uri)
+
+    def task(task_id: str) -> dict:
+        return journal.grading_task(task_id)
+
+    def progress(task_id: str, grader: str) -> dict:
+        doc = task(task_id)
+        graded = sorted(g.item for g in journal.grades(task_id, grader))
+        todo = [i for i in range(len(doc["items"])) if i not in set(graded)]
+        return {"task_id": task_id, "items": len(doc["items"]), "models": len(doc["models"]), "graded": graded,
+                "next": todo[0] if todo else None}
+
+    def item_view(task_id: str, index: int, grader: str) -> dict | None:
+        doc = task(task_id)
+        if index >= len(doc["items"]):
+            return None
+        item, models = doc["items"][index], doc["models"]
+        order = blind_order(task_id, grader, index, len(models))
+        store = store_override or store_of(doc["blobs"])
+        images = ["data:image/png;base64," + base64.b64encode(store.get(item["images"][models[m]])).decode()
+                  for m in order]
+        mine = {g.item: g for g in journal.grades(task_id, grader)}
+        g = mine.get(index)
+        shown = None if g is None else {"match": [bool(g.match[models[m]]) for m in order],
+                                        "ranking": [order.index(models.index(m)) for m in g.ranking],
+                                        "revision": g.revision}
+        return {"task_id": task_id, "index": index, "items": len(doc["items"]), "prompt": item["prompt"],
+                "images": images, "grade": shown, "graded": len(mine)}
+
+    def submit(task_id: str, index: int, grader: str, body: SlotGrade) -> dict:
+        doc = task(task_id)
+        n, models = len(doc["models"]), doc["models"]
+        if index >= len(doc["items"]):
+            raise _NoItem(index)
+        if len(body.match) != n or sorted(body.ranking) != list(range(n)):
+            raise ValueError(f"a grade has {n} match labels and ranks each of the {n} slots once")
+        order = blind_order(task_id, grader, index, n)  # slot s shows model order[s]
+        grade = Grade(task_id, grader, index, 0, {models[order[s]]: body.match[s] for s in range(n)},
+                      [models[order[s]] for s in body.ranking])
+        revision, stored = journal.record_grade(grade, body.revision)
+        return {"revision": revision, "stored": stored, "next": progress(task_id, grader)["next"]}
+
+    @router.get("/grade", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(), headers={"cache-control": "no-store"})
+
+    @router.get("/v1/grading/tasks", response_model=list[TaskSummary], tags=["grading"], responses={401: described[401]})
+    async def list_tasks() -> list[dict]:
+        def run():
+            docs = [journal.grading_task(t) for t in journal.grading_task_ids()]
+            return [{"task_id": d["task_id"], "experiments": d["experiments"], "items": len(d["items"]),
+                     "models": len(d["models"])} for d in docs]
+        return await anyio.to_thread.run_sync(run)
+
+    @router.get("/v1/grading/tasks/{task_id}", response_model=Progress, tags=["grading"], responses=described)
+    async def get_progress(task_id: str, grader: str = GRADER) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(progress, task_id, grader)
+        except UnknownGradingTask:
+            return JSONResponse(_404(task_id), status_code=404)
+
+    @router.get("/v1/grading/tasks/{task_id}/items/{index}", response_model=ItemView, tags=["grading"],
+                responses=described)
+    async def get_item(task_id: str, index: int, grader: str = GRADER) -> Any:
+        try:
+            view = await anyio.to_thread.run_sync(item_view, task_id, max(index, 0), grader) if index >= 0 else None
+        except UnknownGradingTask:
+            return JSONResponse(_404(task_id), status_code=404)
+        return view if view is not None else JSONResponse(_404(task_id, index), status_code=404)
+
+    @router.put("/v1/grading/tasks/{task_id}/items/{index}", response_model=Stored, tags=["grading"],
+                responses={**described, 400: {"model": Detail, "description": "match labels or ranking do not "
+                                                                          "fit the item"},
+                           409: {"model": Detail, "description": "stale revision: graded since it was shown"}})
+    async def put_grade(task_id: str, index: int, body: SlotGrade, grader: str = GRADER) -> Any:
+        if index < 0:
+            return JSONResponse(_404(task_id, index), status_code=404)
+        try:
+            return await anyio.to_thread.run_sync(submit, task_id, index, grader, body)
+        except UnknownGradingTask:
+            return JSONResponse(_404(task_id), status_code=404)
+        except _NoItem:
+            return JSONResponse(_404(task_id, index), status_code=404)
+        except JournalConflict as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @router.get("/v1/grading/tasks/{task_id}/results", tags=["grading"], responses={
+        200: {"description": "the tallies", "content": {"application/json": {"schema": {"type": "object"}},
+                                                         "text/csv": {"schema": {"type": "string"}},
+                                                         "text/plain": {"schema": {"type": "string"}}}},
+        **described})
+    async def results(task_id: str, format: str = Query("json", pattern="^(json|csv|table)$")) -> Response:
+        try:
+            text = await anyio.to_thread.run_sync(results_text, journal, task_id, format)
+        except UnknownGradingTask:
+            return JSONResponse(_404(task_id), status_code=404)
+        media = {"json": "application/json", "csv": "text/csv", "table": "text/plain"}[format]
+        return Response(text, media_type=media)
+
+    return router
+
+
+def create_grading_app(journal_url: str, tokens: Any, store: Any = None) -> Any:
+    """`orch grade serve`: the grading routes alone, behind the same token gate as the head."""
+    from .auth import BearerGate
+
+    app = FastAPI(title="orch grading", version="1", docs_url=None, redoc_url=None)
+    journal = open_journal(journal_url, create=False)
+    app.include_router(grading_router(journal, store))
+    return BearerGate(app, tokens)
