@@ -12,11 +12,12 @@ from PIL import Image
 
 from orchestrator.eval.drawbench import DrawBenchSuite, load_prompts, sheet_size
 from orchestrator.eval.suites import MetricUnavailable, build_context, flatten_metrics, run_suites, store_artifacts
-from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config, save_clip
 from orchestrator.models.loading import LoadedModel
 from orchestrator.models.registry import get_variant
 from orchestrator.models.sd import build_tiny
 from orchestrator.storage import LocalBlobStore
+from tests.test_eval_suites import _one_thread  # noqa: F401 - one torch thread for this module too
+from tests.test_eval_suites import assets as eval_assets  # noqa: F401
 
 COUNTING = ["two red circles", "three blue squares", "one green triangle"]
 POSITIONAL = ["a red circle to the left of a blue square", "a green triangle above a yellow circle"]
@@ -24,19 +25,10 @@ COLOURS = [f"a {c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("c
 FAST = dict(steps=2, r_precision_negatives=8, r_precision_chunks=2, drawbench_per_prompt=2, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a second thread spin-waits on a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("drawbench")
-    model, tok = build_tiny_clip(seed=0)
-    save_clip(ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), "tiny"), root / "clip")
+def assets(eval_assets):
+    """test_eval_suites' tiny CLIP (and SD), with a DrawBench CSV beside them."""
+    root = eval_assets
     with open(root / "drawbench.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["Prompts", "Category"])

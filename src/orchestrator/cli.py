@@ -384,6 +384,22 @@ def results(
 
 
 @app.command()
+def report(
+    experiment: str = typer.Argument(..., help="Experiment id."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write (replaced whole): index.html and PNGs."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    blobs: str = typer.Option(None, "--blobs", help=BLOBS_HELP + " Default: the one the experiment's manifest names."),
+) -> None:
+    """Write a static HTML report of an experiment: results table, loss and learning-rate curves, metrics
+    over steps, base and final sample grids, DrawBench sheets, human grading, the manifest."""
+    from .report import build_report
+
+    with _run_errors("report"):
+        index = build_report(journal or _default_journal(), experiment, out_dir, blobs_uri=blobs)
+    out.print(f"wrote {index}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def cancel(
     experiment: str = typer.Argument(..., help="Experiment id."),
     journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
