@@ -126,3 +126,21 @@ def test_manifest_section(tmp_path, assets):
     path.write_text(head)
     with pytest.raises(ManifestError, match="suite drawbench needs eval.drawbench"):
         load_manifest(path)
+
+
+def test_orch_eval_writes_sheets_and_refuses_an_empty_category(assets, tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    # the CLI keeps the protocol (99 negatives, 10 chunks): 100 prompts, 5 x 2 images in the category
+    rows = ["Prompt,Category"] + [f"{n} red circles,Counting" for n in ("two", "three", "four", "five", "six")] \
+        + [f"a blue square number {i},Colors" for i in range(100)]
+    (tmp_path / "db.csv").write_text("\n".join(rows) + "\n")
+    args = ["eval", str(assets / "model"), "--suite", "drawbench", "--clip", str(assets / "clip"), "--drawbench",
+            str(tmp_path / "db.csv"), "--per-prompt", "2", "--steps", "2", "--format", "json"]
+    ok = CliRunner().invoke(app, [*args, "--categories", "Counting", "--sheets", str(tmp_path / "sheets")])
+    assert ok.exit_code == 0, ok.output
+    assert Image.open(tmp_path / "sheets" / "drawbench-counting.png").size == sheet_size(5, 2, 32)
+    bad = CliRunner().invoke(app, [*args, "--categories", "Counting,Nope"])
+    assert bad.exit_code == 2 and "db.csv" in bad.output and "'Nope'" in bad.output

@@ -577,7 +577,8 @@ def eval_(
                                  "the variant), file:// or az:// URI, or a blob key with --blobs."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="The same as SOURCE, e.g. a blob key "
                                    "(model prefix or trials/<id>/checkpoints/step-N.pt) with --blobs."),
-    suite: str = typer.Option(..., "--suite", help="Comma-separated: spatial, clip_r_precision, winoground, fid, fid_clip."),
+    suite: str = typer.Option(..., "--suite", help="Comma-separated: spatial, clip_r_precision, winoground, fid, fid_clip, "
+                              "drawbench."),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding the checkpoint, caches and tiny base."),
     base: str = typer.Option(None, "--base", help="Base model of a step-N.pt checkpoint (default: the base it records)."),
     samples: int = typer.Option(64, "--samples", min=1),
@@ -590,6 +591,11 @@ def eval_(
     fid_weights: str = typer.Option(None, "--fid-weights", help="pt_inception-2015-12-05-6726825d.pth (path or blob key)."),
     fid_reference: str = typer.Option(None, "--fid-reference", help="Reference statistics .npz (mu, sigma)."),
     winoground: str = typer.Option(None, "--winoground", help="Winoground directory (default: shapes-world pairs)."),
+    drawbench: str = typer.Option(None, "--drawbench", help="DrawBench CSV (path or blob key) for the drawbench suite."),
+    categories: str = typer.Option(None, "--categories", help="DrawBench categories, comma-separated "
+                                   "(default: Counting,Positional, the first seed paper's)."),
+    per_prompt: int = typer.Option(4, "--per-prompt", min=1, help="DrawBench images per prompt (paired noise)."),
+    sheets: Path = typer.Option(None, "--sheets", help="Write the DrawBench sheets here as PNG files."),
     journal: str = typer.Option(None, "--journal", help="Record the results in this journal (with --experiment, --trial, --step)."),
     experiment: str = typer.Option(None, "--experiment"),
     trial: str = typer.Option(None, "--trial"),
@@ -615,11 +621,18 @@ def eval_(
         ctx = build_context(checkpoint, store=open_store(blobs) if blobs else None, base=base,
                             samples=samples, seed=seed, steps=steps, guidance_scale=guidance, sampler=sampler.value,
                             best_of=best_of, clip=clip, fid_weights=fid_weights, fid_reference=fid_reference,
-                            winoground=winoground)
+                            winoground=winoground, drawbench=drawbench, drawbench_per_prompt=per_prompt,
+                            **({"drawbench_categories": tuple(c.strip() for c in categories.split(",") if c.strip())}
+                               if categories else {}))
         results = run_in_context(ctx, suite)
     except (MetricUnavailable, FIDWeightsError, FileNotFoundError, ValueError) as exc:
         err.print(f"orch eval: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
+    if sheets is not None:
+        for r in results:
+            for name, data in r.artifacts.items():
+                sheets.mkdir(parents=True, exist_ok=True)
+                (sheets / name).write_bytes(data)
     if journal:
         from .journal import open_journal
 

@@ -22,8 +22,9 @@ def _finite(xs: Sequence[int], ys: Sequence[float | None]) -> tuple[list[int], l
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, right: float = 0.97) -> Path:
+    # Fixed margins, not tight_layout: its text measuring doubled the time of a 16-trial report.
+    fig.subplots_adjust(left=0.09, right=right, bottom=0.16, top=0.88, wspace=0.28)
     fig.savefig(path, format="png", dpi=DPI)
     plt.close(fig)
     return path
@@ -48,8 +49,9 @@ def training_curves(trial: TrialReport, path: Path) -> Path:
 
 def metric_over_steps(metric: str, trials: Sequence[TrialReport], path: Path) -> Path:
     """One line per trial: the metric at each evaluated step, with its 95% interval where it has one."""
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    for t in trials:
+    fig, ax = plt.subplots(figsize=(9, max(3.4, 0.2 * len(trials) + 0.8)))
+    for i, t in enumerate(trials):
+        style = ("-", "--", ":")[i // 10 % 3]  # the colour cycle has 10: tell the 11th line from the 1st
         pts = [(e.step, e.metrics[metric]) for e in t.evaluations if metric in e.metrics]
         if not pts:
             continue
@@ -57,10 +59,9 @@ def metric_over_steps(metric: str, trials: Sequence[TrialReport], path: Path) ->
         ys = [m["value"] for _, m in pts]
         if all("ci_low" in m and "ci_high" in m for _, m in pts):
             err = [[y - m["ci_low"] for y, (_, m) in zip(ys, pts)], [m["ci_high"] - y for y, (_, m) in zip(ys, pts)]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=t.label)
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, ls=style, label=t.label)
         else:
-            ax.plot(xs, ys, marker="o", label=t.label)
+            ax.plot(xs, ys, marker="o", ls=style, label=t.label)
     ax.set(title=metric, xlabel="step")
-    if len(trials) <= 8:
-        ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside: lines stay visible
+    return _save(fig, path, right=0.7)
