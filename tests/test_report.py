@@ -133,7 +133,7 @@ def test_tallies_render_and_the_swap_is_whole(experiment, tmp_path):
     page = index.read_text()
     assert not (out / "stale.txt").exists()  # replaced whole
     assert "task g1" in page and "&lt;bob&gt;" in page and "0.410" in page and "0.700" in page
-    assert "no sample grids" in page  # no blob store given: said, not an error
+    assert "no sample grids" in page and "no blob store was given" in page  # said, not an error
 
 
 def test_unknown_experiment_is_exit_2(experiment, tmp_path):

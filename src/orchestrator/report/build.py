@@ -30,21 +30,22 @@ def _metrics(data: ReportData) -> list[str]:
     return sorted(m for m, s in steps.items() if len(s) > 1)
 
 
-def _copy_pictures(data: ReportData, store: Any, into: Path) -> dict[str, str]:
+def _copy_pictures(data: ReportData, store: Any, into: Path) -> tuple[dict[str, str], list[str]]:
     """The grids and sheets of each trial's base and final evaluation that the store holds:
-    blob key -> file name."""
+    (blob key -> file name, the keys it does not hold)."""
     from .page import ends
 
     keys = {k for t in data.trials for evals in (t.evaluations, [ev for ev in t.evaluations if ev.sheets])
             for _, ev in ends(evals) for k in [ev.grid, *ev.sheets.values()] if k}
-    files = {}
+    files, missing = {}, []
     for key in sorted(keys):
         if store is None or not store.exists(key):
+            missing.append(key)
             continue
         name = _name("img", key.removeprefix(f"experiments/{data.experiment_id}/grids/").removesuffix(".png"))
         store.get_file(key, into / name)
         files[key] = name
-    return files
+    return files, missing
 
 
 def write_report(data: ReportData, out_dir: Path, store: Any = None, tallies: Sequence[Any] | None = None) -> Path:
@@ -56,12 +57,16 @@ def write_report(data: ReportData, out_dir: Path, store: Any = None, tallies: Se
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        files = _copy_pictures(data, store, tmp)
+        files, missing = _copy_pictures(data, store, tmp)
+        notes = [] if not missing else [
+            f"{len(missing)} picture(s) the journal names are not shown: "
+            + ("no blob store was given (--blobs) and the manifest's is unknown" if store is None
+               else f"not in the blob store {store!r} (e.g. {missing[0]})")]
         curves = {t.trial_id: figures.training_curves(t, tmp / _name("curves", t.trial_id)).name
                   for t in data.trials if t.steps}
         metric_plots = {m: figures.metric_over_steps(m, data.trials, tmp / _name("metric", m)).name
                         for m in _metrics(data)}
-        (tmp / "index.html").write_text(render(data, files, curves, metric_plots, tallies), encoding="utf-8")
+        (tmp / "index.html").write_text(render(data, files, curves, metric_plots, tallies, notes), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep the folder from whoever it is sent to
         old = None
         if out_dir.exists():

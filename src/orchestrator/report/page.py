@@ -112,9 +112,9 @@ def _num(v: Any) -> str:
 
 
 def render(data: ReportData, files: dict[str, str], curves: dict[str, str], metric_plots: dict[str, str],
-           tallies: Sequence[Any] | None = None) -> str:
+           tallies: Sequence[Any] | None = None, notes: Sequence[str] = ()) -> str:
     """The page. `files`: blob key -> local file name; `curves`: trial -> its loss/lr plot;
-    `metric_plots`: metric -> its plot over steps."""
+    `metric_plots`: metric -> its plot over steps; `notes`: what the reader should know is missing."""
     curve_html = "".join(_img(curves[t.trial_id], f"{t.label} ({t.trial_id}, {t.status})")
                          for t in data.trials if t.trial_id in curves) \
         or '<p class="note">no step metrics journaled</p>'
@@ -126,6 +126,7 @@ def render(data: ReportData, files: dict[str, str], curves: dict[str, str], metr
 <style>{CSS}</style></head><body>
 <h1>{e(data.name)} <small>experiment {e(data.experiment_id)}</small></h1>
 <p>status: {e(data.status)} · {len(data.trials)} trial(s) · report written {e(when)}</p>
+{"".join(f'<p class="note warn">{e(n)}</p>' for n in notes)}
 <h2 id="results-table">Results</h2>{results_table(data)}
 <h2 id="training">Training: loss and learning rate</h2>{curve_html}
 <h2 id="metrics">Metrics over steps</h2>{metric_html}
