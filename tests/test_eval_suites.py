@@ -104,7 +104,7 @@ def test_prerequisites_fail_before_any_work(tmp_path):
         run_suites("x", ["fid"], fid_weights=str(tmp_path / "missing.pth"))
     with pytest.raises(MetricUnavailable, match="needs a checkpoint"):
         run_suites(None, ["spatial"])
-    with pytest.raises(MetricUnavailable, match="not implemented yet"):
+    with pytest.raises(MetricUnavailable, match="drawbench: needs a DrawBench CSV"):
         run_suites("x", ["drawbench"])
     with pytest.raises(MetricUnavailable, match="matching: needs a benchmark to read"):
         run_suites("x", ["matching"])

@@ -40,9 +40,8 @@ def test_each_suite_names_what_it_is_missing(tmp_path):
     assert "eval.samples must be at least 10" in message and "best_of 2 needs eval.clip" in message
 
 
-def test_suites_not_built_yet_and_missing_files_are_errors(tmp_path):
-    found = issues_of(write(tmp_path, "suites: [spatial, drawbench]\nclip: ./no-clip\nfid_weights: gone.pth\n"))
-    assert found["eval.suites"][0] == 7 and "drawbench are not implemented yet" in found["eval.suites"][1]
+def test_missing_files_are_errors(tmp_path):
+    found = issues_of(write(tmp_path, "suites: [spatial]\nclip: ./no-clip\nfid_weights: gone.pth\n"))
     assert found["eval.clip"][0] == 8 and "CLIP directory not found" in found["eval.clip"][1]
     assert found["eval.fid_weights"][0] == 9 and "FID weights file not found" in found["eval.fid_weights"][1]
 

@@ -387,6 +387,22 @@ def results(
 
 
 @app.command()
+def report(
+    experiment: str = typer.Argument(..., help="Experiment id."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write (replaced whole): index.html and PNGs."),
+    journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
+    blobs: str = typer.Option(None, "--blobs", help=BLOBS_HELP + " Default: the one the experiment's manifest names."),
+) -> None:
+    """Write a static HTML report of an experiment: results table, loss and learning-rate curves, metrics
+    over steps, base and final sample grids, DrawBench sheets, human grading, the manifest."""
+    from .report import build_report
+
+    with _run_errors("report"):
+        index = build_report(journal or _default_journal(), experiment, out_dir, blobs_uri=blobs)
+    out.print(f"wrote {index}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def cancel(
     experiment: str = typer.Argument(..., help="Experiment id."),
     journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
@@ -566,7 +582,8 @@ def eval_(
                                  "the variant), file:// or az:// URI, or a blob key with --blobs."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="The same as SOURCE, e.g. a blob key "
                                    "(model prefix or trials/<id>/checkpoints/step-N.pt) with --blobs."),
-    suite: str = typer.Option(..., "--suite", help="Comma-separated: spatial, clip_r_precision, winoground, fid, fid_clip."),
+    suite: str = typer.Option(..., "--suite", help="Comma-separated: spatial, clip_r_precision, winoground, fid, fid_clip, "
+                              "drawbench."),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding the checkpoint, caches and tiny base."),
     base: str = typer.Option(None, "--base", help="Base model of a step-N.pt checkpoint (default: the base it records)."),
     samples: int = typer.Option(64, "--samples", min=1),
@@ -579,6 +596,11 @@ def eval_(
     fid_weights: str = typer.Option(None, "--fid-weights", help="pt_inception-2015-12-05-6726825d.pth (path or blob key)."),
     fid_reference: str = typer.Option(None, "--fid-reference", help="Reference statistics .npz (mu, sigma)."),
     winoground: str = typer.Option(None, "--winoground", help="Winoground directory (default: shapes-world pairs)."),
+    drawbench: str = typer.Option(None, "--drawbench", help="DrawBench CSV (path or blob key) for the drawbench suite."),
+    categories: str = typer.Option(None, "--categories", help="DrawBench categories, comma-separated "
+                                   "(default: Counting,Positional, the first seed paper's)."),
+    per_prompt: int = typer.Option(4, "--per-prompt", min=1, help="DrawBench images per prompt (paired noise)."),
+    sheets: Path = typer.Option(None, "--sheets", help="Write the DrawBench sheets here as PNG files."),
     journal: str = typer.Option(None, "--journal", help="Record the results in this journal (with --experiment, --trial, --step)."),
     experiment: str = typer.Option(None, "--experiment"),
     trial: str = typer.Option(None, "--trial"),
@@ -604,11 +626,18 @@ def eval_(
         ctx = build_context(checkpoint, store=open_store(blobs) if blobs else None, base=base,
                             samples=samples, seed=seed, steps=steps, guidance_scale=guidance, sampler=sampler.value,
                             best_of=best_of, clip=clip, fid_weights=fid_weights, fid_reference=fid_reference,
-                            winoground=winoground)
+                            winoground=winoground, drawbench=drawbench, drawbench_per_prompt=per_prompt,
+                            **({"drawbench_categories": tuple(c.strip() for c in categories.split(",") if c.strip())}
+                               if categories else {}))
         results = run_in_context(ctx, suite)
     except (MetricUnavailable, FIDWeightsError, FileNotFoundError, ValueError) as exc:
         err.print(f"orch eval: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
+    if sheets is not None:
+        for r in results:
+            for name, data in r.artifacts.items():
+                sheets.mkdir(parents=True, exist_ok=True)
+                (sheets / name).write_bytes(data)
     if journal:
         from .journal import open_journal
 

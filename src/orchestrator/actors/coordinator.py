@@ -62,6 +62,7 @@ class Coordinator:
         self.suites = list(m.eval.suites)
         self.eval_every = m.eval.every
         self.live: dict[str, dict[str, Any]] = {}      # trial -> latest metrics and status
+        self.steps: dict[str, list[list[float]]] = {}  # trial -> [step, loss, lr] not journaled yet
         self.trainers: dict[str, Any] = {}             # trial -> trainer actor handle
         self.evaluator = None
         # The untrained base, evaluated once per distinct (model, eval) section among the trials.
@@ -80,8 +81,16 @@ class Coordinator:
         return self.plan.experiment_id
 
     def on_metrics(self, trial_id: str, metrics: dict) -> None:
+        history = metrics.pop("history", [])
         with self.lock:
             self.live.setdefault(trial_id, {}).update(metrics)
+            pending = self.steps.setdefault(trial_id, [])
+            pending += history
+            # Journaled in batches (at checkpoints and the last step), not one event per report.
+            flush = bool(metrics.get("checkpoint")) or metrics.get("step") == metrics.get("total_steps")
+            batch, self.steps[trial_id] = (pending, []) if flush and pending else ([], pending)
+        if batch:
+            self.rj.step_metrics(trial_id, batch)
 
     def on_notice(self, trial_id: str, kind: str, details: dict) -> None:
         """A fallback a trainer took: journaled (`warned`) and kept for the driver to print."""

@@ -4,7 +4,7 @@ It runs in its own process, so training never waits on it; the coordinator journ
 returns. The suites are `orchestrator.eval.suites`, the same code `orch eval` runs: this actor
 only picks the weights (base, checkpoint or exported model), maps the manifest's `eval` section
 to the suites' options, keeps the CLIP and Inception networks loaded between calls and saves a
-sample grid of the images the suites judged.
+sample grid of the images the suites judged (and the suites' sheets, `<label>-drawbench-*.png`).
 """
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
     from orchestrator.eval.suites import DEFAULT_EVAL_SEED, EvalOptions
 
     e, src = manifest.eval, manifest.data.eval
+    db = e.drawbench
+    drawbench = {} if db is None else {"drawbench": _resolve(db.file, base_dir), "drawbench_per_prompt": db.per_prompt,
+                                       **({"drawbench_categories": tuple(db.categories)} if db.categories else {})}
     return EvalOptions(
         samples=e.samples, best_of=e.best_of,
         eval_seed=src.seed if src is not None and src.seed is not None else DEFAULT_EVAL_SEED,
@@ -58,7 +61,7 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
         fid_reference=_resolve(e.fid_reference, base_dir), winoground=_resolve(e.winoground, base_dir),
         matching=src.model_dump(mode="json") if src is not None and "matching" in e.suites else None,
         matching_base_dir=str(base_dir) if base_dir is not None else None,
-        batch_size=64)
+        batch_size=64, **drawbench)
 
 
 def describe(source: dict) -> str:
@@ -99,7 +102,7 @@ class Evaluator:
         return out
 
     def _evaluate(self, manifest_json: dict, base_dir: str | None, source: dict, label: str):
-        from orchestrator.eval.suites import build_context, flatten_metrics, jsonable, run_in_context
+        from orchestrator.eval.suites import build_context, flatten_metrics, jsonable, run_in_context, store_artifacts
 
         manifest = Manifest.model_validate(manifest_json, context={"check_files": False})
         root = Path(base_dir) if base_dir else None
@@ -122,6 +125,7 @@ class Evaluator:
             image_grid(loaded["generated"][:GRID_IMAGES], cols=8).save(buf, format="PNG")
             grid_key = f"{self.grids_prefix}/{label}.png"
             self.store.put(grid_key, buf.getvalue())
+        store_artifacts(self.store, f"{self.grids_prefix}/{label}", results)  # DrawBench sheets, beside the grid
         return {"metrics": flatten_metrics(results), "grid": grid_key, "weights": describe(source),
                 "suites": [r.suite for r in results], "options": jsonable(asdict(options)),
                 "info": {r.suite: jsonable({**r.info, "wall_s": round(r.wall_s, 3)}) for r in results}}, results

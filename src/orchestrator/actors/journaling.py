@@ -56,6 +56,19 @@ class RunJournal:
         except IllegalTransition as exc:  # e.g. a late report about an attempt already requeued
             log.warning("dropping the evaluation of %s at step %d: %s", trial_id, step, exc)
 
+    def step_metrics(self, trial_id: str, points: list[list[float]]) -> None:
+        """Loss and learning rate per step ([step, loss, lr] rows), keyed by the steps they cover."""
+        from orchestrator.eval.results import jsonable
+
+        cols = jsonable({"steps": [int(p[0]) for p in points], "loss": [p[1] for p in points],
+                         "lr": [p[2] for p in points]})
+        key = (f"{self.eid}/{trial_id}/step_metrics/{cols['steps'][0]}-{cols['steps'][-1]}"
+               f"/attempt-{self.trial(trial_id).attempts}")
+        try:
+            self._annotate(Event.for_trial(self.eid, trial_id, EventKind.STEP_METRICS, key, **cols))
+        except JournalConflict as exc:  # the same steps again with other bits (a replay): keep the first
+            log.warning("%s", exc)
+
     def preempted(self, trial_id: str, step: int, checkpoint: str | None) -> None:
         key = f"{self.eid}/{trial_id}/preempted/{step}/attempt-{self.trial(trial_id).attempts}"
         self._annotate(Event.for_trial(self.eid, trial_id, EventKind.PREEMPTED, key, step=step,

@@ -170,7 +170,7 @@ def select_metrics(table: ResultsTable, patterns: list[str] | None) -> ResultsTa
                                                                        for p in patterns)])
 
 
-def _fmt_cell(row: Row, column: str) -> str:
+def format_cell(row: Row, column: str) -> str:
     cell = row.cell(column)
     if cell is None:
         return "-"
@@ -181,17 +181,17 @@ def _fmt_cell(row: Row, column: str) -> str:
     return f"{mean:.3f}" if ci is None else f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def _header(table: ResultsTable, column: str) -> str:
+def column_header(table: ResultsTable, column: str) -> str:
     """The column name, with the sample count when every row's value rests on the same number."""
     ns = {r.samples(column) for r in table.rows if column in r.values}
     return f"{column} n={ns.pop()}" if len(ns) == 1 and None not in ns else column
 
 
-def _fmt_field(v: Any) -> str:
+def format_field(v: Any) -> str:
     return format(v, "g") if isinstance(v, float) else str(v)
 
 
-def _status(row: Row) -> str:
+def row_status(row: Row) -> str:
     kinds = list(dict.fromkeys(row.statuses))
     return kinds[0] if len(kinds) == 1 else ",".join(f"{row.statuses.count(k)} {k}" for k in kinds)
 
@@ -201,7 +201,7 @@ def to_records(table: ResultsTable) -> list[dict[str, Any]]:
     for row in table.rows:
         rec: dict[str, Any] = dict(row.fields)
         rec["trials"] = row.trials
-        rec["status"] = _status(row)
+        rec["status"] = row_status(row)
         rec["errors"] = row.errors
         for col in table.metrics:
             cell = row.cell(col)
@@ -224,7 +224,7 @@ def render_csv(table: ResultsTable) -> str:
         header += [f"{col} mean", f"{col} std", f"{col} samples", f"{col} ci_low", f"{col} ci_high"]
     w.writerow(header)
     for row in table.rows:
-        line = [_fmt_field(row.fields[k]) for k in table.swept] + [len(row.trials), _status(row),
+        line = [format_field(row.fields[k]) for k in table.swept] + [len(row.trials), row_status(row),
                                                                    " | ".join(row.errors)]
         for col in table.metrics:
             cell = row.cell(col)
@@ -248,13 +248,13 @@ def render_rich(table: ResultsTable):
     t.add_column("n", justify="right", no_wrap=True)
     t.add_column("status", no_wrap=True)
     for col in table.metrics:
-        t.add_column(_header(table, col), justify="right", no_wrap=True)
+        t.add_column(column_header(table, col), justify="right", no_wrap=True)
     errors = any(row.errors for row in table.rows)
     if errors:
         t.add_column("error", no_wrap=True)
     for row in table.rows:
-        t.add_row(*[_fmt_field(row.fields[k]) for k in table.swept], str(len(row.trials)), _status(row),
-                  *[_fmt_cell(row, c) for c in table.metrics], *(["; ".join(row.errors)] if errors else []))
+        t.add_row(*[format_field(row.fields[k]) for k in table.swept], str(len(row.trials)), row_status(row),
+                  *[format_cell(row, c) for c in table.metrics], *(["; ".join(row.errors)] if errors else []))
     return t
 
 
@@ -350,7 +350,7 @@ def render_paired(tests: list[PairedTest], width: int = 1000) -> str:
     for col in ("metric", "a", "b", "a correct", "b correct", "only a", "only b", "p"):
         t.add_column(col, no_wrap=True, justify="left" if col in ("metric", "a", "b") else "right")
     for x in tests:
-        t.add_row(*[_fmt_field(x.fields[k]) for k in shared], x.metric, _fmt_field(x.a), _fmt_field(x.b),
+        t.add_row(*[format_field(x.fields[k]) for k in shared], x.metric, format_field(x.a), format_field(x.b),
                   f"{x.a_correct}/{x.n}", f"{x.b_correct}/{x.n}", str(x.only_a), str(x.only_b), f"{x.p_value:.3g}")
     console = Console(width=width, record=True, file=io.StringIO())
     console.print(t)

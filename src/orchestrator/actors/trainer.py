@@ -45,6 +45,7 @@ class Trainer:
         self.manifest_path, self.trial_id, self.reporter = manifest_path, trial_id, reporter
         self.blobs_uri, self.num_threads, self.planner = blobs_uri, num_threads, planner
         self._last_report = self._last_shard_report = 0.0
+        self._history: list[list[float]] = []  # [step, loss, lr] of every step since the last report
         self._stop = threading.Event()  # set by `preempt` (another actor thread: max_concurrency=2)
         # The run that owns this trial: once it is gone, nothing more is written (no checkpoint,
         # no report) and training stops at the next step boundary.
@@ -66,9 +67,11 @@ class Trainer:
         if self.reporter is None or (self.owner is not None and self.owner.gone):
             return
         now = time.monotonic()
+        self._history.append([m.step, m.loss, m.lr])  # every step: reports are throttled, curves are not
         if m.checkpoint or m.step == m.total_steps or now - self._last_report >= REPORT_EVERY_S:
             self._last_report = now
-            self.reporter.on_metrics.remote(self.trial_id, {**m.as_dict(), "pid": os.getpid()})
+            history, self._history = self._history, []
+            self.reporter.on_metrics.remote(self.trial_id, {**m.as_dict(), "pid": os.getpid(), "history": history})
         for step, key in m.checkpoints:  # landed in the store: safe to journal
             info = open_store(self.blobs_uri).info(key)
             self.reporter.on_checkpoint.remote(self.trial_id, step, key, info.sha256, info.size)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from orchestrator.data.loaders.drawbench import SEED_PAPER_CATEGORIES
 from orchestrator.manifest.schema import R_PRECISION_CHUNKS
 from orchestrator.models.loading import LoadedModel, load_model
 from orchestrator.storage.location import resolve_location, strip_file_scheme
@@ -48,10 +49,15 @@ class EvalOptions:
     winoground_scenes: int = 500        # shapes scenes (eval_seed) whose pairs make the default set
     matching: dict | None = None        # the matching suite's benchmark: a DataSource (data.eval) as JSON
     matching_base_dir: str | None = None  # where that source's relative root resolves
+    drawbench: str | None = None        # DrawBench CSV: a path (file, or directory holding one) or blob key
+    drawbench_categories: tuple[str, ...] = SEED_PAPER_CATEGORIES
+    drawbench_per_prompt: int = 4       # K images per DrawBench prompt, paired noise across models
     device: str | None = None           # default: cuda when available
 
     def __post_init__(self) -> None:
-        for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks"):
+        object.__setattr__(self, "drawbench_categories", tuple(self.drawbench_categories))
+        for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks",
+                     "drawbench_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 

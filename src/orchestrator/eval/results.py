@@ -28,10 +28,27 @@ class SuiteResult:
     metrics: list[MetricValue]
     info: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    # Files for people (DrawBench sheets), name -> PNG bytes: stored by whoever holds the blob store
+    # (store_artifacts), never in the journal itself.
+    artifacts: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"suite": self.suite, "metrics": [asdict(m) for m in self.metrics], "info": self.info,
                 "wall_s": self.wall_s}
+
+
+def store_artifacts(store: Any, prefix: str, results: Sequence[SuiteResult]) -> dict[str, dict[str, str]]:
+    """Put each result's artifacts at `<prefix>-<name>` (prefix: where the evaluation's sample grid
+    goes, less its `.png`) and record the keys in the suite's info under "artifacts"."""
+    keys: dict[str, dict[str, str]] = {}
+    for r in results:
+        for name, data in r.artifacts.items():
+            key = f"{prefix}-{name}"
+            store.put(key, data)
+            keys.setdefault(r.suite, {})[name] = key
+        if r.suite in keys:
+            r.info["artifacts"] = keys[r.suite]
+    return keys
 
 
 def flatten_metrics(results: Sequence[SuiteResult]) -> dict[str, float]:

@@ -18,12 +18,12 @@ from dataclasses import fields, replace
 from typing import Any, Protocol, Sequence
 
 from .context import DEFAULT_EVAL_SEED, EvalContext, EvalOptions, HeldOut
-from .results import MetricUnavailable, MetricValue, SuiteResult, flatten_metrics, jsonable
+from .results import MetricUnavailable, MetricValue, SuiteResult, flatten_metrics, jsonable, store_artifacts
 from .spatial import score_spatial
 
 __all__ = ["DEFAULT_EVAL_SEED", "EvalContext", "EvalOptions", "HeldOut", "MetricUnavailable", "MetricValue",
            "Suite", "SuiteResult", "build_context", "flatten_metrics", "get_suite", "jsonable", "parse_suites",
-           "run_in_context", "run_suites"]
+           "run_in_context", "run_suites", "store_artifacts"]
 
 
 class Suite(Protocol):
@@ -75,13 +75,11 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "fid": ("orchestrator.eval.fid", "FIDSuite"),
     "fid_clip": ("orchestrator.eval.fid", "FIDClipSuite"),
     "matching": ("orchestrator.eval.matching", "MatchingSuite"),
+    "drawbench": ("orchestrator.eval.drawbench", "DrawBenchSuite"),
 }
-NOT_YET = {"drawbench": "DrawBench generation sheets"}
 
 
 def get_suite(name: str) -> Suite:
-    if name in NOT_YET:
-        raise MetricUnavailable(f"suite {name!r} ({NOT_YET[name]}) is not implemented yet")
     if name not in REGISTRY:
         raise ValueError(f"unknown suite {name!r}; known suites: {', '.join(REGISTRY)}")
     module, cls = REGISTRY[name]
@@ -92,7 +90,7 @@ def parse_suites(names: str | Sequence[str]) -> list[str]:
     """'spatial,fid' or a list -> distinct names in order (validated)."""
     items = [s.strip() for s in (names.split(",") if isinstance(names, str) else names) if s.strip()]
     for s in items:
-        if s not in REGISTRY and s not in NOT_YET:
+        if s not in REGISTRY:
             raise ValueError(f"unknown suite {s!r}; known suites: {', '.join(REGISTRY)}")
     return list(dict.fromkeys(items))
 

@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     FAILED = "failed"
     WARNED = "warned"  # a fallback the runtime took (a damaged checkpoint skipped, a restart from 0)
     PREEMPTED = "preempted"  # stopped on request at a checkpointed step; `orch resume` continues it
+    STEP_METRICS = "step_metrics"  # loss and learning rate of a run of steps (report curves)
     # both scopes
     CANCELLED = "cancelled"
     DONE = "done"
@@ -48,6 +49,7 @@ TRIAL_KINDS: frozenset[EventKind] = frozenset(
         EventKind.FAILED,
         EventKind.WARNED,
         EventKind.PREEMPTED,
+        EventKind.STEP_METRICS,
         EventKind.CANCELLED,
         EventKind.DONE,
     }

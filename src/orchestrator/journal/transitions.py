@@ -52,15 +52,16 @@ TRIAL_ALLOWED: dict[TrialStatus, frozenset[K]] = {
     T.PENDING: frozenset({K.QUEUED, K.CANCELLED}),
     T.QUEUED: frozenset({K.RUNNING, K.CANCELLED}),
     T.RUNNING: frozenset(
-        {K.CHECKPOINTED, K.EVALUATED, K.EVALUATING, K.WARNED, K.PREEMPTED, K.DONE, K.FAILED, K.CANCELLED,
-         K.QUEUED}
+        {K.CHECKPOINTED, K.EVALUATED, K.EVALUATING, K.WARNED, K.PREEMPTED, K.STEP_METRICS, K.DONE, K.FAILED,
+         K.CANCELLED, K.QUEUED}
     ),
-    T.EVALUATING: frozenset({K.EVALUATED, K.WARNED, K.DONE, K.FAILED, K.CANCELLED, K.QUEUED}),
-    T.DONE: frozenset({K.EVALUATED}),
+    # Step metrics travel apart from the trainer's result: the last batch may land after it.
+    T.EVALUATING: frozenset({K.EVALUATED, K.WARNED, K.STEP_METRICS, K.DONE, K.FAILED, K.CANCELLED, K.QUEUED}),
+    T.DONE: frozenset({K.EVALUATED, K.STEP_METRICS}),
     T.FAILED: frozenset({K.QUEUED}),
     T.CANCELLED: frozenset({K.QUEUED}),
 }
-# Kinds absent here (checkpointed, evaluated, warned, preempted) annotate without changing the status:
+# Kinds absent here (checkpointed, evaluated, warned, preempted, step_metrics) annotate without changing the status:
 # a preempted trial stays "running" in the journal, which `orch resume` requeues like a lost one.
 TRIAL_TARGET: dict[K, TrialStatus] = {
     K.QUEUED: T.QUEUED,

@@ -372,17 +372,35 @@ class ResourcesSpec(Section):
 
 # What each suite needs from the eval section; checked when the manifest loads, so a sweep never
 # trains for an hour and then finds its metric cannot be computed.
-SUITE_NEEDS = {"clip_r_precision": "clip", "fid_clip": "clip", "fid": "fid_weights"}
+SUITE_NEEDS = {"clip_r_precision": "clip", "fid_clip": "clip", "fid": "fid_weights", "drawbench": "clip"}
 # Suites that score captions against images: with the model when it is a matcher, else with
 # eval.clip (the capability table in models/registry.py checks which, since it knows the variant).
 SCORER_SUITES = ("winoground", "matching")
 # Benchmarks a matcher trains on and the matching suite reads: text choices, and the image choices
 # of ComVG and of its shapes-world miniature (shapes-comvg, generated: `n` scenes).
 MATCHING_KINDS = CHOICE_KINDS + ("comvg", "shapes-comvg")
-SUITES_NOT_YET = ("drawbench",)
 R_PRECISION_CHUNKS = 10  # Park et al.'s protocol; orchestrator.eval.suites takes it from here
 EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",
                "fid_reference": "FID reference statistics", "winoground": "Winoground directory"}
+
+
+class DrawBenchSpec(Section):
+    """The drawbench suite's options: where its CSV is, which categories, K images per prompt."""
+    file: str                         # DrawBench CSV (Prompts|Prompt, Category): a path or blob key
+    categories: list[str] | None = None  # None: the suite's default, the first seed paper's two
+    per_prompt: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @field_validator("file")
+    @classmethod
+    def _file_exists(cls, v: str, info: ValidationInfo) -> str:
+        return _check_exists(v, info, "DrawBench CSV")
+
+    @field_validator("categories")
+    @classmethod
+    def _some_categories(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or any(not c.strip() for c in v)):
+            raise ValueError("categories must name at least one category, none empty")
+        return v
 
 
 class EvalSpec(Section):
@@ -394,15 +412,13 @@ class EvalSpec(Section):
     fid_weights: str | None = None    # pt_inception-2015-12-05-6726825d.pth, local path or blob URI
     fid_reference: str | None = None  # reference statistics .npz (mu, sigma); else computed and cached
     winoground: str | None = None     # a Winoground-layout directory; default: shapes-world pairs
+    drawbench: DrawBenchSpec | None = None  # the drawbench suite's CSV, categories, images per prompt
 
     @field_validator("suites")
     @classmethod
     def _unique_suites(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("suites must be distinct")
-        later = [s for s in v if s in SUITES_NOT_YET]
-        if later:
-            raise ValueError(f"suite(s) {', '.join(later)} are not implemented yet")
         return v
 
     @field_validator("clip", "fid_weights", "fid_reference", "winoground")
@@ -417,6 +433,8 @@ class EvalSpec(Section):
         if "clip_r_precision" in self.suites and self.samples < R_PRECISION_CHUNKS:
             missing.append(f"suite clip_r_precision reports mean ± std over {R_PRECISION_CHUNKS} chunks: "
                            f"eval.samples must be at least {R_PRECISION_CHUNKS}, got {self.samples}")
+        if "drawbench" in self.suites and self.drawbench is None:
+            missing.append("suite drawbench needs eval.drawbench: {file: CSV, categories: [...], per_prompt: K}")
         if self.best_of > 1 and self.clip is None:
             missing.append(f"best_of {self.best_of} needs eval.clip (the CLIP that picks the best image)")
         if missing:

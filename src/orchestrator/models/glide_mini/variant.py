@@ -23,7 +23,7 @@ INFO = VariantInfo(
     name="glide_mini",
     kind="generator",
     trains_on=IMAGE_TEXT_KINDS,
-    suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip"),
+    suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "drawbench"),
     pipeline_classes=("GlideMiniPipeline",),
     tiny_base="models/tiny-glide-mini-base",
 )

@@ -23,7 +23,7 @@ INFO = VariantInfo(
     name="sd",
     kind="generator",
     trains_on=IMAGE_TEXT_KINDS,
-    suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip"),
+    suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "drawbench"),
     pipeline_classes=("StableDiffusionPipeline",),
     tiny_base="models/tiny-sd-base",
 )
