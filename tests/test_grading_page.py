@@ -42,7 +42,7 @@ def task(tmp_path_factory, torch_one_thread):
     assert built.exit_code == 0, built.stderr
     doc = json.loads(built.stdout)
     assert doc["models"] == ["base", tid] and doc["items"] == 3
-    return {"url": url, "id": doc["task_id"], "trial": tid, "models": doc["models"]}
+    return {"url": url, "blobs": blobs, "eid": eid, "id": doc["task_id"], "trial": tid, "models": doc["models"]}
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +247,9 @@ def test_two_graders_grade_through_the_page(task, server, artifacts_dir):
     assert "kappa 0.333" in table.stdout and "n = 3 items" in table.stdout
     csv = runner.invoke(app, ["grade", "results", task["id"], "--journal", task["url"], "--format", "csv"])
     assert csv.stdout.splitlines()[1].startswith("base,6,0.500,")
+    # the experiment's report carries the same tallies, found through the journal
+    out = task["url"].removeprefix("sqlite:///").rsplit("/", 1)[0] + "/report"
+    rep = runner.invoke(app, ["report", task["eid"], "--out", out, "--journal", task["url"], "--blobs", str(task["blobs"])])
+    assert rep.exit_code == 0, rep.stderr
+    html = (Path(out) / "index.html").read_text()
+    assert f"task {task['id']}" in html and "agreement (κ): 0.333" in html and "no-grading" not in html

@@ -85,9 +85,14 @@ def build_report(journal_url: str, experiment_id: str, out_dir: str | Path, *, b
                  tallies: Sequence[Any] | None = None) -> Path:
     """Read the experiment from the journal (UnknownExperiment if absent) and its pictures from the
     blob store (`blobs_uri`; None: the one its manifest names, if that file is still there), write
-    the report; returns index.html's path. `tallies`: human grading (eval.grading), None: none yet."""
+    the report; returns index.html's path. `tallies`: human grading (eval.grading.GradingTally);
+    None: every grading task in the journal with a model of this experiment."""
+    from orchestrator.eval.grading import experiment_tallies
+
     with open_journal(journal_url, create=False) as journal:
         data = collect(journal, experiment_id)
+        if tallies is None:
+            tallies = experiment_tallies(journal, experiment_id)
     store = _store(blobs_uri, data)
     return write_report(data, Path(out_dir), store, tallies)
 
