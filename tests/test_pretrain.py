@@ -43,3 +43,20 @@ def test_pretrain_init_continues_a_base_keeping_its_vae(tmp_path):
     assert module_hash(more.vae) == module_hash(first.vae) and more.latent_scale == first.latent_scale
     assert module_hash(more.unet) != module_hash(first.unet)
     assert module_hash(more.text_encoder) != module_hash(first.text_encoder)
+
+
+def test_pretrain_init_with_a_new_denoiser_size(tmp_path):
+    """--init DIR --denoiser small: DIR's VAE under a new, wider U-Net and text encoder."""
+    import pytest
+    from orchestrator.models.sd.pipeline import module_hash
+
+    torch.set_num_threads(1)
+    first = load_components(pretrain_base(tmp_path / "a", tmp_path / "data", steps=1, n=16, batch_size=8))
+    small = load_components(pretrain_base(tmp_path / "b", tmp_path / "data", steps=1, n=16, batch_size=8,
+                                          init=tmp_path / "a", denoiser="small"))
+    assert module_hash(small.vae) == module_hash(first.vae)
+    assert list(small.unet.config.block_out_channels) == [64, 128] and small.text_encoder.config.hidden_size == 64
+    assert small.unet.config.cross_attention_dim == 64
+    with pytest.raises(ValueError, match="unknown denoiser size 'huge'"):
+        pretrain_base(tmp_path / "c", tmp_path / "data", steps=1, n=16, batch_size=8, init=tmp_path / "a",
+                      denoiser="huge")

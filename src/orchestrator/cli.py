@@ -507,8 +507,10 @@ def pretrain(
     ema_decay: float = typer.Option(None, "--ema-decay", help="Save an EMA of the denoiser's weights."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads (deterministic kernels)."),
     variant: str = typer.Option("sd", "--variant", help="Model variant whose tiny base to build (sd, glide_mini)."),
-    init: Path = typer.Option(None, "--init", help="SD base directory to continue: its VAE kept, its denoiser "
-                              "trained --steps more."),
+    init: Path = typer.Option(None, "--init", help="SD base directory to build on: its VAE kept, its denoiser "
+                              "trained --steps more (or a new one, with --denoiser)."),
+    denoiser: str = typer.Option(None, "--denoiser", help="SD denoiser size (tiny, small): a new U-Net and text "
+                                 "encoder of that size. Default: tiny, or --init's own."),
 ) -> None:
     """Pretrain a variant's tiny shapes-world base on generic captions (SD: VAE, then text encoder
     and U-Net; GLIDE-mini: text transformer and U-Net, in pixel space)."""
@@ -527,7 +529,7 @@ def pretrain(
             set_deterministic(threads)
         where = pretrain_base(prefix, data_dir, steps=steps, seed=seed, n=n, size=size,
                               vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
-                              ema_decay=ema_decay, variant=variant, init=init)
+                              ema_decay=ema_decay, variant=variant, init=init, denoiser=denoiser)
     out.print(f"[green]saved[/] tiny {variant} base to {blobs} at {where}")
 
 

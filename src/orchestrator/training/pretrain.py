@@ -28,7 +28,7 @@ from orchestrator.models.common.diffusion import diffusion_loss, training_target
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.registry import get_variant
 from orchestrator.models.sd.latent_cache import encode_latents
-from orchestrator.models.sd.pipeline import SDComponents, build_tiny, load_components, save_components
+from orchestrator.models.sd.pipeline import SDComponents, build_tiny, fresh_denoiser, load_components, save_components
 from orchestrator.models.sd.variant import INFO as SD_INFO
 from orchestrator.models.common.shapes_tokenizer import tokenize
 
@@ -171,32 +171,40 @@ def pretrain_base(
     on_metrics: MetricsCallback | None = None,
     variant: str = "sd",
     init: str | Path | None = None,
+    denoiser: str | None = None,
     **recipe,
 ) -> str:
     """Pretrain the variant's tiny base and save it: to directory `out`, or to blob prefix `out` if
     a store is given (the trainer looks for it at the variant's `INFO.tiny_base`). Returns where it
     went. `recipe`: the denoiser's ema_decay (DenoiserStep).
 
-    `init`: an SD base directory to continue instead of starting from scratch: its VAE and latent
-    scale are kept as they are (no VAE stage) and its U-Net and text encoder train `steps` more.
-    Why: a longer from-scratch build retrains the VAE too, and a worse VAE (measured: 3x the
-    reconstruction error at the same 400 steps) undoes what the longer denoiser stage gains."""
+    `init`: an SD base directory to build on instead of starting from scratch: its VAE, latent scale
+    and tokenizer are kept as they are (no VAE stage), and its U-Net and text encoder train `steps`
+    more, or, with `denoiser` (a tiny_config size: tiny, small), a new denoiser of that size trains
+    from scratch. Why: a from-scratch build retrains the VAE too, and a worse VAE (measured: 3x the
+    reconstruction error at the same 400 steps) undoes what the longer denoiser stage gains.
+    Without `init`, `denoiser` sets the size of the from-scratch build's denoiser."""
     torch.manual_seed(seed)
     data = _data(data_dir, n, seed, size)
     v = get_variant(variant)
     if hasattr(v, "pretrain_options"):
         if store is None:
             raise ValueError(f"pretraining {variant} runs the generic trainer, which checkpoints to a blob store")
-        if init is not None:
-            raise ValueError(f"--init: continuing a base is implemented for sd's staged pretraining, not {variant}")
+        if init is not None or denoiser is not None:
+            raise ValueError(f"--init/--denoiser: implemented for sd's staged pretraining, not {variant}")
         return _pretrain_objective(v, out, data, steps, batch_size, lr, seed, size, store, on_metrics, **recipe)
     if init is not None:
         c = load_components(init)
         vae_loss, scale = float("nan"), c.latent_scale
-        # A fresh batch order and noise stream: replaying the first stage's seed would repeat its draws.
-        loss = train_denoiser(c, data, steps, batch_size, lr, seed + 1, on_metrics=on_metrics, **recipe)
+        if denoiser is not None:
+            c = fresh_denoiser(c, seed, denoiser)
+        # Continuing draws a fresh batch order and noise: replaying the first build's seed would repeat its draws.
+        loss = train_denoiser(c, data, steps, batch_size, lr, seed if denoiser else seed + 1, on_metrics=on_metrics,
+                              **recipe)
     else:
         c = build_tiny(seed, size, data.captions)
+        if denoiser is not None:
+            c = fresh_denoiser(c, seed, denoiser)
         vae_loss = train_vae(c, data, steps if vae_steps is None else vae_steps, batch_size, vae_lr, seed)
         scale = fit_latent_scale(c, data)
         loss = train_denoiser(c, data, steps, batch_size, lr, seed, on_metrics=on_metrics, **recipe)

@@ -109,6 +109,19 @@ def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | N
     return SDComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
+def fresh_denoiser(c: SDComponents, seed: int, size: str = "tiny") -> SDComponents:
+    """`c` with a newly initialised text encoder and U-Net of a tiny_config denoiser size; its VAE,
+    latent scale, tokenizer and schedule kept. The same seed gives bitwise the same weights."""
+    ids = c.tokenizer.convert_tokens_to_ids
+    tcfg = tiny_config.text_config(len(c.tokenizer), ids(c.tokenizer.pad_token), ids(c.tokenizer.bos_token),
+                                   ids(c.tokenizer.eos_token), size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**tcfg))
+        unet = UNet2DConditionModel(**tiny_config.unet_config(c.vae.config.sample_size, tcfg["hidden_size"], size))
+    return SDComponents(unet=unet, vae=c.vae, text_encoder=text_encoder, tokenizer=c.tokenizer, scheduler=c.scheduler)
+
+
 def load_components(source: str | Path, store=None, dtype: torch.dtype | None = None) -> SDComponents:
     """Load a diffusers-format SD directory, offline: a local directory (or file:// URI), an
     az:// URI, or a blob prefix in `store` (e.g. 'models/tiny-sd-base'), downloaded first."""

@@ -40,7 +40,28 @@ def vae_config(resolution: int = 32) -> dict[str, Any]:
     }
 
 
-def unet_config(resolution: int = 32, cross_attention_dim: int = 32) -> dict[str, Any]:
+# Denoiser widths: "tiny" for tests and sweeps that only exercise code paths; "small" for a base
+# that must draw what it is asked. Why a second size: the demo base's tiny denoiser plateaued at
+# object accuracy 0.38-0.40 from 7,000 to 14,500 steps (200 held-out prompts) while its VAE alone
+# round-trips the real scenes at 0.855, and train-set prompts score like held-out ones (0.37), so
+# width, not data or steps, limits it. "small" is wider, attends to the text at both resolutions
+# (binding colours to shapes is what fails most) and has a wider text encoder.
+DENOISER_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"unet": {}, "text": {}},
+    "small": {"unet": {"block_out_channels": [64, 128], "down_block_types": ["CrossAttnDownBlock2D"] * 2,
+                       "up_block_types": ["CrossAttnUpBlock2D"] * 2},
+              "text": {"hidden_size": 64, "intermediate_size": 128, "projection_dim": 64}},
+}
+
+
+def denoiser_size(name: str) -> dict[str, Any]:
+    try:
+        return DENOISER_SIZES[name]
+    except KeyError:
+        raise ValueError(f"unknown denoiser size {name!r}; sizes: {', '.join(DENOISER_SIZES)}") from None
+
+
+def unet_config(resolution: int = 32, cross_attention_dim: int = 32, size: str = "tiny") -> dict[str, Any]:
     return {
         "sample_size": resolution // 4,
         "in_channels": 4,
@@ -52,10 +73,11 @@ def unet_config(resolution: int = 32, cross_attention_dim: int = 32) -> dict[str
         "cross_attention_dim": cross_attention_dim,
         "attention_head_dim": 8,
         "norm_num_groups": 8,
+        **denoiser_size(size)["unet"],
     }
 
 
-def text_config(vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> dict[str, Any]:
+def text_config(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, size: str = "tiny") -> dict[str, Any]:
     return {
         "vocab_size": vocab_size,
         "hidden_size": 32,
@@ -67,4 +89,5 @@ def text_config(vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> dict[
         "bos_token_id": bos_id,
         "eos_token_id": eos_id,
         "projection_dim": 32,
+        **denoiser_size(size)["text"],
     }
