@@ -28,7 +28,7 @@ from .evaluator import EvaluatorActor
 from .journaling import RunJournal
 from .ownership import Ownership, adopt, kept
 from .plan import SweepPlan, plan_sweep
-from .trainer import TrainerActor, TrainerGroup  # both light: the ML core loads in their own processes
+from .trainer import TrainerActor, TrainerGroup, trial_resources  # all light: the ML core loads in their own processes
 
 log = logging.getLogger(__name__)
 JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel
@@ -88,6 +88,12 @@ class Coordinator:
         self.rj.warned(trial_id, kind, details)
         with self.lock:
             self.notice_log.append({"trial_id": trial_id, "kind": kind, **details})
+
+    def on_placed(self, trial_id: str, where: dict) -> None:
+        """A trainer process of the trial started (node, GPUs, device): journaled (`placed`)."""
+        self.rj.placed(trial_id, where)
+        with self.lock:
+            self.live.setdefault(trial_id, {}).update(node=where["node_id"], device=where["device"])
 
     def notices(self, since: int = 0) -> list[dict]:
         with self.lock:
@@ -180,9 +186,7 @@ class Coordinator:
 
     def _resources(self) -> dict[str, float]:
         r = self.plan.loaded.manifest.resources
-        if r.gpus_per_trial > 0:
-            return {"num_gpus": 1, "num_cpus": r.cpus_per_trial}
-        return {"num_cpus": r.cpus_per_trial}
+        return trial_resources(r.gpus_per_trial, r.cpus_per_trial)
 
     def _slots(self) -> int:
         r = self.plan.loaded.manifest.resources

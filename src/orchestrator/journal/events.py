@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     FAILED = "failed"
     WARNED = "warned"  # a fallback the runtime took (a damaged checkpoint skipped, a restart from 0)
     PREEMPTED = "preempted"  # stopped on request at a checkpointed step; `orch resume` continues it
+    PLACED = "placed"  # where a trainer process runs: node, assigned GPUs, device (each start and restart)
     # both scopes
     CANCELLED = "cancelled"
     DONE = "done"
@@ -48,6 +49,7 @@ TRIAL_KINDS: frozenset[EventKind] = frozenset(
         EventKind.FAILED,
         EventKind.WARNED,
         EventKind.PREEMPTED,
+        EventKind.PLACED,
         EventKind.CANCELLED,
         EventKind.DONE,
     }

@@ -42,6 +42,7 @@ def train_trial(
     restart_missing: bool = False,
     stop=None,
     guard=None,
+    device: str | None = None,
 ) -> TrainResult:
     """Train one trial (id, unique id prefix, or index in plan order) to its end or `max_steps`.
 
@@ -52,7 +53,8 @@ def train_trial(
     takes; `expect_checkpoint` (the journal's newest checkpoint step) turns "no checkpoint left"
     into an error unless `restart_missing` (see Trainer.resume). `stop()`, asked at every step
     boundary, preempts: checkpoint there and return (`preempted`). `guard()`, asked at every
-    step boundary of every rank, raises to stop at once without writing anything more.
+    step boundary of every rank, raises to stop at once without writing anything more. `device`
+    (the trainer actor's `choose_device`) defaults to CUDA when the process sees one.
     """
     loaded = load_checked_manifest(manifest_path)
     trial = _pick(expand(loaded), trial_id, manifest_path)
@@ -68,11 +70,11 @@ def train_trial(
                        options=m.model.options, origin=origin, use_cache=use_cache, on_metrics=on_metrics,
                        progress=progress and (dist is None or dist.is_main), distributed=dist,
                        on_notice=on_notice, expect_checkpoint=expect_checkpoint, restart_missing=restart_missing,
-                       stop=stop, guard=guard)
+                       stop=stop, guard=guard, device=device)
 
     if distributed is None:
         return trainer(None).run(max_steps)
-    init_process_group(distributed)  # one rank of a data-parallel group: see distributed.py
+    init_process_group(distributed, device)  # one rank of a data-parallel group: see distributed.py
     try:
         return trainer(distributed).run(max_steps)
     finally:
