@@ -31,7 +31,7 @@ from .plan import SweepPlan, plan_sweep
 from .trainer import TrainerActor, TrainerGroup, trial_resources  # all light: the ML core loads in their own processes
 
 log = logging.getLogger(__name__)
-JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel
+JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel (and the cluster's size)
 
 
 @dataclass
@@ -333,6 +333,7 @@ class Coordinator:
                 last_poll = time.monotonic()
                 if self._externally_cancelled():
                     self.cancel_requested.set()
+                slots = self._slots()  # nodes join (an autoscaler, a late `ray start`) and leave
             if self.cancel_requested.is_set():
                 self._cancel_all(list(pending) + [t.trial_id for t in active.values() if t.phase != "interim_eval"])
                 return self._counts()
