@@ -177,11 +177,11 @@ def worker_id(actor) -> str:
 def planner_spec(manifest_path: str, trial_id: str) -> dict:
     """What the ShardPlanner of a trial needs: its data size, batch, seed and length."""
     from orchestrator.manifest import expand
+    from orchestrator.manifest.sweep import pick_trial  # not training.trial: that loads the ML core here
     from orchestrator.models.registry import load_checked_manifest
-    from orchestrator.training.trial import _pick
 
     loaded = load_checked_manifest(manifest_path)
-    m = _pick(expand(loaded), trial_id, manifest_path).manifest
+    m = pick_trial(expand(loaded), trial_id, manifest_path).manifest
     src = m.data.train
     if src is None:
         raise ValueError(f"trial {trial_id} has no data.train source to shard")

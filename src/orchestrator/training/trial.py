@@ -6,6 +6,7 @@ from pathlib import Path
 from orchestrator.data.choices import ChoiceData, open_choices
 from orchestrator.data.image_text import ImageTextData, open_image_text
 from orchestrator.manifest import expand
+from orchestrator.manifest.sweep import pick_trial
 from orchestrator.manifest.schema import DataSource
 from orchestrator.models.loading import load_model
 from orchestrator.models.registry import get_variant, load_checked_manifest
@@ -57,7 +58,7 @@ def train_trial(
     (the trainer actor's `choose_device`) defaults to CUDA when the process sees one.
     """
     loaded = load_checked_manifest(manifest_path)
-    trial = _pick(expand(loaded), trial_id, manifest_path)
+    trial = pick_trial(expand(loaded), trial_id, manifest_path)
     m = trial.manifest
     store = open_blob_store(m.storage.blobs, loaded.base_dir)
     set_deterministic(num_threads)
@@ -79,16 +80,3 @@ def train_trial(
         return trainer(distributed).run(max_steps)
     finally:
         destroy_process_group()
-
-
-def _pick(trials, trial_id: str, path) -> object:
-    exact = [t for t in trials if t.id == trial_id]
-    if exact:
-        return exact[0]
-    if trial_id.isdigit() and int(trial_id) < len(trials):
-        return trials[int(trial_id)]
-    prefixed = [t for t in trials if t.id.startswith(trial_id)]
-    if len(prefixed) == 1:
-        return prefixed[0]
-    known = ", ".join(t.id for t in trials)
-    raise KeyError(f"{path}: no single trial matches {trial_id!r} (trials: {known})")
