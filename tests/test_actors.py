@@ -45,9 +45,11 @@ def write(tmp: Path, name: str = "t", steps: int = 8, every: int = 2, sweep: str
 
 @pytest.fixture(scope="session", autouse=True)
 def cluster():
-    """One local Ray for every module that imports this fixture (starting one costs seconds)."""
+    """One local Ray for every module that imports this fixture (starting one costs seconds). It
+    declares two GPUs it does not have, for test_gpu_scheduling: Ray schedules and assigns them as
+    real ones; trials without GPUs never ask for them."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    info = start_local(num_cpus=2)
+    info = start_local(num_cpus=2, num_gpus=2)
     assert not info.address.endswith(":6379")
     yield info
     shutdown(info)

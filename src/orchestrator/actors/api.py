@@ -130,8 +130,10 @@ def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, d
                  ownership: Ownership, restart_missing: bool = False):
     from .coordinator import ExperimentCoordinator
 
+    from .cluster import ON_HEAD
+
     opts: dict[str, Any] = {"name": f"coordinator-{plan.experiment_id}", "namespace": NAMESPACE,
-                            "get_if_exists": True}
+                            "get_if_exists": True, **ON_HEAD}
     if detached:  # it outlives this driver: the lease is handed over and the coordinator keeps it
         opts["lifetime"] = "detached"
         ownership = hand_over(ownership)

@@ -15,6 +15,12 @@ import ray
 
 # What every worker process needs: no hub downloads, no usage reporting.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+# Every Ray head node has this resource (Ray Train pins its state actor with it): a coordinator asks
+# for a sliver of it so it lives on the head, whose loss ends the cluster anyway, never on a
+# worker node whose loss would take the sweep's supervisor with it.
+HEAD_RESOURCE = "node:__internal_head__"
+ON_HEAD = {"resources": {HEAD_RESOURCE: 0.001}}
+_STANDARD = {"CPU", "GPU", "memory", "object_store_memory"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,17 @@ def connect(address: str) -> ClusterInfo:
 def shutdown(info: ClusterInfo | None = None) -> None:
     if ray.is_initialized() and (info is None or info.embedded):
         ray.shutdown()
+
+
+def node_placement() -> dict:
+    """Where the calling worker runs: its node's id and address, whether it is the head, and the
+    node's own resources (`accelerator_type:A100`, a custom label given with `ray start
+    --resources`), and the process id."""
+    node_id = ray.get_runtime_context().get_node_id()
+    resources = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
+    tags = sorted(k for k in resources if k not in _STANDARD and not k.startswith("node:"))
+    return {"node_id": node_id, "node_ip": ray.util.get_node_ip_address(), "head": HEAD_RESOURCE in resources,
+            "tags": tags, "pid": os.getpid()}
 
 
 def cluster_slots(cpus_per_trial: float, gpus_per_trial: int) -> int:

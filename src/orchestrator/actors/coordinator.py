@@ -28,10 +28,10 @@ from .evaluator import EvaluatorActor
 from .journaling import RunJournal
 from .ownership import Ownership, adopt, kept
 from .plan import SweepPlan, plan_sweep
-from .trainer import TrainerActor, TrainerGroup  # both light: the ML core loads in their own processes
+from .trainer import TrainerActor, TrainerGroup, trial_resources  # all light: the ML core loads in their own processes
 
 log = logging.getLogger(__name__)
-JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel
+JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel (and the cluster's size)
 
 
 @dataclass
@@ -97,6 +97,12 @@ class Coordinator:
         self.rj.warned(trial_id, kind, details)
         with self.lock:
             self.notice_log.append({"trial_id": trial_id, "kind": kind, **details})
+
+    def on_placed(self, trial_id: str, where: dict) -> None:
+        """A trainer process of the trial started (node, GPUs, device): journaled (`placed`)."""
+        self.rj.placed(trial_id, where)
+        with self.lock:
+            self.live.setdefault(trial_id, {}).update(node=where["node_id"], device=where["device"])
 
     def notices(self, since: int = 0) -> list[dict]:
         with self.lock:
@@ -189,9 +195,7 @@ class Coordinator:
 
     def _resources(self) -> dict[str, float]:
         r = self.plan.loaded.manifest.resources
-        if r.gpus_per_trial > 0:
-            return {"num_gpus": 1, "num_cpus": r.cpus_per_trial}
-        return {"num_cpus": r.cpus_per_trial}
+        return trial_resources(r.gpus_per_trial, r.cpus_per_trial)
 
     def _slots(self) -> int:
         r = self.plan.loaded.manifest.resources
@@ -338,6 +342,7 @@ class Coordinator:
                 last_poll = time.monotonic()
                 if self._externally_cancelled():
                     self.cancel_requested.set()
+                slots = self._slots()  # nodes join (an autoscaler, a late `ray start`) and leave
             if self.cancel_requested.is_set():
                 self._cancel_all(list(pending) + [t.trial_id for t in active.values() if t.phase != "interim_eval"])
                 return self._counts()

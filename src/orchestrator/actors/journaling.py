@@ -80,6 +80,13 @@ class RunJournal:
         key = f"{self.eid}/{trial_id}/warned/{kind}/{about}/attempt-{self.trial(trial_id).attempts}"
         self._annotate(Event.for_trial(self.eid, trial_id, EventKind.WARNED, key, notice=kind, **details))
 
+    def placed(self, trial_id: str, where: dict) -> None:
+        """Where a trainer process of the trial started (a Ray restart on another node is a second
+        one), keyed by that process: the same report twice is one event."""
+        who = f"{where.get('node_id', '')[:16]}/{where.get('pid')}/rank-{where.get('rank', 0)}"
+        key = f"{self.eid}/{trial_id}/placed/attempt-{self.trial(trial_id).attempts}/{who}"
+        self._annotate(Event.for_trial(self.eid, trial_id, EventKind.PLACED, key, **where))
+
     def _annotate(self, event: Event) -> None:
         try:
             self.journal.append(event)

@@ -5,6 +5,11 @@ verified checkpoint; this actor only relays metrics and landed checkpoints to th
 Ray restarts the actor after its process dies and retries the in-flight `train` call, which
 then resumes from the last checkpoint (the core's exact-resume makes the result identical).
 
+GPUs come from Ray: a one-GPU trial's actor asks for `num_gpus=1` (so a node runs one such trial
+per GPU and further trials wait), and trains on the GPU Ray assigned it (`where`, which every
+start journals as `placed`, with the node). Where the process cannot use CUDA it trains on the
+CPU and says so (a log line and a `gpu_unavailable` notice).
+
 A data-parallel trial is a `TrainerGroup`: one actor per rank, gang-scheduled, with a
 ShardPlanner that records which actor holds which rank (and so which shards). When a rank's
 process dies, the group replaces it: the planner hands the dead actor's rank and its unfinished
@@ -27,6 +32,7 @@ from ray.exceptions import RayActorError
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
+from .cluster import node_placement
 from .ownership import Ownership, OwnerWatch
 
 if TYPE_CHECKING:  # the ML core (torch, diffusers) loads in the trainer's process when it trains: the
@@ -92,6 +98,25 @@ class Trainer:
                 self.planner.checkpointed.remote(step)
         return on_metrics
 
+    def where(self, rank: int = 0) -> dict:
+        """This process's node, the GPUs Ray assigned it and the device it trains on (what a
+        `placed` event journals): see training/device.py for the choice."""
+        from orchestrator.training.device import choose_device
+
+        return {**node_placement(), "rank": rank, **choose_device(ray.get_gpu_ids()).as_dict()}
+
+    def _placed(self, rank: int, is_main: bool) -> str:
+        """Report where this process trains (and a fallback to the CPU, never silently); its device."""
+        where = self.where(rank)
+        if where["fallback"]:
+            log.warning("trial %s rank %d: %s", self.trial_id, rank, where["fallback"])
+        if self.reporter is not None and not (self.owner is not None and self.owner.gone):
+            self.reporter.on_placed.remote(self.trial_id, where)
+            if where["fallback"] and is_main:
+                self._on_notice("gpu_unavailable", {"gpu_ids": where["gpu_ids"], "device": where["device"],
+                                                    "reason": where["fallback"]})
+        return where["device"]
+
     def rendezvous(self) -> tuple[str, int]:
         """This node's address and a port free on it: rank 0 hosts the process group."""
         from .cluster import free_port
@@ -115,11 +140,13 @@ class Trainer:
             callback = self._rank_metrics(distributed.rank, distributed.is_main)
         notice = self._on_notice if distributed is None or distributed.is_main else None
         try:
+            device = self._placed(0 if distributed is None else distributed.rank,
+                                  distributed is None or distributed.is_main)
             result = train_trial(self.manifest_path, self.trial_id, max_steps=max_steps, progress=False,
                                  on_metrics=callback, num_threads=self.num_threads, distributed=distributed,
                                  on_notice=notice, expect_checkpoint=expect_checkpoint,
                                  restart_missing=restart_missing, stop=self._stop.is_set,
-                                 guard=None if self.owner is None else self.owner.check)
+                                 guard=None if self.owner is None else self.owner.check, device=device)
         except Exception as exc:  # noqa: BLE001 - a failing trial is data for the journal
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         return dataclasses.asdict(result)
@@ -138,6 +165,14 @@ def _reconstructed() -> bool:
 TrainerActor = ray.remote(max_restarts=3, max_task_retries=3, max_concurrency=2)(Trainer)
 
 
+def trial_resources(gpus_per_trial: int, cpus_per_trial: float) -> dict[str, float]:
+    """Ray options of a one-process trial's trainer actor: one GPU when the trial has GPUs (a trial
+    with more is a TrainerGroup, one GPU per rank), and its CPU slots."""
+    if gpus_per_trial > 0:
+        return {"num_gpus": 1, "num_cpus": cpus_per_trial}
+    return {"num_cpus": cpus_per_trial}
+
+
 def worker_id(actor) -> str:
     return actor._actor_id.hex()
 
@@ -145,11 +180,11 @@ def worker_id(actor) -> str:
 def planner_spec(manifest_path: str, trial_id: str) -> dict:
     """What the ShardPlanner of a trial needs: its data size, batch, seed and length."""
     from orchestrator.manifest import expand
+    from orchestrator.manifest.sweep import pick_trial  # not training.trial: that loads the ML core here
     from orchestrator.models.registry import load_checked_manifest
-    from orchestrator.training.trial import _pick
 
     loaded = load_checked_manifest(manifest_path)
-    m = _pick(expand(loaded), trial_id, manifest_path).manifest
+    m = pick_trial(expand(loaded), trial_id, manifest_path).manifest
     src = m.data.train
     if src is None:
         raise ValueError(f"trial {trial_id} has no data.train source to shard")
@@ -169,8 +204,9 @@ def planner_spec(manifest_path: str, trial_id: str) -> dict:
 
 class TrainerGroup:
     """A data-parallel trial: `world_size` trainer actors gang-scheduled in one placement group
-    (all start or none does), one GPU each (NCCL) or one CPU slot each (gloo), and a ShardPlanner
-    that holds the record of which actor holds which rank's shards."""
+    (all start or none does; PACK: on one node where they fit, across nodes where not), one GPU
+    each or one CPU slot each, and a ShardPlanner that holds the record of which actor holds which
+    rank's shards. `backend` None: each rank takes its device's (NCCL on CUDA, gloo on CPU)."""
 
     def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter, world_size: int,
                  use_gpus: bool, num_threads: int = 1, backend: str | None = None, max_recoveries: int = 3,
@@ -185,7 +221,7 @@ class TrainerGroup:
         self.args = (manifest_path, trial_id, blobs_uri)
         self.reporter, self.use_gpus, self.num_threads = reporter, use_gpus, num_threads
         self.telemetry, self.ownership = telemetry, ownership
-        self.world_size, self.backend = world_size, backend or ("nccl" if use_gpus else "gloo")
+        self.world_size, self.backend = world_size, backend
         self.max_recoveries, self.recoveries, self.closed = max_recoveries, 0, False
         self.planner = ShardPlannerActor.remote(world_size=world_size, **planner_spec(manifest_path, trial_id))
         self.actors = [self._start(rank) for rank in range(world_size)]  # index: the rank it holds
@@ -198,8 +234,7 @@ class TrainerGroup:
         return TrainerActor.options(
             num_cpus=1, num_gpus=1 if self.use_gpus else 0, max_restarts=0, max_task_retries=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, rank)).remote(
-            *self.args, self.reporter if rank == 0 else None, self.num_threads, self.planner, self.telemetry,
-            self.ownership)
+            *self.args, self.reporter, self.num_threads, self.planner, self.telemetry, self.ownership)
 
     def train(self, max_steps: int | None = None):
         """Refs of every rank's result, in rank order; rank 0's is the trial's (it wrote the

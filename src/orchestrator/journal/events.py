@@ -31,6 +31,7 @@ class EventKind(StrEnum):
     WARNED = "warned"  # a fallback the runtime took (a damaged checkpoint skipped, a restart from 0)
     PREEMPTED = "preempted"  # stopped on request at a checkpointed step; `orch resume` continues it
     STEP_METRICS = "step_metrics"  # loss and learning rate of a run of steps (report curves)
+    PLACED = "placed"  # where a trainer process runs: node, assigned GPUs, device (each start and restart)
     # both scopes
     CANCELLED = "cancelled"
     DONE = "done"
@@ -50,6 +51,7 @@ TRIAL_KINDS: frozenset[EventKind] = frozenset(
         EventKind.WARNED,
         EventKind.PREEMPTED,
         EventKind.STEP_METRICS,
+        EventKind.PLACED,
         EventKind.CANCELLED,
         EventKind.DONE,
     }

@@ -8,6 +8,7 @@ Trial lifecycle (`*` marks annotations that keep the status)::
     pending, queued, running, evaluating --cancelled--> cancelled --queued--> queued    (resume)
     running, evaluating --queued--> queued        (worker lost or preempted; re-run from checkpoint)
     running *checkpointed                         (payload step [, uri])
+    running, evaluating *placed                   (a trainer process started: node, GPUs, device)
     running, evaluating, done *evaluated          (payload step, metrics; done: post-hoc evaluation)
 
 `done` is terminal for the lifecycle. Anything else, e.g. done -> running or queued -> done,
@@ -52,16 +53,18 @@ TRIAL_ALLOWED: dict[TrialStatus, frozenset[K]] = {
     T.PENDING: frozenset({K.QUEUED, K.CANCELLED}),
     T.QUEUED: frozenset({K.RUNNING, K.CANCELLED}),
     T.RUNNING: frozenset(
-        {K.CHECKPOINTED, K.EVALUATED, K.EVALUATING, K.WARNED, K.PREEMPTED, K.STEP_METRICS, K.DONE, K.FAILED,
-         K.CANCELLED, K.QUEUED}
+        {K.CHECKPOINTED, K.EVALUATED, K.EVALUATING, K.WARNED, K.PREEMPTED, K.STEP_METRICS, K.PLACED, K.DONE,
+         K.FAILED, K.CANCELLED, K.QUEUED}
     ),
     # Step metrics travel apart from the trainer's result: the last batch may land after it.
-    T.EVALUATING: frozenset({K.EVALUATED, K.WARNED, K.STEP_METRICS, K.DONE, K.FAILED, K.CANCELLED, K.QUEUED}),
+    T.EVALUATING: frozenset({K.EVALUATED, K.WARNED, K.STEP_METRICS, K.PLACED, K.DONE, K.FAILED, K.CANCELLED,
+                             K.QUEUED}),
     T.DONE: frozenset({K.EVALUATED, K.STEP_METRICS}),
     T.FAILED: frozenset({K.QUEUED}),
     T.CANCELLED: frozenset({K.QUEUED}),
 }
-# Kinds absent here (checkpointed, evaluated, warned, preempted, step_metrics) annotate without changing the status:
+# Kinds absent here (checkpointed, evaluated, warned, preempted, step_metrics, placed) annotate without changing
+# the status:
 # a preempted trial stays "running" in the journal, which `orch resume` requeues like a lost one.
 TRIAL_TARGET: dict[K, TrialStatus] = {
     K.QUEUED: T.QUEUED,

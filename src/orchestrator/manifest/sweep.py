@@ -177,3 +177,17 @@ def _remapper(point: list[tuple[str, Any, tuple]]):
         return tuple(path), ""
 
     return remap
+
+
+def pick_trial(trials: list[Trial], trial_id: str, path) -> Trial:
+    """The trial `trial_id` names: its id, a unique id prefix, or its index in plan order."""
+    exact = [t for t in trials if t.id == trial_id]
+    if exact:
+        return exact[0]
+    if trial_id.isdigit() and int(trial_id) < len(trials):
+        return trials[int(trial_id)]
+    prefixed = [t for t in trials if t.id.startswith(trial_id)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    known = ", ".join(t.id for t in trials)
+    raise KeyError(f"{path}: no single trial matches {trial_id!r} (trials: {known})")

@@ -73,10 +73,17 @@ def batches_done(step: int, grad_accum: int, batches_per_epoch: int) -> tuple[in
     return divmod(step * grad_accum, batches_per_epoch)
 
 
-def init_process_group(ctx: DistContext) -> None:
+def init_process_group(ctx: DistContext, device: torch.device | str | None = None) -> None:
+    """Join the group; the backend is `ctx.backend`, else the one this rank's device takes (NCCL
+    on CUDA, gloo on CPU; with no device, CUDA when the process sees one)."""
     if dist.is_initialized():
         return
-    backend = ctx.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    backend = ctx.backend or ("nccl" if device.type == "cuda" else "gloo")
+    if backend == "nccl" and device.index is not None:
+        torch.cuda.set_device(device)  # NCCL binds each rank's communicator to its current device
     dist.init_process_group(backend, init_method=f"tcp://{ctx.master_addr}:{ctx.master_port}",
                             rank=ctx.rank, world_size=ctx.world_size, timeout=timedelta(seconds=ctx.timeout_s))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from orchestrator.data.choices import ChoiceData, open_choices
 from orchestrator.data.image_text import ImageTextData, open_image_text
 from orchestrator.manifest import expand
+from orchestrator.manifest.sweep import pick_trial
 from orchestrator.manifest.schema import DataSource
 from orchestrator.models.loading import load_model
 from orchestrator.models.registry import get_variant, load_checked_manifest
@@ -42,6 +43,7 @@ def train_trial(
     restart_missing: bool = False,
     stop=None,
     guard=None,
+    device: str | None = None,
 ) -> TrainResult:
     """Train one trial (id, unique id prefix, or index in plan order) to its end or `max_steps`.
 
@@ -52,10 +54,11 @@ def train_trial(
     takes; `expect_checkpoint` (the journal's newest checkpoint step) turns "no checkpoint left"
     into an error unless `restart_missing` (see Trainer.resume). `stop()`, asked at every step
     boundary, preempts: checkpoint there and return (`preempted`). `guard()`, asked at every
-    step boundary of every rank, raises to stop at once without writing anything more.
+    step boundary of every rank, raises to stop at once without writing anything more. `device`
+    (the trainer actor's `choose_device`) defaults to CUDA when the process sees one.
     """
     loaded = load_checked_manifest(manifest_path)
-    trial = _pick(expand(loaded), trial_id, manifest_path)
+    trial = pick_trial(expand(loaded), trial_id, manifest_path)
     m = trial.manifest
     store = open_blob_store(m.storage.blobs, loaded.base_dir)
     set_deterministic(num_threads)
@@ -68,25 +71,12 @@ def train_trial(
                        options=m.model.options, origin=origin, use_cache=use_cache, on_metrics=on_metrics,
                        progress=progress and (dist is None or dist.is_main), distributed=dist,
                        on_notice=on_notice, expect_checkpoint=expect_checkpoint, restart_missing=restart_missing,
-                       stop=stop, guard=guard)
+                       stop=stop, guard=guard, device=device)
 
     if distributed is None:
         return trainer(None).run(max_steps)
-    init_process_group(distributed)  # one rank of a data-parallel group: see distributed.py
+    init_process_group(distributed, device)  # one rank of a data-parallel group: see distributed.py
     try:
         return trainer(distributed).run(max_steps)
     finally:
         destroy_process_group()
-
-
-def _pick(trials, trial_id: str, path) -> object:
-    exact = [t for t in trials if t.id == trial_id]
-    if exact:
-        return exact[0]
-    if trial_id.isdigit() and int(trial_id) < len(trials):
-        return trials[int(trial_id)]
-    prefixed = [t for t in trials if t.id.startswith(trial_id)]
-    if len(prefixed) == 1:
-        return prefixed[0]
-    known = ", ".join(t.id for t in trials)
-    raise KeyError(f"{path}: no single trial matches {trial_id!r} (trials: {known})")
