@@ -65,7 +65,8 @@ def experiment(tmp_path_factory):
 
     to_coordinator = SimpleNamespace(on_metrics=SimpleNamespace(remote=coord.on_metrics),
                                      on_checkpoint=SimpleNamespace(remote=coord.on_checkpoint),
-                                     on_notice=SimpleNamespace(remote=coord.on_notice))
+                                     on_notice=SimpleNamespace(remote=coord.on_notice),
+                                     on_placed=SimpleNamespace(remote=coord.on_placed))
     base = None
     for tid in coord._register():
         base = base or evaluate(tid, {"kind": "base"}, "base")
