@@ -73,7 +73,7 @@ _VARIANTS: dict[str, _Entry] = {
     "sd": _Entry("orchestrator.models.sd.variant"),
     "glide_mini": _Entry("orchestrator.models.glide_mini.variant"),
     "discffusion": _Entry("orchestrator.models.discffusion.variant"),
-    "vcdm": _Entry(None, "Visual Chain-of-Thought: an embedding prior, then an image model (issue 13)", "chain"),
+    "vcdm": _Entry("orchestrator.models.vcdm.variant"),
 }
 _plugged: dict[str, types.ModuleType | Any] = {}
 
