@@ -251,3 +251,27 @@ def test_the_unconditional_baseline_is_one_switch_away(tmp_path, clip_dir):
     assert isinstance(options, VCDMOptions) and options.stages == ("prior", "unet")
     p.write_text(MANIFEST.format(section=f"  vcdm: {{clip: {clip_dir}, conditioning: none}}\n"))
     assert load_manifest(p).manifest.model.options.stages == ("unet",)
+
+
+def test_a_chain_generates_for_the_evaluator_and_orch_sample(tmp_path, clip_dir):
+    """The evaluator's generation (and `orch sample`) take a chain as they take a generator: wiring
+    only, on 4 images of an untrained model (no measurement)."""
+    from orchestrator.eval.suites import build_context, run_in_context
+    from orchestrator.models.clip import load_clip_dir
+
+    m = vcdm.build_tiny(0, 32, embed_dim=64)
+    save(m, tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m"))
+    assert loaded.generates
+    ctx = build_context(None, model=loaded, clip_encoder=load_clip_dir(clip_dir), samples=4, steps=2, device="cpu",
+                        store=open_store(f"file://{tmp_path}/blobs"))
+    (result,) = run_in_context(ctx, ["fid_clip"])
+    assert result.suite == "fid_clip" and ctx.generated().shape == (4, 3, 32, 32)
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    run = CliRunner().invoke(app, ["sample", "--model", str(tmp_path / "m"), "--prompt", "a", "--prompt", "b",
+                                   "--steps", "2", "--out", str(tmp_path / "grid.png")])
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"

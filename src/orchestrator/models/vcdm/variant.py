@@ -24,7 +24,7 @@ INFO = VariantInfo(
     name="vcdm",
     kind="chain",
     trains_on=IMAGE_TEXT_KINDS,  # the images (their captions are not used: the chain is unconditional)
-    suites=(),                   # FID of the three arms is the next step (README: Visual-CoT)
+    suites=("fid", "fid_clip"),  # image statistics only: the chain does not follow captions
     pipeline_classes=("VCDMPipeline",),
     tiny_base=None,              # no `orch pretrain --variant vcdm` yet: base tiny-random or a directory
 )
