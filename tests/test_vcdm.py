@@ -275,3 +275,9 @@ def test_a_chain_generates_for_the_evaluator_and_orch_sample(tmp_path, clip_dir)
                                    "--steps", "2", "--out", str(tmp_path / "grid.png")])
     assert run.exit_code == 0, run.output
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_tiny_base_yet_says_so():
+    spec = ModelSpec.model_validate({"variant": "vcdm", "base": None, "vcdm": {"conditioning": "none"}})
+    with pytest.raises(FileNotFoundError, match="no tiny shapes base yet"):
+        vcdm.load_base(spec, None, None)
