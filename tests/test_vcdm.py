@@ -16,7 +16,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from orchestrator.data.image_text import shapes_data
-from orchestrator.manifest import ManifestError, load_manifest
+from orchestrator.manifest import ManifestError, expand, load_manifest
 from orchestrator.manifest.schema import ModelSpec, TrainSpec, VCDMOptions
 from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config
 from orchestrator.models.common.objective import Batch
@@ -251,6 +251,12 @@ def test_the_unconditional_baseline_is_one_switch_away(tmp_path, clip_dir):
     assert isinstance(options, VCDMOptions) and options.stages == ("prior", "unet")
     p.write_text(MANIFEST.format(section=f"  vcdm: {{clip: {clip_dir}, conditioning: none}}\n"))
     assert load_manifest(p).manifest.model.options.stages == ("unet",)
+    # ... or one sweep entry: the arms' trials from one manifest
+    p.write_text(MANIFEST.format(section=f"  vcdm: {{clip: {clip_dir}}}\n")
+                 + "sweep: {grid: {model.vcdm.conditioning: [embedding, none]}}\n")
+    trials = expand(load_manifest(p))
+    assert [t.manifest.model.options.stages for t in trials] == [("prior", "unet"), ("unet",)]
+    assert len({t.id for t in trials}) == 2
 
 
 def test_a_chain_generates_for_the_evaluator_and_orch_sample(tmp_path, clip_dir):
