@@ -141,7 +141,13 @@ def issues_of(path: Path) -> dict[str, tuple[int | None, str]]:
     return {i.path: (i.line, i.message) for i in err.value.issues}
 
 
-def test_capability_table_refuses_with_the_line(toy, tmp_path):
+@pytest.fixture
+def planned(monkeypatch):
+    """A variant the registry lists as planned, not built (as vcdm was before issue 13's first step)."""
+    monkeypatch.setitem(registry._VARIANTS, "planned", registry._Entry(None, "a planned chain (issue 99)", "chain"))
+
+
+def test_capability_table_refuses_with_the_line(toy, planned, tmp_path):
     p = tmp_path / "suites.yaml"
     p.write_text(MANIFEST.format(suites="spatial, clip_r_precision", blobs="./b").replace("]}\nstorage", "], clip: .}\nstorage"))
     (line, message) = issues_of(p)["eval.suites.1"]
@@ -153,19 +159,24 @@ def test_capability_table_refuses_with_the_line(toy, tmp_path):
     (line, message) = issues_of(p)["data.train.kind"]
     assert line == 3 and "cannot train on data kind 'winoground'" in message and "shapes" in message
 
-    p.write_text(MANIFEST.format(suites="spatial", blobs="./b").replace("variant: toy", "variant: vcdm"))
+    p.write_text(MANIFEST.format(suites="spatial", blobs="./b").replace("variant: toy", "variant: planned"))
     (line, message) = issues_of(p)["model.variant"]
-    assert line == 2 and "not implemented yet" in message and "issue 13" in message
+    assert line == 2 and "not implemented yet" in message and "issue 99" in message
+
+    p.write_text(MANIFEST.format(suites="spatial", blobs="./b").replace(
+        "variant: toy", "variant: vcdm, vcdm: {conditioning: none}"))
+    (line, message) = issues_of(p)["eval.suites.0"]
+    assert line == 5 and "suite 'spatial' cannot run on variant 'vcdm' (chain)" in message
 
     p.write_text(MANIFEST.format(suites="spatial", blobs="./b").replace("variant: toy", "variant: nosuch"))
     assert "unknown model variant 'nosuch'" in issues_of(p)["model.variant"][1]
 
 
-def test_swept_variant_points_at_the_sweep_entry(toy, tmp_path):
+def test_swept_variant_points_at_the_sweep_entry(toy, planned, tmp_path):
     p = tmp_path / "swept.yaml"
-    p.write_text(MANIFEST.format(suites="spatial", blobs="./b") + "sweep:\n  grid:\n    model.variant: [toy, vcdm]\n")
+    p.write_text(MANIFEST.format(suites="spatial", blobs="./b") + "sweep:\n  grid:\n    model.variant: [toy, planned]\n")
     (line, message) = issues_of(p)["model.variant"]
-    assert line == 9 and "vcdm" in message
+    assert line == 9 and "planned" in message
 
 
 def test_sd_serves_no_suite_it_cannot_and_options_are_checked(tmp_path):

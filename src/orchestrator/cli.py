@@ -564,7 +564,7 @@ def sample(
     except (FileNotFoundError, ValueError) as exc:
         err.print(f"orch sample: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    if loaded.kind != "generator":
+    if not loaded.generates:
         err.print(f"orch sample: {model} is a {loaded.kind} ({loaded.variant.INFO.name}); it generates no images",
                   markup=False, soft_wrap=True)
         raise typer.Exit(2)

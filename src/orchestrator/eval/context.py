@@ -173,9 +173,9 @@ class EvalContext:
 
     def generation_problems(self, suite: str) -> list[str]:
         problems = self.model_problems(suite)
-        if self._model is not None and self._model.kind != "generator":
+        if self._model is not None and not self._model.generates:
             problems.append(f"{suite}: needs generated images; variant {self._model.variant.INFO.name!r} is a "
-                            f"{self._model.kind}, not a generator")
+                            f"{self._model.kind}: it generates none")
         if self.options.best_of > 1:
             problems += self.clip_problems(f"{suite} (best_of={self.options.best_of})")
         return problems
@@ -252,7 +252,7 @@ class EvalContext:
         if self._generated is None:
             o = self.options
             m = self.model()
-            if m.kind != "generator":
+            if not m.generates:
                 raise MetricUnavailable(f"variant {m.variant.INFO.name!r} is a {m.kind}: it generates no images")
             texts = [p.text for p in self.prompts()]
             started = time.perf_counter()

@@ -7,7 +7,7 @@ does), so a manifest means the same thing whichever directory it is run from.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
                       model_serializer, model_validator)
@@ -186,9 +186,47 @@ DISCFFUSION_LATER_FIELDS = ("adapter", "lora_rank", "head_weighting", "head_attr
                             "prune_keep", "prune_steps")
 
 
+class VCDMOptions(Section):
+    """Visual Chain-of-Thought's own settings (`model.vcdm`): a CLIP-embedding prior, then an
+    embedding-conditioned image U-Net, trained together in one trial."""
+    # The frozen CLIP (transformers' format: path, file://, az:// or a blob prefix) whose
+    # unnormalised image embeddings the prior learns and the U-Net is conditioned on.
+    clip: str | None = None
+    # embedding: the VCDM; none: the unconditional baseline (the U-Net alone, no CLIP, no prior).
+    conditioning: Literal["embedding", "none"] = "embedding"
+    # Which stages train; None: what the conditioning needs (both; the U-Net alone for none).
+    train: Literal["prior", "unet", "both"] | None = None
+    # Share of training images whose embedding is left out (the U-Net then also learns p(x)).
+    embedding_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # No defaults make a whole section (the CLIP has none): a manifest of this variant must say.
+    REQUIRED: ClassVar[str] = ("variant vcdm needs its section model.vcdm: {clip: DIR} (the CLIP whose image "
+                               "embeddings it learns), or {conditioning: none} for the unconditional baseline")
+
+    @field_validator("clip")
+    @classmethod
+    def _clip_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "CLIP directory")
+
+    @model_validator(mode="after")
+    def _conditioning_fits(self) -> "VCDMOptions":
+        if self.conditioning == "embedding" and self.clip is None:
+            raise ValueError("conditioning: embedding needs clip (the CLIP directory whose image embeddings it "
+                             "learns); set model.vcdm.clip, or conditioning: none for the unconditional baseline")
+        if self.conditioning == "none" and self.train in ("prior", "both"):
+            raise ValueError(f"conditioning: none trains the U-Net alone (no embeddings, so no prior); "
+                             f"train: {self.train} needs conditioning: embedding")
+        return self
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The trained stages, by the model's module names."""
+        train = self.train or ("both" if self.conditioning == "embedding" else "unet")
+        return {"prior": ("prior",), "unet": ("unet",), "both": ("prior", "unet")}[train]
+
+
 # The options section of each variant that has one, named as the variant (`model.<variant>`).
 VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions, "glide_mini": GlideMiniOptions,
-                                             "discffusion": DiscffusionOptions}
+                                             "discffusion": DiscffusionOptions, "vcdm": VCDMOptions}
 
 
 class ModelSpec(Section):
@@ -205,6 +243,7 @@ class ModelSpec(Section):
     sd: SDOptions | None = None
     glide_mini: GlideMiniOptions | None = None
     discffusion: DiscffusionOptions | None = None
+    vcdm: VCDMOptions | None = None
 
     @field_validator("variant")
     @classmethod
@@ -236,6 +275,9 @@ class ModelSpec(Section):
 
     @model_validator(mode="after")
     def _options_fit_the_model(self) -> "ModelSpec":
+        required = getattr(VARIANT_OPTIONS.get(self.variant), "REQUIRED", None)
+        if required and getattr(self, self.variant) is None:
+            raise ValueError(required)
         check = getattr(self.options, "model_problem", None)
         problem = check(self) if check else None
         if problem:

@@ -26,7 +26,7 @@ from orchestrator.storage.location import resolve_location
 
 from .common.objective import apply_trained_state
 from .common.serialize import from_bytes
-from .registry import Variant, get_variant, variant_of_index
+from .registry import GENERATING_KINDS, Variant, get_variant, variant_of_index
 
 _STEP = re.compile(r"step-(\d+)")
 
@@ -41,6 +41,11 @@ class LoadedModel:
     @property
     def kind(self) -> str:
         return self.variant.INFO.kind
+
+    @property
+    def generates(self) -> bool:
+        """Whether `generate` makes images (a generator, or a chain of models ending in one)."""
+        return self.kind in GENERATING_KINDS
 
     @property
     def resolution(self) -> int:

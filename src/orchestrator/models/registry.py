@@ -11,7 +11,7 @@ functions — composition, no base class; `Variant` below is the interface it sa
     export(model, out_dir) / load(path)
                                       a model directory whose model_index.json names the variant
     resolution(model)                 the image size it was built for
-    generate(model, prompts, ...)     generators: images in [0, 1]
+    generate(model, prompts, ...)     generators and chains: images in [0, 1]
     score(model, captions, images)    matchers: a score per (caption, image)
 
 Modules are imported when first asked for, so checking a manifest never loads torch.
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from orchestrator.manifest import LoadedManifest
 
 Kind = Literal["generator", "matcher", "chain"]
+# Kinds whose `generate` makes images (a chain: a prior's output, then an image model given it).
+GENERATING_KINDS: tuple[str, ...] = ("generator", "chain")
 INDEX_KEY = "_orch_variant"  # model_index.json key naming the variant (diffusers ignores "_" keys)
 
 
@@ -73,7 +75,7 @@ _VARIANTS: dict[str, _Entry] = {
     "sd": _Entry("orchestrator.models.sd.variant"),
     "glide_mini": _Entry("orchestrator.models.glide_mini.variant"),
     "discffusion": _Entry("orchestrator.models.discffusion.variant"),
-    "vcdm": _Entry(None, "Visual Chain-of-Thought: an embedding prior, then an image model (issue 13)", "chain"),
+    "vcdm": _Entry("orchestrator.models.vcdm.variant"),
 }
 _plugged: dict[str, types.ModuleType | Any] = {}
 

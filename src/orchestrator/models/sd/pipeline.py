@@ -8,7 +8,6 @@ also name the variant in model_index.json (`_orch_variant`), which diffusers ign
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
+from orchestrator.models.common.serialize import module_hash  # noqa: F401 - re-exported (sd.module_hash)
 from orchestrator.models.registry import INDEX_KEY
 from orchestrator.storage.location import put_dir, resolve_location, strip_file_scheme
 
@@ -154,14 +154,3 @@ def save_components(components: SDComponents, dest: str | Path, store=None) -> s
         components.save(tmp)
         put_dir(store, tmp, str(dest))
     return str(dest)
-
-
-def module_hash(module: torch.nn.Module) -> str:
-    """sha256 over parameter names, dtypes, shapes and bytes: the identity of frozen weights,
-    used to key caches of what they compute."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()

@@ -1,0 +1,104 @@
+"""VCDM as a variant (see models/registry.py for the interface): a chain — a CLIP-embedding prior,
+then an embedding-conditioned image U-Net — that generates images.
+
+Light at import (the registry reads INFO to check manifests); torch loads on first use.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.manifest.schema import IMAGE_TEXT_KINDS
+from orchestrator.models.registry import VariantInfo
+
+if TYPE_CHECKING:
+    import torch
+
+    from orchestrator.data.image_text import ImageTextData
+    from orchestrator.manifest.schema import ModelSpec, TrainSpec, VCDMOptions
+
+    from .model import VCDM
+    from .objective import VCDMObjective
+
+INFO = VariantInfo(
+    name="vcdm",
+    kind="chain",
+    trains_on=IMAGE_TEXT_KINDS,  # the images (their captions are not used: the chain is unconditional)
+    suites=("fid", "fid_clip"),  # image statistics only: the chain does not follow captions
+    pipeline_classes=("VCDMPipeline",),
+    tiny_base=None,              # no `orch pretrain --variant vcdm` yet: base tiny-random or a directory
+)
+
+
+def build_tiny(seed: int = 0, resolution: int = 32, embed_dim: int = 64) -> "VCDM":
+    """The tiny architecture, freshly initialised (same seed, same weights); embed_dim: the CLIP's."""
+    from .model import build_tiny as build
+
+    return build(seed, resolution, embed_dim)
+
+
+def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> "VCDM":
+    """The manifest's base: an exported VCDM directory (path, file://, az:// or a blob prefix) or
+    tiny-random (its embedding width the CLIP's); with the CLIP of `model.vcdm.clip` attached for
+    training (frozen, not part of the model's directory)."""
+    from orchestrator.manifest.schema import TINY_RANDOM_BASE
+    from orchestrator.models.clip import load_clip_dir
+    from orchestrator.storage.location import resolve_location
+
+    from .model import load
+
+    options, clip = spec.options, None
+    if options.clip is not None:
+        with resolve_location(options.clip, base_dir=base_dir, store=store).local_dir() as d:
+            clip = load_clip_dir(d)
+    if spec.base == TINY_RANDOM_BASE:
+        m = build_tiny(seed=0, resolution=spec.resolution, embed_dim=clip.embed_dim if clip else 64)
+    elif spec.base is None:
+        raise FileNotFoundError(f"variant vcdm has no tiny shapes base yet (no `orch pretrain --variant vcdm`): "
+                                f"set model.base to an exported VCDM directory or {TINY_RANDOM_BASE}")
+    else:
+        with resolve_location(spec.base, base_dir=base_dir, store=store).local_dir() as d:
+            m = load(d)
+    m.clip = clip
+    return m
+
+
+def modules(m: "VCDM") -> dict[str, "torch.nn.Module"]:
+    return m.modules()
+
+
+def objective(m: "VCDM", data: "ImageTextData", spec: "TrainSpec", options: "VCDMOptions | None", *,
+              store: Any, device: "torch.device", use_cache: bool = True,
+              cache_prefix: str = "cache/vcdm") -> "VCDMObjective":
+    from orchestrator.manifest.schema import VCDMOptions
+
+    from .objective import VCDMObjective
+
+    options = options or VCDMOptions(conditioning="none")
+    return VCDMObjective(m, data, spec, options, store=store, device=device, use_cache=use_cache,
+                         cache_prefix=cache_prefix)
+
+
+def export(m: "VCDM", out_dir: Path) -> None:
+    from .model import save
+
+    save(m, out_dir)
+
+
+def load(path: Path) -> "VCDM":
+    from .model import load as load_dir
+
+    return load_dir(path)
+
+
+def resolution(m: "VCDM") -> int:
+    return m.resolution
+
+
+def generate(m: "VCDM", prompts: list[str], **sampling: Any) -> "torch.Tensor":
+    """Images in [0, 1] (sampling.generate: sampler ddim|ddpm, steps, prior_steps, generator,
+    resolution, batch_size; embeddings= for the oracle arm, conditioning="none" for the
+    unconditional one). Prompts only count images: the chain is not text-conditioned."""
+    from .sampling import generate as sample
+
+    return sample(m, prompts, **sampling)
