@@ -14,7 +14,14 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OPENBLAS_NUM_THREADS=1
 # better, so the code no longer has them. A 20,000-step build (2026-12-04, code df679c3, 5,103 s)
 # came out worse, not better: its 400-step VAE reconstructed shapes 3x worse (L1 0.149 vs 0.054,
 # latent scaling 0.470 vs 0.669) and decoded red and green as olive, so the detector found no
-# object (object accuracy 0.000 on 400 prompts); the VAE stage, not the denoiser, is the next lever.
+# object (object accuracy 0.000 on 400 prompts). Building on this base's VAE instead (`orch pretrain
+# --init assets/demo-base`, 2026-12-04, 200 held-out prompts, DDIM 25, guidance 3): continuing the
+# tiny denoiser gave 0.345 / 0.40 / 0.38 after 2,500 / 5,000 / 7,500 more steps; a new "small"
+# denoiser (--denoiser small) 0.20 / 0.385 / 0.385 at 2,000 / 4,000 / 6,000 steps. The VAE alone
+# round-trips the real held-out scenes at 0.855, train-set scenes score like held-out ones (0.37),
+# guidance 5 / 7.5 and 100 sampling steps do not help; misses are colour (58 of 400 objects) and
+# shape (54) more than absence (24), and prompts with a size word score 3 of 40. Not steps, width
+# or data then: the 4x8x8 latent (one latent cell per small object) is the next suspect.
 SETTINGS=(--steps 7000 --vae-steps 400 --n 2000 --size 32 --batch-size 32 --seed 0
           --lr 5e-4 --ema-decay 0.999)
 

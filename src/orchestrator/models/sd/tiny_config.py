@@ -40,12 +40,12 @@ def vae_config(resolution: int = 32) -> dict[str, Any]:
     }
 
 
-# Denoiser widths: "tiny" for tests and sweeps that only exercise code paths; "small" for a base
-# that must draw what it is asked. Why a second size: the demo base's tiny denoiser plateaued at
-# object accuracy 0.38-0.40 from 7,000 to 14,500 steps (200 held-out prompts) while its VAE alone
-# round-trips the real scenes at 0.855, and train-set prompts score like held-out ones (0.37), so
-# width, not data or steps, limits it. "small" is wider, attends to the text at both resolutions
-# (binding colours to shapes is what fails most) and has a wider text encoder.
+# Denoiser widths: "tiny" for tests, sweeps and the shipped demo base; "small" (wider, text
+# attention at both resolutions, wider text encoder) was tried for the demo base over the same VAE
+# (`orch pretrain --init assets/demo-base --denoiser small`, 2026-12-04, 200 held-out prompts):
+# object accuracy 0.20 at 2,000 steps, then 0.385 at 4,000 and 6,000 -- the same plateau as tiny
+# (0.38 at 7,000, 0.345-0.40 when continued to 14,500), at 2.3x the cost per step. So width is
+# not what limits it; kept so that finding can be rebuilt and extended.
 DENOISER_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"unet": {}, "text": {}},
     "small": {"unet": {"block_out_channels": [64, 128], "down_block_types": ["CrossAttnDownBlock2D"] * 2,
