@@ -21,9 +21,9 @@ from orchestrator.storage.location import is_remote, local_path
 # Every manifest field holding a local path (schema.py checks these exist with `_check_exists`,
 # plus the blob store); tests/test_api_confine.py keeps this list in step with the schema.
 PATH_FIELDS = (
-    "model.base", "model.glide_mini.bpe",
+    "model.base", "model.glide_mini.bpe", "model.vcdm.clip",
     "data.train.root", "data.eval.root",
-    "eval.clip", "eval.fid_weights", "eval.fid_reference", "eval.winoground",
+    "eval.clip", "eval.fid_weights", "eval.fid_reference", "eval.winoground", "eval.drawbench.file",
     "storage.blobs",
 )
 NOT_PATHS = {"model.base": ("tiny-random",)}
