@@ -13,6 +13,8 @@ functions — composition, no base class; `Variant` below is the interface it sa
     resolution(model)                 the image size it was built for
     generate(model, prompts, ...)     generators and chains: images in [0, 1]
     score(model, captions, images)    matchers: a score per (caption, image)
+    conditioning_clip_sha256(model)   optional: module_hash of the CLIP it is conditioned on, or None
+                                      (fid_clip refuses to judge a model with that same CLIP)
 
 Modules are imported when first asked for, so checking a manifest never loads torch.
 """
