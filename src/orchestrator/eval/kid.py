@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .frechet import as_f64
+
 DEFAULT_SUBSETS = 100      # torch-fidelity's kid_subsets and clean-fid's num_subsets
 MAX_SUBSET_SIZE = 1000     # torch-fidelity's kid_subset_size and clean-fid's max_subset_size
 
@@ -48,9 +50,7 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 def kid(x: Any, y: Any, *, subsets: int = DEFAULT_SUBSETS, max_subset_size: int = MAX_SUBSET_SIZE,
         seed: int = 0) -> KIDResult:
     """KID between feature sets x [n_x, d] and y [n_y, d] (mean and std over seeded subsets)."""
-    from .frechet import _as_f64
-
-    x, y = _as_f64(x, "x"), _as_f64(y, "y")
+    x, y = as_f64(x, "x"), as_f64(y, "y")
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"features of shape (n, d) with one d, got {x.shape} and {y.shape}")
     if subsets < 1:
