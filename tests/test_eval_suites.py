@@ -197,3 +197,23 @@ def test_fid_clip_refuses_the_clip_the_model_is_conditioned_on(tmp_path):
     assert FIDClipSuite().requirements(build_context(None, model=reloaded, clip_encoder=clip(0), **FAST))
     # a variant that declares no conditioning CLIP is never refused
     assert LoadedModel(get_variant("sd"), build_tiny(seed=0), "in-memory").conditioning_clip_sha256 is None
+
+
+def test_a_statistics_only_reference_gives_the_fid_alone(assets, tmp_path):
+    """pytorch-fid's .npz holds mu and sigma only: no features, so no KID and no resampling (said so);
+    and the resampling and KID options."""
+    from orchestrator.eval.frechet import FeatureStats
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, _StandInInception.feature_dim))
+    FeatureStats(x.mean(0), np.cov(x, rowvar=False)).save(tmp_path / "ref.npz")
+    (res,) = run_suites(str(assets / "model"), "fid", inception_net=_StandInInception(),
+                        fid_reference=str(tmp_path / "ref.npz"), **FAST)
+    assert [m.name for m in res.metrics] == ["fid"] and res.metrics[0].n_reference is None
+    assert res.info["kid"].startswith("unavailable") and res.info["reference_resamples"].startswith("unavailable")
+    (res,) = run_suites(str(assets / "model"), "fid", inception_net=_StandInInception(), reference_resamples=0,
+                        kid_subsets=7, fid_reference_n=6, **FAST)
+    assert [m.name for m in res.metrics] == ["fid", "kid"] and res.metrics[0].std is None
+    assert res.info["kid"]["subsets"] == 7 and res.metrics[1].n_reference == 6  # 4 vs 6 images: subsets of 4
+    with pytest.raises(ValueError, match="reference_resamples"):
+        run_suites("x", "fid", reference_resamples=-1)
