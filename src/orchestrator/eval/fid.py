@@ -78,17 +78,26 @@ def folder_batches(folder: str | Path, batch_size: int) -> Iterable[torch.Tensor
 
 
 def write_reference_stats(folder: str | Path, out: str, *, fid_weights: str, store: Any = None,
-                          batch_size: int = 32) -> FeatureStats:
+                          batch_size: int = 32, keep_features: bool = True) -> FeatureStats:
     """FID reference statistics of a folder of real images, saved as .npz to a local path (or to a
-    blob key when a store is given): what `fid_reference` then reuses."""
+    blob key when a store is given): what `fid_reference` then reuses. With `keep_features` the
+    file holds the features too (16 MB per 1000 images), which KID and FID's spread need;
+    without, the features are streamed and dropped (memory O(d²) for any folder), FID alone."""
     from .inception import load_fid_inception
 
     model = load_fid_inception(fid_weights, store=store)
-    stats = feature_stats(inception_features(model), folder_batches(folder, batch_size), model.feature_dim)
-    if store is not None:
-        store.put(out, stats.to_bytes())
+    images = folder_batches(folder, batch_size)
+    if keep_features:
+        x = collect_features(inception_features(model), images, model.feature_dim)
+        stats, data = stats_of(x), features_to_bytes(x)
     else:
-        stats.save(out)
+        stats = feature_stats(inception_features(model), images, model.feature_dim)
+        data = stats.to_bytes()
+    if store is not None:
+        store.put(out, data)
+    else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_bytes(data)
     return stats
 
 
