@@ -107,3 +107,8 @@ def generate(m: "VCDM", prompts: list[str], **sampling: Any) -> "torch.Tensor":
 def conditioning_clip_sha256(m: "VCDM") -> str | None:
     """The CLIP whose image embeddings it trains on and samples (what fid_clip must not judge with)."""
     return m.conditioning_clip_sha256
+
+
+def conditioning_clip_source(options: "VCDMOptions | None") -> str | None:
+    """Where the manifest names that CLIP (model.vcdm.clip)."""
+    return options.clip if options is not None else None
