@@ -53,8 +53,8 @@ def store_artifacts(store: Any, prefix: str, results: Sequence[SuiteResult]) -> 
 
 
 def flatten_metrics(results: Sequence[SuiteResult]) -> dict[str, float]:
-    """{"<suite>.<metric>": value, "<...>.n": n, ".ci_low", ".ci_high", ".std", ".n_reference"}: the numbers the
-    `evaluated` event carries (a metric named like its suite is just "<suite>", e.g. "fid")."""
+    """{"<suite>.<metric>": value, "<...>.n": n, ".ci_low", ".ci_high", ".std", ".n_reference"}: the
+    numbers the `evaluated` event carries (a metric named like its suite is just "<suite>", e.g. "fid")."""
     out: dict[str, float] = {}
     for r in results:
         for m in r.metrics:
@@ -64,7 +64,7 @@ def flatten_metrics(results: Sequence[SuiteResult]) -> dict[str, float]:
             for suffix in ("ci_low", "ci_high", "std", "n_reference"):
                 v = getattr(m, suffix)
                 if v is not None:
-                    out[f"{key}.{suffix}"] = float(v)
+                    out[f"{key}.{suffix}"] = int(v) if suffix == "n_reference" else float(v)
     return out
 
 
