@@ -31,7 +31,7 @@ from PIL import Image
 
 from orchestrator.models.common.serialize import module_hash
 
-from .frechet import FeatureStats, RunningStats, distance
+from .frechet import FeatureStats, RunningStats, distance, distance_to_sample
 from .inception import FIDInceptionV3
 from .kid import kid
 
@@ -170,7 +170,7 @@ def resampled_distances(gen: FeatureStats, ref_features: np.ndarray, resamples: 
     with replacement, each of the reference's own size, so FID's n-dependent bias stays the same)."""
     rng = np.random.default_rng(seed)
     n = len(ref_features)
-    return [distance(gen, stats_of(ref_features[rng.integers(0, n, n)])) for _ in range(resamples)]
+    return [distance_to_sample(gen, ref_features[rng.integers(0, n, n)]) for _ in range(resamples)]
 
 
 NO_FEATURES = "unavailable: the reference .npz holds statistics only, not the features it needs"

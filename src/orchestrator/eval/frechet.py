@@ -147,6 +147,24 @@ def distance(a: FeatureStats, b: FeatureStats, *, eps: float = DEFAULT_EPS) -> f
     return frechet_distance(a.mu, a.sigma, b.mu, b.sigma, eps=eps)
 
 
+def distance_to_sample(a: FeatureStats, x: Any) -> float:
+    """`distance(a, statistics of the rows of x)`, with x's centred rows as the factor of its
+    covariance (Σx = B Bᵀ, B = (x − x̄)ᵀ / √(n − 1)): an n×n eigenproblem instead of a d×d one,
+    which makes many distances to resampled references cheap when n < d."""
+    x = as_f64(x, "features")
+    n = x.shape[0]
+    if x.ndim != 2 or x.shape[1] != a.dim or n < 2:
+        raise ValueError(f"expected at least 2 features of size {a.dim}, got {x.shape}")
+    mu = x.mean(axis=0)
+    if n > a.dim:
+        return distance(a, FeatureStats(mu, np.cov(x, rowvar=False), n))
+    b = (x - mu).T / np.sqrt(n - 1)
+    m = b.T @ a.sigma @ b
+    tr_covmean = float(np.sqrt(_clip_psd(np.linalg.eigvalsh((m + m.T) / 2), "Bᵀ Σ B")).sum())
+    diff = a.mu - mu
+    return float(diff @ diff + np.trace(a.sigma) + np.sum(b * b) - 2.0 * tr_covmean)
+
+
 class RunningStats:
     """Streaming mean and covariance in float64 (Chan et al.'s pairwise update), so features can
     be dropped batch by batch: memory is O(d²) whatever the number of images."""
