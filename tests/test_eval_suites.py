@@ -71,17 +71,28 @@ def test_all_suites_on_a_checkpoint_directory(assets, tmp_path):
     assert by["spatial"].info["best_of"] == 2 and sum(by["spatial"].info["best_of_picks"]) == 4
     wino = {m.name for m in by["winoground"].metrics}
     assert {"text", "image", "group"} <= wino and any("/" in m for m in wino)  # per collapsed_tag
-    (fid,) = by["fid"].metrics
-    assert fid.n == 4 and fid.ci_low is None and np.isfinite(fid.value)
+    fid_metrics = {m.name: m for m in by["fid"].metrics}  # the names the fid suites report
+    assert list(fid_metrics) == ["fid", "reference_resample_min", "reference_resample_max", "kid"]
+    fid, kid = fid_metrics["fid"], fid_metrics["kid"]
+    assert fid.n == 4 and fid.n_reference == 4 and fid.ci_low is None and np.isfinite(fid.value)
+    assert all(m.n == 4 and m.n_reference == 4 for m in fid_metrics.values())
+    spread = by["fid"].info["reference_resamples"]["values"]
+    assert len(spread) == 3 and fid.std == pytest.approx(np.std(spread, ddof=1))
+    assert (fid_metrics["reference_resample_min"].value, fid_metrics["reference_resample_max"].value) == \
+        (min(spread), max(spread))
+    assert np.isfinite(kid.value) and kid.std == 0.0 and by["fid"].info["kid"]["subset_size"] == 4  # n = 4: exact
+    assert [m.name for m in by["fid_clip"].metrics] == ["fid_clip", *list(fid_metrics)[1:]]
     assert "RANDOM" in by["fid"].info["weights"]
     assert by["fid_clip"].info["reference_cached"] is False
     assert store.exists(by["fid_clip"].info["reference"])
     # a second run reuses the cached reference statistics and, seeded, reproduces the value
     again = run_suites(str(assets / "model"), "fid_clip", store=store, clip=str(assets / "clip"), best_of=2, **FAST)
     assert again[0].info["reference_cached"] is True
-    assert again[0].metrics[0].value == pytest.approx(by["fid_clip"].metrics[0].value, rel=1e-9)
+    for a, b in zip(again[0].metrics, by["fid_clip"].metrics):
+        assert a.value == pytest.approx(b.value, rel=1e-9, abs=1e-12)
     flat = flatten_metrics(results)
     assert flat["fid.n"] == 4 and "fid.ci_low" not in flat and "clip_r_precision.r_at_1.std" in flat
+    assert flat["fid.n_reference"] == 4 and flat["fid_clip.kid.n_reference"] == 4 and "fid.kid.std" in flat
 
 
 def test_in_memory_model_and_context_reuse():
@@ -160,3 +171,49 @@ def test_record_results_in_the_journal(assets, tmp_path):
     assert metrics["winoground.group.n"] == results[0].metrics[2].n
     assert metrics["winoground.text"] == pytest.approx(results[0].metrics[0].value)
     journal.close()
+
+
+def test_fid_clip_refuses_the_clip_the_model_is_conditioned_on(tmp_path):
+    """A VCDM is conditioned on a CLIP's embeddings; fid_clip with those very weights (another
+    object, same seed) is refused before any work, a CLIP of another seed is accepted."""
+    from orchestrator.eval.fid import FIDClipSuite
+    from orchestrator.eval.suites import build_context
+    from orchestrator.models.vcdm.variant import build_tiny as build_vcdm, export, load
+
+    def clip(seed):
+        model, tok = build_tiny_clip(seed=seed)
+        return ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), f"tiny-seed{seed}")
+
+    m = build_vcdm(seed=0, embed_dim=clip(0).embed_dim)
+    m.clip = clip(0)
+    vcdm = LoadedModel(get_variant("vcdm"), m, "in-memory")
+    with pytest.raises(MetricUnavailable, match="is the CLIP the model is conditioned on.*second CLIP"):
+        run_suites(None, "fid_clip", model=vcdm, clip_encoder=clip(0), **FAST)
+    assert FIDClipSuite().requirements(build_context(None, model=vcdm, clip_encoder=clip(1), **FAST)) == []
+    # an exported directory records the CLIP's hash, so the guard holds without the CLIP attached
+    export(m, tmp_path / "vcdm")
+    reloaded = LoadedModel(get_variant("vcdm"), load(tmp_path / "vcdm"), "dir")
+    assert reloaded.model.clip is None and reloaded.conditioning_clip_sha256 == vcdm.conditioning_clip_sha256
+    assert FIDClipSuite().requirements(build_context(None, model=reloaded, clip_encoder=clip(0), **FAST))
+    # a variant that declares no conditioning CLIP is never refused
+    assert LoadedModel(get_variant("sd"), build_tiny(seed=0), "in-memory").conditioning_clip_sha256 is None
+
+
+def test_a_statistics_only_reference_gives_the_fid_alone(assets, tmp_path):
+    """pytorch-fid's .npz holds mu and sigma only: no features, so no KID and no resampling (said so);
+    and the resampling and KID options."""
+    from orchestrator.eval.frechet import FeatureStats
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, _StandInInception.feature_dim))
+    FeatureStats(x.mean(0), np.cov(x, rowvar=False)).save(tmp_path / "ref.npz")
+    (res,) = run_suites(str(assets / "model"), "fid", inception_net=_StandInInception(),
+                        fid_reference=str(tmp_path / "ref.npz"), **FAST)
+    assert [m.name for m in res.metrics] == ["fid"] and res.metrics[0].n_reference is None
+    assert res.info["kid"].startswith("unavailable") and res.info["reference_resamples"].startswith("unavailable")
+    (res,) = run_suites(str(assets / "model"), "fid", inception_net=_StandInInception(), reference_resamples=0,
+                        kid_subsets=7, fid_reference_n=6, **FAST)
+    assert [m.name for m in res.metrics] == ["fid", "kid"] and res.metrics[0].std is None
+    assert res.info["kid"]["subsets"] == 7 and res.metrics[1].n_reference == 6  # 4 vs 6 images: subsets of 4
+    with pytest.raises(ValueError, match="reference_resamples"):
+        run_suites("x", "fid", reference_resamples=-1)

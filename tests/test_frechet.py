@@ -148,3 +148,13 @@ def test_stats_file_roundtrip(tmp_path):
         FeatureStats.load(tmp_path / "bad.npz")
     with pytest.raises(FileNotFoundError):
         FeatureStats.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("n", [12, 90])  # fewer samples than dimensions (the n×n route), and more
+def test_distance_to_a_sample_equals_the_distance_to_its_statistics(n):
+    from orchestrator.eval.frechet import distance_to_sample
+
+    a = RunningStats(40).update(_features(5, 300, 40)).stats()
+    x = _features(6, n, 40, shift=0.2, scale=0.8)
+    x[1] = x[0]  # a bootstrap resample repeats rows
+    assert distance_to_sample(a, x) == pytest.approx(distance(a, RunningStats(40).update(x).stats()), rel=1e-7)

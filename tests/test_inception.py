@@ -155,7 +155,7 @@ def test_features(model):
 def test_reference_stats_of_a_folder(tmp_path, weights_file):
     from PIL import Image
 
-    from orchestrator.eval.fid import folder_batches, write_reference_stats
+    from orchestrator.eval.fid import folder_batches, load_reference, write_reference_stats
     from orchestrator.eval.frechet import FeatureStats
 
     rng = np.random.default_rng(0)
@@ -168,6 +168,11 @@ def test_reference_stats_of_a_folder(tmp_path, weights_file):
     stats = write_reference_stats(tmp_path, str(tmp_path / "ref.npz"), fid_weights=str(weights_file))
     back = FeatureStats.load(tmp_path / "ref.npz")
     assert back.n == 3 and back.dim == 2048 and np.array_equal(back.mu, stats.mu)
+    _, features = load_reference(str(tmp_path / "ref.npz"))  # kept for KID and FID's spread
+    assert features.shape == (3, 2048) and np.allclose(features.mean(0), stats.mu, rtol=0, atol=1e-12)
+    write_reference_stats(tmp_path, str(tmp_path / "stats-only.npz"), fid_weights=str(weights_file),
+                          keep_features=False)
+    assert load_reference(str(tmp_path / "stats-only.npz"))[1] is None
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
         next(iter(folder_batches(tmp_path / "empty", 8)))

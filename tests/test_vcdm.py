@@ -287,3 +287,23 @@ def test_no_tiny_base_yet_says_so():
     spec = ModelSpec.model_validate({"variant": "vcdm", "base": None, "vcdm": {"conditioning": "none"}})
     with pytest.raises(FileNotFoundError, match="no tiny shapes base yet"):
         vcdm.load_base(spec, None, None)
+
+
+def test_fid_clip_with_the_conditioning_clip_is_refused_when_the_manifest_loads(tmp_path, clip_dir):
+    """The path check before any training (the suite compares the weights too, when it runs)."""
+    from orchestrator.models.registry import load_checked_manifest
+
+    model, tok = build_tiny_clip(seed=1, image_size=32)
+    other = ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), "seed-1").save(tmp_path / "c1")
+    (tmp_path / "link").symlink_to(clip_dir)
+    p = tmp_path / "v.yaml"
+    for eval_clip, refused in ((clip_dir, True), ("./link", True), (other, False)):
+        p.write_text(MANIFEST.format(section=f"  vcdm: {{clip: {clip_dir}}}\n")
+                     + f"eval: {{suites: [fid_clip], clip: {eval_clip}}}\n")
+        if not refused:
+            assert load_checked_manifest(p).manifest.eval.clip == str(other)
+            continue
+        with pytest.raises(ManifestError) as err:
+            load_checked_manifest(p)
+        (issue,) = [i for i in err.value.issues if i.path == "eval.clip"]
+        assert issue.line == 7 and "second CLIP" in issue.message

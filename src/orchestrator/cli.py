@@ -657,7 +657,8 @@ def eval_(
     for r in results:
         for m in r.metrics:
             ci = "" if m.ci_low is None else f"[{m.ci_low:.3f}, {m.ci_high:.3f}]"
-            table.add_row(r.suite, m.name, f"{m.value:.4f}", ci, "" if m.std is None else f"{m.std:.4f}", str(m.n))
+            n = str(m.n) if m.n_reference is None else f"{m.n} vs {m.n_reference} real"
+            table.add_row(r.suite, m.name, f"{m.value:.4f}", ci, "" if m.std is None else f"{m.std:.4f}", n)
     out.print(table)
 
 

@@ -21,7 +21,7 @@ from orchestrator.journal import ExperimentState, Journal, TrialStatus
 
 SEED_KEY = "train.seed"
 # What the suites store beside each value in an `evaluated` event (orchestrator.eval.suites.flatten_metrics).
-AUX = ("n", "ci_low", "ci_high", "std")
+AUX = ("n", "ci_low", "ci_high", "std", "n_reference")
 
 
 def split_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -42,6 +42,8 @@ class EvalOptions:
     fid_reference: str | None = None    # reference statistics .npz (path or blob key); else computed + cached
     fid_reference_n: int | None = None  # real images for computed reference statistics (default: samples)
     feature_batch_size: int = 32
+    kid_subsets: int = 100              # KID's random subsets (of min(n, 1000) each): torch-fidelity's default
+    reference_resamples: int = 3        # bootstrap resamplings of the reference for FID's spread (0: none)
     r_precision_pool: int = 1000        # held-out captions the 99 negatives are drawn from
     r_precision_negatives: int = 99
     r_precision_chunks: int = R_PRECISION_CHUNKS
@@ -57,9 +59,11 @@ class EvalOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "drawbench_categories", tuple(self.drawbench_categories))
         for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks",
-                     "drawbench_per_prompt"):
+                     "drawbench_per_prompt", "kid_subsets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.reference_resamples < 0:
+            raise ValueError(f"reference_resamples must be >= 0, got {self.reference_resamples}")
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,26 @@
 
 `fid` uses the FID Inception-v3's 2048-d pool features (weights from the standard file only; no
 file, no metric). `fid_clip` is the same distance on the L2-normalised projected image embeddings
-of a CLIP (any CLIP the config names), which judges images by what CLIP sees rather than by
-ImageNet classes. Reference statistics (real images) are computed once and kept as .npz files
-(mu, sigma, n), in the blob store under a key that names the extractor's weights and the data.
+of a CLIP (any CLIP the config names, except the one the model is conditioned on), which judges
+images by what CLIP sees rather than by ImageNet classes. Reference features (real held-out
+images) are computed once and kept as .npz files (mu, sigma, n and the features), in the blob
+store under a key that names the extractor's weights and the data; such a file also serves as a
+`fid_reference`.
 
-There is no confidence interval: FID is a biased distance between two fitted Gaussians, not a mean
-over samples, and a bootstrap would need every feature held in memory, which streaming avoids. The
-sample count is reported instead; compare FIDs only at equal n (its bias grows as n shrinks).
+Beside each FID: KID (kid.py) on the same features, unbiased at any n, with its std over subsets;
+and FID's spread over `reference_resamples` (default 3) bootstrap resamplings of the reference
+features (with replacement, seeded by `seed`, each of the reference's size so the bias stays the
+same): their std on the FID value, their min and max as values of their own. Every value carries
+the generated n and the reference n. There is no confidence interval: FID is a biased distance
+between two fitted Gaussians, not a mean over samples; compare FIDs only at equal n (its bias
+grows as n shrinks). Features are held in memory (n × d float64: 16 MB per 1000 Inception
+features). A reference .npz holding statistics only (pytorch-fid's) gives the FID alone.
 """
 from __future__ import annotations
 
-import hashlib
+import io
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -21,8 +29,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .frechet import FeatureStats, RunningStats, distance
+from orchestrator.models.common.serialize import module_hash
+
+from .frechet import FeatureStats, RunningStats, distance, distance_to_sample
 from .inception import FIDInceptionV3
+from .kid import kid
 
 if TYPE_CHECKING:
     from .context import EvalContext
@@ -67,17 +78,26 @@ def folder_batches(folder: str | Path, batch_size: int) -> Iterable[torch.Tensor
 
 
 def write_reference_stats(folder: str | Path, out: str, *, fid_weights: str, store: Any = None,
-                          batch_size: int = 32) -> FeatureStats:
+                          batch_size: int = 32, keep_features: bool = True) -> FeatureStats:
     """FID reference statistics of a folder of real images, saved as .npz to a local path (or to a
-    blob key when a store is given): what `fid_reference` then reuses."""
+    blob key when a store is given): what `fid_reference` then reuses. With `keep_features` the
+    file holds the features too (16 MB per 1000 images), which KID and FID's spread need;
+    without, the features are streamed and dropped (memory O(d²) for any folder), FID alone."""
     from .inception import load_fid_inception
 
     model = load_fid_inception(fid_weights, store=store)
-    stats = feature_stats(inception_features(model), folder_batches(folder, batch_size), model.feature_dim)
-    if store is not None:
-        store.put(out, stats.to_bytes())
+    images = folder_batches(folder, batch_size)
+    if keep_features:
+        x = collect_features(inception_features(model), images, model.feature_dim)
+        stats, data = stats_of(x), features_to_bytes(x)
     else:
-        stats.save(out)
+        stats = feature_stats(inception_features(model), images, model.feature_dim)
+        data = stats.to_bytes()
+    if store is not None:
+        store.put(out, data)
+    else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_bytes(data)
     return stats
 
 
@@ -91,37 +111,75 @@ def feature_stats(extract: FeatureFn, image_batches: Iterable[torch.Tensor], dim
     return stats.stats()
 
 
-def cached_stats(store: Any, key: str | None, compute: Callable[[], FeatureStats]) -> tuple[FeatureStats, bool]:
-    """Statistics from `key` in the store when there, else computed and stored. (stats, was_cached)"""
+def collect_features(extract: FeatureFn, image_batches: Iterable[torch.Tensor], dim: int) -> np.ndarray:
+    """float64 features [n, dim] of every image, kept (KID and the reference resampling need them)."""
+    parts = [extract(batch).double().cpu().numpy() for batch in image_batches]
+    x = np.concatenate(parts) if parts else np.zeros((0, dim))
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"expected features of shape (n, {dim}), got {x.shape}")
+    if len(x) < 2:
+        raise ValueError(f"FID needs at least 2 images, got {len(x)}")
+    return x
+
+
+def stats_of(features: np.ndarray) -> FeatureStats:
+    return RunningStats(features.shape[1]).update(features).stats()
+
+
+def features_to_bytes(features: np.ndarray) -> bytes:
+    """An .npz with the statistics (so it serves as a reference .npz too) and the features."""
+    s = stats_of(features)
+    buf = io.BytesIO()
+    np.savez(buf, mu=s.mu, sigma=s.sigma, n=np.int64(s.n), features=features)
+    return buf.getvalue()
+
+
+def features_in(data: bytes) -> np.ndarray | None:
+    """The features a statistics .npz holds (our cached references), None where it holds none."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return np.asarray(z["features"], np.float64) if "features" in z.files else None
+
+
+def cached_features(store: Any, key: str | None, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """Features from `key` in the store when there (and holding features), else computed and
+    stored. (features, was_cached)"""
     if store is not None and key is not None and store.exists(key):
-        return FeatureStats.load(store.get(key)), True
-    stats = compute()
+        x = features_in(store.get(key))
+        if x is not None:
+            return x, True
+    x = compute()
     if store is not None and key is not None:
-        store.put(key, stats.to_bytes())
-    return stats, False
+        store.put(key, features_to_bytes(x))
+    return x, False
 
 
-def load_reference(source: str, store: Any = None) -> FeatureStats:
-    """Reference statistics from a local .npz path or a blob key."""
+def load_reference(source: str, store: Any = None) -> tuple[FeatureStats, np.ndarray | None]:
+    """Reference statistics from a local .npz path or a blob key, and the features where it holds them."""
     local = Path(source[len("file://"):] if source.startswith("file://") else source)
     if local.is_file():
-        return FeatureStats.load(local)
-    if store is not None and store.exists(source):
-        return FeatureStats.load(store.get(source))
-    raise FileNotFoundError(f"no reference statistics at {local}" + (f" or blob key {source!r}" if store else ""))
+        data = local.read_bytes()
+    elif store is not None and store.exists(source):
+        data = store.get(source)
+    else:
+        raise FileNotFoundError(f"no reference statistics at {local}" + (f" or blob key {source!r}" if store else ""))
+    return FeatureStats.load(data), features_in(data)
 
 
-def _module_digest(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+def resampled_distances(gen: FeatureStats, ref_features: np.ndarray, resamples: int, seed: int) -> list[float]:
+    """The Fréchet distance to `resamples` bootstrap resamplings of the reference features (drawn
+    with replacement, each of the reference's own size, so FID's n-dependent bias stays the same)."""
+    rng = np.random.default_rng(seed)
+    n = len(ref_features)
+    return [distance_to_sample(gen, ref_features[rng.integers(0, n, n)]) for _ in range(resamples)]
+
+
+NO_FEATURES = "unavailable: the reference .npz holds statistics only, not the features it needs"
 
 
 class _FrechetSuite:
     """The distance between the generated images' statistics and the real held-out images' (or a
-    reference .npz given as fid_reference)."""
+    reference .npz given as fid_reference), its spread over bootstrap resamplings of the reference,
+    and KID on the same features."""
     name = ""
 
     def requirements(self, ctx: "EvalContext") -> list[str]:
@@ -131,26 +189,45 @@ class _FrechetSuite:
         """(features, their dimension, an id of the weights for the cache key, info to report)."""
         raise NotImplementedError
 
-    def reference(self, ctx: "EvalContext", extract: FeatureFn, dim: int, weights_id: str) -> tuple[FeatureStats, dict]:
+    def reference(self, ctx: "EvalContext", extract: FeatureFn, dim: int,
+                  weights_id: str) -> tuple[FeatureStats, np.ndarray | None, dict]:
+        """(statistics, features or None, info) of the reference."""
         real = ctx.reference_images()
         key = ctx.reference_key(self.name, weights_id, len(real))
-        ref, cached = cached_stats(ctx.store, key, lambda: feature_stats(
+        x, cached = cached_features(ctx.store, key, lambda: collect_features(
             extract, batches(real, ctx.options.feature_batch_size), dim))
-        return ref, {"reference": key or "computed from the held-out images (no blob store to cache it in)",
-                     "reference_cached": cached}
+        return stats_of(x), x, {"reference": key or "computed from the held-out images (no blob store to cache it in)",
+                                "reference_cached": cached}
 
     def run(self, ctx: "EvalContext"):
         from .results import MetricValue, SuiteResult
 
         started = time.perf_counter()
+        o = ctx.options
         extract, dim, weights_id, info = self.extractor(ctx)
-        ref, ref_info = self.reference(ctx, extract, dim, weights_id)
+        ref, ref_x, ref_info = self.reference(ctx, extract, dim, weights_id)
         if ref.dim != dim:
             raise ValueError(f"{self.name}: reference statistics are {ref.dim}-d but the features are {dim}-d")
-        gen = feature_stats(extract, batches(ctx.generated(), ctx.options.feature_batch_size), dim)
-        value = distance(gen, ref)
-        info.update(ref_info, reference_n=ref.n, **ctx.generation_info)
-        return SuiteResult(self.name, [MetricValue(self.name, value, gen.n)], info, time.perf_counter() - started)
+        gen_x = collect_features(extract, batches(ctx.generated(), o.feature_batch_size), dim)
+        gen = stats_of(gen_x)
+        n, n_ref = gen.n, ref.n
+        info.update(ref_info, reference_n=n_ref, **ctx.generation_info)
+        fid = MetricValue(self.name, distance(gen, ref), n, n_reference=n_ref)
+        if ref_x is None:
+            info["reference_resamples"] = info["kid"] = NO_FEATURES
+            return SuiteResult(self.name, [fid], info, time.perf_counter() - started)
+        spread = resampled_distances(gen, ref_x, o.reference_resamples, o.seed)
+        k = kid(gen_x, ref_x, subsets=o.kid_subsets, seed=o.seed)
+        info["reference_resamples"] = {"method": "bootstrap: drawn with replacement, n_reference each",
+                                       "seed": o.seed, "values": spread}
+        info["kid"] = {"kernel": "(x·y/d + 1)^3", "subsets": k.subsets, "subset_size": k.subset_size,
+                       "seed": o.seed}
+        metrics = [replace(fid, std=float(np.std(spread, ddof=1)) if len(spread) > 1 else None)]
+        if spread:
+            metrics += [MetricValue("reference_resample_min", min(spread), n, n_reference=n_ref),
+                        MetricValue("reference_resample_max", max(spread), n, n_reference=n_ref)]
+        metrics.append(MetricValue("kid", k.mean, n, std=k.std, n_reference=n_ref))
+        return SuiteResult(self.name, metrics, info, time.perf_counter() - started)
 
 
 class FIDSuite(_FrechetSuite):
@@ -167,18 +244,32 @@ class FIDSuite(_FrechetSuite):
 
     def reference(self, ctx: "EvalContext", extract: FeatureFn, dim: int, weights_id: str):
         if ctx.options.fid_reference:
-            return load_reference(ctx.options.fid_reference, ctx.store), {
-                "reference": ctx.options.fid_reference, "reference_cached": True}
+            ref, x = load_reference(ctx.options.fid_reference, ctx.store)
+            return ref, x, {"reference": ctx.options.fid_reference, "reference_cached": True}
         return super().reference(ctx, extract, dim, weights_id)
 
 
 class FIDClipSuite(_FrechetSuite):
+    """FID on a CLIP's image features. That CLIP must not be the one the model is conditioned on
+    (a VCDM trains to reproduce its embeddings, so it would judge the model by its own target)."""
     name = "fid_clip"
 
     def requirements(self, ctx: "EvalContext") -> list[str]:
-        return ctx.generation_problems(self.name) + ctx.clip_problems(self.name)
+        problems = ctx.generation_problems(self.name) + ctx.clip_problems(self.name)
+        return problems or self.same_clip_problems(ctx)
+
+    def same_clip_problems(self, ctx: "EvalContext") -> list[str]:
+        try:
+            conditioned_on = ctx.model().conditioning_clip_sha256
+        except (FileNotFoundError, ValueError, NotImplementedError) as exc:
+            return [f"{self.name}: cannot load the model to check the CLIP it is conditioned on: {exc}"]
+        if conditioned_on is None or module_hash(ctx.clip().model) != conditioned_on:
+            return []
+        return [f"{self.name}: the CLIP given ({ctx.clip().name}) is the CLIP the model is conditioned on (weights "
+                f"sha256 {conditioned_on[:12]}): it would judge the images by the very embeddings the model was "
+                f"trained to reproduce. Pass a second CLIP, trained on other data or with another seed"]
 
     def extractor(self, ctx: "EvalContext"):
         enc = ctx.clip()
-        digest = _module_digest(enc.model)
+        digest = module_hash(enc.model)
         return clip_features(enc), enc.embed_dim, f"clip-{digest}", {"clip": enc.name, "clip_sha256": digest}

@@ -33,7 +33,7 @@ DEFAULT_EPS = 1e-6
 NEG_TOL = 1e-6
 
 
-def _as_f64(x: Any, what: str) -> np.ndarray:
+def as_f64(x: Any, what: str) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().double().numpy()
     arr = np.asarray(x, dtype=np.float64)
@@ -73,8 +73,8 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
 def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, *, eps: float = DEFAULT_EPS) -> float:
     """Squared Fréchet distance between N(μ1, Σ1) and N(μ2, Σ2), in float64."""
-    mu1, mu2 = _as_f64(mu1, "mu1").ravel(), _as_f64(mu2, "mu2").ravel()
-    sigma1, sigma2 = np.atleast_2d(_as_f64(sigma1, "sigma1")), np.atleast_2d(_as_f64(sigma2, "sigma2"))
+    mu1, mu2 = as_f64(mu1, "mu1").ravel(), as_f64(mu2, "mu2").ravel()
+    sigma1, sigma2 = np.atleast_2d(as_f64(sigma1, "sigma1")), np.atleast_2d(as_f64(sigma2, "sigma2"))
     d = mu1.shape[0]
     if mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
         raise ValueError(f"shape mismatch: mu1 {mu1.shape}, mu2 {mu2.shape}, "
@@ -147,6 +147,24 @@ def distance(a: FeatureStats, b: FeatureStats, *, eps: float = DEFAULT_EPS) -> f
     return frechet_distance(a.mu, a.sigma, b.mu, b.sigma, eps=eps)
 
 
+def distance_to_sample(a: FeatureStats, x: Any) -> float:
+    """`distance(a, statistics of the rows of x)`, with x's centred rows as the factor of its
+    covariance (Σx = B Bᵀ, B = (x − x̄)ᵀ / √(n − 1)): an n×n eigenproblem instead of a d×d one,
+    which makes many distances to resampled references cheap when n < d."""
+    x = as_f64(x, "features")
+    n = x.shape[0]
+    if x.ndim != 2 or x.shape[1] != a.dim or n < 2:
+        raise ValueError(f"expected at least 2 features of size {a.dim}, got {x.shape}")
+    mu = x.mean(axis=0)
+    if n > a.dim:
+        return distance(a, FeatureStats(mu, np.cov(x, rowvar=False), n))
+    b = (x - mu).T / np.sqrt(n - 1)
+    m = b.T @ a.sigma @ b
+    tr_covmean = float(np.sqrt(_clip_psd(np.linalg.eigvalsh((m + m.T) / 2), "Bᵀ Σ B")).sum())
+    diff = a.mu - mu
+    return float(diff @ diff + np.trace(a.sigma) + np.sum(b * b) - 2.0 * tr_covmean)
+
+
 class RunningStats:
     """Streaming mean and covariance in float64 (Chan et al.'s pairwise update), so features can
     be dropped batch by batch: memory is O(d²) whatever the number of images."""
@@ -158,7 +176,7 @@ class RunningStats:
         self.m2 = np.zeros((dim, dim), np.float64)  # Σ (x − mean)(x − mean)ᵀ
 
     def update(self, features: Any) -> "RunningStats":
-        x = _as_f64(features, "features")
+        x = as_f64(features, "features")
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected features of shape (batch, {self.dim}), got {x.shape}")
         nb = x.shape[0]

@@ -19,7 +19,8 @@ class MetricValue:
     n: int                        # samples the value is computed from
     ci_low: float | None = None   # 95% interval; None where none is defined (FID)
     ci_high: float | None = None
-    std: float | None = None      # spread over chunks, where the protocol reports one
+    std: float | None = None      # spread over chunks or resamplings, where the protocol reports one
+    n_reference: int | None = None  # real images compared against, where there are (FID, KID)
 
 
 @dataclass
@@ -52,18 +53,18 @@ def store_artifacts(store: Any, prefix: str, results: Sequence[SuiteResult]) -> 
 
 
 def flatten_metrics(results: Sequence[SuiteResult]) -> dict[str, float]:
-    """{"<suite>.<metric>": value, "<...>.n": n, ".ci_low", ".ci_high", ".std"}: the numbers the
-    `evaluated` event carries (a metric named like its suite is just "<suite>", e.g. "fid")."""
+    """{"<suite>.<metric>": value, "<...>.n": n, ".ci_low", ".ci_high", ".std", ".n_reference"}: the
+    numbers the `evaluated` event carries (a metric named like its suite is just "<suite>", e.g. "fid")."""
     out: dict[str, float] = {}
     for r in results:
         for m in r.metrics:
             key = r.suite if m.name == r.suite else f"{r.suite}.{m.name}"
             out[key] = float(m.value)
             out[f"{key}.n"] = int(m.n)
-            for suffix in ("ci_low", "ci_high", "std"):
+            for suffix in ("ci_low", "ci_high", "std", "n_reference"):
                 v = getattr(m, suffix)
                 if v is not None:
-                    out[f"{key}.{suffix}"] = float(v)
+                    out[f"{key}.{suffix}"] = int(v) if suffix == "n_reference" else float(v)
     return out
 
 

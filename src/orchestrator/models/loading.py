@@ -51,6 +51,13 @@ class LoadedModel:
     def resolution(self) -> int:
         return self.variant.resolution(self.model)
 
+    @property
+    def conditioning_clip_sha256(self) -> str | None:
+        """module_hash of the CLIP whose embeddings the model is conditioned on, for a variant that
+        declares one (`conditioning_clip_sha256(model)`); None for the others."""
+        declared = getattr(self.variant, "conditioning_clip_sha256", None)
+        return declared(self.model) if declared is not None else None
+
     def eval(self) -> "LoadedModel":
         for m in self.variant.modules(self.model).values():
             m.eval()

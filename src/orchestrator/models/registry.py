@@ -13,6 +13,10 @@ functions — composition, no base class; `Variant` below is the interface it sa
     resolution(model)                 the image size it was built for
     generate(model, prompts, ...)     generators and chains: images in [0, 1]
     score(model, captions, images)    matchers: a score per (caption, image)
+    conditioning_clip_sha256(model)   optional: module_hash of the CLIP it is conditioned on, or None
+                                      (fid_clip refuses to judge a model with that same CLIP)
+    conditioning_clip_source(options) optional: where its model options name that CLIP, or None
+                                      (the same refusal, when a manifest loads)
 
 Modules are imported when first asked for, so checking a manifest never loads torch.
 """
@@ -174,11 +178,34 @@ def check_manifest(loaded: "LoadedManifest") -> list[ManifestIssue]:
         found = capability_problems(m.model.variant, m.data.train.kind if m.data.train else None, list(m.eval.suites),
                                     eval_kind=m.data.eval.kind if m.data.eval else None,
                                     has_clip=m.eval.clip is not None)
+        found.update(_same_clip_problem(m, loaded.base_dir))
         for dotted, message in found.items():
             yaml_path = _swept_at(loaded, trial.overrides, dotted) or tuple(
                 int(p) if p.isdigit() else p for p in dotted.split("."))
             issues.append(ManifestIssue(src.file, dotted, src.line_of(yaml_path), message))
     return list(dict.fromkeys(issues))
+
+
+def _same_clip_problem(m: Any, base_dir: Path) -> dict[str, str]:
+    """fid_clip with eval.clip naming the CLIP the model is conditioned on (the suite checks the
+    weights too, when it runs: this catches the same path before any training)."""
+    from orchestrator.storage.location import is_remote, local_path
+
+    if "fid_clip" not in m.eval.suites or m.eval.clip is None:
+        return {}
+    try:
+        declared = getattr(get_variant(m.model.variant), "conditioning_clip_source", None)
+    except (UnknownVariant, NotImplementedError):
+        return {}  # capability_problems says so
+    ours, theirs = declared(m.model.options) if declared else None, m.eval.clip
+    if ours is None:
+        return {}
+    same = ours == theirs or (not is_remote(ours) and not is_remote(theirs)
+                              and local_path(ours, base_dir).resolve() == local_path(theirs, base_dir).resolve())
+    if not same:
+        return {}
+    return {"eval.clip": (f"fid_clip would judge the model with the CLIP it is conditioned on ({ours}); set eval.clip "
+                          f"to a second CLIP, trained on other data or with another seed")}
 
 
 def _swept_at(loaded: "LoadedManifest", overrides: dict, dotted: str) -> tuple | None:

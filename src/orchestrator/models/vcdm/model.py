@@ -6,7 +6,7 @@ directory layout, one directory for both parts:
     unet/                 the diffusers UNet2DModel (save_pretrained; loadable by diffusers alone)
     embed_proj/           model.safetensors: the embedding projection added to the timestep embedding
     scheduler/            the DDPM noise schedule (scheduler_config.json)
-    vcdm.json             the prior's EDM constants
+    vcdm.json             the prior's EDM constants; the sha256 (module_hash) of the CLIP it is conditioned on
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 
+from orchestrator.models.common.serialize import module_hash
 from orchestrator.models.registry import INDEX_KEY
 
 from .edm import EDMConfig
@@ -36,6 +37,12 @@ class VCDM:
     scheduler: DDPMScheduler
     edm: EDMConfig = field(default_factory=EDMConfig)
     clip: Any = None  # the frozen CLIP whose image embeddings it trains on (set by load_base; never saved)
+    clip_sha256: str | None = None  # that CLIP's module_hash as an exported directory records it
+
+    @property
+    def conditioning_clip_sha256(self) -> str | None:
+        """module_hash of the CLIP it is conditioned on: the attached one's, else the recorded one."""
+        return module_hash(self.clip.model) if self.clip is not None else self.clip_sha256
 
     @property
     def embed_dim(self) -> int:
@@ -78,7 +85,8 @@ def save(m: VCDM, out_dir: Path) -> Path:
     (out_dir / "embed_proj").mkdir(exist_ok=True)
     save_file(_cpu(m.image.embed_proj.state_dict()), str(out_dir / "embed_proj" / "model.safetensors"))
     m.scheduler.save_pretrained(out_dir / "scheduler")
-    (out_dir / "vcdm.json").write_text(json.dumps({"edm": asdict(m.edm)}, indent=2) + "\n")
+    record = {"edm": asdict(m.edm), "clip_sha256": m.conditioning_clip_sha256}
+    (out_dir / "vcdm.json").write_text(json.dumps(record, indent=2) + "\n")
     index = {"_class_name": CLASS_NAME, INDEX_KEY: "vcdm",
              "prior": ["orchestrator", "Prior"], "unet": ["diffusers", "UNet2DModel"],
              "embed_proj": ["torch", "Linear"], "scheduler": ["diffusers", "DDPMScheduler"]}
@@ -100,8 +108,8 @@ def load(path: Path) -> VCDM:
     image = EmbeddingUNet(unet, cfg.embed_dim)
     image.embed_proj.load_state_dict(load_file(str(path / "embed_proj" / "model.safetensors")))
     scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
-    edm = EDMConfig(**json.loads((path / "vcdm.json").read_text())["edm"])
-    return VCDM(prior, image, scheduler, edm)
+    record = json.loads((path / "vcdm.json").read_text())
+    return VCDM(prior, image, scheduler, EDMConfig(**record["edm"]), clip_sha256=record.get("clip_sha256"))
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

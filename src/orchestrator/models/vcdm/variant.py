@@ -102,3 +102,13 @@ def generate(m: "VCDM", prompts: list[str], **sampling: Any) -> "torch.Tensor":
     from .sampling import generate as sample
 
     return sample(m, prompts, **sampling)
+
+
+def conditioning_clip_sha256(m: "VCDM") -> str | None:
+    """The CLIP whose image embeddings it trains on and samples (what fid_clip must not judge with)."""
+    return m.conditioning_clip_sha256
+
+
+def conditioning_clip_source(options: "VCDMOptions | None") -> str | None:
+    """Where the manifest names that CLIP (model.vcdm.clip)."""
+    return options.clip if options is not None else None
