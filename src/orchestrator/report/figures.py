@@ -10,11 +10,20 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: a headless machine has no display to open
 import matplotlib.pyplot as plt  # noqa: E402
 
-from orchestrator.eval.plots import moving_average  # noqa: E402
-
 from .collect import TrialReport  # noqa: E402
 
 DPI = 80
+
+
+def moving_average(ys: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` points (noisy per-step losses read better smoothed)."""
+    out, total = [], 0.0
+    for i, y in enumerate(ys):
+        total += y
+        if i >= window:
+            total -= ys[i - window]
+        out.append(total / min(i + 1, window))
+    return out
 
 
 def _finite(xs: Sequence[int], ys: Sequence[float | None]) -> tuple[list[int], list[float]]:
