@@ -17,7 +17,7 @@ from orchestrator.actors import api  # noqa: E402
 from orchestrator.actors.cluster import shutdown, start_local  # noqa: E402
 from orchestrator.actors.coordinator import Coordinator, ExperimentCoordinator  # noqa: E402
 from orchestrator.actors.plan import plan_sweep  # noqa: E402
-from orchestrator.actors.results import build_table, render_csv, render_json, render_table  # noqa: E402
+from orchestrator.actors.results import build_table, render_csv, render_json  # noqa: E402
 from orchestrator.journal import Event, EventKind, open_journal  # noqa: E402
 from orchestrator.models.sd import load_components  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
