@@ -316,3 +316,43 @@ def test_glide_mini_beside_sd_as_a_sweep_axis_with_every_generating_suite(tmp_pa
         bases = [e for e in journal.events(eid, kinds=["evaluated"]) if e.payload["step"] == 0]
         assert len({e.payload["grid"] for e in bases}) == 2
         assert bases[0].payload["metrics"] != bases[1].payload["metrics"]
+
+
+def test_vcdm_arms_as_a_sweep_axis_with_the_oracle_and_no_base_evaluation(tmp_path, eval_assets):
+    """Visual-CoT's arms in one experiment (examples/vcdm-shapes.yaml in miniature): the VCDM trial
+    reports fid_clip, its oracle arm and consistency; the unconditional trial fid_clip alone, its
+    oracle arm journaled as not applicable; evaluate_base: false evaluates no base (tiny-random)."""
+    from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config, save_clip
+
+    model, tok = build_tiny_clip(seed=1)
+    save_clip(ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), "judge"), tmp_path / "judge")
+    path = tmp_path / "vcdm.yaml"
+    path.write_text(
+        f"name: vcdm\nmodel: {{variant: vcdm, base: tiny-random, resolution: 32, vcdm: {{clip: {eval_assets / 'clip'}}}}}\n"
+        "data: {train: {kind: shapes, n: 12}}\n"
+        "train: {steps: 2, batch_size: 4, lr: 1.0e-3, checkpoint_every: 2, seed: 1}\n"
+        "sweep: {grid: {model.vcdm.conditioning: [embedding, none]}}\n"
+        "resources: {cpus_per_trial: 1}\n"
+        f"eval: {{suites: [fid_clip, consistency], samples: 6, clip: {tmp_path / 'judge'}, oracle: true, "
+        "reference_scenes: all, evaluate_base: false, consistency_embeddings: 2, consistency_images: 2, "
+        "kid_subsets: 3}\n"
+        "storage: {blobs: ./blobs, journal: sqlite:///./journal.db}\n")
+    eid = api.run_experiment(path, progress=False)
+    plan = plan_sweep(path)
+    with open_journal(plan.journal_url) as journal:
+        state = journal.experiment_state(eid)
+        assert state.status.value == "done" and state.counts()["done"] == 2
+        arms = {}
+        for tid, t in state.trials.items():
+            trial = next(p for p in plan.trials if p.id == tid)
+            arms[trial.manifest.model.options.conditioning] = (tid, t)
+            assert set(t.metrics) == {2}  # the final model only: no base evaluation
+        _, conditioned = arms["embedding"]
+        final = conditioned.metrics[2]
+        assert final["fid_clip.n"] == 6 and final["fid_clip.oracle.n"] == 6 and "fid_clip.oracle_kid" in final
+        assert final["consistency.n"] == 2 and "consistency.chance_consistency" in final
+        tid, unconditional = arms["none"]
+        assert not [k for k in unconditional.metrics[2] if "oracle" in k]
+        assert "consistency.chance_consistency" in unconditional.metrics[2]
+        [event] = journal.events(eid, tid, kinds=["evaluated"])
+        assert event.payload["info"]["fid_clip"]["oracle"].startswith("not applicable")

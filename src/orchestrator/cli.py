@@ -585,7 +585,7 @@ def eval_(
     checkpoint: str = typer.Option(None, "--checkpoint", help="The same as SOURCE, e.g. a blob key "
                                    "(model prefix or trials/<id>/checkpoints/step-N.pt) with --blobs."),
     suite: str = typer.Option(..., "--suite", help="Comma-separated: spatial, clip_r_precision, winoground, fid, fid_clip, "
-                              "drawbench."),
+                              "drawbench, consistency."),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding the checkpoint, caches and tiny base."),
     base: str = typer.Option(None, "--base", help="Base model of a step-N.pt checkpoint (default: the base it records)."),
     samples: int = typer.Option(64, "--samples", min=1),
@@ -602,6 +602,14 @@ def eval_(
     categories: str = typer.Option(None, "--categories", help="DrawBench categories, comma-separated "
                                    "(default: Counting,Positional, the first seed paper's)."),
     per_prompt: int = typer.Option(4, "--per-prompt", min=1, help="DrawBench images per prompt (paired noise)."),
+    reference_scenes: str = typer.Option("prompted", "--reference-scenes", help="FID's real images: prompted (held-out "
+                                         "scenes stating a relation) or all (every held-out scene: for a chain)."),
+    reference_resamples: int = typer.Option(3, "--reference-resamples", min=0, help="Bootstrap resamplings of FID's reference."),
+    kid_subsets: int = typer.Option(100, "--kid-subsets", min=1),
+    oracle_clip: str = typer.Option(None, "--oracle-clip", help="VCDM: the CLIP it is conditioned on; fid/fid_clip also "
+                                    "score the oracle arm (images from its embeddings of held-out real images)."),
+    consistency_embeddings: int = typer.Option(50, "--consistency-embeddings", min=2),
+    consistency_images: int = typer.Option(4, "--consistency-images", min=2, help="Images per embedding (consistency)."),
     sheets: Path = typer.Option(None, "--sheets", help="Write the DrawBench sheets here as PNG files."),
     journal: str = typer.Option(None, "--journal", help="Record the results in this journal (with --experiment, --trial, --step)."),
     experiment: str = typer.Option(None, "--experiment"),
@@ -629,6 +637,9 @@ def eval_(
                             samples=samples, seed=seed, steps=steps, guidance_scale=guidance, sampler=sampler.value,
                             best_of=best_of, clip=clip, fid_weights=fid_weights, fid_reference=fid_reference,
                             winoground=winoground, drawbench=drawbench, drawbench_per_prompt=per_prompt,
+                            reference_scenes=reference_scenes, reference_resamples=reference_resamples,
+                            kid_subsets=kid_subsets, oracle_clip=oracle_clip,
+                            consistency_embeddings=consistency_embeddings, consistency_images=consistency_images,
                             **({"drawbench_categories": tuple(c.strip() for c in categories.split(",") if c.strip())}
                                if categories else {}))
         results = run_in_context(ctx, suite)
@@ -673,6 +684,8 @@ def clip_train(
     blobs: str = typer.Option(None, "--blobs"),
     steps: int = typer.Option(3000, "--steps", min=1),
     seed: int = typer.Option(0, "--seed", min=0),
+    data_seed: int = typer.Option(0, "--data-seed", min=0, help="Shapes dataset seed of its training scenes "
+                                  "(a second CLIP to judge a model conditioned on the first: another seed and data)."),
     n: int = typer.Option(4000, "--n", min=2, help="Shapes scenes to train on."),
     size: int = typer.Option(32, "--size"),
     batch_size: int = typer.Option(64, "--batch-size", min=2),
@@ -687,7 +700,7 @@ def clip_train(
 
     torch.set_num_threads(threads)
     _, result = train_tiny_clip(out_to, steps=steps, seed=seed, n=n, size=size, batch_size=batch_size, lr=lr,
-                                store=open_store(blobs) if blobs else None)
+                                data_seed=data_seed, store=open_store(blobs) if blobs else None)
     out.print(f"[green]saved[/] tiny CLIP to {result.saved_to}: contrastive loss {result.first_loss:.3f} -> "
               f"{result.final_loss:.3f} in {result.steps} steps ({result.wall_s:.0f} s)")
 

@@ -243,6 +243,8 @@ class Coordinator:
         for the second and later bases of a sweep over models)."""
         for tid in trial_ids:
             key = self._base_key(tid)
+            if not self.trial_json[tid]["eval"].get("evaluate_base", True):
+                continue
             if key not in self.base_refs:
                 label = "base" if not self.base_refs else f"base-{tid}"
                 self.base_refs[key] = self._evaluate(tid, {"kind": "base"}, label)
@@ -277,12 +279,13 @@ class Coordinator:
             self._record_eval(tid, task.step, out)
             return
         key = self._base_key(tid)
-        if key not in self.base_metrics:
-            self.base_metrics[key] = ray.get(self.base_refs[key])
-        self._record_eval(tid, 0, self.base_metrics[key], base=True)
-        for suite, values in self.base_metrics[key].get("gauges", {}).items():
-            self.telemetry.evaluated(experiment=self.plan.experiment_id, trial=tid, weights="base", suite=suite,
-                                     seconds=None, metrics=values)
+        if key in self.base_refs:  # none where eval.evaluate_base is false
+            if key not in self.base_metrics:
+                self.base_metrics[key] = ray.get(self.base_refs[key])
+            self._record_eval(tid, 0, self.base_metrics[key], base=True)
+            for suite, values in self.base_metrics[key].get("gauges", {}).items():
+                self.telemetry.evaluated(experiment=self.plan.experiment_id, trial=tid, weights="base", suite=suite,
+                                         seconds=None, metrics=values)
         self._record_eval(tid, task.step, out)
         self.rj.transition(tid, EventKind.DONE, **self.done_summary.pop(tid, {}))
         self._count("finish")

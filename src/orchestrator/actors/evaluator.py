@@ -48,6 +48,7 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
     """The manifest's `eval` section as the suites' options. The held-out prompts come from the
     manifest's eval data seed (a shapes dataset no trial trains on) at its image size."""
     from orchestrator.eval.suites import DEFAULT_EVAL_SEED, EvalOptions
+    from orchestrator.models.registry import declared_conditioning_clip
 
     e, src = manifest.eval, manifest.data.eval
     db = e.drawbench
@@ -61,6 +62,9 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
         fid_reference=_resolve(e.fid_reference, base_dir), winoground=_resolve(e.winoground, base_dir),
         matching=src.model_dump(mode="json") if src is not None and "matching" in e.suites else None,
         matching_base_dir=str(base_dir) if base_dir is not None else None,
+        kid_subsets=e.kid_subsets, reference_resamples=e.reference_resamples, reference_scenes=e.reference_scenes,
+        oracle_clip=_resolve(declared_conditioning_clip(manifest.model), base_dir) if e.oracle else None,
+        consistency_embeddings=e.consistency_embeddings, consistency_images=e.consistency_images,
         batch_size=64, **drawbench)
 
 

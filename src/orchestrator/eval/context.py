@@ -24,6 +24,7 @@ from .results import MetricUnavailable
 from .spatial import SpatialPrompt
 
 DEFAULT_EVAL_SEED = 1000  # shapes-world dataset seed of the held-out prompts: not a training seed
+REFERENCE_SCENES = ("prompted", "all")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,16 @@ class EvalOptions:
     feature_batch_size: int = 32
     kid_subsets: int = 100              # KID's random subsets (of min(n, 1000) each): torch-fidelity's default
     reference_resamples: int = 3        # bootstrap resamplings of the reference for FID's spread (0: none)
+    # Which held-out scenes are FID's real images: "prompted" (those stating a relation, the
+    # prompts' own: for text-to-image models) or "all" (every scene in order: the data's own
+    # distribution, for a model that does not follow prompts, e.g. a VCDM chain).
+    reference_scenes: str = "prompted"
+    # The CLIP a conditioned chain (VCDM) is conditioned on: given, the FID suites also score the
+    # oracle arm, images generated from its embeddings of held-out real images (the scenes after
+    # the reference ones, so no reference image is its own condition).
+    oracle_clip: str | None = None
+    consistency_embeddings: int = 50    # consistency suite: embeddings drawn from the prior ...
+    consistency_images: int = 4         # ... and images generated from each, with their own noise
     r_precision_pool: int = 1000        # held-out captions the 99 negatives are drawn from
     r_precision_negatives: int = 99
     r_precision_chunks: int = R_PRECISION_CHUNKS
@@ -59,11 +70,16 @@ class EvalOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "drawbench_categories", tuple(self.drawbench_categories))
         for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks",
-                     "drawbench_per_prompt", "kid_subsets"):
+                     "drawbench_per_prompt", "kid_subsets", "consistency_embeddings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.reference_resamples < 0:
             raise ValueError(f"reference_resamples must be >= 0, got {self.reference_resamples}")
+        if self.consistency_images < 2:
+            raise ValueError(f"consistency_images must be >= 2 (pairs from one embedding), got {self.consistency_images}")
+        if self.reference_scenes not in REFERENCE_SCENES:
+            raise ValueError(f"reference_scenes must be one of {', '.join(REFERENCE_SCENES)}, "
+                             f"got {self.reference_scenes!r}")
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,9 @@ class EvalContext:
         self._heldout: list[HeldOut] = []
         self._next_scene = 0
         self._generated: torch.Tensor | None = None
+        self._oracle: torch.Tensor | None = None
+        self._oracle_clip: Any = None
+        self.oracle_info: dict[str, Any] = {}
         self.generation_info: dict[str, Any] = {}
 
     # ---- prerequisites --------------------------------------------------------------
@@ -239,17 +258,93 @@ class EvalContext:
     def prompts(self) -> list[SpatialPrompt]:
         return [h.prompt for h in self.heldout(self.options.samples)]
 
-    def reference_images(self) -> torch.Tensor:
-        """uint8 [N, 3, H, W]: the real held-out scenes (the prompts' own, then the next ones)."""
-        n = self.options.fid_reference_n or self.options.samples
-        arr = np.stack([np.asarray(h.example.image()) for h in self.heldout(n)])
+    def reference_n(self) -> int:
+        return self.options.fid_reference_n or self.options.samples
+
+    def real_images(self, start: int, n: int) -> torch.Tensor:
+        """uint8 [n, 3, H, W]: held-out scenes start .. start+n-1 of the `reference_scenes`
+        selection (prompted: the scenes stating a relation, in order; all: every scene)."""
+        if self.options.reference_scenes == "all":
+            from orchestrator.data.shapes import make_example
+
+            examples = [make_example(self.options.eval_seed, i, self.image_size) for i in range(start, start + n)]
+        else:
+            examples = [h.example for h in self.heldout(start + n)[start:]]
+        arr = np.stack([np.asarray(ex.image()) for ex in examples])
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+    def reference_images(self) -> torch.Tensor:
+        """uint8 [N, 3, H, W]: FID's real images, the first N held-out scenes (with prompted
+        scenes: the prompts' own, then the next ones)."""
+        return self.real_images(0, self.reference_n())
 
     def reference_key(self, suite: str, weights_id: str, n: int) -> str | None:
         if self.store is None:
             return None
+        scenes = "" if self.options.reference_scenes == "prompted" else f"-{self.options.reference_scenes}"
         return (f"cache/eval/{suite}/{weights_id[:24]}/shapes-seed{self.options.eval_seed}"
-                f"-{self.image_size}px-n{n}.npz")
+                f"-{self.image_size}px-n{n}{scenes}.npz")
+
+    # ---- the oracle arm (a conditioned chain given true embeddings) ---------------------
+    def oracle_problems(self, suite: str) -> list[str]:
+        """What stops the oracle arm when it is asked for (nothing when it is not). A model that
+        is conditioned on no CLIP (the unconditional arm of the same sweep) has no oracle arm: its
+        suites say so in their info instead of failing."""
+        o = self.options
+        if not o.oracle_clip:
+            return []
+        problems = self._missing(o.oracle_clip, "config.json", f"{suite}: oracle CLIP")
+        if problems or (self._model is None and self.checkpoint is None):
+            return problems
+        try:
+            m = self.model()
+        except (FileNotFoundError, ValueError, NotImplementedError) as exc:
+            return [f"{suite}: cannot load the model to check its oracle arm: {exc}"]
+        if not hasattr(m.variant, "oracle_conditioning"):
+            return [f"{suite}: variant {m.variant.INFO.name!r} has no oracle arm (it is conditioned on no embedding)"]
+        return []
+
+    def oracle_clip(self) -> Any:
+        if self._oracle_clip is None:
+            from orchestrator.models.clip import load_clip
+
+            self._oracle_clip = load_clip(self.options.oracle_clip, store=self.store, device=self.device)
+        return self._oracle_clip
+
+    def oracle_generated(self) -> torch.Tensor | None:
+        """[samples, 3, H, W] in [0, 1]: the oracle arm's images, generated from the conditioning
+        CLIP's embeddings of held-out real scenes (those after the reference's), with the same
+        noise as `generated()`; None, with the reason in `oracle_info`, where there is no such arm."""
+        o = self.options
+        if not o.oracle_clip:
+            return None
+        if self._oracle is None and not self.oracle_info:
+            m = self.model()
+            conditioned_on = m.conditioning_clip_sha256
+            if conditioned_on is None:
+                self.oracle_info = {"oracle": "not applicable: the model is conditioned on no CLIP embedding "
+                                              "(e.g. the unconditional arm)"}
+                return None
+            from orchestrator.models.common.serialize import module_hash
+
+            clip = self.oracle_clip()
+            if module_hash(clip.model) != conditioned_on:
+                raise ValueError(f"oracle_clip {o.oracle_clip} (weights sha256 {module_hash(clip.model)[:12]}) is not "
+                                 f"the CLIP the model is conditioned on ({conditioned_on[:12]}): the oracle arm needs "
+                                 f"that CLIP's embeddings")
+            start = self.reference_n()
+            real = self.real_images(start, o.samples)
+            started = time.perf_counter()
+            cond = m.variant.oracle_conditioning(m.model, clip, real)
+            gen = torch.Generator(self.device).manual_seed(o.seed)
+            self._oracle = m.variant.generate(m.model, [""] * o.samples, sampler=o.sampler, steps=o.steps,
+                                              guidance_scale=o.guidance_scale, generator=gen,
+                                              resolution=self.image_size, batch_size=o.batch_size, **cond)
+            self.oracle_info = {"oracle": {"clip": o.oracle_clip, "clip_sha256": conditioned_on,
+                                           "real_scenes": [start, start + o.samples],
+                                           "reference_scenes": o.reference_scenes,
+                                           "wall_s": time.perf_counter() - started}}
+        return self._oracle
 
     def generated(self) -> torch.Tensor:
         """[samples, 3, H, W] in [0, 1], for `prompts()`, generated once (best of K by CLIP if asked)."""

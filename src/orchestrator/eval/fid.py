@@ -16,6 +16,10 @@ the generated n and the reference n. There is no confidence interval: FID is a b
 between two fitted Gaussians, not a mean over samples; compare FIDs only at equal n (its bias
 grows as n shrinks). Features are held in memory (n × d float64: 16 MB per 1000 Inception
 features). A reference .npz holding statistics only (pytorch-fid's) gives the FID alone.
+
+With `oracle_clip` (a conditioned chain, VCDM), the oracle arm's images (context.oracle_generated)
+are scored against the same reference with the same noise: the same values, named `oracle`
+(the FID) and `oracle_*`.
 """
 from __future__ import annotations
 
@@ -200,41 +204,54 @@ class _FrechetSuite:
                                 "reference_cached": cached}
 
     def run(self, ctx: "EvalContext"):
-        from .results import MetricValue, SuiteResult
+        from .results import SuiteResult
 
         started = time.perf_counter()
-        o = ctx.options
         extract, dim, weights_id, info = self.extractor(ctx)
         ref, ref_x, ref_info = self.reference(ctx, extract, dim, weights_id)
         if ref.dim != dim:
             raise ValueError(f"{self.name}: reference statistics are {ref.dim}-d but the features are {dim}-d")
-        gen_x = collect_features(extract, batches(ctx.generated(), o.feature_batch_size), dim)
+        metrics, scored = self.score(ctx, ctx.generated(), extract, dim, ref, ref_x)
+        info.update(ref_info, reference_n=ref.n, **ctx.generation_info, **scored)
+        oracle = ctx.oracle_generated()
+        if oracle is not None:
+            oracle_metrics, _ = self.score(ctx, oracle, extract, dim, ref, ref_x)
+            metrics += [replace(m, name="oracle" if m.name == self.name else f"oracle_{m.name}")
+                        for m in oracle_metrics]
+        info.update(ctx.oracle_info)
+        return SuiteResult(self.name, metrics, info, time.perf_counter() - started)
+
+    def score(self, ctx: "EvalContext", images: torch.Tensor, extract: FeatureFn, dim: int, ref: FeatureStats,
+              ref_x: np.ndarray | None) -> tuple[list, dict[str, Any]]:
+        """FID (with its spread over reference resamplings) and KID of one set of images."""
+        from .results import MetricValue
+
+        o = ctx.options
+        gen_x = collect_features(extract, batches(images, o.feature_batch_size), dim)
         gen = stats_of(gen_x)
         n, n_ref = gen.n, ref.n
-        info.update(ref_info, reference_n=n_ref, **ctx.generation_info)
         fid = MetricValue(self.name, distance(gen, ref), n, n_reference=n_ref)
         if ref_x is None:
-            info["reference_resamples"] = info["kid"] = NO_FEATURES
-            return SuiteResult(self.name, [fid], info, time.perf_counter() - started)
+            return [fid], {"reference_resamples": NO_FEATURES, "kid": NO_FEATURES}
         spread = resampled_distances(gen, ref_x, o.reference_resamples, o.seed)
         k = kid(gen_x, ref_x, subsets=o.kid_subsets, seed=o.seed)
-        info["reference_resamples"] = {"method": "bootstrap: drawn with replacement, n_reference each",
-                                       "seed": o.seed, "values": spread}
-        info["kid"] = {"kernel": "(x·y/d + 1)^3", "subsets": k.subsets, "subset_size": k.subset_size,
-                       "seed": o.seed}
+        info = {"reference_resamples": {"method": "bootstrap: drawn with replacement, n_reference each",
+                                        "seed": o.seed, "values": spread},
+                "kid": {"kernel": "(x·y/d + 1)^3", "subsets": k.subsets, "subset_size": k.subset_size,
+                        "seed": o.seed}}
         metrics = [replace(fid, std=float(np.std(spread, ddof=1)) if len(spread) > 1 else None)]
         if spread:
             metrics += [MetricValue("reference_resample_min", min(spread), n, n_reference=n_ref),
                         MetricValue("reference_resample_max", max(spread), n, n_reference=n_ref)]
         metrics.append(MetricValue("kid", k.mean, n, std=k.std, n_reference=n_ref))
-        return SuiteResult(self.name, metrics, info, time.perf_counter() - started)
+        return metrics, info
 
 
 class FIDSuite(_FrechetSuite):
     name = "fid"
 
     def requirements(self, ctx: "EvalContext") -> list[str]:
-        return ctx.generation_problems(self.name) + ctx.inception_problems(self.name)
+        return ctx.generation_problems(self.name) + ctx.inception_problems(self.name) + ctx.oracle_problems(self.name)
 
     def extractor(self, ctx: "EvalContext"):
         model = ctx.inception()
@@ -255,7 +272,7 @@ class FIDClipSuite(_FrechetSuite):
     name = "fid_clip"
 
     def requirements(self, ctx: "EvalContext") -> list[str]:
-        problems = ctx.generation_problems(self.name) + ctx.clip_problems(self.name)
+        problems = ctx.generation_problems(self.name) + ctx.clip_problems(self.name) + ctx.oracle_problems(self.name)
         return problems or self.same_clip_problems(ctx)
 
     def same_clip_problems(self, ctx: "EvalContext") -> list[str]:

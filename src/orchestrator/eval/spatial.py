@@ -157,7 +157,7 @@ def score_judgements(judgements: Sequence[Judgement]) -> SpatialScore:
     ok = sum(j.correct for j in judgements)
     axis = sum(j.axis_correct for j in judgements)
     shift = [j.displacement for j in judgements if j.displacement is not None]
-    mean, ci = _mean_ci(shift)
+    mean, ci = mean_ci(shift)
     return SpatialScore(n, both, ok, ok / n if n else 0.0, wilson_interval(ok, n),
                         both / n if n else 0.0, wilson_interval(both, n),
                         ok / both if both else 0.0, wilson_interval(ok, both),
@@ -165,7 +165,8 @@ def score_judgements(judgements: Sequence[Judgement]) -> SpatialScore:
                         tuple(j.both_present for j in judgements))
 
 
-def _mean_ci(xs: Sequence[float], z: float = Z95) -> tuple[float, tuple[float, float]]:
+def mean_ci(xs: Sequence[float], z: float = Z95) -> tuple[float, tuple[float, float]]:
+    """Mean and its normal-approximation interval (z standard errors each side)."""
     if not xs:
         return 0.0, (0.0, 0.0)
     mean = sum(xs) / len(xs)

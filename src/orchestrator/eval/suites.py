@@ -76,6 +76,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "fid_clip": ("orchestrator.eval.fid", "FIDClipSuite"),
     "matching": ("orchestrator.eval.matching", "MatchingSuite"),
     "drawbench": ("orchestrator.eval.drawbench", "DrawBenchSuite"),
+    "consistency": ("orchestrator.eval.consistency", "ConsistencySuite"),
 }
 
 

@@ -23,7 +23,7 @@ FILE_KINDS = (
     "imagefolder",
     "winoground", "drawbench", "gqa", "gqa-captions", "comvg", "refcocog", "vqav2", "vl-checklist", "shards",
 )
-SUITES = ("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "matching", "drawbench")
+SUITES = ("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "matching", "drawbench", "consistency")
 # Only these sections change what a trial trains, so only they may be swept and hashed.
 SWEEPABLE_SECTIONS = ("model", "data", "train")
 
@@ -455,6 +455,19 @@ class EvalSpec(Section):
     fid_reference: str | None = None  # reference statistics .npz (mu, sigma); else computed and cached
     winoground: str | None = None     # a Winoground-layout directory; default: shapes-world pairs
     drawbench: DrawBenchSpec | None = None  # the drawbench suite's CSV, categories, images per prompt
+    kid_subsets: PositiveInt = 100    # KID's random subsets (of min(n, 1000) images each)
+    reference_resamples: Annotated[int, Field(ge=0)] = 3  # bootstrap resamplings of FID's reference (spread)
+    # FID's real images: the held-out scenes stating a relation (prompted: text-to-image models) or
+    # every held-out scene (all: the data's own distribution, for a chain that follows no prompt).
+    reference_scenes: Literal["prompted", "all"] = "prompted"
+    # The oracle arm of a conditioned chain (VCDM): fid/fid_clip also score images generated from
+    # the model's own CLIP's embeddings of held-out real images (model.vcdm.clip), as oracle_*.
+    oracle: bool = False
+    # Evaluate the base model too (what each trial is compared against); false where the base
+    # is tiny-random and its numbers would only cost time.
+    evaluate_base: bool = True
+    consistency_embeddings: Annotated[int, Field(ge=2)] = 50  # consistency suite: prior samples ...
+    consistency_images: Annotated[int, Field(ge=2)] = 4       # ... and images generated from each
 
     @field_validator("suites")
     @classmethod

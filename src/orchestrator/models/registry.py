@@ -17,6 +17,10 @@ functions — composition, no base class; `Variant` below is the interface it sa
                                       (fid_clip refuses to judge a model with that same CLIP)
     conditioning_clip_source(options) optional: where its model options name that CLIP, or None
                                       (the same refusal, when a manifest loads)
+    sampled_conditioning(model, count, *, repeats, generator) / oracle_conditioning(model, clip, images)
+                                      optional, chains: `generate` keywords holding the first stage's
+                                      samples fixed (consistency suite) / replacing them by the CLIP's
+                                      embeddings of real images (the oracle arm)
 
 Modules are imported when first asked for, so checking a manifest never loads torch.
 """
@@ -179,11 +183,40 @@ def check_manifest(loaded: "LoadedManifest") -> list[ManifestIssue]:
                                     eval_kind=m.data.eval.kind if m.data.eval else None,
                                     has_clip=m.eval.clip is not None)
         found.update(_same_clip_problem(m, loaded.base_dir))
+        found.update(_oracle_problem(m))
         for dotted, message in found.items():
             yaml_path = _swept_at(loaded, trial.overrides, dotted) or tuple(
                 int(p) if p.isdigit() else p for p in dotted.split("."))
             issues.append(ManifestIssue(src.file, dotted, src.line_of(yaml_path), message))
     return list(dict.fromkeys(issues))
+
+
+def declared_conditioning_clip(model_spec: Any) -> str | None:
+    """Where a manifest's model section names the CLIP its model is conditioned on (a variant's
+    `conditioning_clip_source`), or None: a variant without one, or an unconditioned setting."""
+    try:
+        declared = getattr(get_variant(model_spec.variant), "conditioning_clip_source", None)
+    except (UnknownVariant, NotImplementedError):
+        return None  # capability_problems says so
+    return declared(model_spec.options) if declared else None
+
+
+def _oracle_problem(m: Any) -> dict[str, str]:
+    """eval.oracle for a variant that is conditioned on no CLIP: there is no true embedding to give."""
+    if not m.eval.oracle:
+        return {}
+    try:
+        has_arm = hasattr(get_variant(m.model.variant), "oracle_conditioning")
+    except (UnknownVariant, NotImplementedError):
+        return {}
+    if not has_arm:
+        return {"eval.oracle": f"variant {m.model.variant} has no oracle arm (only a chain conditioned on CLIP "
+                               f"embeddings, vcdm, has one)"}
+    if not {"fid", "fid_clip"} & set(m.eval.suites):
+        return {"eval.oracle": "the oracle arm is scored by the fid and fid_clip suites: add one to eval.suites"}
+    if declared_conditioning_clip(m.model) is None:
+        return {"eval.oracle": "the oracle arm needs the CLIP the model is conditioned on (model.vcdm.clip)"}
+    return {}
 
 
 def _same_clip_problem(m: Any, base_dir: Path) -> dict[str, str]:
@@ -193,11 +226,7 @@ def _same_clip_problem(m: Any, base_dir: Path) -> dict[str, str]:
 
     if "fid_clip" not in m.eval.suites or m.eval.clip is None:
         return {}
-    try:
-        declared = getattr(get_variant(m.model.variant), "conditioning_clip_source", None)
-    except (UnknownVariant, NotImplementedError):
-        return {}  # capability_problems says so
-    ours, theirs = declared(m.model.options) if declared else None, m.eval.clip
+    ours, theirs = declared_conditioning_clip(m.model), m.eval.clip
     if ours is None:
         return {}
     same = ours == theirs or (not is_remote(ours) and not is_remote(theirs)

@@ -24,12 +24,14 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 
 
 def tiny_unet_config(resolution: int = 32) -> dict[str, Any]:
-    """Two levels, attention at half resolution; ~0.9 M parameters at 32 px."""
+    """Three levels, attention at quarter resolution (8x8 at 32 px); ~1.1 M parameters. Attention at
+    half resolution (16x16, two levels) cost 1.7x as much per training step on this CPU (1.13 s vs
+    0.65 s at batch 32, one thread) for a smaller receptive field."""
     return {
         "sample_size": resolution, "in_channels": 3, "out_channels": 3,
-        "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-        "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-        "block_out_channels": [32, 64], "layers_per_block": 1, "attention_head_dim": 8,
+        "down_block_types": ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+        "up_block_types": ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+        "block_out_channels": [32, 64, 64], "layers_per_block": 1, "attention_head_dim": 8,
         "norm_num_groups": 8, "class_embed_type": "identity",
     }
 

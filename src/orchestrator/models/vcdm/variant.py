@@ -24,7 +24,7 @@ INFO = VariantInfo(
     name="vcdm",
     kind="chain",
     trains_on=IMAGE_TEXT_KINDS,  # the images (their captions are not used: the chain is unconditional)
-    suites=("fid", "fid_clip"),  # image statistics only: the chain does not follow captions
+    suites=("fid", "fid_clip", "consistency"),  # image statistics only: the chain does not follow captions
     pipeline_classes=("VCDMPipeline",),
     tiny_base=None,              # no `orch pretrain --variant vcdm` yet: base tiny-random or a directory
 )
@@ -48,7 +48,9 @@ def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> "VCDM":
     from .model import load
 
     options, clip = spec.options, None
-    if options.clip is not None:
+    # Only a conditioned model carries its CLIP: the unconditional arm of a sweep that names one
+    # for every trial is conditioned on nothing (no oracle arm, no fid_clip refusal).
+    if options.clip is not None and options.conditioning == "embedding":
         with resolve_location(options.clip, base_dir=base_dir, store=store).local_dir() as d:
             clip = load_clip_dir(d)
     if spec.base == TINY_RANDOM_BASE:
@@ -110,5 +112,26 @@ def conditioning_clip_sha256(m: "VCDM") -> str | None:
 
 
 def conditioning_clip_source(options: "VCDMOptions | None") -> str | None:
-    """Where the manifest names that CLIP (model.vcdm.clip)."""
+    """Where the manifest names that CLIP (model.vcdm.clip). Named for the unconditional arm too
+    (a sweep's conditioning axis): its oracle arm is then reported as not applicable."""
     return options.clip if options is not None else None
+
+
+def sampled_conditioning(m: "VCDM", count: int, *, repeats: int = 1,
+                         generator: "torch.Generator | None" = None) -> dict[str, Any]:
+    """`generate`'s keywords that fix what count * repeats images are conditioned on: `count`
+    embeddings from the prior, each repeated `repeats` times in a row (the consistency suite).
+    A model conditioned on no CLIP (the unconditional arm) is sampled as it is: without one."""
+    from .sampling import sample_embeddings
+
+    if m.conditioning_clip_sha256 is None:
+        return {"conditioning": "none"}
+    return {"embeddings": sample_embeddings(m, count, generator=generator).repeat_interleave(repeats, dim=0)}
+
+
+def oracle_conditioning(m: "VCDM", clip: Any, images: "torch.Tensor") -> dict[str, Any]:
+    """`generate`'s keywords for the oracle arm: the conditioning CLIP's embeddings of real images
+    (uint8 [N, 3, H, W]), in place of the prior's samples."""
+    from .embeddings import image_embeddings
+
+    return {"embeddings": image_embeddings(clip, images).to(m.device)}
