@@ -60,3 +60,25 @@ def test_pretrain_init_with_a_new_denoiser_size(tmp_path):
     with pytest.raises(ValueError, match="unknown denoiser size 'huge'"):
         pretrain_base(tmp_path / "c", tmp_path / "data", steps=1, n=16, batch_size=8, init=tmp_path / "a",
                       denoiser="huge")
+
+
+def test_pretrain_with_a_finer_latent_grid(tmp_path):
+    """--latent-downsample 2: a two-block VAE (4x16x16 latents at 32 px) under a three-level U-Net;
+    the saved base samples at that grid, and the option is refused where it cannot apply."""
+    import pytest
+    from orchestrator.models.sd.sampling import generate
+
+    torch.set_num_threads(1)
+    c = load_components(pretrain_base(tmp_path / "a", tmp_path / "data", steps=1, vae_steps=1, n=16, batch_size=8,
+                                      latent_downsample=2))
+    assert c.vae_downsample == 2 and c.unet.config.sample_size == 16 and len(c.unet.config.block_out_channels) == 3
+    with torch.no_grad():
+        z = c.vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.mean
+    assert z.shape == (1, 4, 16, 16)
+    images = generate(c, ["a red circle"], steps=2, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="latent downsample must be one of"):
+        pretrain_base(tmp_path / "b", tmp_path / "data", steps=1, n=16, batch_size=8, latent_downsample=8)
+    with pytest.raises(ValueError, match="--init keeps its base's"):
+        pretrain_base(tmp_path / "c", tmp_path / "data", steps=1, n=16, batch_size=8, init=tmp_path / "a",
+                      latent_downsample=2)

@@ -511,6 +511,8 @@ def pretrain(
                               "trained --steps more (or a new one, with --denoiser)."),
     denoiser: str = typer.Option(None, "--denoiser", help="SD denoiser size (tiny, small): a new U-Net and text "
                                  "encoder of that size. Default: tiny, or --init's own."),
+    latent_downsample: int = typer.Option(None, "--latent-downsample", help="SD from scratch: image side / latent "
+                                          "side, 4 (8x8 latent at 32 px, the default) or 2 (16x16)."),
 ) -> None:
     """Pretrain a variant's tiny shapes-world base on generic captions (SD: VAE, then text encoder
     and U-Net; GLIDE-mini: text transformer and U-Net, in pixel space)."""
@@ -529,7 +531,8 @@ def pretrain(
             set_deterministic(threads)
         where = pretrain_base(prefix, data_dir, steps=steps, seed=seed, n=n, size=size,
                               vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
-                              ema_decay=ema_decay, variant=variant, init=init, denoiser=denoiser)
+                              ema_decay=ema_decay, variant=variant, init=init, denoiser=denoiser,
+                              latent_downsample=latent_downsample)
     out.print(f"[green]saved[/] tiny {variant} base to {blobs} at {where}")
 
 

@@ -172,6 +172,7 @@ def pretrain_base(
     variant: str = "sd",
     init: str | Path | None = None,
     denoiser: str | None = None,
+    latent_downsample: int | None = None,
     **recipe,
 ) -> str:
     """Pretrain the variant's tiny base and save it: to directory `out`, or to blob prefix `out` if
@@ -183,17 +184,21 @@ def pretrain_base(
     more, or, with `denoiser` (a tiny_config size: tiny, small), a new denoiser of that size trains
     from scratch. Why: a from-scratch build retrains the VAE too, and a worse VAE (measured: 3x the
     reconstruction error at the same 400 steps) undoes what the longer denoiser stage gains.
-    Without `init`, `denoiser` sets the size of the from-scratch build's denoiser."""
+    Without `init`, `denoiser` sets the size of the from-scratch build's denoiser and
+    `latent_downsample` its latent grid (tiny_config.LATENT_DOWNSAMPLES; default 4: 8x8 at 32 px)."""
     torch.manual_seed(seed)
     data = _data(data_dir, n, seed, size)
     v = get_variant(variant)
     if hasattr(v, "pretrain_options"):
         if store is None:
             raise ValueError(f"pretraining {variant} runs the generic trainer, which checkpoints to a blob store")
-        if init is not None or denoiser is not None:
-            raise ValueError(f"--init/--denoiser: implemented for sd's staged pretraining, not {variant}")
+        if init is not None or denoiser is not None or latent_downsample is not None:
+            raise ValueError(f"--init/--denoiser/--latent-downsample: implemented for sd's staged pretraining, "
+                             f"not {variant}")
         return _pretrain_objective(v, out, data, steps, batch_size, lr, seed, size, store, on_metrics, **recipe)
     if init is not None:
+        if latent_downsample is not None:
+            raise ValueError("--latent-downsample builds a new VAE; --init keeps its base's (and its latent grid)")
         c = load_components(init)
         vae_loss, scale = float("nan"), c.latent_scale
         if denoiser is not None:
@@ -202,7 +207,7 @@ def pretrain_base(
         loss = train_denoiser(c, data, steps, batch_size, lr, seed if denoiser else seed + 1, on_metrics=on_metrics,
                               **recipe)
     else:
-        c = build_tiny(seed, size, data.captions)
+        c = build_tiny(seed, size, data.captions, latent_downsample or 4)
         if denoiser is not None:
             c = fresh_denoiser(c, seed, denoiser)
         vae_loss = train_vae(c, data, steps if vae_steps is None else vae_steps, batch_size, vae_lr, seed)

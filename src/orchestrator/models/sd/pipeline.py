@@ -93,17 +93,20 @@ def _diffusers_version() -> str:
     return diffusers.__version__
 
 
-def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None) -> SDComponents:
-    """Randomly initialised tiny SD; the same seed gives bitwise the same weights."""
+def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None,
+               latent_downsample: int = 4) -> SDComponents:
+    """Randomly initialised tiny SD; the same seed gives bitwise the same weights.
+    `latent_downsample`: image side / latent side (tiny_config.LATENT_DOWNSAMPLES)."""
     tokenizer = build_tokenizer(caption_texts or [])
     ids = tokenizer.convert_tokens_to_ids
     tcfg = tiny_config.text_config(len(tokenizer), ids(tokenizer.pad_token), ids(tokenizer.bos_token),
                                    ids(tokenizer.eos_token))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderKL(**tiny_config.vae_config(resolution))
+        vae = AutoencoderKL(**tiny_config.vae_config(resolution, latent_downsample))
         text_encoder = CLIPTextModel(CLIPTextConfig(**tcfg))
-        unet = UNet2DConditionModel(**tiny_config.unet_config(resolution, tcfg["hidden_size"]))
+        unet = UNet2DConditionModel(**tiny_config.unet_config(resolution, tcfg["hidden_size"],
+                                                              downsample=latent_downsample))
     # from_config keeps the DDIM-only keys (set_alpha_to_one, steps_offset) for samplers built later.
     scheduler = DDPMScheduler.from_config(tiny_config.SCHEDULER_CONFIG)
     return SDComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
@@ -118,7 +121,8 @@ def fresh_denoiser(c: SDComponents, seed: int, size: str = "tiny") -> SDComponen
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(CLIPTextConfig(**tcfg))
-        unet = UNet2DConditionModel(**tiny_config.unet_config(c.vae.config.sample_size, tcfg["hidden_size"], size))
+        unet = UNet2DConditionModel(**tiny_config.unet_config(c.vae.config.sample_size, tcfg["hidden_size"], size,
+                                                              c.vae_downsample))
     return SDComponents(unet=unet, vae=c.vae, text_encoder=text_encoder, tokenizer=c.tokenizer, scheduler=c.scheduler)
 
 

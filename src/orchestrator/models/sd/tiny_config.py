@@ -3,6 +3,8 @@
 Same classes and layout as SD v1-5 (AutoencoderKL, UNet2DConditionModel, CLIPTextModel), only
 narrow: a 32 px image becomes a 4x8x8 latent (three VAE blocks = two 2x downsamples), so a
 training step takes milliseconds on a CPU while exercising every code path of the real model.
+`LATENT_DOWNSAMPLES` offers a finer latent too (4x16x16: two VAE blocks), where a small shape
+covers 4x4 latent cells instead of 2x2.
 """
 from __future__ import annotations
 
@@ -24,13 +26,34 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 
 
 
-def vae_config(resolution: int = 32) -> dict[str, Any]:
+# Image side / latent side -> the VAE's block widths and the U-Net layout over that latent. At 2
+# (16x16 at 32 px) the U-Net gets a third level and attends at 8x8 and 4x4 only: attention at
+# 16x16 cost 2.2x as much per step as at 8x8 on this CPU (627 vs 279 ms at batch 32, one thread).
+LATENT_DOWNSAMPLES: dict[int, dict[str, Any]] = {
+    4: {"vae": [16, 32, 32], "unet": {}},
+    2: {"vae": [16, 32], "unet": {
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "block_out_channels": [32, 64, 64]}},
+}
+
+
+def latent_layout(downsample: int) -> dict[str, Any]:
+    try:
+        return LATENT_DOWNSAMPLES[downsample]
+    except KeyError:
+        raise ValueError(f"latent downsample must be one of {sorted(LATENT_DOWNSAMPLES)} (image side / latent side), "
+                         f"not {downsample}") from None
+
+
+def vae_config(resolution: int = 32, downsample: int = 4) -> dict[str, Any]:
+    blocks = latent_layout(downsample)["vae"]
     return {
         "in_channels": 3,
         "out_channels": 3,
-        "down_block_types": ["DownEncoderBlock2D"] * 3,
-        "up_block_types": ["UpDecoderBlock2D"] * 3,
-        "block_out_channels": [16, 32, 32],
+        "down_block_types": ["DownEncoderBlock2D"] * len(blocks),
+        "up_block_types": ["UpDecoderBlock2D"] * len(blocks),
+        "block_out_channels": blocks,
         "layers_per_block": 1,
         "latent_channels": 4,
         "norm_num_groups": 8,
@@ -61,9 +84,10 @@ def denoiser_size(name: str) -> dict[str, Any]:
         raise ValueError(f"unknown denoiser size {name!r}; sizes: {', '.join(DENOISER_SIZES)}") from None
 
 
-def unet_config(resolution: int = 32, cross_attention_dim: int = 32, size: str = "tiny") -> dict[str, Any]:
+def unet_config(resolution: int = 32, cross_attention_dim: int = 32, size: str = "tiny",
+                downsample: int = 4) -> dict[str, Any]:
     return {
-        "sample_size": resolution // 4,
+        "sample_size": resolution // downsample,
         "in_channels": 4,
         "out_channels": 4,
         "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
@@ -73,6 +97,7 @@ def unet_config(resolution: int = 32, cross_attention_dim: int = 32, size: str =
         "cross_attention_dim": cross_attention_dim,
         "attention_head_dim": 8,
         "norm_num_groups": 8,
+        **latent_layout(downsample)["unet"],
         **denoiser_size(size)["unet"],
     }
 
