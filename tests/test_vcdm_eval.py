@@ -194,3 +194,12 @@ def test_the_unconditional_arm_carries_no_clip_even_when_the_sweep_names_one(cli
     assert m.clip is None and m.conditioning_clip_sha256 is None
     spec = ModelSpec.model_validate({"variant": "vcdm", "base": "tiny-random", "vcdm": {"clip": str(cond)}})
     assert vcdm.load_base(spec, None, None).conditioning_clip_sha256 == module_hash(load_clip_dir(cond).model)
+
+
+def test_consistency_needs_a_chain(tmp_path):
+    from orchestrator.eval.suites import MetricUnavailable
+    from orchestrator.models.sd.pipeline import build_tiny, save_components
+
+    save_components(build_tiny(0, 32, ["a red circle"]), tmp_path / "sd")
+    with pytest.raises(MetricUnavailable, match="samples no conditioning of its own"):
+        run_in_context(build_context(str(tmp_path / "sd"), samples=2, device="cpu"), ["consistency"])

@@ -62,13 +62,10 @@ class ConsistencySuite:
         problems = ctx.generation_problems(self.name)
         if problems:
             return problems
-        try:
-            m = ctx.model()
-        except (FileNotFoundError, ValueError, NotImplementedError) as exc:
-            return [f"{self.name}: cannot load the model: {exc}"]
-        if not hasattr(m.variant, "sampled_conditioning"):
-            return [f"{self.name}: variant {m.variant.INFO.name!r} samples no conditioning of its own to hold "
-                    f"fixed (a chain such as vcdm does)"]
+        problems = ctx.hook_problems(self.name, "sampled_conditioning", "samples no conditioning of its own to hold "
+                                     "fixed (a chain such as vcdm does)")
+        if problems:
+            return problems
         if ctx.options.consistency_embeddings < 2:
             return [f"{self.name}: needs at least 2 embeddings (chance level pairs images of different ones)"]
         return []

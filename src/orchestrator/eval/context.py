@@ -296,12 +296,17 @@ class EvalContext:
         problems = self._missing(o.oracle_clip, "config.json", f"{suite}: oracle CLIP")
         if problems or (self._model is None and self.checkpoint is None):
             return problems
+        return self.hook_problems(suite, "oracle_conditioning", "has no oracle arm (it is conditioned on no embedding)")
+
+    def hook_problems(self, suite: str, hook: str, lacking: str) -> list[str]:
+        """The model under test loads and its variant has the optional `hook`; else what to say
+        (`lacking`: what a variant without it is)."""
         try:
             m = self.model()
         except (FileNotFoundError, ValueError, NotImplementedError) as exc:
-            return [f"{suite}: cannot load the model to check its oracle arm: {exc}"]
-        if not hasattr(m.variant, "oracle_conditioning"):
-            return [f"{suite}: variant {m.variant.INFO.name!r} has no oracle arm (it is conditioned on no embedding)"]
+            return [f"{suite}: cannot load the model to check it: {exc}"]
+        if not hasattr(m.variant, hook):
+            return [f"{suite}: variant {m.variant.INFO.name!r} {lacking}"]
         return []
 
     def oracle_clip(self) -> Any:
