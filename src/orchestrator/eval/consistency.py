@@ -25,6 +25,7 @@ import torch
 
 from orchestrator.data.detector import Detection, detect
 
+from .context import generate_images
 from .results import MetricValue, SuiteResult
 from .spatial import mean_ci, wilson_interval
 
@@ -62,13 +63,8 @@ class ConsistencySuite:
         problems = ctx.generation_problems(self.name)
         if problems:
             return problems
-        problems = ctx.hook_problems(self.name, "sampled_conditioning", "samples no conditioning of its own to hold "
-                                     "fixed (a chain such as vcdm does)")
-        if problems:
-            return problems
-        if ctx.options.consistency_embeddings < 2:
-            return [f"{self.name}: needs at least 2 embeddings (chance level pairs images of different ones)"]
-        return []
+        return ctx.hook_problems(self.name, "sampled_conditioning", "samples no conditioning of its own to hold "
+                                 "fixed (a chain such as vcdm does)")
 
     def run(self, ctx: "EvalContext") -> SuiteResult:
         from orchestrator.models.common.images import to_pil
@@ -78,9 +74,7 @@ class ConsistencySuite:
         k, per = o.consistency_embeddings, o.consistency_images
         gen = torch.Generator(ctx.device).manual_seed(o.seed)
         cond = m.variant.sampled_conditioning(m.model, k, repeats=per, generator=gen)
-        images = m.variant.generate(m.model, [""] * (k * per), sampler=o.sampler, steps=o.steps,
-                                    guidance_scale=o.guidance_scale, generator=gen, resolution=ctx.image_size,
-                                    batch_size=o.batch_size, **cond)
+        images = generate_images(m, [""] * (k * per), o, ctx.device, ctx.image_size, generator=gen, **cond)
         dets = [detect(img) for img in to_pil(images)]
         groups = [dets[i * per:(i + 1) * per] for i in range(k)]
         metrics: list[MetricValue] = []

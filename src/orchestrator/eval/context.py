@@ -70,13 +70,15 @@ class EvalOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "drawbench_categories", tuple(self.drawbench_categories))
         for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks",
-                     "drawbench_per_prompt", "kid_subsets", "consistency_embeddings"):
+                     "drawbench_per_prompt", "kid_subsets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.reference_resamples < 0:
             raise ValueError(f"reference_resamples must be >= 0, got {self.reference_resamples}")
-        if self.consistency_images < 2:
-            raise ValueError(f"consistency_images must be >= 2 (pairs from one embedding), got {self.consistency_images}")
+        for name, why in (("consistency_embeddings", "chance pairs images of different ones"),
+                          ("consistency_images", "pairs from one embedding")):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be >= 2 ({why}), got {getattr(self, name)}")
         if self.reference_scenes not in REFERENCE_SCENES:
             raise ValueError(f"reference_scenes must be one of {', '.join(REFERENCE_SCENES)}, "
                              f"got {self.reference_scenes!r}")
@@ -111,14 +113,16 @@ class HeldOut:
 
 
 def generate_images(m: LoadedModel, texts: list[str], o: EvalOptions, device: torch.device, resolution: int,
-                    repeats: int = 1) -> torch.Tensor:
+                    repeats: int = 1, generator: torch.Generator | None = None, **conditioning: Any) -> torch.Tensor:
     """[repeats * len(texts), 3, H, W] in [0, 1]: `texts` `repeats` times over, as the suites
-    sample. The noise comes from one generator seeded with `o.seed`, so every model given the same
-    texts and options starts from the same noise (paired comparisons, human grading)."""
-    gen = torch.Generator(device).manual_seed(o.seed)
+    sample. The noise comes from one generator seeded with `o.seed` (or `generator`, already drawn
+    from), so every model given the same texts and options starts from the same noise (paired
+    comparisons, human grading). `conditioning`: a chain's first-stage keywords (oracle arm,
+    consistency)."""
+    gen = generator if generator is not None else torch.Generator(device).manual_seed(o.seed)
     return m.variant.generate(m.model, texts * repeats, sampler=o.sampler, steps=o.steps,
                               guidance_scale=o.guidance_scale, generator=gen, resolution=resolution,
-                              batch_size=o.batch_size)
+                              batch_size=o.batch_size, **conditioning)
 
 
 class EvalContext:
@@ -341,10 +345,7 @@ class EvalContext:
             real = self.real_images(start, o.samples)
             started = time.perf_counter()
             cond = m.variant.oracle_conditioning(m.model, clip, real)
-            gen = torch.Generator(self.device).manual_seed(o.seed)
-            self._oracle = m.variant.generate(m.model, [""] * o.samples, sampler=o.sampler, steps=o.steps,
-                                              guidance_scale=o.guidance_scale, generator=gen,
-                                              resolution=self.image_size, batch_size=o.batch_size, **cond)
+            self._oracle = generate_images(m, [""] * o.samples, o, self.device, self.image_size, **cond)
             self.oracle_info = {"oracle": {"clip": o.oracle_clip, "clip_sha256": conditioned_on,
                                            "real_scenes": [start, start + o.samples],
                                            "reference_scenes": o.reference_scenes,
