@@ -82,3 +82,19 @@ def test_pretrain_with_a_finer_latent_grid(tmp_path):
     with pytest.raises(ValueError, match="--init keeps its base's"):
         pretrain_base(tmp_path / "c", tmp_path / "data", steps=1, n=16, batch_size=8, init=tmp_path / "a",
                       latent_downsample=2)
+
+
+def test_pretrain_caption_style(tmp_path):
+    """--captions described: the same build learns from other text (sizes, every object named), so
+    its denoiser comes out different; a style the dataset lacks is refused by name."""
+    import pytest
+    from orchestrator.models.sd.pipeline import module_hash
+
+    torch.set_num_threads(1)
+    builds = {style: load_components(pretrain_base(tmp_path / style, tmp_path / "data", steps=2, vae_steps=1, n=16,
+                                                   batch_size=8, captions=style))
+              for style in ("generic", "described")}
+    assert module_hash(builds["generic"].vae) == module_hash(builds["described"].vae)  # same images, same seed
+    assert module_hash(builds["generic"].text_encoder) != module_hash(builds["described"].text_encoder)
+    with pytest.raises(ValueError, match="'sized' is not a shapes caption style; styles: generic, spatial"):
+        pretrain_base(tmp_path / "x", tmp_path / "data", steps=1, n=16, batch_size=8, captions="sized")

@@ -126,8 +126,9 @@ def test_captions_examples():
     scene = Scene(32, (ShapeObject("circle", "red", "large", 1, 10, 12, 12),
                        ShapeObject("square", "blue", "large", 18, 10, 12, 12)))
     ex_sg = scene.scene_graph("x")
-    from orchestrator.data.captions import counting_caption, generic_caption, spatial_caption
+    from orchestrator.data.captions import counting_caption, described_caption, generic_caption, spatial_caption
     assert generic_caption(ex_sg) == "a red circle and a blue square"
+    assert described_caption(ex_sg) == "a large red circle and a large blue square"
     assert spatial_caption(ex_sg)[0] == "a red circle to the left of a blue square"
     assert counting_caption(ex_sg) == "one red circle and one blue square"
     tri = Scene(32, (ShapeObject("triangle", "yellow", "small", 1, 1, 8, 8),
@@ -136,6 +137,8 @@ def test_captions_examples():
     sg = tri.scene_graph("y")
     assert counting_caption(sg) == "two yellow triangles and one blue circle"
     assert generic_caption(sg) == "two yellow triangles and a blue circle"
+    # Every object on its own, with its size, in order; no relation word.
+    assert described_caption(sg) == "a small yellow triangle, a small yellow triangle and a small blue circle"
     text, fact = spatial_caption(sg)
     # The triangles are indistinguishable, so the caption must hold for both of them.
     assert text == "a small yellow triangle above a blue circle, and another small yellow triangle"
@@ -156,7 +159,7 @@ def test_write_dataset_layout_and_determinism(tmp_path):
     caps = [json.loads(line) for line in (root / "captions.jsonl").read_text().splitlines()]
     assert [c["image_id"] for c in caps] == list(graphs) == [p.stem for p in sorted((root / "images").glob("*.png"))]
     for c in caps:
-        assert set(c) == {"image_id", "generic", "spatial", "counting", "spatial_fact"}
+        assert set(c) == {"image_id", "generic", "spatial", "counting", "described", "spatial_fact"}
     with Image.open(root / "images" / f"{caps[0]['image_id']}.png") as im:
         assert im.size == (32, 32) and im.mode == "RGB"
     examples = [json.loads(line) for line in (root / "winoground/examples.jsonl").read_text().splitlines()]

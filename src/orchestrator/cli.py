@@ -513,8 +513,10 @@ def pretrain(
                                  "encoder of that size. Default: tiny, or --init's own."),
     latent_downsample: int = typer.Option(None, "--latent-downsample", help="SD from scratch: image side / latent "
                                           "side, 4 (8x8 latent at 32 px, the default) or 2 (16x16)."),
+    captions: str = typer.Option("generic", "--captions", help="Caption style to learn from: generic, or described "
+                                 "(every object with its size and colour; no relation either way)."),
 ) -> None:
-    """Pretrain a variant's tiny shapes-world base on generic captions (SD: VAE, then text encoder
+    """Pretrain a variant's tiny shapes-world base on captions that state no relation (SD: VAE, then text encoder
     and U-Net; GLIDE-mini: text transformer and U-Net, in pixel space)."""
     from .models.registry import UnknownVariant, get_variant
     from .storage import open_store
@@ -532,7 +534,7 @@ def pretrain(
         where = pretrain_base(prefix, data_dir, steps=steps, seed=seed, n=n, size=size,
                               vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
                               ema_decay=ema_decay, variant=variant, init=init, denoiser=denoiser,
-                              latent_downsample=latent_downsample)
+                              latent_downsample=latent_downsample, captions=captions)
     out.print(f"[green]saved[/] tiny {variant} base to {blobs} at {where}")
 
 

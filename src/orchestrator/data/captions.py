@@ -146,6 +146,17 @@ def generic_caption(sg: SceneGraph, ids: Sequence[str] | None = None) -> str:
     return join_list([noun_phrase(n, a, "a", c) for n, a, c in _groups(sg, ids)])
 
 
+# The caption styles a shapes dataset carries (captions.jsonl fields; a manifest's `captions`).
+CAPTION_STYLES = ("generic", "spatial", "counting", "described")
+
+
+def described_caption(sg: SceneGraph) -> str:
+    """Every object with all its attributes, in order, no relation: 'a large yellow triangle, a small
+    yellow triangle and a red circle'. Teaches a base every word a spatial caption describes objects
+    with (sizes single out look-alikes there) while saying nothing about where they are."""
+    return join_list([noun_phrase(o.name, o.attributes) for o in (sg.objects[k] for k in sg.ids())])
+
+
 def counting_caption(sg: SceneGraph) -> str:
     """Every group with its number: 'two yellow triangles and one blue square'."""
     groups = sorted(_groups(sg, sg.ids()), key=lambda g: -g[2])  # stable: ties keep appearance order

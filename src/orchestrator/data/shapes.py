@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import spatial_rule
-from .captions import SpatialFact, counting_caption, generic_caption, spatial_caption, statement_truth
+from .captions import (SpatialFact, counting_caption, described_caption, generic_caption, spatial_caption,
+                       statement_truth)
 from .scene_graph import Relation, SceneGraph, SGObject, dumps_scene_graphs
 
 SHAPES = ("circle", "square", "triangle")
@@ -34,7 +35,7 @@ BACKGROUND = (255, 255, 255)
 SIZES = ("small", "large")
 SIZE_FRACTION = {"small": 0.25, "large": 0.375}  # side length as a fraction of the image side
 IMAGE_SIZES = (32, 64)
-FORMAT = "shapes-world/1"
+FORMAT = "shapes-world/2"  # 2: captions.jsonl gained "described"
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class ShapesExample:
     generic: str
     spatial: str
     counting: str
+    described: str
     spatial_fact: SpatialFact | None
     pair: WinogroundPair | None
 
@@ -191,7 +193,7 @@ class ShapesExample:
 
     def captions_record(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "generic": self.generic, "spatial": self.spatial,
-                "counting": self.counting,
+                "counting": self.counting, "described": self.described,
                 "spatial_fact": self.spatial_fact.to_json() if self.spatial_fact else None}
 
 
@@ -235,7 +237,8 @@ def make_example(seed: int, index: int, image_size: int = 32) -> ShapesExample:
     image_id = image_id_for(index)
     sg = scene.scene_graph(image_id)
     spatial, fact = spatial_caption(sg)
-    return ShapesExample(image_id, scene, sg, generic_caption(sg), spatial, counting_caption(sg), fact,
+    return ShapesExample(image_id, scene, sg, generic_caption(sg), spatial, counting_caption(sg),
+                         described_caption(sg), fact,
                          _winoground_pair(scene, fact))
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
                       model_serializer, model_validator)
 
+from orchestrator.data.captions import CAPTION_STYLES
 from orchestrator.storage.location import is_remote, local_path
 
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground", "shapes-comvg")
@@ -311,7 +312,7 @@ class ModelSpec(Section):
 
 class DataSource(Section):
     kind: Literal[SYNTHETIC_KINDS + FILE_KINDS]  # type: ignore[valid-type]
-    captions: Literal["generic", "spatial", "counting"] | None = None
+    captions: Literal[CAPTION_STYLES] | None = None  # type: ignore[valid-type]
     n: PositiveInt | None = None
     size: Literal[32, 64] | None = None
     seed: Annotated[int, Field(ge=0)] = 0

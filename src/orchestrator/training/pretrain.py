@@ -1,6 +1,6 @@
 """`orch pretrain`: the project's own tiny base model for the shapes world.
 
-Three stages on generic captions, then saved in diffusers format so it loads exactly like SD:
+Three stages on captions without relations (generic, or described: with sizes), then saved in diffusers format so it loads exactly like SD:
 1. VAE: reconstruction MSE + a small KL term (SD's VAE recipe without the GAN/LPIPS parts, which
    a 32 px world of flat shapes does not need).
 2. Latent scale: scaling_factor = 1 / std of the latents, as SD's 0.18215 was chosen.
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from orchestrator.data.captions import CAPTION_STYLES
 from orchestrator.data.image_text import ImageTextData, load_image_text_dir
 from orchestrator.models.common.diffusion import diffusion_loss, training_target
 from orchestrator.manifest.schema import TrainSpec
@@ -41,16 +42,16 @@ log = logging.getLogger(__name__)
 TINY_BASE_PREFIX = SD_INFO.tiny_base  # the default variant's (`orch pretrain` without --variant)
 
 
-def _data(data_dir: str | Path | None, n: int, seed: int, size: int) -> ImageTextData:
+def _data(data_dir: str | Path | None, n: int, seed: int, size: int, captions: str) -> ImageTextData:
     from orchestrator.data.shapes import write_shapes_dataset
 
     if data_dir is None:
         with tempfile.TemporaryDirectory(prefix="orch-shapes-") as tmp:
             write_shapes_dataset(Path(tmp) / "ds", n=n, seed=seed, size=size)
-            return load_image_text_dir(Path(tmp) / "ds", "generic")
+            return load_image_text_dir(Path(tmp) / "ds", captions)
     if not (Path(data_dir) / "captions.jsonl").exists():
         write_shapes_dataset(data_dir, n=n, seed=seed, size=size)
-    return load_image_text_dir(data_dir, "generic")
+    return load_image_text_dir(data_dir, captions)
 
 
 def train_vae(c: SDComponents, data: ImageTextData, steps: int, batch_size: int, lr: float, seed: int,
@@ -173,6 +174,7 @@ def pretrain_base(
     init: str | Path | None = None,
     denoiser: str | None = None,
     latent_downsample: int | None = None,
+    captions: str = "generic",
     **recipe,
 ) -> str:
     """Pretrain the variant's tiny base and save it: to directory `out`, or to blob prefix `out` if
@@ -185,9 +187,13 @@ def pretrain_base(
     from scratch. Why: a from-scratch build retrains the VAE too, and a worse VAE (measured: 3x the
     reconstruction error at the same 400 steps) undoes what the longer denoiser stage gains.
     Without `init`, `denoiser` sets the size of the from-scratch build's denoiser and
-    `latent_downsample` its latent grid (tiny_config.LATENT_DOWNSAMPLES; default 4: 8x8 at 32 px)."""
+    `latent_downsample` its latent grid (tiny_config.LATENT_DOWNSAMPLES; default 4: 8x8 at 32 px).
+    `captions`: the shapes caption style it learns from: generic (no sizes, look-alikes counted), or
+    described (every object with its size and colour, still no relation; the shipped demo base's)."""
+    if captions not in CAPTION_STYLES:
+        raise ValueError(f"--captions: {captions!r} is not a shapes caption style; styles: {', '.join(CAPTION_STYLES)}")
     torch.manual_seed(seed)
-    data = _data(data_dir, n, seed, size)
+    data = _data(data_dir, n, seed, size, captions)
     v = get_variant(variant)
     if hasattr(v, "pretrain_options"):
         if store is None:
