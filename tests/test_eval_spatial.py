@@ -118,3 +118,17 @@ def test_mcnemar_and_heldout_prompts():
     prompts = heldout_spatial_prompts(1000, 12)
     assert len(prompts) == 12 and all(p.relation in {"left of", "right of", "above", "below"} for p in prompts)
     assert prompts == heldout_spatial_prompts(1000, 12)  # deterministic by seed
+
+
+def test_heldout_prompts_of_a_world():
+    """The evaluator's held-out prompts and real images follow EvalOptions.world (the demo's: pairs)."""
+    from orchestrator.eval.suites import build_context
+
+    pairs = heldout_spatial_prompts(1000, 20, world="pairs")
+    assert pairs != heldout_spatial_prompts(1000, 20)
+    assert not any(a in ("small", "large") for p in pairs for a in p.subject[1] + p.object[1])
+    ctx = build_context(None, samples=20, world="pairs")
+    assert ctx.prompts() == pairs
+    assert all(len(h.example.scene.objects) == 2 for h in ctx.heldout(20))
+    with pytest.raises(ValueError, match="unknown shapes world 'triples'"):
+        build_context(None, samples=20, world="triples")

@@ -188,3 +188,16 @@ def test_model_pretrain_unset_keeps_ids_and_set_changes_them(tmp_path):
     [t_set] = expand(set_)
     assert t_set.id != t_plain.id and t_set.config["model"]["pretrain"]["steps"] == 200
     assert t_set.manifest.model.pretrain_settings.n == 100 and t_set.manifest.model.pretrain_settings.vae_steps == 1000
+
+
+def test_world_field_shapes_only_and_unset_hashes_as_before():
+    from pydantic import ValidationError
+    from orchestrator.manifest.schema import DataSource, EvalSpec
+
+    assert DataSource(kind="shapes", n=4, world="pairs").world == "pairs"
+    assert "world" not in DataSource(kind="shapes", n=4).model_dump() and "world" not in EvalSpec().model_dump()
+    assert EvalSpec(world="pairs").model_dump()["world"] == "pairs"
+    with pytest.raises(ValidationError, match="kind 'shapes-winoground' takes none"):
+        DataSource(kind="shapes-winoground", n=4, world="pairs")
+    with pytest.raises(ValidationError, match="world"):
+        EvalSpec(world="triples")

@@ -98,3 +98,14 @@ def test_pretrain_caption_style(tmp_path):
     assert module_hash(builds["generic"].text_encoder) != module_hash(builds["described"].text_encoder)
     with pytest.raises(ValueError, match="'sized' is not a shapes caption style; styles: generic, spatial"):
         pretrain_base(tmp_path / "x", tmp_path / "data", steps=1, n=16, batch_size=8, captions="sized")
+
+
+def test_pretrain_in_the_pairs_world(tmp_path):
+    """--world pairs: the base learns from two-object scenes (the dataset it writes says so)."""
+    import json
+
+    torch.set_num_threads(1)
+    pretrain_base(tmp_path / "b", tmp_path / "data", steps=1, vae_steps=1, n=8, batch_size=4, world="pairs")
+    assert json.loads((tmp_path / "data" / "summary.json").read_text())["world"] == "pairs"
+    caps = [json.loads(line)["generic"] for line in (tmp_path / "data" / "captions.jsonl").read_text().splitlines()]
+    assert all(" and " in c for c in caps)  # two different objects, named one by one

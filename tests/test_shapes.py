@@ -207,3 +207,28 @@ def test_writer_refuses_to_clobber(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     with pytest.raises(ValueError):
         write_shapes_dataset(tmp_path / "bad", n=2, seed=0, size=48)
+
+
+def test_pairs_world_two_distinct_objects_and_mixed_unchanged(tmp_path):
+    """world "pairs" (GenEval's position task): two objects that differ in shape or colour, so no
+    caption needs a size word; the mixed world's scenes are what they were (same draws)."""
+    import pytest
+    from orchestrator.data.worlds import get_world
+
+    mixed = [make_example(3, i) for i in range(200)]
+    assert make_example(3, 7, world="mixed") == mixed[7]
+    # Scene 1 of seed 0 as it was drawn before worlds existed (the datasets' bytes stay the same).
+    assert make_example(0, 1).spatial == "a large yellow triangle to the right of a small yellow triangle"
+    assert {len(e.scene.objects) for e in mixed} == {1, 2, 3}
+    pairs = [make_example(3, i, world="pairs") for i in range(200)]
+    assert all(len(e.scene.objects) == 2 for e in pairs)
+    assert all(len({(o.shape, o.colour) for o in e.scene.objects}) == 2 for e in pairs)
+    stated = [e for e in pairs if e.spatial_fact is not None]
+    assert len(stated) > 150 and not any(w in e.spatial.split() for e in stated for w in ("small", "large"))
+    assert all(is_valid(e.scene) for e in pairs)
+    summary = write_shapes_dataset(tmp_path / "p", n=8, seed=3, world="pairs")
+    assert summary["world"] == "pairs"
+    with pytest.raises(FileExistsError):  # the same directory holds another world's scenes
+        write_shapes_dataset(tmp_path / "p", n=8, seed=3)
+    with pytest.raises(ValueError, match="unknown shapes world 'triples'; worlds: mixed, pairs"):
+        get_world("triples")

@@ -515,6 +515,8 @@ def pretrain(
                                           "side, 4 (8x8 latent at 32 px, the default) or 2 (16x16)."),
     captions: str = typer.Option("generic", "--captions", help="Caption style to learn from: generic, or described "
                                  "(every object with its size and colour; no relation either way)."),
+    world: str = typer.Option("mixed", "--world", help="Shapes world: mixed (1-3 objects, look-alikes) or pairs "
+                              "(two distinct objects, GenEval's position task)."),
 ) -> None:
     """Pretrain a variant's tiny shapes-world base on captions that state no relation (SD: VAE, then text encoder
     and U-Net; GLIDE-mini: text transformer and U-Net, in pixel space)."""
@@ -534,7 +536,7 @@ def pretrain(
         where = pretrain_base(prefix, data_dir, steps=steps, seed=seed, n=n, size=size,
                               vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
                               ema_decay=ema_decay, variant=variant, init=init, denoiser=denoiser,
-                              latent_downsample=latent_downsample, captions=captions)
+                              latent_downsample=latent_downsample, captions=captions, world=world)
     out.print(f"[green]saved[/] tiny {variant} base to {blobs} at {where}")
 
 
@@ -615,6 +617,7 @@ def eval_(
                                     "score the oracle arm (images from its embeddings of held-out real images)."),
     consistency_embeddings: int = typer.Option(50, "--consistency-embeddings", min=2),
     consistency_images: int = typer.Option(4, "--consistency-images", min=2, help="Images per embedding (consistency)."),
+    world: str = typer.Option("mixed", "--world", help="Shapes world of the held-out prompts: mixed or pairs."),
     sheets: Path = typer.Option(None, "--sheets", help="Write the DrawBench sheets here as PNG files."),
     journal: str = typer.Option(None, "--journal", help="Record the results in this journal (with --experiment, --trial, --step)."),
     experiment: str = typer.Option(None, "--experiment"),
@@ -645,7 +648,7 @@ def eval_(
                             reference_scenes=reference_scenes, reference_resamples=reference_resamples,
                             kid_subsets=kid_subsets, oracle_clip=oracle_clip,
                             consistency_embeddings=consistency_embeddings, consistency_images=consistency_images,
-                            **({"drawbench_categories": tuple(c.strip() for c in categories.split(",") if c.strip())}
+                            world=world, **({"drawbench_categories": tuple(c.strip() for c in categories.split(",") if c.strip())}
                                if categories else {}))
         results = run_in_context(ctx, suite)
     except (MetricUnavailable, FIDWeightsError, FileNotFoundError, ValueError) as exc:
@@ -845,6 +848,7 @@ def data_shapes(
     seed: int = typer.Option(0, "--seed", min=0),
     size: int = typer.Option(32, "--size", help="Image side in pixels: 32 or 64."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different dataset already there."),
+    world: str = typer.Option("mixed", "--world", help="mixed (1-3 objects) or pairs (two distinct objects)."),
     format: TextFormat = typer.Option(TextFormat.text, "--format"),
 ) -> None:
     """Generate the shapes world: images, scene graphs, captions, Winoground pairs. Same seed, same bytes."""
@@ -854,8 +858,8 @@ def data_shapes(
         err.print(f"--size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {size}", markup=False)
         raise typer.Exit(2)
     try:
-        summary = write_shapes_dataset(out_dir, n=n, seed=seed, size=size, overwrite=overwrite)
-    except FileExistsError as exc:
+        summary = write_shapes_dataset(out_dir, n=n, seed=seed, size=size, overwrite=overwrite, world=world)
+    except (FileExistsError, ValueError) as exc:
         err.print(f"{exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
     if format is TextFormat.json:

@@ -47,6 +47,7 @@ def _resolve(value: str | None, base_dir: Path | None) -> str | None:
 def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
     """The manifest's `eval` section as the suites' options. The held-out prompts come from the
     manifest's eval data seed (a shapes dataset no trial trains on) at its image size."""
+    from orchestrator.data.worlds import DEFAULT_WORLD
     from orchestrator.eval.suites import DEFAULT_EVAL_SEED, EvalOptions
     from orchestrator.models.registry import declared_conditioning_clip
 
@@ -65,7 +66,7 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
         kid_subsets=e.kid_subsets, reference_resamples=e.reference_resamples, reference_scenes=e.reference_scenes,
         oracle_clip=_resolve(declared_conditioning_clip(manifest.model), base_dir) if e.oracle else None,
         consistency_embeddings=e.consistency_embeddings, consistency_images=e.consistency_images,
-        batch_size=64, **drawbench)
+        world=e.world or DEFAULT_WORLD, batch_size=64, **drawbench)
 
 
 def describe(source: dict) -> str:

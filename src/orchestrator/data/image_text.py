@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from orchestrator.data.worlds import DEFAULT_WORLD
 from orchestrator.manifest.schema import IMAGE_TEXT_KINDS
 from orchestrator.storage.location import resolve_location
 
@@ -83,12 +84,12 @@ def load_image_text_dir(root: str | Path, caption: str = "generic") -> ImageText
     return ImageTextData(pixels, [r[caption] for r in records])
 
 
-def shapes_data(n: int, seed: int, size: int = 32, caption: str = "generic") -> ImageTextData:
-    """Generate a shapes-world dataset (deterministic by seed) and load it."""
+def shapes_data(n: int, seed: int, size: int = 32, caption: str = "generic", world: str | None = None) -> ImageTextData:
+    """Generate a shapes-world dataset (deterministic by seed; `world`: worlds.WORLDS, default mixed) and load it."""
     from orchestrator.data.shapes import write_shapes_dataset
 
     with tempfile.TemporaryDirectory(prefix="orch-shapes-") as tmp:
-        write_shapes_dataset(Path(tmp) / "ds", n=n, seed=seed, size=size)
+        write_shapes_dataset(Path(tmp) / "ds", n=n, seed=seed, size=size, world=world or DEFAULT_WORLD)
         return load_image_text_dir(Path(tmp) / "ds", caption)
 
 
@@ -139,7 +140,7 @@ def _shapes(src: DataSource, resolution: int) -> ImageTextData:
         raise ValueError("data kind 'shapes' has no categories to filter on; remove `categories`")
     if src.n is None:
         raise ValueError("data kind 'shapes' needs n (number of examples)")
-    return shapes_data(src.n, src.seed, src.size or resolution, src.captions or "generic")
+    return shapes_data(src.n, src.seed, src.size or resolution, src.captions or "generic", src.world)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from . import spatial_rule
 from .captions import (SpatialFact, counting_caption, described_caption, generic_caption, spatial_caption,
                        statement_truth)
 from .scene_graph import Relation, SceneGraph, SGObject, dumps_scene_graphs
+from .worlds import DEFAULT_WORLD, get_world
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -104,9 +105,15 @@ def is_valid(scene: Scene) -> bool:
                           for i in range(len(objs)) for j in range(i + 1, len(objs)))
 
 
-def _sample_specs(rng: np.random.Generator, n: int, repeat_prob: float) -> list[tuple[str, str, str]]:
-    specs = [(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))],
-              SIZES[rng.integers(len(SIZES))]) for _ in range(n)]
+def _sample_specs(rng: np.random.Generator, n: int, repeat_prob: float,
+                  distinct: bool = False) -> list[tuple[str, str, str]]:
+    def draw() -> list[tuple[str, str, str]]:
+        return [(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[rng.integers(len(COLOURS))],
+                 SIZES[rng.integers(len(SIZES))]) for _ in range(n)]
+
+    specs = draw()
+    while distinct and len({(shape, colour) for shape, colour, _ in specs}) < n:
+        specs = draw()
     # Repeats (same shape and colour) give counting captions something to count.
     if n >= 2 and rng.random() < repeat_prob:
         specs[1] = (specs[0][0], specs[0][1], specs[1][2])
@@ -114,8 +121,9 @@ def _sample_specs(rng: np.random.Generator, n: int, repeat_prob: float) -> list[
 
 
 def sample_scene(rng: np.random.Generator, image_size: int = 32, min_objects: int = 1,
-                 max_objects: int = 3, repeat_prob: float = 0.25) -> Scene:
-    """Draw 1-3 non-overlapping objects by rejection sampling (deterministic given `rng`)."""
+                 max_objects: int = 3, repeat_prob: float = 0.25, distinct: bool = False) -> Scene:
+    """Draw 1-3 non-overlapping objects by rejection sampling (deterministic given `rng`);
+    `distinct`: no two of the same shape and colour."""
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16, got {image_size}")
     if not 1 <= min_objects <= max_objects:
@@ -124,7 +132,7 @@ def sample_scene(rng: np.random.Generator, image_size: int = 32, min_objects: in
     gap = gap_pixels(image_size)
     for _ in range(100):
         placed: list[ShapeObject] = []
-        for shape, colour, size in _sample_specs(rng, n, repeat_prob):
+        for shape, colour, size in _sample_specs(rng, n, repeat_prob, distinct):
             side = side_pixels(size, image_size)
             hi = image_size - BORDER - side + 1
             for _ in range(50):
@@ -230,10 +238,12 @@ def image_id_for(index: int) -> str:
     return f"{index:06d}"
 
 
-def make_example(seed: int, index: int, image_size: int = 32) -> ShapesExample:
-    """Example `index` of the dataset with `seed`; independent of the dataset's length."""
+def make_example(seed: int, index: int, image_size: int = 32, world: str = DEFAULT_WORLD) -> ShapesExample:
+    """Example `index` of the dataset with `seed` in a named world (worlds.WORLDS); independent of
+    the dataset's length."""
+    w = get_world(world)
     rng = np.random.default_rng([seed, index])
-    scene = sample_scene(rng, image_size)
+    scene = sample_scene(rng, image_size, w.min_objects, w.max_objects, w.repeat_prob, w.distinct)
     image_id = image_id_for(index)
     sg = scene.scene_graph(image_id)
     spatial, fact = spatial_caption(sg)
@@ -261,13 +271,13 @@ def _write(root: Path, rel: str, data: bytes, hashes: dict[str, str]) -> None:
     hashes[rel] = hashlib.sha256(data).hexdigest()
 
 
-def _build(root: Path, n: int, seed: int, size: int) -> bytes:
+def _build(root: Path, n: int, seed: int, size: int, world: str) -> bytes:
     hashes: dict[str, str] = {}
     graphs: list[SceneGraph] = []
     captions: list[dict[str, Any]] = []
     wino: list[dict[str, Any]] = []
     for index in range(n):
-        ex = make_example(seed, index, size)
+        ex = make_example(seed, index, size, world)
         _write(root, f"images/{ex.image_id}.png", _png_bytes(ex.image()), hashes)
         graphs.append(ex.scene_graph)
         captions.append(ex.captions_record())
@@ -283,7 +293,7 @@ def _build(root: Path, n: int, seed: int, size: int) -> bytes:
     _write(root, "scene_graphs.json", dumps_scene_graphs(graphs).encode("utf-8"), hashes)
     _write(root, "captions.jsonl", _jsonl(captions), hashes)
     _write(root, "winoground/examples.jsonl", _jsonl(wino), hashes)
-    summary = {"format": FORMAT, "n": n, "seed": seed, "image_size": size, "images": n,
+    summary = {"format": FORMAT, "n": n, "seed": seed, "image_size": size, "world": world, "images": n,
                "winoground_examples": len(wino), "files": dict(sorted(hashes.items()))}
     data = json.dumps(summary, indent=1, sort_keys=True).encode("utf-8") + b"\n"
     (root / "summary.json").write_bytes(data)
@@ -291,7 +301,7 @@ def _build(root: Path, n: int, seed: int, size: int) -> bytes:
 
 
 def _params(summary: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(summary.get(k) for k in ("format", "n", "seed", "image_size"))
+    return tuple(summary.get(k) for k in ("format", "n", "seed", "image_size", "world"))
 
 
 def _existing_summary(out: Path) -> dict[str, Any] | None:
@@ -302,7 +312,7 @@ def _existing_summary(out: Path) -> dict[str, Any] | None:
 
 
 def write_shapes_dataset(out_dir: str | Path, n: int, seed: int, size: int = 32,
-                         overwrite: bool = False) -> dict[str, Any]:
+                         overwrite: bool = False, world: str = DEFAULT_WORLD) -> dict[str, Any]:
     """Write the dataset atomically and return its summary (the content of ``summary.json`` + path).
 
     Layout: ``images/<id>.png``, ``scene_graphs.json`` (GQA format keyed by image id),
@@ -316,18 +326,19 @@ def write_shapes_dataset(out_dir: str | Path, n: int, seed: int, size: int = 32,
         raise ValueError(f"n must be >= 0, got {n}")
     if size not in IMAGE_SIZES:
         raise ValueError(f"size must be one of {IMAGE_SIZES}, got {size}")
+    get_world(world)  # an unknown name fails before anything is written
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
     occupied = out.is_dir() and any(out.iterdir())
     if occupied and not overwrite:
         old = _existing_summary(out)
-        if old is None or _params(old) != (FORMAT, n, seed, size):
+        if old is None or _params(old) != (FORMAT, n, seed, size, world):
             raise FileExistsError(f"{out} is not empty and holds a different dataset; pass overwrite=True")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        data = _build(tmp, n, seed, size)
+        data = _build(tmp, n, seed, size, world)
         if occupied:
             if (out / "summary.json").is_file() and (out / "summary.json").read_bytes() == data:
                 shutil.rmtree(tmp)  # identical dataset already in place

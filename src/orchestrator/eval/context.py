@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from orchestrator.data.loaders.drawbench import SEED_PAPER_CATEGORIES
+from orchestrator.data.worlds import DEFAULT_WORLD, get_world
 from orchestrator.manifest.schema import R_PRECISION_CHUNKS
 from orchestrator.models.loading import LoadedModel, load_model
 from orchestrator.storage.location import resolve_location, strip_file_scheme
@@ -32,6 +33,7 @@ class EvalOptions:
     samples: int = 64                   # prompts (= generated images) per evaluation
     seed: int = 1234                    # generation noise (same for every model: paired) + protocol sampling
     eval_seed: int = DEFAULT_EVAL_SEED  # shapes dataset seed of the held-out prompts and real images
+    world: str = DEFAULT_WORLD          # ... and their shapes world (data.worlds: mixed, pairs)
     image_size: int | None = None       # default: the model's resolution
     sampler: str = "ddim"               # sampling as the Evaluator actor does: DDIM, 25 steps, CFG 3
     steps: int = 25
@@ -79,6 +81,7 @@ class EvalOptions:
                           ("consistency_images", "pairs from one embedding")):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2 ({why}), got {getattr(self, name)}")
+        get_world(self.world)  # an unknown world fails here, naming the known ones
         if self.reference_scenes not in REFERENCE_SCENES:
             raise ValueError(f"reference_scenes must be one of {', '.join(REFERENCE_SCENES)}, "
                              f"got {self.reference_scenes!r}")
@@ -253,7 +256,7 @@ class EvalContext:
         from orchestrator.data.shapes import make_example
 
         while len(self._heldout) < n:
-            ex = make_example(self.options.eval_seed, self._next_scene, self.image_size)
+            ex = make_example(self.options.eval_seed, self._next_scene, self.image_size, self.options.world)
             if ex.spatial_fact is not None:
                 self._heldout.append(HeldOut(SpatialPrompt.from_fact(ex.spatial_fact, ex.spatial), ex))
             self._next_scene += 1
@@ -271,7 +274,8 @@ class EvalContext:
         if self.options.reference_scenes == "all":
             from orchestrator.data.shapes import make_example
 
-            examples = [make_example(self.options.eval_seed, i, self.image_size) for i in range(start, start + n)]
+            examples = [make_example(self.options.eval_seed, i, self.image_size, self.options.world)
+                        for i in range(start, start + n)]
         else:
             examples = [h.example for h in self.heldout(start + n)[start:]]
         arr = np.stack([np.asarray(ex.image()) for ex in examples])
@@ -286,6 +290,7 @@ class EvalContext:
         if self.store is None:
             return None
         scenes = "" if self.options.reference_scenes == "prompted" else f"-{self.options.reference_scenes}"
+        scenes += "" if self.options.world == DEFAULT_WORLD else f"-{self.options.world}"
         return (f"cache/eval/{suite}/{weights_id[:24]}/shapes-seed{self.options.eval_seed}"
                 f"-{self.image_size}px-n{n}{scenes}.npz")
 

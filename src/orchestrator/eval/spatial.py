@@ -31,6 +31,7 @@ from orchestrator.data import spatial_rule
 from orchestrator.data.captions import SpatialFact
 from orchestrator.data.detector import Detection, detect
 from orchestrator.data.shapes import COLOURS, SIZE_FRACTION, make_example
+from orchestrator.data.worlds import DEFAULT_WORLD
 
 Desc = tuple[str, tuple[str, ...]]  # (shape name, attributes), as captions.SpatialFact carries them
 Z95 = 1.959963984540054
@@ -199,13 +200,14 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
     return {"only_a": only_a, "only_b": only_b, "p_value": min(1.0, 2 * tail)}
 
 
-def heldout_spatial_prompts(seed: int, n: int, image_size: int = 32, start: int = 0) -> list[SpatialPrompt]:
+def heldout_spatial_prompts(seed: int, n: int, image_size: int = 32, start: int = 0,
+                            world: str = DEFAULT_WORLD) -> list[SpatialPrompt]:
     """The first `n` shapes-world examples (from index `start` of the dataset with `seed`) that state
     a relation, as prompts: their spatial captions. Pick a seed the model was not trained on."""
     out: list[SpatialPrompt] = []
     i = start
     while len(out) < n:
-        ex = make_example(seed, i, image_size)
+        ex = make_example(seed, i, image_size, world)
         if ex.spatial_fact is not None:
             out.append(SpatialPrompt.from_fact(ex.spatial_fact, ex.spatial))
         i += 1

@@ -13,6 +13,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandle
                       model_serializer, model_validator)
 
 from orchestrator.data.captions import CAPTION_STYLES
+from orchestrator.data.worlds import WORLD_NAMES
 from orchestrator.storage.location import is_remote, local_path
 
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground", "shapes-comvg")
@@ -328,6 +329,8 @@ class DataSource(Section):
     # `fewshot_fraction` of a seeded permutation, "heldout" the rest; the two never overlap.
     fewshot: Literal["train", "heldout"] | None = None
     fewshot_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    # kind shapes: which shapes world the scenes come from (data.worlds; unset: mixed).
+    world: Literal[WORLD_NAMES] | None = None  # type: ignore[valid-type]
 
     @field_validator("root")
     @classmethod
@@ -345,6 +348,8 @@ class DataSource(Section):
             raise ValueError(f"kind '{self.kind}' reads files; set root to their directory or blob URI")
         if self.random_flip and self.kind not in IMAGE_TEXT_KINDS:
             raise ValueError(f"random_flip augments training images; kind '{self.kind}' is no training data")
+        if self.world is not None and self.kind != "shapes":
+            raise ValueError(f"world picks the shapes world of kind 'shapes'; kind '{self.kind}' takes none")
         if self.fewshot is not None and self.kind not in MATCHING_KINDS:
             raise ValueError(f"fewshot splits a matching benchmark; kind '{self.kind}' is none "
                              f"({', '.join(MATCHING_KINDS)})")
@@ -360,6 +365,8 @@ class DataSource(Section):
             if self.fewshot is None:
                 data.pop("fewshot", None)
                 data.pop("fewshot_fraction", None)
+            if self.world is None:
+                data.pop("world", None)
         return data
 
 
@@ -469,6 +476,9 @@ class EvalSpec(Section):
     evaluate_base: bool = True
     consistency_embeddings: Annotated[int, Field(ge=2)] = 50  # consistency suite: prior samples ...
     consistency_images: Annotated[int, Field(ge=2)] = 4       # ... and images generated from each
+    # The shapes world of the held-out prompts (and FID's real images), as data.train's `world`
+    # picks the training scenes' (data.worlds; unset: mixed).
+    world: Literal[WORLD_NAMES] | None = None  # type: ignore[valid-type]
 
     @field_validator("suites")
     @classmethod
@@ -496,6 +506,14 @@ class EvalSpec(Section):
         if missing:
             raise ValueError("; ".join(missing))
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_world(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A manifest that names no world dumps and hashes as before the field existed.
+        data = handler(self)
+        if isinstance(data, dict) and self.world is None:
+            data.pop("world", None)
+        return data
 
 
 _BLOB_URI = re.compile(r"^(file://.+|az://[a-z0-9][a-z0-9-]{1,62}(/.*)?|[^:]+)$")

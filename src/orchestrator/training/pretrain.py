@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from orchestrator.data.captions import CAPTION_STYLES
+from orchestrator.data.worlds import DEFAULT_WORLD
 from orchestrator.data.image_text import ImageTextData, load_image_text_dir
 from orchestrator.models.common.diffusion import diffusion_loss, training_target
 from orchestrator.manifest.schema import TrainSpec
@@ -42,15 +43,15 @@ log = logging.getLogger(__name__)
 TINY_BASE_PREFIX = SD_INFO.tiny_base  # the default variant's (`orch pretrain` without --variant)
 
 
-def _data(data_dir: str | Path | None, n: int, seed: int, size: int, captions: str) -> ImageTextData:
+def _data(data_dir: str | Path | None, n: int, seed: int, size: int, captions: str, world: str) -> ImageTextData:
     from orchestrator.data.shapes import write_shapes_dataset
 
     if data_dir is None:
         with tempfile.TemporaryDirectory(prefix="orch-shapes-") as tmp:
-            write_shapes_dataset(Path(tmp) / "ds", n=n, seed=seed, size=size)
+            write_shapes_dataset(Path(tmp) / "ds", n=n, seed=seed, size=size, world=world)
             return load_image_text_dir(Path(tmp) / "ds", captions)
     if not (Path(data_dir) / "captions.jsonl").exists():
-        write_shapes_dataset(data_dir, n=n, seed=seed, size=size)
+        write_shapes_dataset(data_dir, n=n, seed=seed, size=size, world=world)
     return load_image_text_dir(data_dir, captions)
 
 
@@ -175,6 +176,7 @@ def pretrain_base(
     denoiser: str | None = None,
     latent_downsample: int | None = None,
     captions: str = "generic",
+    world: str = DEFAULT_WORLD,
     **recipe,
 ) -> str:
     """Pretrain the variant's tiny base and save it: to directory `out`, or to blob prefix `out` if
@@ -189,11 +191,12 @@ def pretrain_base(
     Without `init`, `denoiser` sets the size of the from-scratch build's denoiser and
     `latent_downsample` its latent grid (tiny_config.LATENT_DOWNSAMPLES; default 4: 8x8 at 32 px).
     `captions`: the shapes caption style it learns from: generic (no sizes, look-alikes counted), or
-    described (every object with its size and colour, still no relation; the shipped demo base's)."""
+    described (every object with its size and colour, still no relation). `world`: the shapes world
+    it is drawn from (data.worlds: mixed, or pairs, the demo's: two distinct objects per scene)."""
     if captions not in CAPTION_STYLES:
         raise ValueError(f"--captions: {captions!r} is not a shapes caption style; styles: {', '.join(CAPTION_STYLES)}")
     torch.manual_seed(seed)
-    data = _data(data_dir, n, seed, size, captions)
+    data = _data(data_dir, n, seed, size, captions, world)
     v = get_variant(variant)
     if hasattr(v, "pretrain_options"):
         if store is None:
