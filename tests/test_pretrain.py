@@ -109,3 +109,13 @@ def test_pretrain_in_the_pairs_world(tmp_path):
     assert json.loads((tmp_path / "data" / "summary.json").read_text())["world"] == "pairs"
     caps = [json.loads(line)["generic"] for line in (tmp_path / "data" / "captions.jsonl").read_text().splitlines()]
     assert all(" and " in c for c in caps)  # two different objects, named one by one
+
+
+def test_pretrain_refuses_a_data_dir_of_another_world(tmp_path):
+    """A --data-dir holding another dataset (here: the mixed world) is refused, not trained on."""
+    import pytest
+    from orchestrator.data.shapes import write_shapes_dataset
+
+    write_shapes_dataset(tmp_path / "data", n=8, seed=0)
+    with pytest.raises(FileExistsError, match="holds a different dataset"):
+        pretrain_base(tmp_path / "b", tmp_path / "data", steps=1, vae_steps=1, n=8, batch_size=4, world="pairs")

@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .data.worlds import DEFAULT_WORLD
 from .manifest import ManifestError, expand, experiment_id
 from .models.registry import load_checked_manifest
 
@@ -515,7 +516,7 @@ def pretrain(
                                           "side, 4 (8x8 latent at 32 px, the default) or 2 (16x16)."),
     captions: str = typer.Option("generic", "--captions", help="Caption style to learn from: generic, or described "
                                  "(every object with its size and colour; no relation either way)."),
-    world: str = typer.Option("mixed", "--world", help="Shapes world: mixed (1-3 objects, look-alikes) or pairs "
+    world: str = typer.Option(DEFAULT_WORLD, "--world", help="Shapes world: mixed (1-3 objects, look-alikes) or pairs "
                               "(two distinct objects, GenEval's position task)."),
 ) -> None:
     """Pretrain a variant's tiny shapes-world base on captions that state no relation (SD: VAE, then text encoder
@@ -617,7 +618,7 @@ def eval_(
                                     "score the oracle arm (images from its embeddings of held-out real images)."),
     consistency_embeddings: int = typer.Option(50, "--consistency-embeddings", min=2),
     consistency_images: int = typer.Option(4, "--consistency-images", min=2, help="Images per embedding (consistency)."),
-    world: str = typer.Option("mixed", "--world", help="Shapes world of the held-out prompts: mixed or pairs."),
+    world: str = typer.Option(DEFAULT_WORLD, "--world", help="Shapes world of the held-out prompts: mixed or pairs."),
     sheets: Path = typer.Option(None, "--sheets", help="Write the DrawBench sheets here as PNG files."),
     journal: str = typer.Option(None, "--journal", help="Record the results in this journal (with --experiment, --trial, --step)."),
     experiment: str = typer.Option(None, "--experiment"),
@@ -848,7 +849,7 @@ def data_shapes(
     seed: int = typer.Option(0, "--seed", min=0),
     size: int = typer.Option(32, "--size", help="Image side in pixels: 32 or 64."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different dataset already there."),
-    world: str = typer.Option("mixed", "--world", help="mixed (1-3 objects) or pairs (two distinct objects)."),
+    world: str = typer.Option(DEFAULT_WORLD, "--world", help="mixed (1-3 objects) or pairs (two distinct objects)."),
     format: TextFormat = typer.Option(TextFormat.text, "--format"),
 ) -> None:
     """Generate the shapes world: images, scene graphs, captions, Winoground pairs. Same seed, same bytes."""

@@ -50,8 +50,9 @@ def _data(data_dir: str | Path | None, n: int, seed: int, size: int, captions: s
         with tempfile.TemporaryDirectory(prefix="orch-shapes-") as tmp:
             write_shapes_dataset(Path(tmp) / "ds", n=n, seed=seed, size=size, world=world)
             return load_image_text_dir(Path(tmp) / "ds", captions)
-    if not (Path(data_dir) / "captions.jsonl").exists():
-        write_shapes_dataset(data_dir, n=n, seed=seed, size=size, world=world)
+    # Always through the writer: it leaves the same dataset in place and refuses a different one
+    # (another world, n or seed) instead of training on it unnoticed.
+    write_shapes_dataset(data_dir, n=n, seed=seed, size=size, world=world)
     return load_image_text_dir(data_dir, captions)
 
 
