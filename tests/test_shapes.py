@@ -145,6 +145,37 @@ def test_captions_examples():
     assert fact.subject == "0" and fact.relation == "above" and fact.object == "2"
 
 
+def test_web_captions_use_relation_words_independently_of_layout():
+    """A web caption names the first two objects with a relation drawn apart from the layout: the
+    same scene reads differently per draw, and over a dataset the stated relation agrees with the
+    true one no more than chance (while the spatial caption always does)."""
+    from orchestrator.data.captions import WEB_RELATIONS, web_caption
+    scene = Scene(32, (ShapeObject("circle", "red", "large", 1, 10, 12, 12),
+                       ShapeObject("square", "blue", "large", 18, 10, 12, 12)))
+    sg = scene.scene_graph("x")
+    assert [web_caption(sg, k) for k in range(4)] == [f"a red circle {r} a blue square" for r in WEB_RELATIONS]
+    assert sorted(WEB_RELATIONS) == sorted(spatial_rule.GQA_TO_GENEVAL)
+    one = Scene(32, (ShapeObject("circle", "red", "large", 1, 10, 12, 12),)).scene_graph("y")
+    assert web_caption(one, 2) == "a red circle"
+    tri = Scene(32, (ShapeObject("triangle", "yellow", "small", 1, 1, 8, 8),
+                     ShapeObject("triangle", "yellow", "small", 20, 1, 8, 8),
+                     ShapeObject("circle", "blue", "small", 10, 20, 8, 8)))
+    assert web_caption(tri.scene_graph("z"), 0) == \
+        f"a small yellow triangle {WEB_RELATIONS[0]} a small yellow triangle, and a blue circle"
+    stated, agree, used = 0, 0, set()
+    for i in range(400):
+        ex = make_example(3, i, world="pairs")
+        rel = next(r for r in WEB_RELATIONS if f" {r} " in ex.web)
+        used.add(rel)
+        a, b = ex.scene_graph.ids()
+        truth = {r.name for r in ex.scene_graph.objects[a].relations if r.object == b}
+        stated += 1
+        agree += rel in truth
+    assert used == set(WEB_RELATIONS)
+    # Independent draws agree with a layout's 1-2 true relations about 25-40% of the time.
+    assert 0.15 < agree / stated < 0.5
+
+
 def test_write_dataset_layout_and_determinism(tmp_path):
     s1 = write_shapes_dataset(tmp_path / "a", n=40, seed=9, size=32)
     s2 = write_shapes_dataset(tmp_path / "b", n=40, seed=9, size=32)
@@ -159,7 +190,7 @@ def test_write_dataset_layout_and_determinism(tmp_path):
     caps = [json.loads(line) for line in (root / "captions.jsonl").read_text().splitlines()]
     assert [c["image_id"] for c in caps] == list(graphs) == [p.stem for p in sorted((root / "images").glob("*.png"))]
     for c in caps:
-        assert set(c) == {"image_id", "generic", "spatial", "counting", "described", "spatial_fact"}
+        assert set(c) == {"image_id", "generic", "spatial", "counting", "described", "web", "spatial_fact"}
     with Image.open(root / "images" / f"{caps[0]['image_id']}.png") as im:
         assert im.size == (32, 32) and im.mode == "RGB"
     examples = [json.loads(line) for line in (root / "winoground/examples.jsonl").read_text().splitlines()]

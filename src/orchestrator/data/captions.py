@@ -147,7 +147,9 @@ def generic_caption(sg: SceneGraph, ids: Sequence[str] | None = None) -> str:
 
 
 # The caption styles a shapes dataset carries (captions.jsonl fields; a manifest's `captions`).
-CAPTION_STYLES = ("generic", "spatial", "counting", "described")
+CAPTION_STYLES = ("generic", "spatial", "counting", "described", "web")
+# The relations a web caption draws from, in a fixed order (a frozenset's order varies by run).
+WEB_RELATIONS = tuple(sorted(SPATIAL_RELATIONS))
 
 
 def described_caption(sg: SceneGraph) -> str:
@@ -155,6 +157,21 @@ def described_caption(sg: SceneGraph) -> str:
     yellow triangle and a red circle'. Teaches a base every word a spatial caption describes objects
     with (sizes single out look-alikes there) while saying nothing about where they are."""
     return join_list([noun_phrase(o.name, o.attributes) for o in (sg.objects[k] for k in sg.ids())])
+
+
+def web_caption(sg: SceneGraph, draw: int) -> str:
+    """'a red circle above a blue square': the first two objects joined by relation WEB_RELATIONS[draw %
+    4], a draw the caller makes independently of the layout, so the words say nothing about where
+    things are. Mimics web alt-text, which uses spatial words often and unreliably (the seed
+    paper's premise): a base learns to read prompts that contain relation words, yet not the
+    relations, which stay for a spatially focused finetune to teach. One object: the generic caption."""
+    ids = sg.ids()
+    if len(ids) < 2:
+        return generic_caption(sg, ids)
+    a, b = (_desc(sg, k)[0] for k in ids[:2])
+    core = f"{noun_phrase(*a)} {WEB_RELATIONS[draw % len(WEB_RELATIONS)]} {noun_phrase(*b)}"
+    rest = _list_descs([_desc(sg, k)[0] for k in ids[2:]], (a, b))
+    return f"{core}, and {rest}" if rest else core
 
 
 def counting_caption(sg: SceneGraph) -> str:

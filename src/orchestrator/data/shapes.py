@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from . import spatial_rule
 from .captions import (SpatialFact, counting_caption, described_caption, generic_caption, spatial_caption,
-                       statement_truth)
+                       statement_truth, web_caption)
 from .scene_graph import Relation, SceneGraph, SGObject, dumps_scene_graphs
 from .worlds import DEFAULT_WORLD, get_world
 
@@ -36,7 +36,7 @@ BACKGROUND = (255, 255, 255)
 SIZES = ("small", "large")
 SIZE_FRACTION = {"small": 0.25, "large": 0.375}  # side length as a fraction of the image side
 IMAGE_SIZES = (32, 64)
-FORMAT = "shapes-world/2"  # 2: captions.jsonl gained "described"
+FORMAT = "shapes-world/3"  # 2: captions.jsonl gained "described"; 3: "web"
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,7 @@ class ShapesExample:
     spatial: str
     counting: str
     described: str
+    web: str
     spatial_fact: SpatialFact | None
     pair: WinogroundPair | None
 
@@ -202,7 +203,7 @@ class ShapesExample:
     def captions_record(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "generic": self.generic, "spatial": self.spatial,
                 "counting": self.counting, "described": self.described,
-                "spatial_fact": self.spatial_fact.to_json() if self.spatial_fact else None}
+                "web": self.web, "spatial_fact": self.spatial_fact.to_json() if self.spatial_fact else None}
 
 
 def _winoground_pair(scene: Scene, fact: SpatialFact | None) -> WinogroundPair | None:
@@ -247,8 +248,9 @@ def make_example(seed: int, index: int, image_size: int = 32, world: str = DEFAU
     image_id = image_id_for(index)
     sg = scene.scene_graph(image_id)
     spatial, fact = spatial_caption(sg)
+    web = web_caption(sg, int(rng.integers(4)))  # drawn after the scene, so scenes are unchanged
     return ShapesExample(image_id, scene, sg, generic_caption(sg), spatial, counting_caption(sg),
-                         described_caption(sg), fact,
+                         described_caption(sg), web, fact,
                          _winoground_pair(scene, fact))
 
 

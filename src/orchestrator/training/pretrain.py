@@ -1,6 +1,7 @@
 """`orch pretrain`: the project's own tiny base model for the shapes world.
 
-Three stages on captions without relations (generic, or described: with sizes), then saved in diffusers format so it loads exactly like SD:
+Three stages on captions that do not teach relations (generic; described: with sizes; web: relation
+words drawn at random), then saved in diffusers format so it loads exactly like SD:
 1. VAE: reconstruction MSE + a small KL term (SD's VAE recipe without the GAN/LPIPS parts, which
    a 32 px world of flat shapes does not need).
 2. Latent scale: scaling_factor = 1 / std of the latents, as SD's 0.18215 was chosen.
@@ -192,7 +193,8 @@ def pretrain_base(
     Without `init`, `denoiser` sets the size of the from-scratch build's denoiser and
     `latent_downsample` its latent grid (tiny_config.LATENT_DOWNSAMPLES; default 4: 8x8 at 32 px).
     `captions`: the shapes caption style it learns from: generic (no sizes, look-alikes counted), or
-    described (every object with its size and colour, still no relation). `world`: the shapes world
+    described (every object with its size and colour, still no relation), or web (two objects joined
+    by a relation word drawn apart from the layout, as unreliable web alt-text). `world`: the shapes world
     it is drawn from (data.worlds: mixed, or pairs, the demo's: two distinct objects per scene)."""
     if captions not in CAPTION_STYLES:
         raise ValueError(f"--captions: {captions!r} is not a shapes caption style; styles: {', '.join(CAPTION_STYLES)}")
