@@ -514,12 +514,13 @@ def pretrain(
                                  "encoder of that size. Default: tiny, or --init's own."),
     latent_downsample: int = typer.Option(None, "--latent-downsample", help="SD from scratch: image side / latent "
                                           "side, 4 (8x8 latent at 32 px, the default) or 2 (16x16)."),
-    captions: str = typer.Option("generic", "--captions", help="Caption style to learn from: generic, or described "
-                                 "(every object with its size and colour; no relation either way)."),
+    captions: str = typer.Option("generic", "--captions", help="Caption style to learn from: generic; described "
+                                 "(every object with its size and colour); web (relation words drawn at random, "
+                                 "so none is taught)."),
     world: str = typer.Option(DEFAULT_WORLD, "--world", help="Shapes world: mixed (1-3 objects, look-alikes) or pairs "
                               "(two distinct objects, GenEval's position task)."),
 ) -> None:
-    """Pretrain a variant's tiny shapes-world base on captions that state no relation (SD: VAE, then text encoder
+    """Pretrain a variant's tiny shapes-world base on captions that teach no relation (SD: VAE, then text encoder
     and U-Net; GLIDE-mini: text transformer and U-Net, in pixel space)."""
     from .models.registry import UnknownVariant, get_variant
     from .storage import open_store
