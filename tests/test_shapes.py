@@ -171,6 +171,8 @@ def test_web_captions_use_relation_words_independently_of_layout():
         truth = {r.name for r in ex.scene_graph.objects[a].relations if r.object == b}
         stated += 1
         agree += rel in truth
+        f = ex.spatial_fact  # the spatial caption of the same scene states a true relation
+        assert f.relation in {r.name for r in ex.scene_graph.objects[f.subject].relations if r.object == f.object}
     assert used == set(WEB_RELATIONS)
     # Independent draws agree with a layout's 1-2 true relations about 25-40% of the time.
     assert 0.15 < agree / stated < 0.5

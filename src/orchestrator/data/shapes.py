@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from . import spatial_rule
 from .captions import (SpatialFact, counting_caption, described_caption, generic_caption, spatial_caption,
-                       statement_truth, web_caption)
+                       statement_truth, WEB_RELATIONS, web_caption)
 from .scene_graph import Relation, SceneGraph, SGObject, dumps_scene_graphs
 from .worlds import DEFAULT_WORLD, get_world
 
@@ -248,7 +248,7 @@ def make_example(seed: int, index: int, image_size: int = 32, world: str = DEFAU
     image_id = image_id_for(index)
     sg = scene.scene_graph(image_id)
     spatial, fact = spatial_caption(sg)
-    web = web_caption(sg, int(rng.integers(4)))  # drawn after the scene, so scenes are unchanged
+    web = web_caption(sg, int(rng.integers(len(WEB_RELATIONS))))  # drawn after the scene, so scenes are unchanged
     return ShapesExample(image_id, scene, sg, generic_caption(sg), spatial, counting_caption(sg),
                          described_caption(sg), web, fact,
                          _winoground_pair(scene, fact))
