@@ -168,9 +168,9 @@ def web_caption(sg: SceneGraph, draw: int) -> str:
     ids = sg.ids()
     if len(ids) < 2:
         return generic_caption(sg, ids)
-    a, b = (_desc(sg, k)[0] for k in ids[:2])
+    a, b, *others = (_desc(sg, k)[0] for k in ids)
     core = f"{noun_phrase(*a)} {WEB_RELATIONS[draw % len(WEB_RELATIONS)]} {noun_phrase(*b)}"
-    rest = _list_descs([_desc(sg, k)[0] for k in ids[2:]], (a, b))
+    rest = _list_descs(others, (a, b))
     return f"{core}, and {rest}" if rest else core
 
 
