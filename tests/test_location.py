@@ -54,3 +54,57 @@ def test_a_model_directory_in_azure_loads_by_its_uri(azurite_env, tmp_path):
     loaded = load_model(f"az://{container}/models/tiny")  # the index names the variant: nothing else needed
     assert loaded.variant.INFO.name == "sd"
     assert all(torch.equal(a, b) for a, b in zip(loaded.model.unet.parameters(), c.unet.parameters()))
+
+
+# ---------------------------------------------------------------- parsing and confinement
+from orchestrator.storage.location import (LocationError, OutsideRootsError, confine,  # noqa: E402
+                                           is_remote, parse_location)
+
+
+def test_a_scheme_counts_only_at_the_start_and_only_az_and_file_exist():
+    assert parse_location("az://my-container/a/b/").uri == "az://my-container/a/b" and is_remote("az://abc")
+    assert parse_location("file:///x/y").path == Path("/x/y") and not is_remote("file://./rel")
+    # `://` after the start is a path separator to the OS, so it is a local path here too
+    inner = parse_location("state/c://../../etc")
+    assert inner.scheme == "" and inner.path == Path("state/c:/../../etc")
+    for bad in ("AZ://abc/x", "azure://abc/x", "s3://bucket/x", "https://host/x", "c://x", "Az://abc"):
+        with pytest.raises(LocationError, match="unsupported scheme"):
+            parse_location(bad)
+    for bad in ("az://ab/x", "az://UPPER/x", "az://-abc/x", "az://a--b/x", "az:///x", "az://abc/../x",
+                "az://abc/a\\b"):
+        with pytest.raises(LocationError):
+            parse_location(bad)
+
+
+def test_nul_control_characters_and_overlong_paths_are_location_errors_not_os_errors():
+    for bad in ("a\0b", "a\nb", "dir/\x07", "file://", ""):
+        with pytest.raises(LocationError):
+            parse_location(bad)
+    for long in ("a" * 5000, "a/" * 2500, "d/" + "n" * 256):
+        with pytest.raises(LocationError, match="too long") as info:
+            parse_location(long)
+        assert len(str(info.value)) < 200  # the error does not echo 5,000 characters
+
+
+def test_confine_resolves_as_the_worker_opens_and_refuses_everything_outside(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "data").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    (root / "link-out").symlink_to(outside)
+    (root / "c:").mkdir()  # what a blob store named file://./c: creates
+    (root / "link-in").symlink_to(root / "data")
+    roots = [root]
+    assert confine("data", base_dir=root, roots=roots) == str((root / "data").resolve())
+    assert confine("file://./link-in", base_dir=root, roots=roots) == str((root / "data").resolve())
+    assert confine(f"{root}/c://../data", base_dir=None, roots=roots) == str((root / "data").resolve())
+    assert confine("az://my-box/p/q/", base_dir=root, roots=roots) == "az://my-box/p/q"
+    probes = [f"{root}/c://../../outside/secret", f"file://{outside}/secret", "file://../outside/secret",
+              "link-out/secret", "../outside/secret", "data/../../outside/secret", "~/x",
+              f"{root}/c:" + "/.." * 40 + "/proc/self/environ", "/etc/passwd", f"{root}-sibling/x"]
+    for probe in probes:
+        with pytest.raises(OutsideRootsError, match="outside the head's allowed roots"):
+            confine(probe, base_dir=root, roots=roots)
+    for probe in ("s3://b/x", "a\0b", "x" * 5000):
+        with pytest.raises(LocationError):
+            confine(probe, base_dir=root, roots=roots)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from orchestrator.manifest import LoadedManifest, Trial, canonical_json, expand, experiment_id
 from orchestrator.models.registry import load_checked_manifest
-from orchestrator.manifest.schema import local_path
+from orchestrator.storage.location import is_remote, local_path
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,12 @@ def resolve_journal_url(url: str, base_dir: Path | None) -> str:
 
 
 def resolve_blobs_uri(uri: str, base_dir: Path | None) -> str:
-    return uri if uri.startswith("az://") else str(local_path(uri, base_dir).resolve())
+    return uri if is_remote(uri) else str(local_path(uri, base_dir).resolve())
 
 
-def plan_sweep(manifest_path: str | Path) -> SweepPlan:
-    loaded = load_checked_manifest(manifest_path)
+def plan_sweep(manifest_path: str | Path, *, roots=None) -> SweepPlan:
+    """`roots`: confine every location to them (a client's manifest; see manifest.load_manifest)."""
+    loaded = load_checked_manifest(manifest_path, roots=roots)
     trials = expand(loaded)
     m = loaded.manifest
     return SweepPlan(loaded, trials, experiment_id(loaded, trials),

@@ -1,32 +1,32 @@
-"""Manifest paths confined to the head's allowed roots.
+"""A client's manifest confined to the head's allowed roots, and stored as the workers will read it.
 
-A manifest submitted over HTTP names local paths the head's workers will read and write (data
-roots, model directories, eval inputs, the blob store). Each must resolve, with `..` collapsed
-and symlinks followed, inside one of the allowed roots (the `--data-root`s and the state dir);
-anything else (`../..`, `/etc`, a symlink out of a root) is refused, naming the field and the
-line. Remote locations (az://) are the storage account's business, not the file system's.
+A manifest submitted over HTTP names locations the head's workers will read and write (data
+roots, model directories, eval inputs, the blob store, every variant's path options). Each is
+decided by one function, `storage.location.confine`, which the schema calls for every location
+field when the manifest is loaded with roots (every trial of the sweep too, so a swept path is
+confined and its issue points at its sweep entry): parsed the one way (az:// with a valid
+container, file:// and plain paths; any other scheme refused), made absolute, `..` and symlinks
+resolved, refused unless inside a root (the `--data-root`s and the state dir). A refused path
+is never probed: the answer for `/etc/shadow` and `/no/such` is the same.
 
-Checked on a manifest loaded without its file-existence checks, so a refused path is never
-probed: the answer for `/etc/shadow` and `/no/such` is the same. Every trial of the sweep is
-checked, since a sweep may override a path; a swept path's line is its sweep entry.
+Loader options (`data.*.options`) name files under their source's root: no absolute paths, no
+`..`, and, resolved under a local root, still inside the roots.
+
+What the workers open is what confinement returned: the head stores the manifest written out
+(`manifest.sweep.written_out`) with every location replaced by its resolved form, and every
+process loads that file.
 """
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from orchestrator.manifest import LoadedManifest, ManifestIssue, Trial
-from orchestrator.storage.location import is_remote, local_path
+import yaml
 
-# Every manifest field holding a local path (schema.py checks these exist with `_check_exists`,
-# plus the blob store); tests/test_api_confine.py keeps this list in step with the schema.
-PATH_FIELDS = (
-    "model.base", "model.glide_mini.bpe", "model.vcdm.clip",
-    "data.train.root", "data.eval.root",
-    "eval.clip", "eval.fid_weights", "eval.fid_reference", "eval.winoground", "eval.drawbench.file",
-    "storage.blobs",
-)
-NOT_PATHS = {"model.base": ("tiny-random",)}
+from orchestrator.manifest import LoadedManifest, ManifestIssue, Trial
+from orchestrator.manifest.sweep import written_out
+from orchestrator.storage.location import LocationError, confine, local_path, parse_location
+
 OPTIONS_FIELDS = ("data.train.options", "data.eval.options")  # loader options naming files under the root
 
 
@@ -38,15 +38,10 @@ def _get(data: Any, dotted: str) -> Any:
     return data
 
 
-def _inside(path: Path, roots: list[Path]) -> bool:
-    resolved = path.resolve()  # follows symlinks of every existing prefix
-    return any(resolved == r or resolved.is_relative_to(r) for r in roots)
-
-
 def _line(loaded: LoadedManifest, trial: Trial | None, dotted: str) -> int | None:
     src = loaded.source
     if trial is not None:
-        for key in trial.overrides:  # the sweep entry that set this path (or a section above it)
+        for key in trial.overrides:  # the sweep entry that set this field (or a section above it)
             if dotted == key or dotted.startswith(key + "."):
                 grid = ("sweep", "grid", key)
                 if grid in src.lines:
@@ -57,33 +52,41 @@ def _line(loaded: LoadedManifest, trial: Trial | None, dotted: str) -> int | Non
     return src.line_of(tuple(dotted.split(".")))
 
 
-def confinement_issues(loaded: LoadedManifest, trials: list[Trial], roots: list[Path],
-                       file: str) -> list[ManifestIssue]:
-    """One issue per path field (per distinct value) that leaves the allowed roots."""
-    roots = [r.resolve() for r in roots]
-    shown = ", ".join(str(r) for r in roots)
+def option_issues(loaded: LoadedManifest, trials: list[Trial], roots: list[Path], file: str) -> list[ManifestIssue]:
+    """One issue per loader option (per distinct value) that could leave the roots."""
     issues: dict[tuple[str, str], ManifestIssue] = {}
     docs = [(None, loaded.manifest.model_dump(mode="json"))]
     docs += [(t, t.manifest.model_dump(mode="json")) for t in trials if t.overrides]
     for trial, doc in docs:
-        for dotted in PATH_FIELDS:
-            value = _get(doc, dotted)
-            if not isinstance(value, str) or is_remote(value) or value in NOT_PATHS.get(dotted, ()):
-                continue
-            if not _inside(local_path(value, loaded.base_dir), roots):
-                issues.setdefault((dotted, value), ManifestIssue(
-                    file, dotted, _line(loaded, trial, dotted),
-                    f"{value!r} is outside the head's allowed roots ({shown})"))
         for dotted in OPTIONS_FIELDS:
+            root = _get(doc, dotted.rsplit(".", 1)[0] + ".root")
             for key, value in (_get(doc, dotted) or {}).items():
-                if isinstance(value, str) and _escapes(value):
+                problem = _option_problem(value, root, loaded.base_dir, roots) if isinstance(value, str) else None
+                if problem:
                     field = f"{dotted}.{key}"
-                    issues.setdefault((field, value), ManifestIssue(
-                        file, field, _line(loaded, trial, field),
-                        f"{value!r} leaves the data root (no absolute paths or '..' in loader options)"))
+                    issues.setdefault((field, value), ManifestIssue(file, field, _line(loaded, trial, field), problem))
     return list(issues.values())
 
 
-def _escapes(value: str) -> bool:
-    p = PurePosixPath(value.removeprefix("file://"))
-    return p.is_absolute() or ".." in p.parts or value.startswith("~")
+def _option_problem(value: str, root: str | None, base_dir: Path, roots: list[Path]) -> str | None:
+    try:
+        parsed = parse_location(value)
+    except LocationError as exc:
+        return str(exc)
+    if parsed.scheme or parsed.path.is_absolute() or ".." in PurePosixPath(value).parts or value.startswith("~"):
+        return f"{value[:80]!r} leaves the data root (no URI, absolute path or '..' in loader options)"
+    if root is None or parse_location(root).remote:
+        return None
+    try:
+        confine(str(local_path(root, base_dir) / parsed.path), base_dir=None, roots=roots)
+    except LocationError as exc:
+        return str(exc)
+    return None
+
+
+def confined_yaml(loaded: LoadedManifest, trials: list[Trial]) -> str:
+    """The manifest the workers load: written out, every location the resolved path confinement
+    returned (the load that made `loaded` was confined, so its trials already hold them)."""
+    assert loaded.roots is not None, "only a confined manifest is stored for the workers"
+    header = "# stored by the head: every location confined and resolved; the sweep written out trial by trial\n"
+    return header + yaml.safe_dump(written_out(loaded, trials), sort_keys=False, allow_unicode=False)

@@ -1,8 +1,9 @@
 """Accepting a manifest over HTTP: validate, confine, store, journal, schedule — once per experiment.
 
-    POST body -> state dir (temporary file) -> load without file checks -> paths confined to the
-    allowed roots -> full load and plan (orch validate's checks) -> stored content-addressed
-    (`<state>/<sha256>.yaml`) -> registered in the journal -> a detached coordinator (actors.api)
+    POST body -> state dir (temporary file) -> load confined to the allowed roots, without file
+    checks -> full load and plan (orch validate's checks) -> written out with every location as
+    confinement resolved it, stored content-addressed by the body (`<state>/<sha256>.yaml`) ->
+    registered in the journal -> a detached coordinator (actors.api), whose workers load that file
 
 A submitted manifest behaves as if it sat in the state dir: its relative paths resolve there, so
 the default storage (`./runs/blobs`, `sqlite:///./runs/journal.db`) lands in the state dir.
@@ -28,7 +29,7 @@ from orchestrator.actors.plan import SweepPlan, plan_sweep, resolve_journal_url
 from orchestrator.journal import ExperimentStatus, Journal, LeaseHeld
 from orchestrator.manifest import ManifestError, ManifestIssue, expand, load_manifest
 
-from .confine import confinement_issues
+from .confine import confined_yaml, option_issues
 
 log = logging.getLogger(__name__)
 SHOWN_FILE = "manifest"  # how a submitted manifest is named in its issues (the client knows its own name)
@@ -66,11 +67,14 @@ class Submissions:
     def _plan(self, body: bytes) -> tuple[SweepPlan, Path]:
         digest = hashlib.sha256(body).hexdigest()
         stored = self.state_dir / f"{digest}.yaml"
-        if stored.is_file():  # accepted before: the same bytes mean the same checks
+        if stored.is_file():  # accepted before: the same bytes, confined the same way
             return self._checked_plan(stored), stored
         tmp = self.state_dir / f".incoming-{uuid.uuid4().hex}.yaml"
         tmp.write_bytes(body)
         try:
+            plan = self._checked_plan(tmp)
+            # What the workers load: every location as confinement resolved it (api/confine.py).
+            tmp.write_text(confined_yaml(plan.loaded, plan.trials))
             plan = self._checked_plan(tmp)
             os.replace(tmp, stored)  # atomic; a concurrent twin wrote the same bytes
         finally:
@@ -79,14 +83,14 @@ class Submissions:
 
     def _checked_plan(self, path: Path) -> SweepPlan:
         try:
-            # Schema only, no file checks: no path is probed before it is known to be inside the roots.
-            unchecked = load_manifest(path, check_files=False)
-            issues = confinement_issues(unchecked, expand(unchecked, check_files=False), self.roots,
-                                        SHOWN_FILE)
+            # Schema and confinement only, no file checks: no path is probed before it is known
+            # to be inside the roots.
+            unchecked = load_manifest(path, check_files=False, roots=self.roots)
+            issues = option_issues(unchecked, expand(unchecked, check_files=False), self.roots, SHOWN_FILE)
             issues += self._journal_issues(unchecked)
             if issues:
                 raise ManifestError(issues)
-            return plan_sweep(path)
+            return plan_sweep(path, roots=self.roots)
         except ManifestError as exc:
             raise ManifestError([replace(i, file=SHOWN_FILE) for i in exc.issues]) from None
 

@@ -13,17 +13,19 @@ from .sweep import expand, sweep_key_issues
 from .yaml_source import YamlSource, load_yaml
 
 
-def load_manifest(path: str | Path, *, check_files: bool = True) -> LoadedManifest:
-    """Parse and validate; raises ManifestError listing every problem found."""
+def load_manifest(path: str | Path, *, check_files: bool = True, roots=None) -> LoadedManifest:
+    """Parse and validate; raises ManifestError listing every problem found. `roots`: confine
+    every location to these directories (storage.location.confine), as the head does for a
+    client's manifest; each location then holds the resolved path the workers are to open."""
     path = Path(path).resolve()
     source = load_yaml(path)
     source.file = str(Path(path).relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
-    context = {"base_dir": path.parent, "check_files": check_files}
+    unvalidated = LoadedManifest(None, source, path, tuple(roots) if roots is not None else None)
     try:
-        manifest = Manifest.model_validate(source.data, context=context)
+        manifest = Manifest.model_validate(source.data, context=unvalidated.context(check_files))
     except ValidationError as exc:
         raise ManifestError(issues_from_validation(exc, source) + _raw_sweep_issues(source)) from None
-    loaded = LoadedManifest(manifest, source, path)
+    loaded = LoadedManifest(manifest, source, path, unvalidated.roots)
     # Expanding the sweep validates every trial's values against the schema too.
     expand(loaded, check_files=check_files)
     return loaded

@@ -14,7 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandle
 
 from orchestrator.data.captions import CAPTION_STYLES
 from orchestrator.data.worlds import WORLD_NAMES
-from orchestrator.storage.location import is_remote, local_path
+from orchestrator.storage.location import LocationError, confine, is_remote, local_path, parse_location
 
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground", "shapes-comvg")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
@@ -39,13 +39,30 @@ class Section(BaseModel):
 
 
 def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | None:
-    """Local references must exist at load time; blob URIs are checked when used."""
-    if value is None or is_remote(value):
+    """A location field: parsed the one way (storage.location), confined when the context names
+    roots (a manifest from an API client: the value becomes the resolved path the workers open),
+    then, if asked, checked to exist. A refused path is never probed; no OS error escapes."""
+    if value is None:
         return value
-    base = (info.context or {}).get("base_dir")
-    if (info.context or {}).get("check_files", True) and not local_path(value, base).exists():
-        raise ValueError(f"{what} not found: {local_path(value, base)}")
+    context = info.context or {}
+    base = context.get("base_dir")
+    try:
+        if context.get("roots") is not None:
+            value = confine(value, base_dir=base, roots=context["roots"])
+        if is_remote(value):
+            return value
+        path = local_path(value, base)
+        if context.get("check_files", True) and not path.exists():
+            raise ValueError(f"{what} not found: {_excerpt(str(path))}")
+    except LocationError as exc:
+        raise ValueError(str(exc)) from None
+    except OSError as exc:  # e.g. a directory that cannot be searched
+        raise ValueError(f"{what} cannot be checked: {exc.strerror or type(exc).__name__}") from None
     return value
+
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= 120 else text[:80] + "..." + text[-24:]
 
 
 RECIPE_FIELDS = ("ema_decay",)
@@ -516,7 +533,6 @@ class EvalSpec(Section):
         return data
 
 
-_BLOB_URI = re.compile(r"^(file://.+|az://[a-z0-9][a-z0-9-]{1,62}(/.*)?|[^:]+)$")
 _JOURNAL_URL = re.compile(r"^(sqlite:///.+|postgresql(\+psycopg)?://.+)$")
 
 
@@ -526,10 +542,14 @@ class StorageSpec(Section):
 
     @field_validator("blobs")
     @classmethod
-    def _blob_uri(cls, v: str) -> str:
-        if not _BLOB_URI.match(v):
-            raise ValueError(f"'{v}' is not a blob store URI (file://DIR, az://container/prefix or a path)")
-        return v
+    def _blob_uri(cls, v: str, info: ValidationInfo) -> str:
+        # file://DIR, az://container/prefix or a path, read as every location is
+        roots = (info.context or {}).get("roots")
+        try:
+            parse_location(v)
+            return v if roots is None else confine(v, base_dir=(info.context or {}).get("base_dir"), roots=roots)
+        except LocationError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("journal")
     @classmethod

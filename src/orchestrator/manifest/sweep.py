@@ -109,7 +109,7 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
     seed_points = [[("train.seed", s, ("sweep", "seeds", j))] for j, s in enumerate(sweep.seeds)] or [[]]
 
     base = m.model_dump(mode="json", exclude={"sweep"})
-    context = {"base_dir": loaded.base_dir, "check_files": check_files}
+    context = loaded.context(check_files)
     trials: list[Trial] = []
     first_index: dict[str, int] = {}
     for tp, gp, sp in itertools.product(trial_points, grid_points, seed_points):
@@ -173,7 +173,9 @@ def _remapper(point: list[tuple[str, Any, tuple]]):
         dotted = ".".join(str(p) for p in path)
         for key, value, yaml_path in point:
             if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
-                return yaml_path, f"swept value {value!r}: "
+                shown = repr(value)
+                shown = shown if len(shown) <= 80 else shown[:60] + "..." + shown[-12:]
+                return yaml_path, f"swept value {shown}: "
         return tuple(path), ""
 
     return remap
@@ -191,3 +193,25 @@ def pick_trial(trials: list[Trial], trial_id: str, path) -> Trial:
         return prefixed[0]
     known = ", ".join(t.id for t in trials)
     raise KeyError(f"{path}: no single trial matches {trial_id!r} (trials: {known})")
+
+
+def written_out(loaded: LoadedManifest, trials: list[Trial]) -> dict[str, Any]:
+    """The manifest as data with its sweep written out trial by trial, each swept value as the
+    trial's validated manifest holds it (a confined location: the resolved path). Loading it
+    expands to the same trials, in the same order, with the same ids."""
+    data = loaded.manifest.model_dump(mode="json", exclude_unset=True, exclude={"sweep"})
+    explicit = []
+    for t in trials:
+        if not t.overrides:
+            continue
+        full = t.manifest.model_dump(mode="json")
+        entry = {}
+        for dotted in t.overrides:
+            node = full
+            for part in dotted.split("."):
+                node = node[part]
+            entry[dotted] = node
+        explicit.append(entry)
+    if explicit:
+        data["sweep"] = {"trials": explicit}
+    return data
