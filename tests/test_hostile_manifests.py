@@ -138,3 +138,125 @@ def test_fuzzed_manifests_are_valid_or_refused_cleanly(tmp_path, doc, raw):
     except ManifestError as exc:
         assert exc.issues and all(i.message for i in exc.issues)
     assert time.perf_counter() - started < 2
+
+
+# ---------------------------------------------------------------- nesting bounded while parsing
+
+def _block_mapping(levels: int) -> str:
+    return "name: x\n" + "".join(" " * i + "a:\n" for i in range(levels)) + " " * levels + "1\n"
+
+
+# (name, text, the line named): PyYAML's composer recurses once per level, so each of these was a
+# RecursionError (exit 1, a 500 from the head) before the depth check ever saw the tree.
+DEEP = [
+    ("flow sequence 1,000", "name: x\ndeep: " + "[" * 1000 + "]" * 1000 + "\n", 2),
+    ("flow sequence 100,000", "name: x\ndeep: " + "[" * 100_000 + "]" * 100_000 + "\n", 2),
+    ("flow mapping 100,000", "name: x\ndeep: " + "{a: " * 100_000 + "1" + "}" * 100_000 + "\n", 2),
+    ("unclosed flow 100,000", "name: x\ndeep: " + "[" * 100_000 + "\n", 2),
+    ("block sequence 100,000", "name: x\ndeep:\n" + "- " * 100_000 + "1\n", 3),
+    ("complex keys 100,000", "name: x\ndeep:\n" + "? " * 100_000 + "1\n", 3),
+    # the root mapping is depth 0, so the key at depth 33 is the 33rd `a:`, on line 34
+    ("block mapping 1,000", _block_mapping(1000), 34),
+    ("anchored 100,000", "name: x\ndeep: " + "".join(f"&a{i} [" for i in range(100_000)) + "]" * 100_000 + "\n", 2),
+    # each line nests the one before through an alias: 2 levels as written, 1,000 expanded
+    ("alias chain 1,000", "a0: &a0 [1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 1000)), None),
+]
+
+
+@pytest.mark.parametrize("name, text, line", DEEP, ids=[c[0] for c in DEEP])
+def test_nesting_of_any_depth_is_refused_with_its_line_in_under_a_second(tmp_path, name, text, line):
+    path = _write(tmp_path, name, text)
+    started = time.perf_counter()
+    with pytest.raises(ManifestError) as err:
+        load_checked_manifest(path)
+    assert time.perf_counter() - started < 1, name
+    (issue,) = err.value.issues
+    assert issue.message == "nested deeper than 32 levels" and issue.file.endswith(path.name), str(issue)
+    if line is not None:
+        assert issue.line == line, str(issue)
+    else:  # somewhere in the chain, past the 32 lines the first levels take
+        assert issue.line is not None and 32 < issue.line <= 1000, str(issue)
+
+
+def test_nesting_at_the_limit_is_read(tmp_path):
+    """32 levels is allowed, 33 is not: the bound is the README's, not an off-by-one."""
+    path = _write(tmp_path, "at-limit", GOOD + "description: " + "[" * 31 + "'x'" + "]" * 31 + "\n")
+    with pytest.raises(ManifestError) as err:  # a list is no description, but it was parsed
+        load_checked_manifest(path)
+    assert all("nested deeper" not in i.message for i in err.value.issues), err.value.issues
+    assert any(i.path == "description" for i in err.value.issues), err.value.issues
+    path.write_text(GOOD + "description: " + "[" * 32 + "'x'" + "]" * 32 + "\n")
+    with pytest.raises(ManifestError, match=r":5: nested deeper than 32 levels"):
+        load_checked_manifest(path)
+
+
+def test_cli_refuses_deep_nesting_with_exit_2_its_line_and_no_traceback(tmp_path):
+    def validate(path: Path) -> tuple[subprocess.CompletedProcess, float]:
+        started = time.perf_counter()
+        r = subprocess.run([ORCH, "validate", str(path)], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        return r, time.perf_counter() - started
+
+    good = _write(tmp_path, "good", GOOD)
+    baseline = min(validate(good)[1] for _ in range(2))  # the CLI's own start-up on this machine
+    for name, text, line in (DEEP[0], DEEP[1], DEEP[4]):
+        path = _write(tmp_path, name, text)
+        r, took = validate(path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout, (name, r.stderr)
+        assert f"{path}:{line}: nested deeper than 32 levels" in r.stderr + r.stdout, (name, r.stderr, r.stdout)
+        assert took - baseline < 1, (name, took, baseline)
+
+
+# ---------------------------------------------------------------- control characters, escaped or not
+
+# (name, YAML lines after GOOD, the field named, the line, the character named)
+CONTROL = [
+    ("nul bell bidi escaped", 'description: "\\0\\x07\\u202e"\n', "description", 5, "U+0000 (a control character)"),
+    ("escape sequence", 'description: "ok \\e[2J"\n', "description", 5, "U+001B (a control character)"),
+    ("carriage return", 'description: "a\\rb"\n', "description", 5, "U+000D (a control character)"),
+    ("C1 next line", 'description: "a\\Nb"\n', "description", 5, "U+0085 (a control character)"),
+    ("bidi override escaped", 'description: "\\u202eabc"\n', "description", 5, "U+202E (a bidi control character)"),
+    ("bidi isolate raw", "description: abc\u2066def\n", "description", 5, "U+2066 (a bidi control character)"),
+    ("lone surrogate", 'description: "\\ud800"\n', "description", 5, "U+D800 (a lone surrogate)"),
+    ("in a list", 'eval:\n  suites: [ok, "\\x07"]\n', "eval.suites.1", 6, "U+0007 (a control character)"),
+    ("in a sweep", 'sweep:\n  grid:\n    train.lr: [1.0e-4]\n    "data.train.n\\x1b": [1]\n',
+     "sweep.grid.data.train.n\\u001b", 8, "key: U+001B (a control character)"),
+    ("single-quoted raw bidi", "description: 'a\u202bb'\n", "description", 5, "U+202B (a bidi control character)"),
+]
+
+
+@pytest.mark.parametrize("name, extra, field, line, fragment", CONTROL, ids=[c[0] for c in CONTROL])
+def test_control_and_bidi_characters_are_refused_after_unescaping(tmp_path, name, extra, field, line, fragment):
+    path = _write(tmp_path, name, GOOD + extra)
+    with pytest.raises(ManifestError) as err:
+        load_checked_manifest(path)
+    (issue,) = err.value.issues
+    assert (issue.path, issue.line) == (field, line) and fragment in issue.message, str(issue)
+    # the message names the character by code point and never carries it
+    assert not any(0xD800 <= ord(c) <= 0xDFFF or c in "\x00\x07\x1b\r\x85\u202e\u2066\u202b" for c in str(issue))
+
+
+def test_an_aliased_control_character_is_reported_once(tmp_path):
+    path = _write(tmp_path, "aliased", GOOD + 'x: &bad "\\x07"\ny: [*bad, *bad, *bad]\n')
+    with pytest.raises(ManifestError) as err:
+        load_checked_manifest(path)
+    assert [(i.path, i.line) for i in err.value.issues] == [("x", 5)], err.value.issues
+
+
+def test_tabs_and_newlines_in_text_are_still_fine(tmp_path):
+    path = _write(tmp_path, "text", GOOD + "description: |\n  first\tline\n  second line\n")
+    assert load_checked_manifest(path).manifest.description == "first\tline\nsecond line\n"
+    path.write_text(GOOD + 'description: "a\\tb\\nc"\n')
+    assert load_checked_manifest(path).manifest.description == "a\tb\nc"
+    path.write_text(GOOD.replace("\n", "\r\n") + "description: >\r\n  folded\r\n  text\r\n")  # CRLF file
+    assert load_checked_manifest(path).manifest.description == "folded text\n"
+
+
+def test_cli_refuses_an_escaped_control_character_with_field_and_line(tmp_path):
+    path = _write(tmp_path, "ctrl", GOOD + 'description: "\\0\\x07\\u202e"\n')
+    r = subprocess.run([ORCH, "validate", str(path)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = r.stderr + r.stdout
+    assert r.returncode == 2 and "Traceback" not in out, out
+    assert f"{path}:5: description: U+0000 (a control character) is not allowed" in out, out
+    assert "\x07" not in out and "\u202e" not in out

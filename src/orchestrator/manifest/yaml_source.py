@@ -7,8 +7,11 @@ A manifest is a small document, so anything far beyond one is refused before it 
 Python objects, each with its line: files over MAX_BYTES, aliases that refer to themselves,
 nesting deeper than MAX_DEPTH, and alias "bombs" (a few aliased lists that would expand to
 millions of nodes: the composer shares them, our walk counts every expanded node up to
-MAX_NODES). Values that YAML can spell but no setting means — NaN, ±inf, or 1e400, which
-overflows to inf — are refused wherever they appear.
+MAX_NODES). Nesting is bounded while parsing: PyYAML's composer recurses once per level, so
+a document 1,000 deep would otherwise die of RecursionError before any check saw its tree.
+Values that YAML can spell but no setting means — NaN, ±inf, or 1e400, which overflows to
+inf — are refused wherever they appear, and so are control and bidi-control characters in
+any key or string, whether written raw or as a double-quoted escape (`"\\0"`, `"\\u202e"`).
 """
 from __future__ import annotations
 
@@ -28,8 +31,36 @@ MAX_DEPTH = 32           # mappings and lists nested deeper than this are no man
 MAX_NODES = 100_000      # nodes after aliases are expanded
 
 
+class _TooDeep(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark):
+        super().__init__(f"nested deeper than {MAX_DEPTH} levels")
+        self.mark = mark
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-4` as a float (YAML 1.2 style), as researchers write it."""
+    """SafeLoader that also reads `1e-4` as a float (YAML 1.2 style), as researchers write it,
+    and stops at the first node nested deeper than MAX_DEPTH instead of recursing into it."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = -1  # the root node is depth 0, as in _check_shape
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def fetch_flow_collection_start(self, TokenClass):  # noqa: N803 - PyYAML's name
+        # The scanner looks up to 1,024 characters ahead for a simple key, keeping one candidate
+        # per open `[`/`{` and rescanning them all per token: cut it off here, where a collection
+        # opened inside more than MAX_DEPTH flow levels is already too deep.
+        if self.flow_level > MAX_DEPTH:
+            raise _TooDeep(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
 
 _Loader.add_implicit_resolver(
@@ -86,6 +117,8 @@ def parse_yaml(text: str, name: str) -> YamlSource:
         if node is not None:
             _check_shape(node, name)  # before construction: a bomb is never built
         data = loader.construct_document(node) if node is not None else None
+    except _TooDeep as exc:
+        raise ManifestError([ManifestIssue(name, "", exc.mark.line + 1, str(exc))]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -172,20 +205,57 @@ def _non_finite(data: Any, path: Path_ = ()) -> list[Path_]:
     return []
 
 
-def _walk(node: yaml.Node, path: Path_, lines: dict, issues: list, name: str) -> None:
-    if isinstance(node, yaml.MappingNode):
+# Control characters (tab and newline are text) and the Bidi_Control characters, which reorder
+# what a terminal or a review shows (U+202E); lone surrogates cannot even be written out as UTF-8.
+_REFUSED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                      "\ud800-\udfff]")
+
+
+def _refused_char(text: Any) -> str | None:
+    """Why `text` is refused (its first bad character, named by code point), or None."""
+    found = _REFUSED.search(text) if isinstance(text, str) else None
+    if found is None:
+        return None
+    code = ord(found.group())
+    kind = ("a lone surrogate" if 0xD800 <= code <= 0xDFFF else
+            "a bidi control character" if code in (0x61C, 0x200E, 0x200F) or code >= 0x202A else
+            "a control character")
+    return f"U+{code:04X} ({kind}) is not allowed, raw or escaped"
+
+
+def _shown_path(path: Path_) -> str:
+    """A dotted path as messages print it: refused characters escaped, never echoed."""
+    return _REFUSED.sub(lambda m: f"\\u{ord(m.group()):04x}", ".".join(str(p) for p in path))
+
+
+def _walk(node: yaml.Node, path: Path_, lines: dict, issues: list, name: str,
+          reported: set[int] | None = None) -> None:
+    reported = set() if reported is None else reported  # scalars already refused: an alias repeats them
+    if isinstance(node, yaml.ScalarNode):
+        # A double-quoted scalar's value is already unescaped here, so `"\\x07"` is caught too.
+        why = _refused_char(node.value)
+        if why is not None and id(node) not in reported:
+            reported.add(id(node))
+            issues.append(ManifestIssue(name, _shown_path(path), node.start_mark.line + 1, why))
+    elif isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value
             line = key_node.start_mark.line + 1
-            dotted = ".".join(str(p) for p in (*path, key))
+            dotted = _shown_path((*path, key))
+            why = _refused_char(key)
+            if why is not None:
+                if id(key_node) not in reported:
+                    reported.add(id(key_node))
+                    issues.append(ManifestIssue(name, dotted, line, f"key: {why}"))
+                continue
             if key in seen:
                 issues.append(ManifestIssue(name, dotted, line, f"duplicate key (first defined on line {seen[key]})"))
                 continue
             seen[key] = line
             lines[(*path, key)] = line
-            _walk(value_node, (*path, key), lines, issues, name)
+            _walk(value_node, (*path, key), lines, issues, name, reported)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[(*path, i)] = item.start_mark.line + 1
-            _walk(item, (*path, i), lines, issues, name)
+            _walk(item, (*path, i), lines, issues, name, reported)
