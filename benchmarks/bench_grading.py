@@ -47,9 +47,11 @@ def build(root: Path, prompts: int) -> tuple[str, str]:
 
 
 def serve(url: str, task: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "ORCH_API_TOKENS": TOKEN, "PYTHONPATH": str(ROOT / "src"), "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENBLAS_NUM_THREADS": "1"}
+    tokens = Path(url.removeprefix("sqlite:///")).with_name("tokens")
+    tokens.write_text(f"{TOKEN} graders=*\n")  # an operator's token: the bench grades as many graders
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "grade", "serve", task, "--journal", url,
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                             "--port", str(port), "--tokens", str(tokens)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
     deadline = time.monotonic() + 120
     while True:
@@ -97,7 +99,7 @@ def http_rounds(port: int, task: str, items: int, n: int) -> tuple[list[float], 
         item = r % items
         t0 = time.perf_counter()
         out = json.loads(c.call("PUT", f"{base}/items/{item}?grader={grader}",
-                                {"match": [True, False], "ranking": [1, 0]}))
+                                {"match": [True, False], "ranking": [1, 0], "replaces": 0}))
         if out["next"] is not None:
             c.call("GET", f"{base}/items/{out['next']}?grader={grader}")
         nxt.append(time.perf_counter() - t0)

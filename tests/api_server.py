@@ -64,7 +64,10 @@ def env(**extra: str) -> dict[str, str]:
             "RAY_USAGE_STATS_ENABLED": "0", **extra}
 
 
-def start_head(root: Path, journal: str | None = None, cpus: int = 1, wait_s: float = 120) -> Head:
+def start_head(root: Path, journal: str | None = None, cpus: int = 1, wait_s: float = 120,
+               args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None) -> Head:
+    """`args`: more `orch serve` options (e.g. shorter timeouts); `extra_env`: added to its
+    environment (which its Ray workers inherit)."""
     root.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
     tokens_file = root / "tokens"
@@ -76,9 +79,11 @@ def start_head(root: Path, journal: str | None = None, cpus: int = 1, wait_s: fl
            "--data-root", str(data_root), "--tokens", str(tokens_file), "--cpus", str(cpus)]
     if journal:
         cmd += ["--journal", journal]
+    cmd += list(args)
     log = root / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env(**(extra_env or {})),
+                                start_new_session=True)
     journal_url = journal or f"sqlite:///{state_dir.resolve()}/runs/journal.db"
     head = Head(root, port, token, tokens_file, state_dir, data_root, journal_url, proc, log)
     deadline = time.monotonic() + wait_s

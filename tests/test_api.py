@@ -101,6 +101,53 @@ def test_tokens_file_is_reread_so_editing_it_adds_and_revokes(head):
     assert head.call("GET", "/v1/experiments")[0] == 200
 
 
+def test_a_same_size_in_place_edit_with_the_mtime_put_back_still_revokes(head):
+    """The file's content is what counts (sha256 per request), not (mtime, size, inode): overwriting a
+    token with as many other bytes in place and restoring the mtime revokes it at the next request."""
+    import os
+
+    second = "s3cond-token-" + "8" * 20
+    head.tokens_file.write_text(f"{head.token}\n{second}\n")
+    assert head.call("GET", "/v1/experiments", token=second)[0] == 200
+    before = os.stat(head.tokens_file)
+    with open(head.tokens_file, "r+b") as f:  # same inode, same size
+        f.seek(len(head.token) + 1)
+        f.write(b"#" + second[1:].encode())  # the line is a comment now
+    os.utime(head.tokens_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(head.tokens_file)
+    assert (after.st_mtime_ns, after.st_size, after.st_ino) == (before.st_mtime_ns, before.st_size, before.st_ino)
+    assert head.call("GET", "/v1/experiments", token=second)[0] == 401
+    assert head.call("GET", "/v1/experiments")[0] == 200
+    # a bound grading line: the grading API only, as its grader
+    grader = "gr4der-token-" + "9" * 20
+    head.tokens_file.write_text(f"{head.token}\n{grader} graders=gina\n")
+    status, _, data = head.call("GET", "/v1/experiments", token=grader)
+    assert status == 403 and b"grading token" in data
+    assert head.call("GET", "/v1/grading/tasks/gnope?grader=gina", token=grader)[0] == 404
+    assert head.call("GET", "/v1/grading/tasks/gnope?grader=bob", token=grader)[0] == 403
+    assert head.call("GET", "/v1/grading/tasks/gnope?grader=bob")[0] == 403  # an API token grades as nobody
+    head.tokens_file.write_text(f"{head.token}\n")
+
+
+def test_a_bad_tokens_line_names_file_and_line_never_its_text(tmp_path):
+    from orchestrator.api.auth import TokenError, TokenSource
+
+    secret = "s3cret-" + "z" * 20
+    for line, says in ((f"{secret} extra", "a line is `TOKEN` or `TOKEN graders=NAME,...`"),
+                       (f"{secret} graders=al,b/d", "a grader name is 1-64 letters"),
+                       (f"{secret} graders=", "a grader name is 1-64 letters"),
+                       ("short", "at least 16 characters")):
+        f = tmp_path / "tokens"
+        f.write_text(f"# ops\n{secret}x\n{line}\n")
+        with pytest.raises(TokenError) as err:
+            TokenSource(f, env="")
+        assert f"{f}:3" in str(err.value) and says in str(err.value), str(err.value)
+        assert secret not in str(err.value) and "short" not in str(err.value)
+    f.write_text(f"{secret}\n{secret} graders=al\n")
+    with pytest.raises(TokenError, match=":2: this token is already on an earlier line"):
+        TokenSource(f, env="")
+
+
 def test_a_body_over_the_manifest_limit_is_413_declared_or_chunked(head):
     before = journal_snapshot(head)
     big = manifest("too-big") + b"# " + b"x" * (1 << 20) + b"\n"
@@ -132,6 +179,19 @@ def test_a_bad_manifest_is_422_with_file_field_and_line(head, tmp_path):
                        env=env(ORCH_API_TOKEN=head.token), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert f"{f}:4: train.steps:" in r.stderr.replace("\n", "")
+    assert journal_snapshot(head) == before
+
+
+def test_deep_nesting_and_escaped_control_characters_are_422_with_their_line(head):
+    """Each was a 500 (PyYAML's composer recursing 100,000 deep) or accepted (`"\\0"`), before."""
+    before = journal_snapshot(head)
+    deep = manifest("deep", extra="description: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    started = time.perf_counter()
+    status, answer = head.json("POST", "/v1/experiments", deep)
+    assert status == 422 and time.perf_counter() - started < 5, answer
+    assert [(e["line"], e["message"]) for e in answer["errors"]] == [(6, "nested deeper than 32 levels")], answer
+    status, answer = head.json("POST", "/v1/experiments", manifest("ctrl", extra='description: "\\0\\x07\\u202e"\n'))
+    assert status == 422 and [(e["path"], e["line"]) for e in answer["errors"]] == [("description", 6)], answer
     assert journal_snapshot(head) == before
 
 
@@ -265,8 +325,11 @@ def concurrent_submissions(head: Head) -> None:
                 time.sleep(0.5)
             assert len(j.events(eid, kinds=[EventKind.SUBMITTED])) == 1, eid
             assert len(j.experiment_state(eid).trials) == 1
-    stored = [p for p in head.state_dir.glob("*.yaml")]
-    assert len({p.read_bytes() for p in stored} & set(bodies)) == 20
+    # each body stored once, under its digest, as the head wrote it out for the workers
+    import hashlib
+    stored = {p.name for p in head.state_dir.glob("*.yaml")}
+    assert {f"{hashlib.sha256(b).hexdigest()}.yaml" for b in bodies} <= stored
+    assert not list(head.state_dir.glob(".incoming-*"))
     for eid in ids:  # stop them: the next test should not pay for 20 sweeps
         status, answer = head.json("POST", f"/v1/experiments/{eid}/cancel")
         assert status == 200 and answer["experiment_id"] == eid

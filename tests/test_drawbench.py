@@ -92,6 +92,22 @@ def test_empty_category_and_missing_clip_are_said(assets, sd):
         run_suites(None, ["drawbench"], model=sd, drawbench=str(assets / "drawbench.csv"), **FAST)
 
 
+def test_the_default_categories_may_be_partly_there(assets, tmp_path):
+    """No categories named: the seed paper's pair is a default, so a sheet with Counting prompts
+    and no Positional ones is evaluated on Counting; a sheet with neither is an error."""
+    every, chosen = load_prompts(str(assets / "drawbench.csv"), None)
+    assert [p.prompt for p in chosen] == COUNTING + POSITIONAL
+    rows = (assets / "drawbench.csv").read_text().splitlines()
+    only_counting = tmp_path / "counting.csv"
+    only_counting.write_text("\n".join([rows[0]] + [r for r in rows[1:] if "Positional" not in r]) + "\n")
+    _, chosen = load_prompts(str(only_counting), None)
+    assert [p.prompt for p in chosen] == COUNTING
+    neither = tmp_path / "neither.csv"
+    neither.write_text("\n".join([rows[0]] + [r for r in rows[1:] if "Positional" not in r and "Counting" not in r]) + "\n")
+    with pytest.raises(ValueError, match="default categories"):
+        load_prompts(str(neither), None)
+
+
 def test_csv_from_a_blob_key(assets, tmp_path):
     store = LocalBlobStore(tmp_path / "blobs", fsync=False)
     store.put("bench/drawbench.csv", (assets / "drawbench.csv").read_bytes())

@@ -4,6 +4,8 @@ PostgreSQL, the blind order, task building (idempotent, seeded) and bad input.""
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +14,8 @@ from orchestrator.cli import app
 from orchestrator.eval.grading import agreement, cohen_kappa, experiment_tallies, preference_matrix, tally
 from orchestrator.eval.grading_task import blind_order
 from orchestrator.eval.spatial import wilson_interval
-from orchestrator.journal import Grade, JournalConflict, UnknownGradingTask, open_journal
+from orchestrator.journal import Grade, InvalidEvent, JournalConflict, UnknownGradingTask, open_journal
+from orchestrator.journal.grading import StaleGrade
 
 from tests.grading_fixtures import finished_experiment
 
@@ -77,20 +80,58 @@ def test_resubmission_replaces_and_revisions_are_checked(backend, tmp_path, requ
         with pytest.raises(JournalConflict):
             j.register_grading_task(task, ["e1"], {"models": ["b", "a"], "items": []})
         first = Grade(task, "al", 0, 0, {"a": True, "b": False}, ["a", "b"])
-        assert j.record_grade(first, 1) == (1, True)
-        assert j.record_grade(first, 1) == (1, False)  # the same request again: a no-op
-        assert j.record_grade(first) == (1, False)
+        assert j.record_grade(first, 0) == (1, True)  # replaces 0: there was no grade
+        assert j.record_grade(first, 0) == (1, False)  # the same request again (answer lost): a no-op
+        assert j.record_grade(first, 1) == (1, False)  # re-submitted unchanged: a no-op
         changed = Grade(task, "al", 0, 0, {"a": False, "b": False}, ["b", "a"])
-        with pytest.raises(JournalConflict):
-            j.record_grade(changed, 1)  # a page showing no grade while revision 1 exists: stale
-        assert j.record_grade(changed, 2) == (2, True)
-        j.record_grade(Grade(task, "bo", 0, 0, {"a": True, "b": True}, ["a", "b"]))
+        with pytest.raises(StaleGrade) as stale:
+            j.record_grade(changed, 0)  # a page showing no grade while revision 1 exists: never an overwrite
+        assert stale.value.current == 1 and "revision 1, not 0" in str(stale.value)
+        with pytest.raises(StaleGrade) as ahead:
+            j.record_grade(changed, 5)  # a revision that never was
+        assert ahead.value.current == 1
+        with pytest.raises(InvalidEvent):
+            j.record_grade(changed, -1)
+        assert j.record_grade(changed, 1) == (2, True)
+        j.record_grade(Grade(task, "bo", 0, 0, {"a": True, "b": True}, ["a", "b"]), 0)
         latest = j.grades(task)
         assert [(g.grader, g.revision, g.match["a"]) for g in latest] == [("al", 2, False), ("bo", 1, True)]
         assert [g.grader for g in j.grades(task, "bo")] == ["bo"]
         assert j.grading_task_ids("e1")[-1] == task and task not in j.grading_task_ids("e2")
         with pytest.raises(UnknownGradingTask):
             j.grades("gnope")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_writers_of_one_revision_exactly_one_wins(backend, tmp_path, request):
+    """Eight writers (separate journals: separate connection pools) that all saw revision 1 send
+    different grades at once: one becomes revision 2, the seven others are told revision 2 exists."""
+    url = f"sqlite:///{tmp_path}/j.db" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    task = f"gc{backend[:5]}{tmp_path.name[-5:]}"
+    with open_journal(url) as j:
+        j.register_grading_task(task, ["e1"], {"models": ["a", "b", "c"], "items": [{}]})
+        j.record_grade(Grade(task, "al", 0, 0, {"a": True, "b": True, "c": True}, ["a", "b", "c"]), 0)
+    journals = [open_journal(url) for _ in range(8)]
+    start = threading.Barrier(len(journals))
+
+    def write(k):
+        start.wait()
+        try:
+            # eight grades unlike each other and revision 1 (an identical one is a retry or an unchanged
+            # re-submission: a no-op, not a conflict)
+            return journals[k].record_grade(Grade(task, "al", 0, 0, {"a": bool(k & 1), "b": bool(k & 2), "c": False},
+                                                  ["a", "b", "c"] if k & 4 else ["b", "a", "c"]), 1)
+        except StaleGrade as exc:
+            return exc.current
+    try:
+        with ThreadPoolExecutor(len(journals)) as pool:
+            outcomes = list(pool.map(write, range(len(journals))))
+    finally:
+        for j in journals:
+            j.close()
+    assert sorted(map(str, outcomes)) == ["(2, True)"] + ["2"] * 7, outcomes
+    with open_journal(url) as j:
+        assert [g.revision for g in j.grades(task)] == [2]
 
 
 def test_build_is_idempotent_and_seeded_and_bad_input_exits_2(tmp_path, torch_one_thread):
@@ -143,7 +184,9 @@ def test_build_is_idempotent_and_seeded_and_bad_input_exits_2(tmp_path, torch_on
     csv.write_text("Prompts,Category\nthree red circles,Counting\na cat on a mat,Colors\n")
     bad("build", eid, "--drawbench", str(csv), "--category", "Positional", needle="Positional")
     bad("results", "gnope000000", needle="no grading task 'gnope000000'")
-    bad("serve", "gnope000000", needle="no grading task 'gnope000000'")
+    bad("serve", "gnope000000", "--grader", "al", needle="no grading task 'gnope000000'")
+    bad("serve", doc["task_id"], needle="nobody could grade")  # no --grader, no --tokens: no one may grade
+    bad("serve", doc["task_id"], "--grader", "al/../x", needle="a grader name is 1-64 letters")
 
 
 def test_a_task_over_two_experiments_and_chosen_trials(tmp_path, torch_one_thread):

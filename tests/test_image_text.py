@@ -133,14 +133,74 @@ def test_imagefolder_metadata_file_and_split_folders(tmp_path: Path) -> None:
     (root / "metadata.csv").unlink()
     (root / "metadata.jsonl").rename(root / "a" / "metadata.jsonl")
     write_jsonl(root / "a" / "metadata.jsonl", [{"file_name": "red.png", "text": "red in split a"}])
-    with pytest.raises(FileNotFoundError, match=r"no metadata.jsonl or metadata.csv.*subfolders have one: a"):
+    # A split folder with a name that is no Hugging Face split: training must be told to read it.
+    with pytest.raises(FileNotFoundError, match=r"training reads the train split, but .*faces has no folder for "
+                                                r"it \(looked for train, training.*split folders: a \(choose"):
         open_image_text(source(tmp_path, kind="imagefolder", root="faces"), 8, base_dir=tmp_path)
     data = open_image_text(source(tmp_path, kind="imagefolder", root="faces", options={"split": "a"}), 8,
                            base_dir=tmp_path)
     assert data.captions == ["red in split a"] and colours(data) == [RED]  # file_name relative to the split
-    with pytest.raises(FileNotFoundError, match=r"split 'test'.*subfolders have one: a"):
+    with pytest.raises(FileNotFoundError, match=r"split 'test' not found under .*faces .*split folders: a$"):
         open_image_text(source(tmp_path, kind="imagefolder", root="faces", options={"split": "test"}), 8,
                         base_dir=tmp_path)
+
+
+def split_folder(root: Path, split: str, colour, caption: str) -> None:
+    solid(root / split / "images" / "x.png", colour)
+    write_jsonl(root / split / "metadata.jsonl", [{"file_name": "images/x.png", "text": caption}])
+
+
+def test_imagefolder_split_layout_trains_on_train_and_evaluates_on_test(tmp_path: Path) -> None:
+    """Hugging Face's split layout (data/train/metadata.jsonl, data/test/...), as
+    `load_dataset("imagefolder", data_dir=...)` reads it: data.train trains on train, data.eval
+    reads test, through the manifest and the trial's own loading path."""
+    from orchestrator.manifest import load_manifest
+    from orchestrator.training.trial import load_train_data
+
+    root = tmp_path / "data"
+    split_folder(root, "train", RED, "a red training square")
+    split_folder(root, "test", BLUE, "a blue test square")
+    split_folder(root, "validation", GREEN, "a green validation square")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("name: hf\nmodel: {variant: sd}\ndata:\n  train: {kind: imagefolder, root: ./data}\n"
+                        "  eval: {kind: imagefolder, root: ./data}\n")
+    m = load_manifest(manifest).manifest
+    train = load_train_data(m.data.train, 8, tmp_path, None)
+    assert train.captions == ["a red training square"] and colours(train) == [RED]
+    test = open_image_text(m.data.eval, 8, base_dir=tmp_path, role="eval")
+    assert test.captions == ["a blue test square"] and colours(test) == [BLUE]
+    assert [x.caption for x in open_loader(m.data.eval, tmp_path, role="eval")] == ["a blue test square"]
+    # Without test, evaluation reads validation, by any of Hugging Face's names for it.
+    (root / "test" / "metadata.jsonl").unlink()
+    (root / "validation").rename(root / "val")
+    assert open_image_text(m.data.eval, 8, base_dir=tmp_path, role="eval").captions == ["a green validation square"]
+    # options.split wins, and takes a split name for the folder that stands for it.
+    picked = source(tmp_path, kind="imagefolder", root="data", options={"split": "validation"})
+    assert open_image_text(picked, 8, base_dir=tmp_path).captions == ["a green validation square"]
+    # A caller that gives no role must name the split.
+    with pytest.raises(FileNotFoundError, match=r"no metadata file under .*data; its split folders: train, val "
+                                                r"\(choose one with options.split\)"):
+        open_loader(m.data.eval, tmp_path).load()
+
+
+def test_imagefolder_missing_split_and_a_root_metadata_file(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    split_folder(root, "train", RED, "train")
+    src = source(tmp_path, kind="imagefolder", root="data")
+    with pytest.raises(FileNotFoundError, match=r"evaluation reads the test or validation split, but .*data has no "
+                                                r"folder for it \(looked for test, testing, eval, evaluation, "
+                                                r"validation, valid, val, dev.*split folders: train \("):
+        open_image_text(src, 8, base_dir=tmp_path, role="eval")
+    split_folder(root, "training", GREEN, "training")  # two names for one split: a guess, refused
+    with pytest.raises(ValueError, match=r"several folders under .*data hold the train split: train, training"):
+        open_image_text(src, 8, base_dir=tmp_path)
+    # The root's own metadata file wins over split folders, for training and evaluation alike.
+    solid(root / "top.png", YELLOW)
+    write_jsonl(root / "metadata.jsonl", [{"file_name": "top.png", "text": "the root's own"}])
+    for role in ("train", "eval"):
+        assert open_image_text(src, 8, base_dir=tmp_path, role=role).captions == ["the root's own"]
+    named = source(tmp_path, kind="imagefolder", root="data", options={"split": "training"})
+    assert open_image_text(named, 8, base_dir=tmp_path).captions == ["training"]
 
 
 def bad_folder(tmp: Path) -> Path:

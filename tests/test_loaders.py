@@ -619,3 +619,56 @@ def test_filters_naming_values_the_data_lacks_are_errors(tmp_path: Path) -> None
         touch(tmp_path / "comvg" / "VG_100K" / f"{i}.jpg")
     with pytest.raises(ValueError, match=r"\['subjects'\] match nothing.*the data has: subject"):
         ComVGLoader(tmp_path / "comvg", categories=["subjects"]).load()
+
+
+# ================================================================ default filters vs the user's
+
+def test_a_default_filter_may_partly_match_but_a_named_category_may_not(tmp_path: Path) -> None:
+    """GQA's default question types (relation, position, existence) on a file without existence
+    questions select the others; naming existence is still an error, and a default of which
+    nothing matches is one too, naming what it looked for."""
+    root = gqa_root(tmp_path)
+    qfile = root / "val_balanced_questions.json"
+    questions = json.loads(qfile.read_text())
+    for qid in ("q3", "q5"):  # the existence questions
+        del questions[qid]
+    qfile.write_text(json.dumps(questions, indent=1))
+    assert [(x.question_id, x.question_type) for x in GQALoader(root)] == [("q1", "relation"), ("q4", "position")]
+    # Through the manifest path too: data.eval without categories takes the default.
+    src = DataSource.model_validate({"kind": "gqa", "root": "gqa"}, context={"base_dir": tmp_path})
+    assert [x.question_id for x in open_loader(src, tmp_path)] == ["q1", "q4"]
+    named = DataSource.model_validate({"kind": "gqa", "root": "gqa", "categories": ["relation", "existence"]},
+                                      context={"base_dir": tmp_path})
+    with pytest.raises(ValueError, match=r"categories \['existence'\] match nothing; the data has: .*relation"):
+        open_loader(named, tmp_path).load()
+    # Only a colour question left: none of the default matches.
+    qfile.write_text(json.dumps({"q2": questions["q2"]}))
+    with pytest.raises(ValueError, match=r"the default categories \['relation', 'position', 'existence'\] match "
+                                         r"nothing \(no examples selected\); the data has: .*attr.*name the ones"):
+        GQALoader(root).load()
+    assert [x.question_id for x in GQALoader(root, categories=["attr"])] == ["q2"]
+
+
+def test_a_callers_default_categories_follow_the_same_rule(tmp_path: Path) -> None:
+    """DrawBench's seed-paper categories as a caller's default: a sheet with Counting prompts but
+    no Positional ones is fine; a user's Positional is not; a default wholly absent is an error."""
+    p = tmp_path / "drawbench.csv"
+    write_csv(p, ["Prompts", "Category"], [["Two cats.", "Counting"], ["A red cube.", "Colors"]])
+    seed = ("Counting", "Positional")
+    assert [x.prompt for x in DrawBenchLoader(p, default_categories=seed)] == ["Two cats."]
+    with pytest.raises(ValueError, match=r"no prompts in category \['Positional'\]; the file has"):
+        DrawBenchLoader(p, categories=list(seed), default_categories=seed).load()
+    write_csv(p, ["Prompts", "Category"], [["A red cube.", "Colors"]])
+    with pytest.raises(ValueError, match=r"no prompts in the default categories \['Counting', 'Positional'\]"):
+        DrawBenchLoader(p, default_categories=seed).load()
+
+
+def test_caller_settings_are_not_manifest_options(tmp_path: Path) -> None:
+    root = gqa_root(tmp_path)
+    for key, value in (("role", "eval"), ("default_categories", "attr")):
+        src = DataSource.model_validate({"kind": "gqa", "root": root.name, "options": {key: value}},
+                                        context={"base_dir": tmp_path})
+        with pytest.raises(ValueError, match=rf"data.options.{key} is not a manifest setting"):
+            open_loader(src, tmp_path)
+    with pytest.raises(ValueError, match="role must be one of train, eval"):
+        GQALoader(root, role="test")

@@ -94,6 +94,32 @@ def test_fenced_writes_stop_after_a_takeover_and_when_the_holder_process_is_gone
     journal.acquire_lease("e1", new_owner(), Holder.this_process("resume"), ttl=5)  # no wait for the 300 s
 
 
+def test_a_lease_shows_how_to_find_its_holder_and_never_a_credential(journal, monkeypatch):
+    password, token = f"pw-{new_owner()}", f"tok-{new_owner()}"
+    monkeypatch.setattr(sys, "argv", [
+        "/opt/venv/bin/orch", "serve", "--journal", f"postgresql://postgres:{password}@db.example:5432/orch",
+        "--token", token, f"--journal-password={password}", f"--blobs=https://user:{password}@blob.example/c",
+        "--data-root", "/srv/data", "m.yaml"])
+    holder = Holder.this_process()
+    for shown in (holder.command, holder.describe()):
+        assert password not in shown and token not in shown, shown
+        # What a person needs to find the holder stays: program, subcommand, host of the journal, manifest.
+        assert "orch serve --journal postgresql" in shown and "--token ***" in shown
+        assert "db.example:5432/orch" in shown and "/srv/data m.yaml" in shown and "blob.example/c" in shown
+    journal.acquire_lease("e1", new_owner(), holder.handover(), ttl=30)  # as during a handover
+    with pytest.raises(LeaseHeld) as held:
+        journal.acquire_lease("e1", new_owner(), Holder.this_process("second"), ttl=5)
+    assert "a handover from" in str(held.value) and "orch serve" in str(held.value)
+    assert password not in str(held.value) and token not in str(held.value)
+    assert password not in repr(journal.lease("e1").holder) and token not in repr(journal.lease("e1").holder)
+
+    # A lease row written unredacted (by an older version) is redacted where it is shown.
+    old = Holder("h", None, None, f"orch serve --journal postgresql://postgres:{password}@db/orch")
+    journal.release_lease("e1", journal.lease("e1").owner)
+    journal.acquire_lease("e1", new_owner(), old, ttl=30)
+    assert password not in journal.lease("e1").describe() and "postgres:***@db/orch" in journal.lease("e1").describe()
+
+
 MANIFEST = """\
 name: owned-run
 model: {variant: sd, base: tiny-random, resolution: 32}

@@ -156,11 +156,20 @@ def _run_errors(command: str):
         err.print(f"orch {command}: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
     except (JournalError, StorageError) as exc:  # unreachable, full: nothing wrong with the input
-        err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
+        err.print(f"orch {command}: {_one_line(exc)}", markup=False, soft_wrap=True)
         raise typer.Exit(1)
     except OSError as exc:  # name the path it failed on
         err.print(f"orch {command}: {exc.strerror or exc}: {exc.filename or ''}", markup=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: a StorageError's message names store, key and cause; an error a Ray
+    actor raised is shown as itself (`cause`), not as Ray's wrapper with the remote traceback."""
+    inner = getattr(exc, "cause", None)
+    shown = inner if isinstance(inner, BaseException) else exc
+    lines = [ln.strip() for ln in str(shown).splitlines() if ln.strip()]
+    return lines[0] if lines else type(shown).__name__
 
 
 WAIT_OPTION = typer.Option(False, "--wait", help="When another live run owns the experiment, wait for it to "
@@ -731,12 +740,25 @@ def serve(
                                    "and blob store live under it (runs/)."),
     journal: str = typer.Option(None, "--journal", help="The head's journal (default: sqlite in the state dir; "
                                 "PostgreSQL for a cluster)."),
+    header_timeout: float = typer.Option(10.0, "--header-timeout", help="Seconds a client has to send a request's "
+                                         "line and headers (from connecting, or from the next request's first "
+                                         "byte on a kept-alive connection); then 408 and the connection closed."),
+    body_timeout: float = typer.Option(10.0, "--body-timeout", help="Seconds a client has to send the whole "
+                                       "request body once its headers are in; then 408 and the connection closed."),
+    keepalive: float = typer.Option(5.0, "--keepalive", help="Seconds an idle kept-alive connection stays open."),
+    max_connections: int = typer.Option(256, "--max-connections", help="Open connections (or requests in "
+                                        "progress) beyond which a request is answered 503."),
+    sse_per_token: int = typer.Option(8, "--sse-per-token", help="Event streams (status --follow) one token may "
+                                      "hold open at once; one more is answered 429."),
 ) -> None:
     """Serve the head's HTTP API (submit, status, results, cancel, events) until Ctrl-C."""
-    from .api.server import ServeOptions, check_options, serve as run_server
+    from .api.server import HttpLimits, ServeOptions, check_options, serve as run_server
 
+    limits = HttpLimits(header_timeout_s=header_timeout, body_timeout_s=body_timeout, keepalive_s=keepalive,
+                        max_connections=max_connections)
     opts = ServeOptions(host=host, port=port, address=address, cpus=cpus, tokens_file=tokens,
-                        data_roots=tuple(data_root), state_dir=state_dir, journal=journal)
+                        data_roots=tuple(data_root), state_dir=state_dir, journal=journal,
+                        sse_per_token=sse_per_token, limits=limits)
     problems = check_options(opts)
     if problems:
         for line in problems:
@@ -793,38 +815,71 @@ def grade_serve(
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding the images (default: the task's)."),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8471, "--port", min=0, max=65535),
-    tokens: Path = typer.Option(None, "--tokens", help="Bearer tokens file (as orch serve); default "
-                                "$ORCH_API_TOKENS, else a fresh token printed in the links."),
-    grader: list[str] = typer.Option([], "--grader", help="Print this grader's link (repeatable)."),
+    tokens: Path = typer.Option(None, "--tokens", help="Bearer tokens file (as orch serve): a line "
+                                "`TOKEN graders=NAME,...` grades as those graders."),
+    grader: list[str] = typer.Option([], "--grader", help="Make a fresh token that grades as this grader only "
+                                     "(kept in memory while serving) and print its link (repeatable)."),
 ) -> None:
     """Serve one task's grading page on its own (a laptop: uvicorn, the SQLite journal) until Ctrl-C."""
     import secrets
 
-    import uvicorn
-
-    from .api.auth import ENV_TOKENS, TokenSource
-    from .api.grading import create_grading_app
+    from .api.auth import TokenError, TokenSource, grader_tokens, mint
+    from .api.grading import create_grading_app, grading_link
     from .journal import open_journal
 
     url = journal or _default_journal()
     with _run_errors("grade serve"):
+        if not grader and tokens is None:  # $ORCH_API_TOKENS' tokens grade as nobody
+            raise TokenError("nobody could grade: give --grader NAME (a link each) or --tokens FILE with "
+                             "`TOKEN graders=NAME` lines")
+        links = mint(grader, lambda: secrets.token_urlsafe(24))
         with open_journal(url, create=False) as j:
             j.grading_task(task)  # an unknown task is exit 2 before anything listens
-        fresh = None
-        if tokens is None and not os.environ.get(ENV_TOKENS):
-            fresh = secrets.token_urlsafe(24)
-        source = TokenSource(tokens, env=fresh)
+        source = TokenSource(tokens, extra=grader_tokens(links))
         store = None
         if blobs:
             from .storage import open_store
 
             store = open_store(blobs)
         app_ = create_grading_app(url, source, store)
-    token = fresh or "<your token>"
-    for name in grader or ["NAME"]:
-        out.print(f"http://{host}:{port}/grade?task={task}&grader={name}#token={token}", markup=False,
-                  soft_wrap=True)
-    uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning")).run()
+    for name, token in links.items():
+        out.print(grading_link(f"http://{host}:{port}", task, name, token), markup=False, soft_wrap=True)
+    if not links:
+        out.print(grading_link(f"http://{host}:{port}", task, "NAME", f"<a token of {tokens} with graders=NAME>"),
+                  markup=False, soft_wrap=True)
+    from .api.server import run_http
+
+    run_http(app_, host, port, log_level="warning")  # the head's deadlines and security headers
+
+
+@grade_app.command("link")
+def grade_link(
+    task: str = typer.Argument(..., help="Grading task id."),
+    grader: list[str] = typer.Option(..., "--grader", help="A grader to make a link for (repeatable)."),
+    tokens: Path = typer.Option(..., "--tokens", help="The head's tokens file (orch serve --tokens): a line "
+                                "`TOKEN graders=NAME` is appended per grader; delete it to revoke."),
+    url: str = typer.Option("http://127.0.0.1:8470", "--url", help="The head's address as graders reach it."),
+) -> None:
+    """Grading links for `orch serve`: a fresh token per grader that grades as that grader only. The head
+    re-reads its tokens file on each request, so the links work at once."""
+    import secrets
+
+    from .api.auth import TokenError, mint, parse_tokens
+    from .api.grading import grading_link
+
+    with _run_errors("grade link"):
+        links = mint(grader, lambda: secrets.token_urlsafe(24))
+        try:
+            fd = os.open(tokens, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)  # a new file: the owner's only
+        except OSError as exc:
+            raise TokenError(f"cannot open the tokens file {tokens}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "r+b") as f:
+            text = f.read().decode("utf-8", errors="replace")
+            parse_tokens(text, str(tokens))  # a broken file is not appended to
+            lines = "".join(f"{token} graders={name}  # grading task {task}\n" for name, token in links.items())
+            f.write((("\n" if text and not text.endswith("\n") else "") + lines).encode())
+    for name, token in links.items():
+        out.print(grading_link(url.rstrip("/"), task, name, token), markup=False, soft_wrap=True)
 
 
 @grade_app.command("results")

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, LeaseLost, TrialStatus, open_journal
+from orchestrator.journal.redact import bound_traceback, excerpt
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
@@ -295,6 +296,8 @@ class Coordinator:
         self.rj.evaluated(tid, step, out, **extra)
 
     def _fail(self, tid: str, error: str, traceback: str | None) -> None:
+        # Bounded before it is kept or logged too (the journal bounds what it stores anyway).
+        error, traceback = excerpt(error), None if traceback is None else bound_traceback(traceback)
         self._release(tid)
         self.rj.transition(tid, EventKind.FAILED, error=error, traceback=traceback)
         self._count("failure")
@@ -414,7 +417,8 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     (whose message starts with coloured process details)."""
     cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
     shown = cause if isinstance(cause, BaseException) else exc
-    return f"{type(shown).__name__}: {shown}", str(exc)
+    # An exception may quote what it read (a file line, the environment): bounded and redacted.
+    return excerpt(f"{type(shown).__name__}: {shown}"), bound_traceback(str(exc))
 
 
 ExperimentCoordinator = ray.remote(num_cpus=0, max_concurrency=16)(Coordinator)

@@ -36,7 +36,9 @@ def drawbench_prompts(csv_path: str | Path, categories: Sequence[str] | None) ->
     from orchestrator.data.loaders.drawbench import DrawBenchLoader
 
     cats = list(categories) if categories else list(SEED_PAPER_CATEGORIES)
-    prompts = [GradingPrompt(p.prompt, p.category) for p in DrawBenchLoader(str(csv_path), categories=cats)]
+    # The seed paper's pair is a default: a sheet with only one of them is fine; a named one must be there.
+    loader = DrawBenchLoader(str(csv_path), categories=categories or None, default_categories=SEED_PAPER_CATEGORIES)
+    prompts = [GradingPrompt(p.prompt, p.category) for p in loader]
     if not prompts:  # the loader refuses unknown categories; this catches a filter that still selects nothing
         raise GradingInputError(f"{csv_path}: categories {cats} select no prompt")
     return prompts, {"source": "drawbench", "file": Path(csv_path).name, "categories": cats}

@@ -6,10 +6,12 @@ key and the journal keeps one event; annotations are keyed by what they annotate
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
 from orchestrator.journal import Event, EventKind, IllegalTransition, Journal, JournalConflict, TrialState
+from orchestrator.journal.events import MAX_KEY_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,19 @@ class RunJournal:
                                        checkpoint=checkpoint))
 
     def warned(self, trial_id: str, kind: str, details: dict) -> None:
-        """A fallback, keyed by what it is about (the same skip reported twice is one event)."""
-        about = details.get("key") or details.get("expected_step") or ""
-        key = f"{self.eid}/{trial_id}/warned/{kind}/{about}/attempt-{self.trial(trial_id).attempts}"
-        self._annotate(Event.for_trial(self.eid, trial_id, EventKind.WARNED, key, notice=kind, **details))
+        """A fallback, keyed by what it is about (the same skip reported twice is one event).
+
+        Never raises: it runs inside the coordinator's `on_notice`, a call nobody awaits, which
+        prints the notice only after this returns; a notice the journal refuses is logged instead."""
+        try:
+            about = details.get("key") or details.get("expected_step") or ""
+            key = f"{self.eid}/{trial_id}/warned/{kind}/{about}/attempt-{self.trial(trial_id).attempts}"
+            if len(key) > MAX_KEY_LENGTH:  # a long blob prefix: the same key, shortened by its hash
+                key = f"{key[:MAX_KEY_LENGTH - 17]}/{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+            # The payload as a dict: details may hold a `key` (checkpoint_skipped), for_trial's own argument.
+            self._annotate(Event(self.eid, EventKind.WARNED, key, trial_id, {"notice": kind, **details}))
+        except Exception as exc:  # noqa: BLE001 - the console must still hear of the fallback
+            log.error("could not journal the %s notice of %s (%s): %s", kind, trial_id, details, exc)
 
     def placed(self, trial_id: str, where: dict) -> None:
         """Where a trainer process of the trial started (a Ray restart on another node is a second

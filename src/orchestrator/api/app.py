@@ -11,7 +11,9 @@
     GET  /openapi.json                    this document
 
 Every path but /healthz needs `Authorization: Bearer <token>` (auth.py); bodies are limited to a
-manifest's size (limits.py). Handlers that touch the journal or Ray run in worker threads.
+manifest's size and a token to `sse_per_token` concurrent event streams (limits.py); the server
+adds header/body deadlines and security headers around it all (server.run_http). Handlers that
+touch the journal or Ray run in worker threads.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from ray.exceptions import RayError
 
 from orchestrator.actors import api as actors_api
 from orchestrator.journal import JournalError, UnknownExperiment, open_journal
+from orchestrator.journal.redact import excerpt
 from orchestrator.manifest import ManifestError
 from orchestrator.manifest.yaml_source import MAX_BYTES
 from orchestrator.storage import StorageError
@@ -36,7 +39,7 @@ from orchestrator.storage import StorageError
 from . import events
 from .auth import BearerGate, TokenSource
 from .grading import grading_router
-from .limits import BodyLimit
+from .limits import BodyLimit, FollowerCap
 from .submissions import SHOWN_FILE, Submissions
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class HeadSettings:
     data_roots: list[Path] = field(default_factory=list)
     body_limit: int = MAX_BYTES
     sse_max_s: float = 300.0
+    sse_per_token: int = 8
 
 
 # ------------------------------------------------------------------ schemas
@@ -125,12 +129,13 @@ SSE_MESSAGE = {"type": "object", "properties": {"id": {"type": "string", "patter
 
 def _r(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {401: "no valid bearer token (nothing was read or written)", 404: "no such experiment",
+                 429: "this token already holds the most concurrent event streams allowed",
                  413: "body over the manifest size limit", 503: "the journal, blob store or Ray is unreachable"}
     return {c: {"model": Detail, "description": described[c]} for c in codes}
 
 
 def create_app(settings: HeadSettings) -> BearerGate:
-    """The ASGI app: token gate -> body limit -> FastAPI (its journal opened now)."""
+    """The ASGI app: token gate -> event-stream cap -> body limit -> FastAPI (its journal opened now)."""
     journal = open_journal(settings.journal_url)
     subs = Submissions(settings.state_dir, settings.data_roots, journal, settings.journal_url, settings.ray_address)
     app = FastAPI(title="orch head API", version="1", docs_url=None, redoc_url=None,
@@ -144,14 +149,14 @@ def create_app(settings: HeadSettings) -> BearerGate:
 
     @app.exception_handler(UnknownExperiment)
     async def _unknown(_req, exc):
-        return JSONResponse({"detail": str(exc.args[0] if exc.args else exc)}, status_code=404)
+        return JSONResponse({"detail": excerpt(exc.args[0] if exc.args else exc)}, status_code=404)
 
     @app.exception_handler(JournalError)
     @app.exception_handler(StorageError)
     @app.exception_handler(RayError)
     async def _unavailable(_req, exc):
-        log.error("503: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        log.error("503: %s", excerpt(exc))
+        return JSONResponse({"detail": excerpt(exc)}, status_code=503)
 
     @app.get("/healthz", tags=["head"], openapi_extra={"security": []})
     def healthz() -> dict[str, str]:
@@ -172,7 +177,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
         except ManifestError as exc:
             return JSONResponse(_problems(exc.issues), status_code=422)
         except (ValueError, FileNotFoundError) as exc:  # refused at scheduling (e.g. a conflicting tiny base)
-            return JSONResponse(_problems([_issue(str(exc))]), status_code=422)
+            return JSONResponse(_problems([_issue(excerpt(exc))]), status_code=422)
         return JSONResponse(Submitted(**accepted.__dict__).model_dump(), status_code=201 if accepted.created else 200,
                             headers={"location": f"/v1/experiments/{accepted.experiment_id}"})
 
@@ -202,7 +207,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
         try:
             text = await threaded(actors_api.results, jurl, experiment_id, format.value, patterns, paired)
         except ValueError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=422)
+            return JSONResponse({"detail": excerpt(exc)}, status_code=422)
         return Response(text, media_type=MEDIA[format])
 
     @app.post("/v1/experiments/{experiment_id}/cancel", response_model=Cancelled, tags=["experiments"],
@@ -213,7 +218,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
 
     @app.get("/v1/experiments/{experiment_id}/events", tags=["experiments"], responses={
         200: {"description": "server-sent events: id = journal seq, event = kind, data = the event as JSON",
-              "content": {"text/event-stream": {"schema": SSE_MESSAGE}}}, **_r(401, 404, 503)})
+              "content": {"text/event-stream": {"schema": SSE_MESSAGE}}}, **_r(401, 404, 429, 503)})
     # Optional parameters are typed without `| None`: the document then has no "null" a client could send.
     async def follow(experiment_id: str, after: int = Query(None, ge=0, le=2**62, description="Send events "
                      "with a larger seq only (default: from the first)"),
@@ -226,7 +231,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
 
     app.include_router(grading_router(journal))  # human grading: the page and its JSON API (grading.py)
     _document_security(app)
-    gated = BodyLimit(app, settings.body_limit)
+    gated = FollowerCap(BodyLimit(app, settings.body_limit), settings.sse_per_token)
     return BearerGate(gated, settings.tokens)
 
 
@@ -236,6 +241,8 @@ def _issue(message: str) -> Issue:
 
 def _problems(issues) -> dict:
     rows = [i if isinstance(i, Issue) else Issue(**i.as_dict()) for i in issues]
+    # A file check's message may quote the file it read: bounded and redacted like any error.
+    rows = [r.model_copy(update={"message": excerpt(r.message)}) for r in rows]
     return ManifestProblems(file=SHOWN_FILE, valid=False, errors=rows).model_dump()
 
 

@@ -1,23 +1,42 @@
-"""Who may call the head's API: bearer tokens, checked before anything else runs.
+"""Who may call the head's API, and as whom they may grade: bearer tokens, checked before anything runs.
 
-Tokens come from a file (one per line; blank lines and `#` comments ignored) and/or the
-environment variable ORCH_API_TOKENS (separated by commas or whitespace). The file is re-read
-whenever its modification time, size or inode changes, so deleting a line revokes that token for
-the next request. A presented token is compared with every known token with
-`hmac.compare_digest` (no early exit), so timing does not tell how much of a guess was right.
+Tokens come from a file and/or the environment variable ORCH_API_TOKENS (separated by commas or
+whitespace). A file line (blank lines and `#` comments ignored) is one of
+
+    TOKEN                       an API token: every route; grades as nobody
+    TOKEN graders=alice,bob     a grading token: the grading routes only, as alice or bob
+    TOKEN graders=*             an operator's token: every route, and grades as anyone
+
+Why bind graders to tokens: a grade is stored under the grader the request names, so a token that
+could name anyone could forge or overwrite anyone's grades. A grader's link carries a token that
+acts as that grader only (`orch grade serve --grader NAME` mints one per grader; `orch grade link`
+appends `TOKEN graders=NAME` to the head's file), and such a token reaches nothing but grading:
+it cannot submit or cancel experiments. Tokens in ORCH_API_TOKENS are API tokens (the form
+cannot carry options), so the non-grading API works with them as before.
+
+The file is read (one small read) and hashed (sha256) on every request, and re-parsed when the
+hash changes. Comparing content rather than (mtime, size, inode) means any edit
+revokes at the next request, also a same-size in-place edit whose mtime was put back. A presented
+token is compared with every known token with `hmac.compare_digest` (no early exit), so timing
+does not tell how much of a guess was right.
 
 `BearerGate` is a plain ASGI layer, outermost: a request without a valid token is answered 401
-before its body is read, before routing, before the journal is opened. `/healthz` (a load
-balancer's probe carries no token; it says nothing but "up") and `/grade` (the grading page's
-static shell) are the only open paths.
+before its body is read, before routing, before the journal is opened; a grading token outside
+the grading routes is 403. It leaves the token's `Principal` in the ASGI scope, where the grading
+routes check the grader they are asked to act as (`principal_of`). `/healthz` (a load balancer's
+probe carries no token; it says nothing but "up") and `/grade` (the grading page's static shell)
+are the only open paths.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .limits import send_json
@@ -27,69 +46,148 @@ ENV_TOKENS = "ORCH_API_TOKENS"
 # /grade is the grading page's shell (HTML + JS, no data); it takes the token from its link's
 # fragment and calls the gated JSON API with it (api/grading.py)
 OPEN_PATHS = frozenset({"/healthz", "/grade"})
+GRADING_PREFIX = "/v1/grading/"  # the only routes a grading token reaches
 MIN_TOKEN_CHARS = 16  # a token shorter than this is a typo or a password, not a secret
+MAX_FILE_BYTES = 1 << 20  # read on every request: a tokens file is small
+GRADER_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+SCOPE_KEY = "orch.principal"
 
 
 class TokenError(ValueError):
     """The token configuration is unusable (no token at all, a short one, an unreadable file)."""
 
 
-def parse_tokens(text: str, where: str) -> list[str]:
-    tokens = []
+@dataclass(frozen=True)
+class Principal:
+    """What one token may do: the whole API or only grading, and as which graders."""
+
+    api: bool
+    graders: frozenset[str] | None  # None: any grader (graders=*)
+
+    def may_grade_as(self, grader: str) -> bool:
+        return self.graders is None or grader in self.graders
+
+
+API_TOKEN = Principal(api=True, graders=frozenset())
+OPERATOR_TOKEN = Principal(api=True, graders=None)
+
+
+def grading_token(graders: list[str] | tuple[str, ...]) -> Principal:
+    return Principal(api=False, graders=frozenset(graders))
+
+
+def check_grader(name: str, where: str) -> str:
+    if not re.match(GRADER_PATTERN, name):
+        raise TokenError(f"{where}: a grader name is 1-64 letters, digits or _.@-")
+    return name
+
+
+def _check_token(token: str, where: str) -> str:
+    if len(token) < MIN_TOKEN_CHARS:
+        raise TokenError(f"{where}: a token has at least {MIN_TOKEN_CHARS} characters")
+    return token
+
+
+def parse_tokens(text: str, where: str) -> dict[str, Principal]:
+    """A tokens file's lines (format in the module docstring); errors name the line, never its text."""
+    tokens: dict[str, Principal] = {}
     for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        fields = raw.split("#", 1)[0].split()
+        if not fields:
             continue
-        if re.search(r"\s", line):
-            raise TokenError(f"{where}:{n}: one token per line (found whitespace inside {line[:4]}...)")
-        if len(line) < MIN_TOKEN_CHARS:
-            raise TokenError(f"{where}:{n}: a token has at least {MIN_TOKEN_CHARS} characters")
-        tokens.append(line)
+        at = f"{where}:{n}"
+        token = _check_token(fields[0], at)
+        if len(fields) == 1:
+            principal = API_TOKEN
+        elif len(fields) == 2 and fields[1].startswith("graders="):
+            names = fields[1].removeprefix("graders=")
+            principal = OPERATOR_TOKEN if names == "*" else grading_token(
+                [check_grader(g, f"{at}: graders=") for g in names.split(",")])
+        else:
+            raise TokenError(f"{at}: a line is `TOKEN` or `TOKEN graders=NAME,...` (or graders=*)")
+        if token in tokens:
+            raise TokenError(f"{at}: this token is already on an earlier line")
+        tokens[token] = principal
     return tokens
 
 
-class TokenSource:
-    """The valid tokens: the file's (re-read when it changes) plus the environment's (read once)."""
+def mint(graders: list[str], make: Callable[[], str]) -> dict[str, str]:
+    """A fresh token per grader (grader -> token), for `orch grade serve/link`; see `grader_tokens`."""
+    return {check_grader(g, "--grader"): make() for g in graders}
 
-    def __init__(self, file: Path | None = None, env: str | None = None):
+
+def grader_tokens(links: Mapping[str, str]) -> dict[str, Principal]:
+    """Each grader's token acting as that grader only."""
+    return {token: grading_token([grader]) for grader, token in links.items()}
+
+
+class TokenSource:
+    """The valid tokens: the file's (re-parsed when its content changes), the environment's (read once)
+    and `extra` ones (tokens minted by `orch grade serve`, in memory only)."""
+
+    def __init__(self, file: Path | None = None, env: str | None = None,
+                 extra: Mapping[str, Principal] | None = None):
         self.file = Path(file) if file is not None else None
         env = os.environ.get(ENV_TOKENS, "") if env is None else env
-        self._env = parse_tokens("\n".join(t for t in re.split(r"[,\s]+", env) if t), f"${ENV_TOKENS}")
+        fixed = {_check_token(t, f"${ENV_TOKENS}"): API_TOKEN for t in re.split(r"[,\s]+", env) if t}
+        fixed.update({_check_token(t, "a minted token"): p for t, p in (extra or {}).items()})
+        self._fixed = [(t.encode(), p) for t, p in fixed.items()]
         self._lock = threading.Lock()
-        self._stamp: tuple | None = None
-        self._file_tokens: list[bytes] = []
-        self.current()  # a missing or bad file fails at start, not at the first request
+        self._digest: bytes | None = None
+        self._file_tokens: list[tuple[bytes, Principal]] = []
+        if self.file is not None:
+            self._read_file(first=True)  # a missing or bad file fails at start, not at the first request
         if not self.current():
             raise TokenError(f"no API token: give --tokens FILE or set ${ENV_TOKENS}")
 
-    def current(self) -> list[bytes]:
-        if self.file is None:
-            return [t.encode() for t in self._env]
+    def _read_file(self, first: bool = False) -> None:
+        problem = ""
         try:
-            st = self.file.stat()
+            with open(self.file, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            if self._stamp is None:
-                raise TokenError(f"cannot read the token file {self.file}: {exc.strerror or exc}") from None
-            log.error("token file %s is gone (%s): refusing every token until it is back", self.file, exc)
-            return [t.encode() for t in self._env]
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            data, problem = b"", f"cannot read the token file {self.file}: {exc.strerror or exc}"
+        # an unreadable file hashes as nothing any content hashes to: logged once, not per request
+        digest = hashlib.sha256(data).digest() if not problem else b""
         with self._lock:
-            if stamp != self._stamp:
-                try:
-                    self._file_tokens = [t.encode() for t in parse_tokens(self.file.read_text(), str(self.file))]
-                except (OSError, TokenError) as exc:
-                    if self._stamp is None:
-                        raise TokenError(str(exc)) from None
-                    log.error("token file %s unusable (%s): refusing its tokens until fixed", self.file, exc)
-                    self._file_tokens = []
-                self._stamp = stamp
-            return self._file_tokens + [t.encode() for t in self._env]
+            if digest == self._digest:
+                return
+            try:
+                if problem:
+                    raise TokenError(problem)
+                if len(data) > MAX_FILE_BYTES:
+                    raise TokenError(f"{self.file}: larger than {MAX_FILE_BYTES} bytes; not a tokens file")
+                parsed = parse_tokens(data.decode("utf-8"), str(self.file))
+            except (UnicodeDecodeError, TokenError) as exc:
+                msg = f"{self.file}: not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+                if first:
+                    raise TokenError(msg) from None
+                log.error("%s: refusing the file's tokens until it is fixed", msg)
+                parsed = {}
+            self._file_tokens = [(t.encode(), p) for t, p in parsed.items()]
+            self._digest = digest
+
+    def current(self) -> list[tuple[bytes, Principal]]:
+        if self.file is not None:
+            self._read_file()
+        with self._lock:
+            return self._file_tokens + self._fixed
+
+    def principal(self, presented: bytes) -> Principal | None:
+        """The presented token's rights, or None when it is no valid token."""
+        found = None
+        for token, principal in self.current():  # every one compared: no early exit
+            if hmac.compare_digest(presented, token):
+                found = principal
+        return found
 
     def valid(self, presented: bytes) -> bool:
-        ok = False
-        for token in self.current():  # every one compared: no early exit
-            ok |= hmac.compare_digest(presented, token)
-        return ok
+        return self.principal(presented) is not None
+
+
+def principal_of(scope: Mapping) -> Principal | None:
+    """The rights BearerGate found for this request's token (None: not behind the gate)."""
+    return scope.get(SCOPE_KEY)
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -101,7 +199,8 @@ def bearer(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 class BearerGate:
-    """ASGI middleware: 401 unless the request carries `Authorization: Bearer <valid token>`."""
+    """ASGI middleware: 401 unless the request carries `Authorization: Bearer <valid token>`; 403 for
+    a grading token outside the grading routes."""
 
     def __init__(self, app, tokens: TokenSource):
         self.app, self.tokens = app, tokens
@@ -110,7 +209,11 @@ class BearerGate:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
         presented = bearer(scope["headers"])
-        if presented is None or not self.tokens.valid(presented):
+        principal = None if presented is None else self.tokens.principal(presented)
+        if principal is None:
             return await send_json(send, 401, {"detail": "missing or invalid bearer token"},
                                    [(b"www-authenticate", b'Bearer realm="orch"')])
-        return await self.app(scope, receive, send)
+        if not principal.api and not scope["path"].startswith(GRADING_PREFIX):
+            return await send_json(send, 403, {"detail": "a grading token reaches only the grading API "
+                                                         f"({GRADING_PREFIX}...); use an API token"})
+        return await self.app(scope | {SCOPE_KEY: principal}, receive, send)

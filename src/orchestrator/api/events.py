@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 
 from orchestrator.journal import Event, ExperimentStatus, Journal, TrialStatus
+from orchestrator.journal.redact import bound_payload
 
 SETTLED = (ExperimentStatus.DONE, ExperimentStatus.CANCELLED)
 BUSY = (TrialStatus.RUNNING, TrialStatus.EVALUATING)
@@ -25,7 +26,8 @@ END = "event: end\ndata: {\"settled\": true}\n\n"  # the last message of a settl
 
 def event_json(e: Event) -> dict:
     return {"seq": e.seq, "experiment_id": e.experiment_id, "trial_id": e.trial_id, "kind": str(e.kind),
-            "at": e.created_at.isoformat() if e.created_at else None, "payload": e.payload}
+            "at": e.created_at.isoformat() if e.created_at else None,
+            "payload": bound_payload(e.payload)}  # again: rows journaled before errors were bounded
 
 
 def sse_message(e: Event) -> str:

@@ -5,13 +5,18 @@ and served alone by `orch grade serve TASK` (a laptop: uvicorn, a SQLite journal
     GET /v1/grading/tasks                            every task: id, experiments, items, models
     GET /v1/grading/tasks/{id}?grader=G              G's progress: items graded, the first ungraded
     GET /v1/grading/tasks/{id}/items/{i}?grader=G    the prompt, the images in G's blind order, G's grade
-    PUT /v1/grading/tasks/{id}/items/{i}?grader=G    G's grade: match per image, ranking, revision
+    PUT /v1/grading/tasks/{id}/items/{i}?grader=G    G's grade: match per image, ranking, and the
+                                                     revision it replaces (0: none yet); stale: 409
     GET /v1/grading/tasks/{id}/results?format=       `orch grade results`
 
-Auth: the JSON API sits behind the bearer-token gate like every other route. The page's shell is
-the one more open path: it holds no data, and gets the token from the link's fragment
-(`/grade?task=ID&grader=NAME#token=T`, never sent to the server nor logged), keeps it in the
-tab's sessionStorage and sends it as `Authorization: Bearer` on each call; without one it asks.
+Auth: the JSON API sits behind the bearer-token gate like every other route, and every route that
+names a grader (`?grader=G`) checks that the request's token may act as G (auth.py: a grader's
+token acts only as that grader; a plain API token as nobody; 403 otherwise), so one grader's
+token can neither read another's blind order nor write their grades. The task list and the
+results (which name the models) need an API token. The page's shell is the one more open path: it
+holds no data, and gets the token from the link's fragment (`/grade?task=ID&grader=NAME#token=T`,
+never sent to the server nor logged), keeps it in the tab's sessionStorage and sends it as
+`Authorization: Bearer` on each call; without one it asks.
 The API speaks in slots (the positions a grader sees); models are named only in results.
 """
 from __future__ import annotations
@@ -20,18 +25,39 @@ import base64
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from orchestrator.actors.grading import results_text
 from orchestrator.eval.grading_task import blind_order
-from orchestrator.journal import Grade, JournalConflict, UnknownGradingTask, open_journal
+from orchestrator.journal import Grade, UnknownGradingTask, open_journal
+from orchestrator.journal.grading import StaleGrade
+
+from .auth import GRADER_PATTERN, principal_of
 
 PAGE = Path(__file__).with_name("grading_page.html")
-GRADER = Query(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="The grader's name (letters, digits, _.@-)")
+GRADER = Query(..., pattern=GRADER_PATTERN, description="The grader's name (letters, digits, _.@-); the "
+                                                        "token must be allowed to act as this grader")
+
+
+def acting_grader(request: Request, grader: str = GRADER) -> str:
+    """The `?grader=` of a request whose token may act as that grader; 403 otherwise."""
+    who = principal_of(request.scope)
+    if who is None or not who.may_grade_as(grader):
+        raise HTTPException(403, f"this token may not grade as {grader!r}: a grader's link carries a token "
+                                 f"for that grader only")
+    return grader
+
+
+def api_token(request: Request) -> None:
+    """The task list and the results name tasks and models: an API token's, not a grader's."""
+    who = principal_of(request.scope)
+    if who is None or not who.api:
+        raise HTTPException(403, "the task list and results need an API token, not a grader's")
 
 
 class Detail(BaseModel):
@@ -56,8 +82,21 @@ class Progress(BaseModel):
 class SlotGrade(BaseModel):
     match: list[bool] = Field(description="per slot (image position as shown): matches the prompt")
     ranking: list[int] = Field(description="slots, best first: every slot once")
-    revision: int | None = Field(None, ge=1, description="the revision this grade becomes (the shown grade's + 1); "
-                                                         "a stale one is 409")
+
+
+class ShownGrade(SlotGrade):
+    revision: int = Field(ge=1, description="send it back as `replaces` to replace this grade")
+
+
+class NewGrade(SlotGrade):
+    replaces: int = Field(ge=0, description="the revision this grade replaces, as shown (0: the item showed no "
+                                            "grade); required, so a stale page cannot overwrite: a newer "
+                                            "grade is 409")
+
+
+class Stale(BaseModel):
+    detail: str
+    revision: int = Field(description="the grader's current revision of the item (0: none)")
 
 
 class ItemView(BaseModel):
@@ -66,7 +105,7 @@ class ItemView(BaseModel):
     items: int
     prompt: str
     images: list[str] = Field(description="data: URIs, in this grader's blind order")
-    grade: SlotGrade | None
+    grade: ShownGrade | None
     graded: int
 
 
@@ -84,10 +123,17 @@ def _404(task_id: str, index: int | None = None) -> dict:
     return {"detail": f"no grading task {task_id!r}" if index is None else f"task {task_id!r} has no item {index}"}
 
 
+def grading_link(base_url: str, task_id: str, grader: str, token: str) -> str:
+    """A grader's link: the token rides in the fragment, which browsers never send to the server."""
+    return f"{base_url}/grade?task={quote(task_id)}&grader={quote(grader)}#token={token}"
+
+
 def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
     """The routes over an open journal; images from the store each task names (or `store_override`)."""
     router = APIRouter()
     described = {401: {"model": Detail, "description": "no valid bearer token"},
+                 403: {"model": Detail, "description": "this token may not act as this grader (or is a "
+                                                        "grader's, where an API token is needed)"},
                  404: {"model": Detail, "description": "no such task or item"}}
 
     @lru_cache(maxsize=16)
@@ -123,7 +169,7 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
         return {"task_id": task_id, "index": index, "items": len(doc["items"]), "prompt": item["prompt"],
                 "images": images, "grade": shown, "graded": len(mine)}
 
-    def submit(task_id: str, index: int, grader: str, body: SlotGrade) -> dict:
+    def submit(task_id: str, index: int, grader: str, body: NewGrade) -> dict:
         doc = task(task_id)
         n, models = len(doc["models"]), doc["models"]
         if index >= len(doc["items"]):
@@ -133,14 +179,15 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
         order = blind_order(task_id, grader, index, n)  # slot s shows model order[s]
         grade = Grade(task_id, grader, index, 0, {models[order[s]]: body.match[s] for s in range(n)},
                       [models[order[s]] for s in body.ranking])
-        revision, stored = journal.record_grade(grade, body.revision)
+        revision, stored = journal.record_grade(grade, body.replaces)
         return {"revision": revision, "stored": stored, "next": progress(task_id, grader)["next"]}
 
     @router.get("/grade", include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE.read_text(), headers={"cache-control": "no-store"})
 
-    @router.get("/v1/grading/tasks", response_model=list[TaskSummary], tags=["grading"], responses={401: described[401]})
+    @router.get("/v1/grading/tasks", response_model=list[TaskSummary], tags=["grading"],
+                responses={401: described[401], 403: described[403]}, dependencies=[Depends(api_token)])
     async def list_tasks() -> list[dict]:
         def run():
             docs = [journal.grading_task(t) for t in journal.grading_task_ids()]
@@ -149,7 +196,7 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
         return await anyio.to_thread.run_sync(run)
 
     @router.get("/v1/grading/tasks/{task_id}", response_model=Progress, tags=["grading"], responses=described)
-    async def get_progress(task_id: str, grader: str = GRADER) -> Any:
+    async def get_progress(task_id: str, grader: str = Depends(acting_grader)) -> Any:
         try:
             return await anyio.to_thread.run_sync(progress, task_id, grader)
         except UnknownGradingTask:
@@ -157,7 +204,7 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
 
     @router.get("/v1/grading/tasks/{task_id}/items/{index}", response_model=ItemView, tags=["grading"],
                 responses=described)
-    async def get_item(task_id: str, index: int, grader: str = GRADER) -> Any:
+    async def get_item(task_id: str, index: int, grader: str = Depends(acting_grader)) -> Any:
         try:
             view = await anyio.to_thread.run_sync(item_view, task_id, max(index, 0), grader) if index >= 0 else None
         except UnknownGradingTask:
@@ -167,8 +214,9 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
     @router.put("/v1/grading/tasks/{task_id}/items/{index}", response_model=Stored, tags=["grading"],
                 responses={**described, 400: {"model": Detail, "description": "match labels or ranking do not "
                                                                           "fit the item"},
-                           409: {"model": Detail, "description": "stale revision: graded since it was shown"}})
-    async def put_grade(task_id: str, index: int, body: SlotGrade, grader: str = GRADER) -> Any:
+                           409: {"model": Stale, "description": "stale: `replaces` is not the current "
+                                                                 "revision (graded since it was shown)"}})
+    async def put_grade(task_id: str, index: int, body: NewGrade, grader: str = Depends(acting_grader)) -> Any:
         if index < 0:
             return JSONResponse(_404(task_id, index), status_code=404)
         try:
@@ -177,8 +225,8 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
             return JSONResponse(_404(task_id), status_code=404)
         except _NoItem:
             return JSONResponse(_404(task_id, index), status_code=404)
-        except JournalConflict as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=409)
+        except StaleGrade as exc:
+            return JSONResponse({"detail": str(exc), "revision": exc.current}, status_code=409)
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
 
@@ -186,7 +234,7 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
         200: {"description": "the tallies", "content": {"application/json": {"schema": {"type": "object"}},
                                                          "text/csv": {"schema": {"type": "string"}},
                                                          "text/plain": {"schema": {"type": "string"}}}},
-        **described})
+        **described}, dependencies=[Depends(api_token)])
     async def results(task_id: str, format: str = Query("json", pattern="^(json|csv|table)$")) -> Response:
         try:
             text = await anyio.to_thread.run_sync(results_text, journal, task_id, format)

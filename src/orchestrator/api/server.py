@@ -1,4 +1,10 @@
-"""`orch serve`: the head's API on uvicorn, over an embedded local Ray or a running cluster."""
+"""`orch serve`: the head's API on uvicorn, over an embedded local Ray or a running cluster.
+
+Every server here (`orch serve`, `orch grade serve`) runs through `run_http`, which bounds what a
+client can hold: its request line and headers within `header_timeout_s` (protocol.py), its body
+within `body_timeout_s` (limits.BodyDeadline: 408), idle keep-alive `keepalive_s`, at most
+`max_connections` open connections (uvicorn's limit_concurrency: 503 past it); and puts the
+security headers on every answer (headers.py)."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +21,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class HttpLimits:
+    header_timeout_s: float = 10.0    # connection open (or next keep-alive request begun) -> headers complete
+    body_timeout_s: float = 10.0      # headers complete -> the whole body received (a manifest is <= 1 MiB)
+    keepalive_s: float = 5.0          # an idle kept-alive connection is closed after this
+    max_connections: int = 256        # open connections (or requests in progress); past it 503
+
+    def problems(self) -> list[str]:
+        out = [f"--{flag} {v:g}: must be above 0 seconds" for flag, v in
+               (("header-timeout", self.header_timeout_s), ("body-timeout", self.body_timeout_s),
+                ("keepalive", self.keepalive_s)) if not v > 0]
+        return out + ([f"--max-connections {self.max_connections}: must be at least 1"]
+                      if self.max_connections < 1 else [])
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8470
@@ -25,6 +46,8 @@ class ServeOptions:
     state_dir: Path = Path("orch-state")
     journal: str | None = None        # default: sqlite in the state dir (runs/journal.db)
     sse_max_s: float = 300.0
+    sse_per_token: int = 8            # concurrent event streams one token may hold open; past it 429
+    limits: HttpLimits = HttpLimits()
 
 
 def check_options(opts: ServeOptions) -> list[str]:
@@ -32,13 +55,35 @@ def check_options(opts: ServeOptions) -> list[str]:
     problems = [f"--data-root {r}: not a directory" for r in opts.data_roots if not Path(r).is_dir()]
     if opts.state_dir.exists() and not opts.state_dir.is_dir():
         problems.append(f"--state-dir {opts.state_dir}: not a directory")
-    return problems
+    if opts.sse_per_token < 1:
+        problems.append(f"--sse-per-token {opts.sse_per_token}: must be at least 1")
+    return problems + opts.limits.problems()
+
+
+def hardened(app, limits: HttpLimits):
+    """The ASGI layers every server here puts outside its app: security headers, body deadline."""
+    from .grading import PAGE
+    from .headers import SecurityHeaders, page_csp
+    from .limits import BodyDeadline
+
+    return SecurityHeaders(BodyDeadline(app, limits.body_timeout_s), page_csp(PAGE.read_text()))
+
+
+def run_http(app, host: str, port: int, limits: HttpLimits = HttpLimits(), log_level: str = "info") -> None:
+    """Serve `app` (hardened) with uvicorn's h11 under `limits` until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from .protocol import header_deadline_protocol
+
+    config = uvicorn.Config(hardened(app, limits), host=host, port=port, log_level=log_level,
+                            http=header_deadline_protocol(limits.header_timeout_s), ws="none",
+                            timeout_keep_alive=limits.keepalive_s, limit_concurrency=limits.max_connections,
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()
 
 
 def serve(opts: ServeOptions) -> None:
     """Blocks until SIGINT/SIGTERM; an embedded Ray (and every coordinator on it) stops with it."""
-    import uvicorn
-
     from orchestrator.actors.cluster import connect, shutdown, start_local
 
     from .app import HeadSettings, create_app
@@ -52,10 +97,9 @@ def serve(opts: ServeOptions) -> None:
     try:
         app = create_app(HeadSettings(state_dir=state_dir, journal_url=journal_url, ray_address=info.address,
                                       tokens=tokens, data_roots=[Path(r).resolve() for r in opts.data_roots],
-                                      sse_max_s=opts.sse_max_s))
+                                      sse_max_s=opts.sse_max_s, sse_per_token=opts.sse_per_token))
         log.info("head API: state %s, journal %s, Ray %s%s", state_dir, masked(journal_url), info.address,
                  " (embedded)" if info.embedded else "")
-        uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port, log_level="info",
-                                      timeout_graceful_shutdown=5)).run()
+        run_http(app, opts.host, opts.port, opts.limits)
     finally:
         shutdown(info)

@@ -35,6 +35,7 @@ from orchestrator.manifest.schema import IMAGE_TEXT_KINDS
 from orchestrator.storage.location import resolve_location
 
 from .loaders import BlobRoot, DataFormatError, ImageRef, SkipReport, open_loader
+from .loaders.base import Role
 
 if TYPE_CHECKING:
     from orchestrator.manifest.schema import DataSource
@@ -96,7 +97,7 @@ def shapes_data(n: int, seed: int, size: int = 32, caption: str = "generic", wor
 # ---------------------------------------------------------------- any source -> training data
 
 def open_image_text(src: DataSource, resolution: int, *, base_dir: Path | None = None,
-                    store: BlobStore | None = None) -> ImageTextData:
+                    store: BlobStore | None = None, role: Role = "train") -> ImageTextData:
     """The image-caption pairs of a manifest data source, at resolution × resolution.
 
     Kinds: ``shapes`` (generated: caption style `captions`, image size `size` or the
@@ -107,6 +108,8 @@ def open_image_text(src: DataSource, resolution: int, *, base_dir: Path | None =
     example is one caption with its image, two per pair). Relative roots and option paths
     resolve against `base_dir`. `store` (the manifest's blob store) is where a root that is
     neither an az:// URI nor an existing local path is looked up, as a prefix in it.
+    `role`: what the data is for, "train" (data.train, the default) or "eval" (data.eval read
+    by an eval suite); an imagefolder with split folders reads train, else test or validation.
 
     `random_flip` is carried to the result, not applied: the objective draws a flip per example
     and step from the run's generator (so exact resume holds), and the data stays the files'
@@ -116,12 +119,13 @@ def open_image_text(src: DataSource, resolution: int, *, base_dir: Path | None =
     (listing the values the data has) or an empty result; DataFormatError for a bad record
     (unless on_error: skip, which counts it in the result's `skips`).
     """
-    data = _source_data(src, resolution, base_dir, store)
+    data = _source_data(src, resolution, base_dir, store, role)
     data.random_flip = src.random_flip
     return data
 
 
-def _source_data(src: DataSource, resolution: int, base_dir: Path | None, store: BlobStore | None) -> ImageTextData:
+def _source_data(src: DataSource, resolution: int, base_dir: Path | None, store: BlobStore | None,
+                 role: Role) -> ImageTextData:
     if resolution < 1:
         raise ValueError(f"resolution must be positive, not {resolution}")
     if src.kind not in IMAGE_TEXT_KINDS:
@@ -132,7 +136,7 @@ def _source_data(src: DataSource, resolution: int, base_dir: Path | None, store:
     if src.captions is not None and src.kind != "gqa-captions":
         raise ValueError(f"data kind {src.kind!r} has one caption per image; `captions: {src.captions}` "
                          f"applies to shapes and gqa-captions only")
-    return _read(src, resolution, base_dir, store)
+    return _read(src, resolution, base_dir, store, role)
 
 
 def _shapes(src: DataSource, resolution: int) -> ImageTextData:
@@ -153,19 +157,19 @@ class _Pair:
     unit: str = "line"
 
 
-def _read(src: DataSource, resolution: int, base_dir: Path | None, store: BlobStore | None) -> ImageTextData:
-    loader = _open(src, base_dir, store)
+def _read(src: DataSource, resolution: int, base_dir: Path | None, store: BlobStore | None,
+          role: Role) -> ImageTextData:
+    loader = _open(src, base_dir, store, role=role)
     where = f"data kind {src.kind!r} at {loader.root.describe()}"
     pairs = _PAIRS[src.kind](src)
-    wanted = {c.lower() for c in loader.categories or ()}
-    matched: set[str] = set()
+    matched: set[str] = set()  # the filter's categories some example matched
     decode = _Decoder(resolution)
     arrays: list[np.ndarray | None] = []
     captions: list[str] = []
     full = False
     for example in loader:
-        if wanted:
-            matched.update(v.lower() for v in loader.category_of(example))
+        if loader.categories:
+            matched.update(loader.matched_categories(example))
         for pair in pairs(example):
             try:
                 arrays.append(decode(pair.image))
@@ -185,9 +189,9 @@ def _read(src: DataSource, resolution: int, base_dir: Path | None, store: BlobSt
     if full and skips:
         log.warning("%s: %s", where, skips.summary())
     decode.clear()
-    missing = [c for c in loader.categories or () if c.lower() not in matched]
+    missing = loader.unmet_categories(matched)  # a default filter that partly matched is fine
     if missing:
-        _check_categories(src, base_dir, store, where, missing, bool(captions))
+        _check_categories(src, base_dir, store, missing, role)
     if not captions:
         raise ValueError(f"{where} gave no examples" + (f" ({skips.summary()})" if skips else ""))
     return ImageTextData(_stack(arrays, resolution), captions, skips)
@@ -210,12 +214,15 @@ def _open(src: DataSource, base_dir: Path | None, store: BlobStore | None, **opt
     return open_loader(src.model_copy(update={"root": root, "n": None}), base_dir, **options)
 
 
-def _check_categories(src: DataSource, base_dir: Path | None, store: BlobStore | None, where: str,
-                      missing: list[str], found_some: bool) -> None:
+def _check_categories(src: DataSource, base_dir: Path | None, store: BlobStore | None,
+                      missing: list[str], role: Role) -> None:
     """Categories unmatched in a pass cut short by `n`: one more pass over the annotations only
-    (no images), in which the loader itself refuses a category the data does not have."""
-    lister = _open(src.model_copy(update={"categories": missing, "on_error": "skip"}), base_dir, store,
-                   check_images=False)
+    (no images), in which the loader itself refuses a category the data does not have. A
+    default filter (the source names none) stays the loader's default, held to its rule."""
+    update: dict[str, Any] = {"on_error": "skip"}
+    if src.categories:
+        update["categories"] = missing
+    lister = _open(src.model_copy(update=update), base_dir, store, check_images=False, role=role)
     for _ in lister:
         pass
 

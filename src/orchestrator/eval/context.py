@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from orchestrator.data.loaders.drawbench import SEED_PAPER_CATEGORIES
 from orchestrator.data.worlds import DEFAULT_WORLD, get_world
 from orchestrator.manifest.schema import R_PRECISION_CHUNKS
 from orchestrator.models.loading import LoadedModel, load_model
@@ -65,12 +64,14 @@ class EvalOptions:
     matching: dict | None = None        # the matching suite's benchmark: a DataSource (data.eval) as JSON
     matching_base_dir: str | None = None  # where that source's relative root resolves
     drawbench: str | None = None        # DrawBench CSV: a path (file, or directory holding one) or blob key
-    drawbench_categories: tuple[str, ...] = SEED_PAPER_CATEGORIES
+    # None: the seed paper's categories as a default (those present are used; none present is an error)
+    drawbench_categories: tuple[str, ...] | None = None
     drawbench_per_prompt: int = 4       # K images per DrawBench prompt, paired noise across models
     device: str | None = None           # default: cuda when available
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "drawbench_categories", tuple(self.drawbench_categories))
+        if self.drawbench_categories is not None:
+            object.__setattr__(self, "drawbench_categories", tuple(self.drawbench_categories))
         for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks",
                      "drawbench_per_prompt", "kid_subsets"):
             if getattr(self, name) < 1:

@@ -31,11 +31,12 @@ LINE_HEIGHT = 13
 FONT_SIZE = 11
 
 
-def load_prompts(source: str, categories: Sequence[str], store: Any = None) -> tuple[list[Any], list[Any]]:
+def load_prompts(source: str, categories: Sequence[str] | None, store: Any = None) -> tuple[list[Any], list[Any]]:
     """(every prompt of the file, those of `categories`) from a DrawBench CSV: a path (file or a
-    directory holding one), or a key / prefix in `store`. A category that selects nothing is a
-    ValueError naming the file and the category (the loader's check)."""
-    from orchestrator.data.loaders.drawbench import DrawBenchLoader
+    directory holding one), or a key / prefix in `store`. A category the user named that selects
+    nothing is a ValueError naming the file and the category (the loader's check); None takes the
+    seed paper's categories as a default, of which those present are used."""
+    from orchestrator.data.loaders.drawbench import SEED_PAPER_CATEGORIES, DrawBenchLoader
     from orchestrator.data.loaders.images import BlobRoot
     from orchestrator.storage.location import resolve_location
 
@@ -48,7 +49,8 @@ def load_prompts(source: str, categories: Sequence[str], store: Any = None) -> t
     else:
         root, name = BlobRoot(loc.store, loc.prefix, uri=source), None
     every = list(DrawBenchLoader(root, file=name))
-    chosen = list(DrawBenchLoader(root, file=name, categories=list(categories)))
+    chosen = list(DrawBenchLoader(root, file=name, categories=list(categories) if categories else None,
+                                  default_categories=SEED_PAPER_CATEGORIES))
     return every, chosen
 
 

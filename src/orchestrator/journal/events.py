@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import InvalidEvent
+from .redact import bound_payload
 
 
 class EventKind(StrEnum):
@@ -132,7 +133,9 @@ class Event:
             raise InvalidEvent(f"idempotency_key must be a non-empty string of at most {MAX_KEY_LENGTH} chars")
         if not isinstance(self.payload, Mapping):
             raise InvalidEvent(f"payload must be a mapping, got {type(self.payload).__name__}")
-        payload = canonical_json(dict(self.payload), f"payload of event {key!r}")
+        # Every journaled error is bounded and redacted here, the one door events come through:
+        # events are returned by the API and its stream and printed by the CLI (redact.py).
+        payload = bound_payload(canonical_json(dict(self.payload), f"payload of event {key!r}"))
         _validate_payload(kind, payload)
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "payload", payload)

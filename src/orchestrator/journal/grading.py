@@ -3,9 +3,15 @@
 A task is registered once under its content id (a rebuild of the same task is a no-op). A grade
 is append-only: grader G's grade of item I of task T is stored as revision r under the
 idempotency key `T/G/I/r`. A re-submission is revision r+1 and replaces the earlier one for
-readers (`latest_grades`), so a grade is never counted twice; an identical re-send (a retried
-request, a double Enter) is a no-op. Writes run in the journal's serialised write transaction,
-so two graders (or two tabs of one) never both take the same revision.
+readers (`latest`), so a grade is never counted twice.
+
+Every write names the revision it replaces (0: "there is no grade yet"), and is a compare-and-set
+done by the database: one INSERT ... SELECT that adds revision `replaces + 1` only where the
+newest stored revision is `replaces`, with ON CONFLICT DO NOTHING on the unique idempotency key.
+Two writers (two graders' tabs, two heads) that saw the same revision cannot both win, on SQLite
+and on PostgreSQL, whatever the isolation level; the loser gets `StaleGrade` naming the current
+revision. A retried request (its first try stored, the answer lost) and an unchanged re-submission
+are no-ops, not conflicts.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, cast, func, literal, select
 
 from .engine import insert_for
 from .errors import InvalidEvent, JournalConflict, JournalError
@@ -26,6 +32,14 @@ from .schema import utcnow
 
 class UnknownGradingTask(JournalError, LookupError):
     """No grading task with that id is registered."""
+
+
+class StaleGrade(JournalConflict):
+    """The grade a write meant to replace is no longer the newest: `current` is (0: none)."""
+
+    def __init__(self, message: str, current: int):
+        super().__init__(message)
+        self.current = current
 
 
 @dataclass(frozen=True)
@@ -69,31 +83,44 @@ def task_ids(conn: Connection, experiment_id: str | None = None) -> list[str]:
     return [r.id for r in rows if experiment_id is None or experiment_id in r.experiments]
 
 
-def record(conn: Connection, grade: Grade, expected: int | None) -> tuple[int, bool]:
-    """Store `grade` as the next revision; (revision, stored). `expected`: the revision the
-    client means to write (optimistic: a stale page is a JournalConflict, not a silent overwrite)."""
+def record(conn: Connection, grade: Grade, replaces: int) -> tuple[int, bool]:
+    """Store `grade` as revision `replaces + 1`; (revision, stored). `replaces` is the revision the
+    client last saw (0: no grade yet); if a newer one exists since, StaleGrade, never an overwrite."""
     check_id(grade.grader, "grader")
     if not isinstance(grade.item, int) or grade.item < 0:
         raise InvalidEvent(f"item must be a non-negative int, got {grade.item!r}")
+    if not isinstance(replaces, int) or isinstance(replaces, bool) or replaces < 0:
+        raise InvalidEvent(f"replaces must be the revision shown (0: no grade yet), got {replaces!r}")
     read_task(conn, grade.task_id)
     match = canonical_json(dict(grade.match), "match")
     ranking = canonical_json(list(grade.ranking), "ranking")
     where = (grades_t.c.task_id == grade.task_id, grades_t.c.grader == grade.grader, grades_t.c.item == grade.item)
-    latest = conn.execute(select(grades_t).where(*where).order_by(grades_t.c.revision.desc()).limit(1)).first()
-    same = latest is not None and (latest.match, latest.ranking) == (match, ranking)
-    if expected is not None and latest is not None and expected == latest.revision and same:
-        return latest.revision, False  # the same request again
-    if expected is None and same:
-        return latest.revision, False
-    revision = (latest.revision + 1) if latest is not None else 1
-    if expected is not None and expected != revision:
-        raise JournalConflict(f"grade of item {grade.item} by {grade.grader!r} is at revision "
-                              f"{revision - 1}; refusing revision {expected} (reload the item)")
-    conn.execute(grades_t.insert().values(
-        task_id=grade.task_id, grader=grade.grader, item=grade.item, revision=revision, match=match,
-        ranking=ranking, idempotency_key=grade_key(grade.task_id, grade.grader, grade.item, revision),
-        created_at=utcnow()))
-    return revision, True
+    newest = _newest(conn, where)
+    if newest is not None and (newest.match, newest.ranking) == (match, ranking) \
+            and replaces in (newest.revision, newest.revision - 1):
+        return newest.revision, False  # unchanged, or a retry of the request that stored it
+    revision = replaces + 1
+    row = {"task_id": grade.task_id, "grader": grade.grader, "item": grade.item, "revision": revision,
+           "match": match, "ranking": ranking,
+           "idempotency_key": grade_key(grade.task_id, grade.grader, grade.item, revision), "created_at": utcnow()}
+    current = select(func.coalesce(func.max(grades_t.c.revision), 0)).where(*where).scalar_subquery()
+    # PostgreSQL cannot infer a bare parameter's type in an INSERT ... SELECT list: cast there (not on
+    # SQLite, where CAST(... AS DATETIME) would turn the timestamp text into a number)
+    pg = conn.dialect.name == "postgresql"
+    values = select(*[cast(literal(v, grades_t.c[k].type), grades_t.c[k].type) if pg
+                      else literal(v, grades_t.c[k].type) for k, v in row.items()]).where(current == replaces)
+    stmt = insert_for(conn)(grades_t).from_select(list(row), values) \
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    if conn.execute(stmt.returning(grades_t.c.seq)).first() is not None:
+        return revision, True
+    newest = _newest(conn, where)
+    now = 0 if newest is None else newest.revision
+    raise StaleGrade(f"grade of item {grade.item} by {grade.grader!r} is at revision {now}, not {replaces}: "
+                     f"it changed since it was shown (reload the item)", now)
+
+
+def _newest(conn: Connection, where: tuple) -> Any:
+    return conn.execute(select(grades_t).where(*where).order_by(grades_t.c.revision.desc()).limit(1)).first()
 
 
 def latest(conn: Connection, task_id: str, grader: str | None = None) -> list[Grade]:

@@ -28,10 +28,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, delete, select, update
 
 from .errors import JournalError
+from .redact import excerpt, redact, redact_argv
+from .retry import JournalUnavailable
 from .schema import leases as leases_t
 from .schema import utcnow
 
 log = logging.getLogger(__name__)
+COMMAND_CHARS = 200  # of a holder's command line: the program, its subcommand and manifest fit
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -75,10 +78,13 @@ class Holder:
 
     @classmethod
     def this_process(cls, command: str | None = None) -> Holder:
+        """This process, its command line as shown to whoever finds the lease held: enough to
+        find the holder (host, pid, the command and its manifest), never a credential
+        (`redact_argv`: `--journal postgresql://u:PASSWORD@...`, `--token X` are masked)."""
         import psutil
 
-        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time(),
-                   command or " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200])
+        shown = command or " ".join(redact_argv([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
+        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time(), excerpt(shown, COMMAND_CHARS))
 
     def handover(self) -> Holder:
         return Holder(self.host, None, None, self.command)
@@ -98,7 +104,8 @@ class Holder:
 
     def describe(self) -> str:
         where = f"pid {self.pid} on {self.host}" if self.pid is not None else f"a handover from {self.host}"
-        return f"{where} ({self.command})" if self.command else where
+        # Redacted again: a lease row written before commands were redacted, or by another version.
+        return f"{where} ({redact(self.command)})" if self.command else where
 
 
 @dataclass(frozen=True)
@@ -191,11 +198,15 @@ class Fence:
 
 class LeaseKeeper:
     """A daemon thread renewing a held lease every heartbeat. A failed renewal of a lost lease
-    stops it and sets `lost` (with the reason); a journal outage is retried at the next beat."""
+    stops it and sets `lost` (with the reason). A journal that cannot be used any more (its file
+    deleted, replaced or read-only, or unreachable past the outage bound: JournalUnavailable,
+    which `renew_once` raises) stops it and sets `failed`; any other fault is retried at the next
+    beat."""
 
     def __init__(self, renew_once: Callable[[], None], interval: float, describe: str = ""):
         self._renew, self.interval, self.describe = renew_once, interval, describe
         self.lost: str | None = None
+        self.failed: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"lease-{describe}", daemon=True)
 
@@ -210,6 +221,9 @@ class LeaseKeeper:
             except LeaseLost as exc:
                 self.lost = str(exc)
                 log.error("%s", exc)
+                return
+            except JournalUnavailable as exc:  # said once, by whoever stops the run
+                self.failed = str(exc)
                 return
             except Exception as exc:  # noqa: BLE001 - an outage: the lease has its TTL to ride it out
                 log.warning("renewing the lease of %s failed (retrying): %s", self.describe, exc)

@@ -1,7 +1,13 @@
 """The report as one self-contained HTML page: inline CSS, images by relative file name, every
-journaled or user-written string escaped, no external URL."""
+journaled or user-written string escaped, no external URL, no script.
+
+The page carries its own Content-Security-Policy (a <meta>: it is a file, opened or served by
+anyone): no script at all, its one <style> block by hash, images only from beside it. A string
+that escaped escaping still could not run or load anything."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -19,6 +25,9 @@ td.l,th.l{text-align:left}figure{display:inline-block;margin:.4em;vertical-align
 figcaption{font-size:.8em;color:#555;max-width:600px}img{image-rendering:pixelated;border:1px solid #ddd}
 .wide{overflow-x:auto}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}.note{color:#666;font-size:.9em}
 """
+# 'self' covers the PNGs beside index.html, opened as a file or served over HTTP
+CSP = (f"default-src 'none'; style-src 'sha256-{base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()}'; "
+       "img-src 'self'; base-uri 'none'; form-action 'none'")
 
 
 def e(value: Any) -> str:
@@ -122,7 +131,9 @@ def render(data: ReportData, files: dict[str, str], curves: dict[str, str], metr
         or '<p class="note">no evaluations</p>'
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(data.name)} · {e(data.experiment_id)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{e(CSP)}"><meta name="referrer" content="no-referrer">
+<title>{e(data.name)} · {e(data.experiment_id)}</title>
 <style>{CSS}</style></head><body>
 <h1>{e(data.name)} <small>experiment {e(data.experiment_id)}</small></h1>
 <p>status: {e(data.status)} · {len(data.trials)} trial(s) · report written {e(when)}</p>

@@ -35,7 +35,7 @@ LOADERS: dict[str, str] = {
     "shards": "sharded:ShardsLoader",
 }
 
-__all__ = ["LOADERS", "BlobRoot", "DataFormatError", "DataRoot", "ErrorPolicy", "ImageRef", "ImageResolver",
+__all__ = ["CALLER_OPTIONS", "LOADERS", "BlobRoot", "DataFormatError", "DataRoot", "ErrorPolicy", "ImageRef", "ImageResolver",
            "LocalRoot", "SkipReport", "loader_class", "open_loader", "open_root"]
 
 
@@ -48,16 +48,27 @@ def loader_class(kind: str) -> type:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
+# Loader settings only the calling code may give: `role` follows from where the source sits
+# (data.train or data.eval), `default_categories` is the caller's filter when the user names none.
+CALLER_OPTIONS = ("role", "default_categories")
+
+
 def open_loader(source: Any, base_dir: str | os.PathLike[str] | None = None, **options: Any):
     """The loader for a manifest `DataSource` (kind, root, categories, n, seed, on_error).
 
     `options` pass loader-specific settings the manifest has no field for (e.g. a GQA
-    `questions` file name, a RefCOCOg `split`, `check_images=False`).
+    `questions` file name, a RefCOCOg `split`, `check_images=False`) and the caller's
+    `role="train"` or `role="eval"` (an imagefolder with split folders picks one by it).
     """
     if source.root is None:
         raise ValueError(f"data kind {source.kind!r} needs a root")
     cls = loader_class(source.kind)
-    merged = {**getattr(source, "options", {}), **options}
+    own = getattr(source, "options", {})
+    reserved = [k for k in CALLER_OPTIONS if k in own]
+    if reserved:
+        raise ValueError(f"data kind {source.kind!r}: data.options.{reserved[0]} is not a manifest setting "
+                         f"(the code reading data.train or data.eval sets it); remove it")
+    merged = {**own, **options}
     try:
         return cls(source.root, base_dir=Path(base_dir) if base_dir is not None else None,
                    on_error=source.on_error, categories=source.categories, n=source.n, seed=source.seed, **merged)

@@ -4,6 +4,15 @@ A loader is an iterable of typed examples. Iterating reads the files again (load
 data between passes), applies the category filter and `n` (the first n examples in file
 order: a prefix is streaming-friendly and stable when the file grows), and leaves the skips of
 that pass in `loader.skips`.
+
+Category filters come from the user (the manifest's `categories`) or are a default (the loader's
+`default_categories`, or a caller's `default_categories=`). A category the user named that
+matches nothing is an error; a default only when none of it matches, since a default names what
+a benchmark usually has, not what this copy of it must have.
+
+`role` says what the caller reads the data for ("train" or "eval", from whether the source is
+the manifest's data.train or data.eval); a loader whose layout holds several splits picks one
+by it. The caller sets it, never the manifest's options.
 """
 
 from __future__ import annotations
@@ -15,12 +24,14 @@ import fnmatch
 import io
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, ClassVar, Generic, Iterable, Iterator, Literal, Sequence, TypeVar
 
-from .errors import DataFormatError, ErrorPolicy, OnError, SkipReport
+from .errors import DataFormatError, ErrorPolicy, OnError, SkipReport, quote
 from .images import DataRoot, ImageRef, ImageResolver, open_root
 
 E = TypeVar("E")
+Role = Literal["train", "eval"]
+ROLES: tuple[str, ...] = ("train", "eval")
 
 
 @dataclass(frozen=True)
@@ -49,16 +60,25 @@ class Loader(abc.ABC, Generic[E]):
 
     kind: ClassVar[str]
     blob_root: ClassVar[bool] = False  # root is a blob store written by `orch data` (not plain files)
+    # The filter used when the user names no categories (e.g. GQA's seed question types).
+    default_categories: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, root: str | os.PathLike[str] | DataRoot, *, on_error: OnError = "raise",
                  categories: Sequence[str] | None = None, n: int | None = None, seed: int = 0,
-                 check_images: bool = True, base_dir: str | os.PathLike[str] | None = None) -> None:
+                 check_images: bool = True, base_dir: str | os.PathLike[str] | None = None,
+                 default_categories: Sequence[str] | None = None, role: Role | None = None) -> None:
         if n is not None and n < 1:
             raise ValueError(f"n must be positive, not {n}")
+        if role is not None and role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         self.root = open_root(root, base_dir, blob=self.blob_root)
         self.base_dir = base_dir  # where relative paths in options (e.g. an images folder) resolve
         self.on_error: OnError = on_error
-        self.categories = [normalise_space(c) for c in categories] if categories else None
+        self.role: Role | None = role
+        given = [normalise_space(c) for c in categories] if categories else None
+        default = [normalise_space(c) for c in (default_categories or self.default_categories)]
+        self.categories = given or default or None
+        self.default_filter = given is None and bool(default)  # held to the default's rule
         self.n = n
         self.seed = seed
         self.check_images = check_images
@@ -86,7 +106,7 @@ class Loader(abc.ABC, Generic[E]):
         examples = self._examples()
         try:
             for ex in examples:
-                values = self._category(ex)
+                values = list(self._category(ex))
                 if not self.wants(values):
                     continue
                 matched.update(c for c in self.categories or () if self._matches(c, values))
@@ -101,7 +121,7 @@ class Loader(abc.ABC, Generic[E]):
                 close()  # releases open files now, not at garbage collection
         where = f"{self.kind} loader ({self.root.describe()})"
         self._policy.finish(where)
-        unmatched = [c for c in self.categories or () if c not in matched]
+        unmatched = self.unmet_categories(matched)
         if unmatched and complete:
             self._refuse_absent(where, unmatched, count)
 
@@ -122,17 +142,36 @@ class Loader(abc.ABC, Generic[E]):
         present: dict[str, str] = {}
         found: set[str] = set()
         for ex in lister:
-            values = lister._category(ex)
+            values = list(lister._category(ex))
             for v in lister.category_of(ex):
                 present.setdefault(v.lower(), v)
             found.update(c for c in unmatched if self._matches(c, values))
-        absent = [c for c in unmatched if c not in found]
+        absent = self.unmet_categories(found, unmatched)
         if absent:
             names = sorted(present.values(), key=str.lower)
             shown = ", ".join(names[:50]) + (f", ... ({len(names)} in all)" if len(names) > 50 else "")
-            raise ValueError(f"{where}: categories {absent} match nothing"
+            what = "the default categories" if self.default_filter else "categories"
+            hint = "; name the ones to use with `categories`" if self.default_filter else ""
+            raise ValueError(f"{where}: {what} {absent} match nothing"
                              f"{'' if selected else ' (no examples selected)'}; the data has: "
-                             f"{shown or 'no category values'}")
+                             f"{shown or 'no category values'}{hint}")
+
+    def matched_categories(self, example: E) -> list[str]:
+        """The filter's categories this example matches, each by the loader's own rule."""
+        values = list(self._category(example))
+        return [c for c in self.categories or () if self._matches(c, values)]
+
+    def unmet_categories(self, matched: Iterable[str], wanted: Sequence[str] | None = None) -> list[str]:
+        """Of `wanted` (default: the whole filter), the categories whose absence is an error, given
+        those that `matched`: each one the user named that matched nothing; of a default filter,
+        all of it when none matched, else none (a GQA file without existence questions still
+        has relation and position ones)."""
+        wanted = list(self.categories or ()) if wanted is None else list(wanted)
+        hit = {c.lower() for c in matched}
+        missing = [c for c in wanted if c.lower() not in hit]
+        if self.default_filter and len(missing) < len(wanted):
+            return []
+        return missing
 
     def category_of(self, example: E) -> tuple[str, ...]:
         """The values the category filter matches this example on (whitespace collapsed, case
@@ -226,7 +265,7 @@ def read_csv(stream: io.BufferedIOBase | Any, file: str, required: Sequence[Sequ
         else:
             if alts in required:
                 names = " or ".join(repr(a) for a in alts)
-                raise DataFormatError(file, 1, f"missing column {names}; the header has {header!r}")
+                raise DataFormatError(file, 1, f"missing column {names}; the header has {quote(','.join(header))}")
     found = {canon: header[i] for canon, i in columns.items()}
 
     def rows() -> Iterator[CsvRow]:
@@ -276,10 +315,10 @@ def as_int(value: Any, file: str, line: int | None, field: str, unit: str = "lin
             raise ValueError
         return int(value)
     except (TypeError, ValueError, OverflowError):
-        raise DataFormatError(file, line, f"{field} must be an integer, not {value!r}", unit=unit) from None
+        raise DataFormatError(file, line, f"{field} must be an integer, not {quote(value)}", unit=unit) from None
 
 
 def as_str(value: Any, file: str, line: int | None, field: str, unit: str = "line") -> str:
     if not isinstance(value, str):
-        raise DataFormatError(file, line, f"{field} must be a string, not {value!r}", unit=unit)
+        raise DataFormatError(file, line, f"{field} must be a string, not {quote(value)}", unit=unit)
     return value

@@ -61,11 +61,13 @@ class DrawBenchLoader(Loader[DrawBenchPrompt]):
                     continue
                 prompts.append(DrawBenchPrompt(len(prompts), prompt, category, f"{file}:{row.line}"))
         if self.categories:
-            # A misspelt category would otherwise evaluate nothing and report success.
+            # A misspelt category would otherwise evaluate nothing and report success; a caller's
+            # default (default_categories=) need only partly be there.
             present = {p.category.lower() for p in prompts}
-            unknown = [c for c in self.categories if c.lower() not in present]
+            unknown = self.unmet_categories(c for c in self.categories if c.lower() in present)
             if unknown:
                 have = sorted({p.category for p in prompts})
-                raise ValueError(f"{file}: no prompts in categor{'y' if len(unknown) == 1 else 'ies'} "
+                what = "the default categor" if self.default_filter else "categor"
+                raise ValueError(f"{file}: no prompts in {what}{'y' if len(unknown) == 1 else 'ies'} "
                                  f"{unknown}; the file has {have}")
         yield from prompts

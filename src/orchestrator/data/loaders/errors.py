@@ -13,6 +13,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# `quote` for input data a message shows (a short, escaped, redacted repr); `excerpt` bounds the whole message.
+from orchestrator.journal.redact import excerpt, quote
+
+__all__ = ["DataFormatError", "ErrorPolicy", "OnError", "SkipReport", "quote"]
+
 OnError = Literal["raise", "skip"]
 log = logging.getLogger("orchestrator.data")
 
@@ -29,7 +34,9 @@ class DataFormatError(ValueError):
                  unit: str = "line", entry: str | None = None) -> None:
         self.file = str(file)
         self.line = line
-        self.message = message
+        # A backstop for messages that carry a library's text about the data (a YAML error quotes
+        # the line it failed on): bounded, escaped and redacted like every error shown.
+        self.message = message = excerpt(message)
         self.unit = unit
         self.entry = entry  # which entry of a JSON file, e.g. "entry 12, byte 3456" (one-line files)
         if line is None:

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 from ..json_stream import iter_members
 from .base import Loader, TextChoice, as_int
-from .errors import DataFormatError
+from .errors import DataFormatError, quote
 from .images import ImageRef
 
 IMAGE_DIRS = ("images/train2014", "train2014", "images", "")
@@ -165,7 +165,7 @@ def _instance(m, file: str, images: dict, anns: dict, cats: dict, wanted_anns) -
         raise DataFormatError(file, m.line, f"{m.key} item without an id")
     if m.key == "images":
         if "file_name" not in v:
-            raise DataFormatError(file, m.line, f"image {v['id']} has no file_name")
+            raise DataFormatError(file, m.line, f"image {quote(v['id'])} has no file_name")
         images[as_int(v["id"], file, m.line, "image id")] = str(v["file_name"])
     elif m.key == "annotations":
         aid = as_int(v["id"], file, m.line, "annotation id")

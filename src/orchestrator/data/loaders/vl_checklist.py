@@ -20,7 +20,7 @@ import yaml
 
 from ..json_stream import iter_array
 from .base import Loader, TextChoice
-from .errors import DataFormatError
+from .errors import DataFormatError, quote
 from .images import ImageRef, ImageResolver, LocalRoot
 
 
@@ -93,7 +93,7 @@ class VLCheckListLoader(Loader[VLCheckListExample]):
             raise DataFormatError(yfile, 1, "corpus YAML needs ANNO_PATH (and IMG_ROOT)")
         kind = str(config.get("TYPE", "TUPLE_JSON"))
         if kind != "TUPLE_JSON":
-            raise DataFormatError(yfile, 1, f"TYPE {kind!r} is not supported (only TUPLE_JSON)")
+            raise DataFormatError(yfile, 1, f"TYPE {quote(kind)} is not supported (only TUPLE_JSON)")
         anno = self._relative(str(config["ANNO_PATH"]), rel)
         if not self.root.is_file(anno):
             raise DataFormatError(yfile, 1, f"ANNO_PATH {self.where(anno)} not found")

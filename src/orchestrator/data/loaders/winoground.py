@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Literal
 
 from .base import Loader, TextChoice, as_int, as_str
-from .errors import DataFormatError
+from .errors import DataFormatError, quote
 from .images import ImageRef
 
 FIELDS = ("id", "caption_0", "caption_1", "image_0", "image_1", "tag", "secondary_tag",
@@ -108,7 +108,7 @@ class WinogroundLoader(Loader[WinogroundExample]):
                 raise DataFormatError(file, None, f"not a readable parquet file: {exc}") from None
             missing = [c for c in _REQUIRED if c not in pf.schema_arrow.names]
             if missing:
-                raise DataFormatError(file, None, f"missing column(s) {missing}; has {pf.schema_arrow.names}")
+                raise DataFormatError(file, None, f"missing column(s) {missing}; has {quote(','.join(pf.schema_arrow.names))}")
             row_no = 0
             for batch in _batches(pf, file):
                 for row in batch.to_pylist():
