@@ -78,6 +78,32 @@ def test_the_journal_bounds_every_error_it_is_given(monkeypatch):
     assert not leaks(str(w.payload)) and w.payload["key"] == "trials/t1/ckpt"
 
 
+def test_server_log_lines_and_tracebacks_are_redacted(monkeypatch):
+    import io
+    import logging
+
+    from orchestrator.journal.redact import redact_logs
+
+    monkeypatch.setenv("ORCH_TEST_LOG_KEY", "log-secret-" + uuid.uuid4().hex)
+    secret = __import__("os").environ["ORCH_TEST_LOG_KEY"]
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    logger = logging.getLogger("orch-test-redaction")
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "propagate", False)
+    try:
+        redact_logs([logger.name])
+        logger.warning("opened %s", f"postgresql://u:{secret}@db/orch")
+        try:
+            raise RuntimeError(f"read {secret}")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    out = buf.getvalue()
+    assert secret not in out and "Traceback" in out and out.count(MASK) == 2, out
+
+
 def test_argv_is_shown_without_credentials():
     argv = ["orch", "serve", "--journal", "postgresql://postgres:pg-pass-123@h/db", "--token", API_TOKENS[0],
             "--journal-password=pg-pass-123", "--blobs=https://u:pg-pass-123@h/c", "--port", "8470", "m.yaml"]

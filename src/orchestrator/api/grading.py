@@ -36,6 +36,7 @@ from orchestrator.actors.grading import results_text
 from orchestrator.eval.grading_task import blind_order
 from orchestrator.journal import Grade, UnknownGradingTask, open_journal
 from orchestrator.journal.grading import StaleGrade
+from orchestrator.journal.redact import excerpt
 
 from .auth import GRADER_PATTERN, principal_of
 
@@ -226,9 +227,9 @@ def grading_router(journal: Any, store_override: Any = None) -> APIRouter:
         except _NoItem:
             return JSONResponse(_404(task_id, index), status_code=404)
         except StaleGrade as exc:
-            return JSONResponse({"detail": str(exc), "revision": exc.current}, status_code=409)
+            return JSONResponse({"detail": excerpt(str(exc)), "revision": exc.current}, status_code=409)
         except ValueError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=400)
+            return JSONResponse({"detail": excerpt(str(exc))}, status_code=400)
 
     @router.get("/v1/grading/tasks/{task_id}/results", tags=["grading"], responses={
         200: {"description": "the tallies", "content": {"application/json": {"schema": {"type": "object"}},

@@ -73,12 +73,15 @@ def run_http(app, host: str, port: int, limits: HttpLimits = HttpLimits(), log_l
     """Serve `app` (hardened) with uvicorn's h11 under `limits` until SIGINT/SIGTERM."""
     import uvicorn
 
+    from orchestrator.journal.redact import redact_logs
+
     from .protocol import header_deadline_protocol
 
     config = uvicorn.Config(hardened(app, limits), host=host, port=port, log_level=log_level,
                             http=header_deadline_protocol(limits.header_timeout_s), ws="none",
                             timeout_keep_alive=limits.keepalive_s, limit_concurrency=limits.max_connections,
                             timeout_graceful_shutdown=5)
+    redact_logs()  # uvicorn's handlers exist now: no log line shows a credential, tracebacks included
     uvicorn.Server(config).run()
 
 

@@ -174,3 +174,27 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
 
 
 _URL_FLAGS = ("--journal", "--journal-url")
+
+
+class RedactingFilter:
+    """A logging filter for a server's handlers: every record's message and traceback with its
+    credentials masked (not cut: an operator needs the whole traceback, not the secrets in it)."""
+
+    def filter(self, record) -> bool:
+        import logging
+
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def redact_logs(logger_names: Sequence[str] = ("", "uvicorn", "uvicorn.error", "uvicorn.access")) -> None:
+    """Put a RedactingFilter on every handler of these loggers (call after logging is configured)."""
+    import logging
+
+    for name in logger_names:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
