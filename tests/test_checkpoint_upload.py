@@ -1,11 +1,17 @@
 """Checkpoints upload behind the training steps: training goes on while one uploads, at most one
 is in flight, a checkpoint is reported only once it is in the store, a failed upload is retried
 and a second failure fails the run loudly, and a run stopped early resumes to the same weights
-as the uninterrupted run."""
+as the uninterrupted run. A full store fails `orch run` with one line naming store and key, and
+the temp files killed uploads left are swept when the next run starts."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +125,54 @@ def test_the_uploader_keeps_one_upload_in_flight_and_loses_none(tmp_path):
     release.set()
     blocked.join(5)
     assert [r.step for r in up.flush()] == [1, 2]
+
+
+# ---- a full blob store under `orch run`: one clear line, exit 1; stale temp files swept ----
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run([*_UNSHARE, "sh", "-c", "mount -t tmpfs -o size=16k orchprobe /mnt"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+_UNSHARE = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+FULL_MANIFEST = """\
+name: full-store
+model: {variant: sd, base: tiny-random, resolution: 32}
+data: {train: {kind: shapes, captions: spatial, n: 12}}
+train: {steps: 4, batch_size: 4, lr: 1.0e-3, checkpoint_every: 2, seed: 1}
+resources: {cpus_per_trial: 1}
+storage: {blobs: ./blobs, journal: sqlite:///./journal.db}
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a private mount namespace here")
+def test_orch_run_on_a_full_store_says_which_store_and_key_in_one_line_and_sweeps_stale_temps(tmp_path):
+    """The blob store is a real 64 KiB tmpfs (a private mount namespace): the first sizeable write
+    fails with ENOSPC. Before the run, a 0-byte temp file as a killed upload leaves it (an hour
+    old) and a concurrent writer's fresh one are put in the store; the run's start removes only
+    the stale one, and the failed write removes its own."""
+    (tmp_path / "m.yaml").write_text(FULL_MANIFEST)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    ckpt = blobs / "experiments" / "old" / "checkpoints"
+    stale, fresh = ckpt / ".~step-00000004.pt.0123456789abcdef.tmp", ckpt / ".~step-00000006.pt.00112233445566ff.tmp"
+    left = tmp_path / "left.txt"
+    setup = (f"mount -t tmpfs -o size=64k orchfull {blobs} && mkdir -p {ckpt} && : > {stale} && "
+             f"touch -d @{int(time.time()) - 3600} {stale} && : > {fresh} && "
+             f'"$@"; rc=$?; find {blobs} -name ".~*" > {left}; exit $rc')
+    orch = str(Path(sys.executable).with_name("orch"))
+    run = subprocess.run([*_UNSHARE, "sh", "-c", setup, "sh", orch, "run", "m.yaml", "--no-progress", "--cpus", "1",
+                          "--no-metrics"], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"})
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-4000:]
+    [line] = [ln for ln in run.stderr.splitlines() if "ENOSPC" in ln]
+    assert f"cannot write to the blob store {blobs.as_uri()}: no space left on the device (ENOSPC); key '" in line
+    key = line.split("; key '")[1].rstrip("'")
+    assert key.endswith(".pt") and "/" in key  # the object it was writing, whole
+    assert left.read_text().split() == [str(fresh)]  # stale one swept, fresh kept, no temp of the failed put

@@ -5,9 +5,16 @@ Azure block retries, lost commit responses, and an Azurite outage in the middle 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import json
 import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -35,6 +42,7 @@ from orchestrator.storage import (
     open_store,
 )
 from orchestrator.storage.azure import AzureBlobStore, _translate
+from orchestrator.storage.base import StorageIOError, storage_io_error
 from orchestrator.storage.azurite import Azurite, AzuriteNotFound, find_azurite, free_port
 from orchestrator.storage.local import HEADER_SIZE
 
@@ -461,6 +469,159 @@ def test_local_layout_hides_temp_files_and_keeps_hash_with_bytes(tmp_path: Path)
         store.put("a/b/c", b"a key cannot also be a directory on disk")
 
 
+# ---- the medium refusing a write: real ENOSPC / EFBIG / EROFS, named store, key and cause ----
+
+def mount_namespace_ok() -> bool:
+    """Whether this machine lets a test mount a tmpfs in a private mount namespace (root, or
+    unprivileged user namespaces); without it the ENOSPC/EROFS tests cannot make a real one."""
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run([*UNSHARE, "sh", "-c", "mount -t tmpfs -o size=16k orchprobe /mnt"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+UNSHARE = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+needs_mounts = pytest.mark.skipif(not mount_namespace_ok(), reason="cannot mount a tmpfs in a private "
+                                  "mount namespace here (needs root or unprivileged user namespaces)")
+
+# Runs in the child: stores one small object, then a big one, and reports what it saw as JSON.
+PUT_TOO_MUCH = """
+import json, os, sys
+from orchestrator.storage import LocalBlobStore, StorageError
+from orchestrator.storage.location import check_writable
+root = sys.argv[1]
+store = LocalBlobStore(root)
+out = {}
+if sys.argv[2] == "write":
+    store.put("ckpt/step-1.pt", b"small and earlier")
+try:
+    store.put("ckpt/step-2.pt", os.urandom(int(sys.argv[3])))
+except StorageError as exc:
+    out.update(type=type(exc).__name__, text=str(exc), store=exc.store, key=exc.key, cause=exc.cause,
+               errno=exc.errno, oserror=isinstance(exc, OSError))
+try:
+    check_writable(store, root)
+except Exception as exc:
+    out["preflight"] = type(exc).__name__ + ": " + str(exc)
+out["temps"] = sorted(n for _, _, names in os.walk(root) for n in names if n.startswith(".~"))
+out["earlier"] = store.get("ckpt/step-1.pt").decode() if store.exists("ckpt/step-1.pt") else None
+print(json.dumps(out))
+"""
+
+
+def run_put(args: list[str], setup: str = "", **kw) -> dict:
+    """PUT_TOO_MUCH in a subprocess (inside `setup`, a shell line run first in a private mount namespace)."""
+    cmd = [sys.executable, "-c", PUT_TOO_MUCH, *args]
+    if setup:
+        cmd = [*UNSHARE, "sh", "-c", setup + ' && exec "$@"', "sh", *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@needs_mounts
+def test_a_full_disk_is_a_storage_error_naming_store_key_and_enospc(tmp_path: Path) -> None:
+    root = tmp_path / "full"
+    root.mkdir()
+    seen = run_put([str(root), "write", str(256 * 1024)], f"mount -t tmpfs -o size=64k orchfull {root}")
+    assert seen["type"] == "StorageIOError" and seen["oserror"] and seen["errno"] == errno.ENOSPC
+    assert seen["store"] == root.as_uri() and seen["key"] == "ckpt/step-2.pt" and "ENOSPC" in seen["cause"]
+    assert seen["text"] == (f"cannot write to the blob store {root.as_uri()}: no space left on the device (ENOSPC); "
+                            f"key 'ckpt/step-2.pt'")
+    assert seen["temps"] == []  # the failed put removed its temp file
+    assert seen["earlier"] == "small and earlier"  # what was stored before is intact and verifies
+
+
+@needs_mounts
+def test_a_read_only_store_is_a_storage_error_and_the_preflight_says_not_writable(tmp_path: Path) -> None:
+    root = tmp_path / "ro"
+    (root / "ckpt").mkdir(parents=True)
+    LocalBlobStore(root).put("ckpt/step-1.pt", b"small and earlier")
+    seen = run_put([str(root), "read", "10"], f"mount --bind {root} {root} && mount -o remount,ro,bind {root}")
+    assert seen["errno"] == errno.EROFS and seen["key"] == "ckpt/step-2.pt" and seen["store"] == root.as_uri()
+    assert "the file system is read-only (EROFS)" in seen["text"] and "'ckpt/step-2.pt'" in seen["text"]
+    assert seen["preflight"].startswith("StorageLocationError: the blob store") and "EROFS" in seen["preflight"]
+    assert seen["earlier"] == "small and earlier"
+
+
+def test_a_file_size_limit_is_a_storage_error_naming_store_and_key(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes the kernel refuse the write with EFBIG (SIGXFSZ ignored): real on any Linux."""
+    import resource
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    root = tmp_path / "limited"
+    seen = run_put([str(root), "write", str(256 * 1024)], preexec_fn=limit)
+    assert seen["errno"] == errno.EFBIG and seen["key"] == "ckpt/step-2.pt" and seen["store"] == root.as_uri()
+    assert seen["text"].startswith(f"cannot write to the blob store {root.as_uri()}: ") and "EFBIG" in seen["text"]
+    assert seen["temps"] == [] and seen["earlier"] == "small and earlier"
+
+
+def test_storage_errors_keep_store_key_and_cause_across_pickling() -> None:
+    exc = storage_io_error(OSError(errno.EDQUOT, "Disk quota exceeded"), op="write", store="file:///s", key="a/b")
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is StorageIOError and isinstance(back, OSError) and back.errno == errno.EDQUOT
+    assert (back.store, back.key, back.cause) == ("file:///s", "a/b", "the disk quota is exceeded (EDQUOT)")
+    assert str(back) == str(exc) == ("cannot write to the blob store file:///s: the disk quota is exceeded "
+                                     "(EDQUOT); key 'a/b'")
+    plain = pickle.loads(pickle.dumps(BlobNotFoundError("blob 'k' not found", store="file:///s", key="k")))
+    assert isinstance(plain, KeyError)
+    assert (plain.store, plain.key, str(plain)) == ("file:///s", "k", "blob 'k' not found")
+
+
+# ---- temp files a killed writer left: swept when stale and unlocked ----------------------
+
+def test_sweep_removes_stale_temp_files_and_keeps_fresh_and_live_ones(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "s")
+    store.put("run/checkpoints/step-00000002.pt", b"landed")
+    ckpt = store.root / "run" / "checkpoints"
+    # What a put killed right after creating its temp file leaves (0 bytes), as the backend names it.
+    stale = ckpt / ".~step-00000004.pt.0123456789abcdef.tmp"
+    stale.touch()
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    orphan_dir = store.root / "other" / "deep"  # a directory made only for a killed put's temp file
+    orphan_dir.mkdir(parents=True)
+    (orphan_dir / ".~x.fedcba9876543210.tmp").touch()
+    os.utime(orphan_dir / ".~x.fedcba9876543210.tmp", (old, old))
+    fresh = ckpt / ".~step-00000006.pt.00112233445566ff.tmp"  # a concurrent writer's, just created
+    fresh.touch()
+
+    # A live writer whose source stalls for longer than the grace period: its temp file is old,
+    # but it holds the lock, so it is kept and its put completes.
+    release, started = threading.Event(), threading.Event()
+
+    class Stalling(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:  # type: ignore[override]
+            if not started.is_set():
+                started.set()
+                release.wait(10)
+                b[:4] = b"late"
+                return 4
+            return 0
+
+    result: list = []
+    writer = threading.Thread(target=lambda: result.append(store.put("run/slow", io.BufferedReader(Stalling()))))
+    writer.start()
+    assert started.wait(10)
+    [live] = [p for p in (store.root / "run").iterdir() if p.name.startswith(".~slow")]
+    os.utime(live, (old, old))
+
+    assert store.sweep_orphans() == 2
+    assert not stale.exists() and fresh.exists() and live.exists()
+    assert not (store.root / "other").exists()  # its emptied directories went with it
+    release.set()
+    writer.join(10)
+    assert result and store.get("run/slow") == b"late" and store.get("run/checkpoints/step-00000002.pt") == b"landed"
+    assert store.sweep_orphans(older_than_s=0) == 1 and not fresh.exists()  # an unlocked one, once it is old
+
+
 # ---- Azure backend specifics -----------------------------------------------------------
 
 @pytest.mark.azurite
@@ -617,3 +778,30 @@ def _capture(fn):  # type: ignore[no-untyped-def]
         return fn()
     except BaseException as exc:  # noqa: BLE001 - handed to the test thread
         return exc
+
+
+@pytest.mark.azurite
+def test_azure_refusal_is_one_line_naming_store_key_and_status(azurite: Azurite) -> None:
+    """A 403 as Azure (here Azurite) sends it, for a read-only SAS asked to write: a StorageError
+    whose one-line message names the store, the key and Azure's status and code (no RequestId/XML)."""
+    from datetime import datetime, timedelta, timezone
+
+    from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
+
+    writable = azure_store(azurite)
+    writable.put("ckpt/step-1.pt", b"earlier")
+    name = writable.container.container_name
+    key = azurite.connection_string.split("AccountKey=")[1].split(";")[0]
+    sas = generate_container_sas("devstoreaccount1", name, account_key=key,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    client = ContainerClient.from_container_url(f"{azurite.endpoint}/{name}", credential=sas, retry_total=0)
+    store = AzureBlobStore(client, "run/1", block_size=BLOCK, retry=FAST_RETRY, create_container=False)
+    assert store.get("ckpt/step-1.pt") == b"earlier"
+    for data in (b"small", os.urandom(3 * BLOCK)):  # one Put Blob, and staged blocks
+        with pytest.raises(StorageError) as caught:
+            store.put("ckpt/step-2.pt", data)
+        exc = caught.value
+        assert (exc.store, exc.key) == (store.uri, "ckpt/step-2.pt")
+        assert exc.cause.startswith("Azure answered 403 ") and "\n" not in str(exc)
+        assert "'ckpt/step-2.pt' in az://" in str(exc) and "403" in str(exc) and "RequestId" not in str(exc)

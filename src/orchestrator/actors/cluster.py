@@ -4,13 +4,21 @@ Ray's `ray start --head` defaults to 6379 (taken by Redis on this machine). `ray
 a local head takes its GCS port from RAY_GCS_SERVER_PORT, so we pick a free port and set it
 explicitly; every other port Ray opens is OS-chosen, except the dashboard agent's HTTP port,
 which Ray keeps at 52365 and tolerates losing.
+
+An embedded head's processes end with the driver, however it ends: Ray ties gcs_server and the
+raylet to it, and a watchdog process (ray_watchdog.py) stops the rest of their tree (the raylet's
+dashboard and runtime-env agents, workers) within seconds of the driver's exit, SIGKILL included.
 """
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
+import psutil
 import ray
 
 # What every worker process needs: no hub downloads, no usage reporting.
@@ -46,6 +54,7 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None) -> Clu
     for key, value in WORKER_ENV.items():
         os.environ[key] = value
     os.environ["RAY_GCS_SERVER_PORT"] = str(free_port())
+    before = _children()
     try:
         # address="local": always a new embedded head. Without it ray.init joins whatever cluster
         # this machine started last (/tmp/ray/ray_current_cluster), e.g. another user's `ray start`.
@@ -53,7 +62,50 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None) -> Clu
                        include_dashboard=False, log_to_driver=False, configure_logging=False)
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a later local head picks its own port
+    _start_watchdog({pid: t for pid, t in _children().items() if before.get(pid) != t})
     return ClusterInfo(ctx.address_info["gcs_address"], embedded=True)
+
+
+_watchdog: subprocess.Popen | None = None
+WATCHDOG_WAIT_S = 15.0  # its SIGTERM grace and SIGKILL wait, and then some
+
+
+def _children() -> dict[int, float]:
+    """This process's children: pid -> start time (what tells a recycled pid apart)."""
+    out = {}
+    for p in psutil.Process().children():
+        try:
+            out[p.pid] = round(p.create_time(), 2)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _start_watchdog(head: dict[int, float]) -> None:
+    """Watch the processes the head just started (the driver's new children) and their descendants."""
+    global _watchdog
+    if not head:
+        return
+    script = Path(__file__).with_name("ray_watchdog.py")
+    # -I: run the file alone (no package, no Ray import); its own session, so a Ctrl-C or SIGHUP
+    # meant for the driver's terminal does not end it before it has cleaned up.
+    _watchdog = subprocess.Popen([sys.executable, "-I", str(script), str(os.getpid()),
+                                  *(f"{pid}:{t}" for pid, t in sorted(head.items()))],
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop_watchdog() -> None:
+    """After ray.shutdown: let the watchdog stop whatever of the head outlived it, and wait for that."""
+    global _watchdog
+    dog, _watchdog = _watchdog, None
+    if dog is None:
+        return
+    dog.stdin.close()  # EOF: reap now
+    try:
+        dog.wait(timeout=WATCHDOG_WAIT_S)
+    except subprocess.TimeoutExpired:
+        dog.kill()
+        dog.wait()
 
 
 def connect(address: str) -> ClusterInfo:
@@ -68,8 +120,13 @@ def connect(address: str) -> ClusterInfo:
 
 
 def shutdown(info: ClusterInfo | None = None) -> None:
-    if ray.is_initialized() and (info is None or info.embedded):
+    """Stop the embedded head (every process it started is gone when this returns); a joined
+    cluster is left running."""
+    if info is not None and not info.embedded:
+        return
+    if ray.is_initialized():
         ray.shutdown()
+    _stop_watchdog()
 
 
 def node_placement() -> dict:

@@ -144,7 +144,8 @@ class AzureBlobStore(BlobStore):
             try:
                 return fn()
             except Exception as exc:  # noqa: BLE001 - translated, then re-raised
-                raise _translate(exc, self._describe(key), create_only=create_only) from exc
+                raise _translate(exc, self._describe(key), create_only=create_only,
+                                 store=self.uri, key=key or None) from exc
         return call_with_retry(attempt, self.retry, what=f"{what} {self._describe(key)}")
 
     def _describe(self, key: str) -> str:
@@ -211,7 +212,7 @@ class AzureBlobStore(BlobStore):
             for i, data in enumerate(blocks):
                 if i == MAX_BLOCKS:
                     raise StorageError(f"{self._describe(key)} needs more than {MAX_BLOCKS} blocks: "
-                                       f"use a block_size above {self.block_size} bytes")
+                                       f"use a block_size above {self.block_size} bytes", store=self.uri, key=key)
                 h.update(data)
                 size += len(data)
                 # Unique per upload, so a concurrent writer's blocks are never confused with
@@ -367,12 +368,37 @@ def _info_from_metadata(key: str, metadata: Mapping[str, str] | None, where: str
             f"(expected sha256 unknown, actual not computed); it was not written by this store") from None
 
 
-def _translate(exc: Exception, where: str, *, create_only: bool) -> Exception:
-    """Map an SDK exception to ours; TransientStorageError marks what is worth retrying."""
+def _translate(exc: Exception, where: str, *, create_only: bool, store: str | None = None,
+               key: str | None = None) -> Exception:
+    """Map an SDK exception to ours, naming the store and key in one line; TransientStorageError
+    marks what is worth retrying."""
+    if isinstance(exc, StorageError) and exc.store is None:  # raised by our own code inside the call
+        exc.store, exc.key = store, key
     if isinstance(exc, (StorageError, ValueError, TypeError)):
         return exc
+    out = _translated(exc, where, create_only)
+    if isinstance(out, StorageError):
+        out.store, out.key = store, key
+        out.cause = out.cause or _cause(exc)
+    return out
+
+
+def _cause(exc: Exception) -> str:
+    status, code = getattr(exc, "status_code", None), getattr(exc, "error_code", None)
+    said = _one_line(getattr(exc, "message", None) or str(exc))
+    head = " ".join(str(x) for x in (status, code) if x)
+    return f"Azure answered {head}: {said}" if head else said
+
+
+def _one_line(text: object) -> str:
+    """The first line of an SDK message: Azure's go on with RequestId, Time and the XML body."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def _translated(exc: Exception, where: str, create_only: bool) -> Exception:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError)):
-        return TransientStorageError(f"connection to Azure failed for {where}: {exc}")
+        return TransientStorageError(f"connection to Azure failed for {where}: {_one_line(exc)}")
     if isinstance(exc, ResourceNotFoundError):
         code = getattr(exc, "error_code", None)
         if code == "ContainerNotFound":
@@ -383,10 +409,12 @@ def _translate(exc: Exception, where: str, *, create_only: bool) -> Exception:
     if isinstance(exc, ResourceModifiedError):  # 412: a precondition failed
         if create_only:
             return BlobExistsError(f"blob {where} already exists")
+        if str(getattr(exc, "error_code", None) or "").startswith("Lease"):  # not a race: a lease holds it
+            return StorageError(f"Azure refused {where}: {_cause(exc)}")
         return BlobChangedError(f"blob {where} was replaced during the read")
     if isinstance(exc, ClientAuthenticationError):
         return StorageError(f"Azure refused the credentials for {where} "
-                            f"(check {ENV_CONNECTION_STRING} / {ENV_ACCOUNT} / {ENV_KEY}): {exc.message}")
+                            f"(check {ENV_CONNECTION_STRING} / {ENV_ACCOUNT} / {ENV_KEY}): {_one_line(exc.message)}")
     if isinstance(exc, HttpResponseError) and getattr(exc, "error_code", None) == "InvalidBlockList":
         return BlocksDiscardedError(f"staged blocks of {where} were discarded before the commit "
                                     f"(a concurrent put to the same key committed first)")
@@ -395,8 +423,10 @@ def _translate(exc: Exception, where: str, *, create_only: bool) -> Exception:
         inner = getattr(exc, "inner_exception", None)
         if status is None and isinstance(inner, (ServiceResponseError, IncompleteReadError, ConnectionError)):
             # The SDK's body reader wraps a dropped connection in a status-less error.
-            return TransientStorageError(f"connection to Azure failed for {where}: {inner}")
+            return TransientStorageError(f"connection to Azure failed for {where}: {_one_line(inner)}")
         if status in _TRANSIENT_STATUS:
-            return TransientStorageError(f"Azure answered {status} for {where}: {exc.message}")
-        return StorageError(f"Azure answered {status} ({getattr(exc, 'error_code', None)}) for {where}: {exc.message}")
+            return TransientStorageError(f"Azure answered {status} for {where}: {_one_line(exc.message)}")
+        # 403 (no permission, account disabled), 409 (a state that refuses it), a quota: as Azure says it.
+        return StorageError(f"Azure answered {status} ({getattr(exc, 'error_code', None)}) for {where}: "
+                            f"{_one_line(exc.message)}")
     return exc

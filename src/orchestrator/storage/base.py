@@ -9,6 +9,7 @@ materialisation behave the same on every backend.
 from __future__ import annotations
 
 import abc
+import errno as errno_mod
 import hashlib
 import io
 import os
@@ -31,7 +32,92 @@ Data = Union[bytes, bytearray, memoryview, BinaryIO]
 
 
 class StorageError(Exception):
-    """Base class of every blob store error."""
+    """Base class of every blob store error.
+
+    `store` (the store's URI) and `key` say where, and `cause` (a short phrase) why, whenever
+    the raiser knows them; the message itself is one line that names all three, so a CLI can
+    print `str(exc)` as is.
+    """
+
+    def __init__(self, message: str = "", *, store: str | None = None, key: str | None = None,
+                 cause: str | None = None) -> None:
+        super().__init__(message)
+        self.store, self.key, self.cause = store, key, cause
+
+    def __reduce__(self):  # keep the fields across pickling (Ray ships exceptions between processes)
+        return _rebuild_error, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild_error(cls: type, args: tuple, fields: dict) -> StorageError:
+    exc = cls(*args)
+    exc.__dict__.update(fields)
+    return exc
+
+
+class StorageIOError(StorageError, OSError):
+    """The store's medium refused an operation: full (ENOSPC), over quota (EDQUOT), permission
+    denied (EACCES/EPERM), read-only (EROFS), a file size limit (EFBIG), an I/O error.
+
+    Also an OSError with the original errno (and `strerror` the cause alone), so code that sorts
+    OS errors by errno, as the preflight does to tell "full" from "not writable", keeps working;
+    `str()` is the one-line message naming store, key and cause.
+    """
+
+    def __init__(self, message: str, *, store: str | None = None, key: str | None = None,
+                 cause: str | None = None, errno: int | None = None, filename: str | None = None) -> None:
+        if filename is None:
+            OSError.__init__(self, errno, cause or message)
+        else:
+            OSError.__init__(self, errno, cause or message, filename)
+        self.message, self.store, self.key, self.cause = message, store, key, cause
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        return _rebuild_io_error, (type(self), self.message, self.store, self.key, self.cause, self.errno,
+                                   self.filename)
+
+
+def _rebuild_io_error(cls: type, message: str, store: str | None, key: str | None, cause: str | None,
+                      errno: int | None, filename: str | None) -> StorageIOError:
+    return cls(message, store=store, key=key, cause=cause, errno=errno, filename=filename)
+
+
+# Plain words for the errors a store's medium reports most; the errno's name follows in brackets.
+_OS_CAUSES = {
+    errno_mod.ENOSPC: "no space left on the device",
+    errno_mod.EDQUOT: "the disk quota is exceeded",
+    errno_mod.EACCES: "permission denied",
+    errno_mod.EPERM: "operation not permitted",
+    errno_mod.EROFS: "the file system is read-only",
+    errno_mod.EFBIG: "the file would exceed the size limit",
+    errno_mod.EIO: "an I/O error on the device",
+}
+
+
+def os_cause(exc: OSError) -> str:
+    """'no space left on the device (ENOSPC)': what an OSError means, in one short phrase."""
+    name = errno_mod.errorcode.get(exc.errno or 0)
+    words = _OS_CAUSES.get(exc.errno or 0) or exc.strerror or str(exc) or type(exc).__name__
+    return f"{words} ({name})" if name else words
+
+
+def storage_io_error(exc: OSError, *, op: str, store: str, key: str | None,
+                     path: str | os.PathLike[str] | None = None) -> StorageIOError:
+    """An OSError from a store operation as a StorageIOError naming the store, the key and why:
+    "cannot write to the blob store file:///runs: no space left on the device (ENOSPC); key 'ckpt/step-2.pt'".
+    Store and cause come first: a results table cuts long errors at the end. `path` (the file the
+    error names, if not the object's own) is added when it says more."""
+    cause = os_cause(exc)
+    where = {"write": "to", "read": "from", "download": "from"}.get(op, "in")
+    message = f"cannot {op} {where} the blob store {store}: {cause}"
+    if key:
+        message += f"; key {key!r}"
+    if path:
+        message += f" (at {os.fspath(path)})"
+    return StorageIOError(message, store=store, key=key, cause=cause, errno=exc.errno,
+                          filename=os.fspath(path) if path else None)
 
 
 class StorageConfigError(StorageError, ValueError):
@@ -104,6 +190,19 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str, *, missing_ok: bool = False) -> None: ...
 
+    @property
+    def uri(self) -> str:
+        """Where the store is, as `open_store` takes it (what error messages name)."""
+        return repr(self)
+
+    def sweep_orphans(self, older_than_s: float | None = None) -> int:
+        """Remove what writers killed mid-put left behind; how many were removed.
+
+        Nothing to do by default: a put that dies before its commit leaves nothing a backend
+        must clean (Azure drops uncommitted blocks by itself after a week). See
+        LocalBlobStore.sweep_orphans for the local backend's temp files."""
+        return 0
+
     # ---- shared API ---------------------------------------------------------------
     def put(self, key: str, data: Data, *, overwrite: bool = True) -> BlobInfo:
         """Store bytes or a binary file object (read in chunks) atomically.
@@ -159,8 +258,10 @@ class BlobStore(abc.ABC):
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, dest)
-            except BaseException:
+            except BaseException as exc:
                 tmp.unlink(missing_ok=True)
+                if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+                    raise storage_io_error(exc, op="download", store=self.uri, key=key, path=dest) from exc
                 raise
             return expected
 

@@ -7,14 +7,25 @@ to a temp file in the destination directory, fsyncs it and renames it into place
 reader (who holds an open file, i.e. one inode) can never pair new bytes with an old hash,
 and a crash leaves the old file or nothing. Temp files use the reserved `.~` prefix, which
 keys cannot contain, so `list` never shows them.
+
+A writer killed mid-put (SIGKILL, a lost node) leaves its temp file behind. `sweep_orphans`,
+run when a run starts, removes temp files that are both older than a grace period and not
+locked: every writer holds an exclusive flock on its temp file from creation to publication, and
+the kernel drops that lock when the writer dies, so a live writer's file is never taken, however
+slow; the age keeps the moment between create and lock (and filesystems without flock) safe.
+Errors of the medium (ENOSPC, EDQUOT, EACCES, EROFS, ...) surface as StorageIOError, naming the
+store, the key and the cause.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,12 +38,16 @@ from orchestrator.storage.base import (
     IntegrityError,
     OverlappedSha256,
     StorageError,
+    storage_io_error,
 )
 from orchestrator.storage.keys import RESERVED_SEGMENT_PREFIX, validate_key, validate_prefix
 
 MAGIC = b"ORCHBLB1"
 HEADER_SIZE = 64
 _HEADER = struct.Struct(">8sQ32s")  # magic, size, sha256 digest; zero-padded to HEADER_SIZE
+TEMP_SUFFIX = ".tmp"
+# A temp file younger than this is never swept, locked or not (see the module docstring).
+TEMP_GRACE_S = 300.0
 
 
 class LocalBlobStore(BlobStore):
@@ -58,11 +73,16 @@ class LocalBlobStore(BlobStore):
 
     # ---- writes -------------------------------------------------------------------
     def _write(self, key: str, stream: BinaryIO, overwrite: bool) -> BlobInfo:
+        with self._medium("write", key):
+            return self._write_temp_and_publish(key, stream, overwrite)
+
+    def _write_temp_and_publish(self, key: str, stream: BinaryIO, overwrite: bool) -> BlobInfo:
         final = self.path_of(key)
         fd, tmp = self._create_temp(key, final)
         h = OverlappedSha256()
         try:
             size = 0
+            # The file stays open, and so locked against sweep_orphans, until it is published.
             with os.fdopen(fd, "wb") as f:
                 f.write(bytes(HEADER_SIZE))  # placeholder: the hash is known only at the end
                 while chunk := stream.read(self.block_size):
@@ -75,7 +95,7 @@ class LocalBlobStore(BlobStore):
                 f.flush()
                 if self.fsync:
                     os.fsync(f.fileno())
-            self._publish(key, tmp, final, overwrite)
+                self._publish(key, tmp, final, overwrite)
         except BaseException:
             _unlink_quietly(tmp)
             raise
@@ -86,15 +106,59 @@ class LocalBlobStore(BlobStore):
         return BlobInfo(key, size, digest)
 
     def _create_temp(self, key: str, final: Path) -> tuple[int, Path]:
-        tmp = final.with_name(f"{RESERVED_SEGMENT_PREFIX}{final.name[:200]}.{uuid.uuid4().hex[:16]}.tmp")
+        tmp = final.with_name(f"{RESERVED_SEGMENT_PREFIX}{final.name[:200]}.{uuid.uuid4().hex[:16]}{TEMP_SUFFIX}")
         for _ in range(10):  # a concurrent delete may prune the directory between the two steps
             self._make_parents(key, final.parent)
             try:
-                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), tmp
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileNotFoundError:
                 continue
-        raise StorageError(f"could not create a temp file for {key!r} in {final.parent}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh name: never contended
+            except OSError:
+                pass  # a filesystem without flock: the sweep's grace period alone protects the file
+            return fd, tmp
+        raise StorageError(f"could not create a temp file for {key!r} in {final.parent}", store=self.uri, key=key)
 
+    @contextmanager
+    def _medium(self, op: str, key: str | None) -> Iterator[None]:
+        """OSErrors of the filesystem as StorageIOError naming this store, the key and the cause."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except OSError as exc:
+            raise self._io_error(exc, op, key) from exc
+
+    def _io_error(self, exc: OSError, op: str, key: str | None) -> StorageError:
+        named = exc.filename if isinstance(exc.filename, str) else None
+        if named and key and (os.path.basename(named).startswith(RESERVED_SEGMENT_PREFIX)
+                              or named == str(self.path_of(key))):
+            named = None  # our temp file (removed already) or the key's own file: the key says where
+        return storage_io_error(exc, op=op, store=self.uri, key=key, path=named)
+
+    def sweep_orphans(self, older_than_s: float | None = None) -> int:
+        """Remove temp files that killed writers left: older than `older_than_s` (default
+        TEMP_GRACE_S) and not locked by a live writer. Returns how many were removed."""
+        grace = TEMP_GRACE_S if older_than_s is None else older_than_s
+        cutoff = time.time() - grace
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if name.startswith(RESERVED_SEGMENT_PREFIX) and name.endswith(TEMP_SUFFIX) \
+                        and _remove_if_orphaned(Path(dirpath) / name, cutoff):
+                    removed += 1
+                    self._prune_empty(Path(dirpath))
+        return removed
+
+    def _prune_empty(self, directory: Path) -> None:
+        # As delete does: the directories a killed put created for its temp file alone go too.
+        while directory != self.root:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
     def _make_parents(self, key: str, parent: Path) -> None:
         missing = []
         p = parent
@@ -149,7 +213,9 @@ class LocalBlobStore(BlobStore):
         try:
             return open(self.path_of(key), "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise BlobNotFoundError(f"blob {key!r} not found in {self.root}") from None
+            raise BlobNotFoundError(f"blob {key!r} not found in {self.root}", store=self.uri, key=key) from None
+        except OSError as exc:
+            raise self._io_error(exc, "read", key) from exc
 
     def list(self, prefix: str = "") -> list[str]:
         validate_prefix(prefix)
@@ -173,7 +239,9 @@ class LocalBlobStore(BlobStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             if missing_ok:
                 return
-            raise BlobNotFoundError(f"blob {key!r} not found in {self.root}") from None
+            raise BlobNotFoundError(f"blob {key!r} not found in {self.root}", store=self.uri, key=key) from None
+        except OSError as exc:
+            raise self._io_error(exc, "delete", key) from exc
         # Prune directories the delete emptied, so list() and the tree stay tidy.
         parent = path.parent
         while parent != self.root:
@@ -203,6 +271,31 @@ def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_if_orphaned(path: Path, cutoff: float) -> bool:
+    """Remove `path` (a temp file) if it was last written before `cutoff` and no live writer
+    holds its lock; True if it was removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False  # published or removed meanwhile
+    try:
+        if os.fstat(fd).st_mtime >= cutoff:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer (a slow upload): its file
+        except OSError:
+            pass  # no flock on this filesystem: the age alone decides
+        try:
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
     finally:
         os.close(fd)
 
