@@ -1,8 +1,9 @@
 """Graceful preemption: SIGTERM to `orch run` makes the trainer checkpoint at its next step
 boundary, journals `preempted`, shuts Ray down cleanly and exits 143; `orch resume` continues
-from that exact step to bitwise the weights of an uninterrupted run."""
+from that exact step to bitwise the weights and checkpoint bytes of an uninterrupted run."""
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -30,6 +31,13 @@ storage: {blobs: ./blobs, journal: sqlite:///./journal.db}
 """
 
 
+def stored_checkpoints(root: Path, tid: str) -> dict[int, str]:
+    """step -> sha256 of each checkpoint blob in the store under `root`."""
+    store = open_store(root / "blobs")
+    return {int(k[-11:-3]): hashlib.sha256(store.get(k)).hexdigest()
+            for k in store.list(f"trials/{tid}/checkpoints/") if k.endswith(".pt")}
+
+
 def checkpointed_steps(journal_url: str, eid: str) -> list[int]:
     try:
         with open_journal(journal_url, create=False) as j:
@@ -40,10 +48,10 @@ def checkpointed_steps(journal_url: str, eid: str) -> list[int]:
 
 @pytest.mark.timeout(300)
 def test_sigterm_checkpoints_exits_143_and_resume_is_exact(tmp_path):
-    run_dir, straight_dir = tmp_path / "preempted", tmp_path / "straight"
-    for d in (run_dir, straight_dir):
-        d.mkdir()
-        (d / "m.yaml").write_text(MANIFEST)
+    # The straight run trains from the same directory later (a checkpoint records it: `origin`).
+    run_dir, preempted_dir = tmp_path / "run", tmp_path / "preempted"
+    run_dir.mkdir()
+    (run_dir / "m.yaml").write_text(MANIFEST)
     plan = plan_sweep(run_dir / "m.yaml")
     eid, tid = plan.experiment_id, plan.trials[0].id
     log = (tmp_path / "run.log").open("w")
@@ -71,15 +79,26 @@ def test_sigterm_checkpoints_exits_143_and_resume_is_exact(tmp_path):
     resumed = subprocess.run([*ORCH, "resume", eid, "--journal", "sqlite:///./journal.db", "--no-progress",
                               "--cpus", "1"], cwd=run_dir, env=_env(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = subprocess.run([*ORCH, "run", "m.yaml", "--no-progress", "--cpus", "1"], cwd=straight_dir, env=_env(),
-                              capture_output=True, text=True, timeout=240)
-    assert straight.returncode == 0, straight.stderr[-2000:]
     with open_journal(plan.journal_url) as j:
         done = j.events(eid, tid, kinds=["done"])[-1].payload
+        listed = {c.step: c.sha256 for c in j.checkpoints(tid)}
     assert done["resumed_from"] == pre["step"] and done["steps_run"] == 400 - pre["step"]
-    a = load_model(f"trials/{tid}/model", store=open_store(run_dir / "blobs")).model.unet.state_dict()
-    b = load_model(f"trials/{tid}/model", store=open_store(straight_dir / "blobs")).model.unet.state_dict()
+    stored = stored_checkpoints(run_dir, tid)
+    assert {300, 400} <= set(stored) <= set(listed)  # the journal lists every stored checkpoint
+    assert all(listed[step] == sha for step, sha in stored.items())  # and its hash verifies (older: pruned)
+
+    run_dir.rename(preempted_dir)  # its stored checkpoints are in `stored`
+    run_dir.mkdir()
+    (run_dir / "m.yaml").write_text(MANIFEST)
+    straight = subprocess.run([*ORCH, "run", "m.yaml", "--no-progress", "--cpus", "1"], cwd=run_dir, env=_env(),
+                              capture_output=True, text=True, timeout=240)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a = load_model(f"trials/{tid}/model", store=open_store(preempted_dir / "blobs")).model.unet.state_dict()
+    b = load_model(f"trials/{tid}/model", store=open_store(run_dir / "blobs")).model.unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # exported EMA weights, bit for bit
+    uninterrupted = stored_checkpoints(run_dir, tid)  # 200, 300, 400: the same bytes where both have one
+    assert sorted(uninterrupted) == [200, 300, 400] and {300, 400} <= set(stored) & set(uninterrupted)
+    assert all(stored[s] == uninterrupted[s] for s in set(stored) & set(uninterrupted))
 
 
 def test_orch_train_in_process_checkpoints_on_sigterm(tmp_path):

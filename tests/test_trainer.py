@@ -1,11 +1,17 @@
-"""The trainer: exact resume (in-process and after SIGKILL), checkpoint fallback, cache reuse."""
+"""The trainer: exact resume (in-process and after SIGKILL), checkpoint bytes that depend on the
+training state only, checkpoint fallback, cache reuse."""
+import dataclasses
+import hashlib
+import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,6 +57,24 @@ def assert_same_state(a: Trainer, b: Trainer):
     assert a.cursor == b.cursor and a.gen.get_state().equal(b.gen.get_state())
 
 
+def checkpoint_hashes(store, prefix: str) -> dict[int, str]:
+    """step -> sha256 of each stored checkpoint blob, checked against the hash its marker recorded."""
+    out = {}
+    for key in store.list(f"{prefix}/checkpoints/"):
+        if key.endswith(".json"):
+            marker = json.loads(store.get(key))
+            out[marker["step"]] = hashlib.sha256(store.get(marker["key"])).hexdigest()
+            assert out[marker["step"]] == marker["sha256"], key
+    return out
+
+
+def disturb_global_rngs(seed: int) -> None:
+    """What other code in a process does to the global RNGs: a checkpoint must not depend on it."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def test_exact_resume_in_process(tmp_path, data):
     store = open_store(tmp_path / "blobs")
     ref = trainer(store, data, "ref")
@@ -64,6 +88,45 @@ def test_exact_resume_in_process(tmp_path, data):
     assert result.resumed_from == 3 and result.steps_run == 3 and result.cache_hits == {"latents": True, "text": True}
     assert result.final_loss == full.final_loss
     assert_same_state(ref, resumed)
+    # the same bytes at every step both wrote (the split run keeps three: step 2 was pruned)
+    ref_hashes, split_hashes = checkpoint_hashes(store, "ref"), checkpoint_hashes(store, "split")
+    assert sorted(split_hashes) == [3, 4, 6] and all(split_hashes[s] == ref_hashes[s] for s in (4, 6))
+
+
+def test_checkpoint_bytes_are_a_function_of_the_training_state(tmp_path, data):
+    """Trained twice, with the process's global RNGs left in different states, and stopped and
+    resumed: byte-identical checkpoints at every step. The model has dropout, which draws from
+    torch's global generator: resume stays bit-exact because each step seeds it from (seed, step)."""
+    from orchestrator.manifest.schema import GlideMiniOptions
+    from orchestrator.models.glide_mini.config import tiny
+    from orchestrator.models.glide_mini.model import build
+    from orchestrator.models.glide_mini.tokenizer import shapes_words
+
+    tok = shapes_words(None)
+    config = dataclasses.replace(tiny(32, vocab_size=tok.vocab_size), dropout=0.3)
+    spec = SPEC.model_copy(update={"min_snr_gamma": None, "steps": 4, "grad_accum": 1})
+
+    def make(prefix: str, dropout: float = 0.3) -> Trainer:
+        model = build(dataclasses.replace(config, dropout=dropout), tok, seed=0)
+        return Trainer(get_variant("glide_mini"), model, data, spec, store, prefix,
+                       options=GlideMiniOptions(train="both", caption_dropout=0.2), export_model=False, device="cpu")
+
+    store = open_store(tmp_path / "blobs")
+    disturb_global_rngs(1)
+    once = make("once").run()
+    disturb_global_rngs(2)
+    twice = make("twice").run()
+    assert twice.final_loss == once.final_loss
+    hashes = checkpoint_hashes(store, "once")
+    assert sorted(hashes) == [2, 4] and checkpoint_hashes(store, "twice") == hashes
+
+    disturb_global_rngs(3)
+    make("split").run(max_steps=2)
+    disturb_global_rngs(4)
+    resumed = make("split").run()
+    assert resumed.resumed_from == 2 and resumed.final_loss == once.final_loss
+    assert checkpoint_hashes(store, "split") == hashes
+    assert make("no-dropout", dropout=0.0).run().final_loss != once.final_loss  # dropout was in play
 
 
 def test_corrupt_newest_checkpoint_falls_back(tmp_path, data, caplog):
@@ -124,6 +187,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     a = load_components(resumed.model_prefix, store=store).unet.state_dict()
     b = load_components(straight.model_prefix, store=open_store(tmp_path / "straight-blobs")).unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # exported EMA weights, bitwise
+    # the killed process's checkpoint and the resumed ones are the straight run's bytes
+    prefix = resumed.model_prefix.rsplit("/", 1)[0]
+    assert checkpoint_hashes(store, prefix) == checkpoint_hashes(open_store(tmp_path / "straight-blobs"), prefix)
+    assert sorted(checkpoint_hashes(store, prefix)) == [2, 4, 6]
     again = train_trial(tmp_path / "killed.yaml", "0", progress=False, num_threads=1)
     assert again.steps_run == 0 and again.resumed_from == 6  # finished trials do not retrain
 

@@ -7,6 +7,9 @@ Layout under a run's prefix:
 The store's put is atomic and its get verifies sha256; the marker's hash is checked as well, so
 a checkpoint replaced or truncated behind the store's back is skipped with a warning and the
 next older one is used.
+
+A checkpoint's bytes are a function of its state (`encode`): the same step trained twice, or
+rewritten after a resume, has the hash the journal recorded the first time.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import hashlib
 import json
 import logging
 import re
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +28,33 @@ from orchestrator.models.common.serialize import from_bytes, to_bytes
 log = logging.getLogger(__name__)
 
 _MARKER = re.compile(r"step-(\d{8})\.json$")
+
+
+def canonical(value):
+    """`value` with every container rebuilt and every string interned, so pickling it depends on
+    values only: pickle shares an object seen twice by identity, and identity differs between a
+    fresh run (a literal such as "step" is one object everywhere) and a resumed one (each string
+    read back from a checkpoint is its own). Tensors are kept as they are (torch.save numbers
+    their storages in the order it meets them, the same in both)."""
+    if isinstance(value, str):
+        return sys.intern(str(value))
+    if isinstance(value, OrderedDict):  # a module's state_dict: keep its `_metadata` (versions)
+        out = OrderedDict((canonical(k), canonical(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):
+            out._metadata = canonical(value._metadata)
+        return out
+    if isinstance(value, dict):
+        return {canonical(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(canonical(v) for v in value)
+    return value
+
+
+def encode(state: dict) -> bytes:
+    """The bytes of a checkpoint: a function of `state`'s values alone (see `canonical`)."""
+    return to_bytes(canonical(state))
 
 
 @dataclass(frozen=True)
@@ -41,13 +73,13 @@ class CheckpointStore:
         self.skipped: list[tuple[CheckpointRef, str]] = []  # what load_latest passed over, and why
 
     def save(self, step: int, state: dict) -> CheckpointRef:
-        return self.write(step, to_bytes(state))
+        return self.write(step, encode(state))
 
     def key(self, step: int) -> str:
         return f"{self.prefix}/step-{step:08d}.pt"
 
     def write(self, step: int, data: bytes) -> CheckpointRef:
-        """Store an encoded checkpoint (`to_bytes` of its state), then its marker, then prune."""
+        """Store an encoded checkpoint (`encode` of its state), then its marker, then prune."""
         key = self.key(step)
         info = self.store.put(key, data)
         ref = CheckpointRef(step, key, info.sha256, info.size)

@@ -5,10 +5,11 @@ variant's objective (what is trained and the loss of a batch: models/<variant>/)
 (optim.py, ema.py, precision, accumulation), checkpoints in the blob store (checkpoint.py),
 metrics out through a callback. Nothing here knows which variant it trains.
 
-Exact resume: every source of randomness in a step draws from one torch.Generator whose state is
-checkpointed with the trained modules, EMA, optimiser, LR schedule, grad scaler, global RNGs and
-the data cursor, and the LR schedule is defined over the run's full length, so a run stopped at
-any checkpoint and resumed follows the uninterrupted run bit for bit (CPU, same thread count).
+Exact resume: every draw a step makes comes from the run's own torch.Generator, whose state is
+checkpointed with the trained modules, EMA, optimiser, LR schedule, grad scaler and the data
+cursor, or from a global RNG (dropout) seeded from (seed, step) before the step; the LR schedule
+is defined over the run's full length. So a run stopped at any checkpoint and resumed follows
+the uninterrupted run bit for bit (CPU, same thread count), and writes the same checkpoint bytes.
 """
 from __future__ import annotations
 
@@ -28,18 +29,17 @@ import torch
 from orchestrator.data.image_text import ImageTextData
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.common.objective import Batch, trainable
-from orchestrator.models.common.serialize import to_bytes
 from orchestrator.models.registry import Variant
 from orchestrator.storage.location import put_dir
 from orchestrator.telemetry import Recorder
 from orchestrator.telemetry import current as telemetry
 
-from .checkpoint import CheckpointStore
+from .checkpoint import CheckpointStore, encode
 from .distributed import DistContext, all_reduce_mean_, shard_indices
 from .ema import EMA
 from .metrics import MetricsCallback, StepMetrics
 from .optim import make_optimizer, make_scheduler
-from .state import BatchOrder, DataCursor, capture_rng, restore_rng
+from .state import BatchOrder, DataCursor, capture_rng, restore_rng, seed_global_rngs
 from .uploader import CheckpointUploader
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,7 @@ class Trainer:
                                            use_cache=use_cache)
         self.trained = trainable(self.objective.modules)
 
-        torch.manual_seed(spec.seed)
-        self.gen = torch.Generator().manual_seed(spec.seed)  # all per-step randomness, on CPU
+        self.gen = torch.Generator().manual_seed(spec.seed)  # the objective's draws, on CPU
         self.order = BatchOrder(self.objective.num_examples, spec.batch_size, spec.seed)
         self.cursor = DataCursor()
         self.params = [p for p in self.trained.parameters() if p.requires_grad]
@@ -186,6 +185,7 @@ class Trainer:
         return batch
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        seed_global_rngs(self.spec.seed, self.step)  # what draws from them (dropout) is a function of the step
         self.opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for _ in range(self.spec.grad_accum):
@@ -383,7 +383,7 @@ class Trainer:
         """Encode the state now (a snapshot) and hand it to the uploader; its future key."""
         started = time.perf_counter()
         try:
-            data = to_bytes(self.state_dict())
+            data = encode(self.state_dict())
             self.uploader.submit(self.step, data)
         except Exception:
             rec.checkpoint_failed()

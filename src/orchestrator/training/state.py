@@ -1,7 +1,12 @@
 """Everything a run needs to continue bitwise where it stopped: RNG states and the data cursor.
 
-RNG states are turned into tensors and plain Python values so a checkpoint loads with
-`torch.load(weights_only=True)` (no arbitrary unpickling of stored bytes).
+A checkpoint's bytes are a function of the training state only, so the same trial trained twice,
+or stopped and resumed, writes the same bytes at every step (the journal keeps one hash per
+step). So it holds the state of the run's own generator alone, never a process-global RNG:
+those (Python's, NumPy's, torch's CPU and CUDA ones, e.g. what dropout draws from) are seeded
+from the run's seed and the step before every step (`seed_global_rngs`), which makes their state
+during a step a function of (seed, step) that needs no checkpointing. The generator state is a
+tensor, so a checkpoint loads with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
@@ -53,28 +58,24 @@ class BatchOrder:
         return idx
 
 
-def capture_rng(generator: torch.Generator | None = None) -> dict:
-    py = random.getstate()
-    np_state = np.random.get_state()
-    state = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    if generator is not None:
-        state["generator"] = generator.get_state()
-    return state
+def seed_global_rngs(seed: int, step: int) -> None:
+    """Seed the process-global RNGs for optimiser step `step` of a run seeded `seed`.
+
+    SeedSequence mixes the pair, so adjacent seeds do not share streams shifted by a step."""
+    s = int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0])
+    random.seed(s)
+    np.random.seed(s & 0xFFFF_FFFF)  # the legacy global takes 32 bits
+    torch.default_generator.manual_seed(s)
+    if torch.cuda.is_initialized():  # a run on CUDA initialised it when it placed the model
+        torch.cuda.manual_seed_all(s)  # (torch.manual_seed would also queue a lazy call per step)
 
 
-def restore_rng(state: dict, generator: torch.Generator | None = None) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    npst = state["numpy"]
-    np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), npst[2], npst[3], npst[4]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
+def capture_rng(generator: torch.Generator) -> dict:
+    """What a checkpoint keeps of randomness: the run's own generator (see the module docstring)."""
+    return {"generator": generator.get_state()}
+
+
+def restore_rng(state: dict, generator: torch.Generator) -> None:
+    """Set the run's generator from a checkpoint. Global states that older checkpoints also
+    carry are ignored: every step seeds the globals itself."""
+    generator.set_state(state["generator"])
