@@ -148,6 +148,7 @@ storage: {blobs: ./blobs, journal: sqlite:///./journal.db}
 """
 
 
+@pytest.mark.faults
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a private mount namespace here")
 def test_orch_run_on_a_full_store_says_which_store_and_key_in_one_line_and_sweeps_stale_temps(tmp_path):

@@ -128,6 +128,7 @@ def on_console(stderr: str, tid: str, kind: str) -> bool:
     return any(f"{tid}: {kind.replace('_', ' ')} (" in line for line in stderr.splitlines())
 
 
+@pytest.mark.faults
 def test_damaged_checkpoints_are_said_and_rewritten_with_the_journaled_bytes(tmp_path):
     """`orch resume` of a sweep whose newest checkpoints were damaged: a flipped byte (skipped,
     the older one used), a deleted checkpoint file (skipped as missing, the older one used), a
@@ -169,6 +170,7 @@ def test_damaged_checkpoints_are_said_and_rewritten_with_the_journaled_bytes(tmp
                    for step, sha in recorded), tid
 
 
+@pytest.mark.faults
 def test_journaled_checkpoints_gone_from_the_store(tmp_path):
     """A trial the journal says was running with a checkpoint at step 2, whose checkpoint files
     are not in the store (deleted, another bucket): resume refuses, --restart-missing retrains.

@@ -105,6 +105,25 @@ def test_size_and_path_limits(tmp_path, monkeypatch):
         load_checked_manifest(tmp_path / "s.yaml"))) == 12
 
 
+@pytest.mark.faults
+def test_over_long_path_values_are_field_errors_not_os_errors(tmp_path):
+    """A 300-character model.base (one name over NAME_MAX) and a 5,000-character data root: each
+    a validation error with its field and line from `orch validate`, exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    for field, yaml_line in (("model.base", f"model: {{variant: sd, base: {'m' * 300}}}"),
+                             ("data.train.root", f"data: {{train: {{kind: imagefolder, root: {'d/' * 2500}}}}}")):
+        text = GOOD.replace(GOOD.splitlines()[1], yaml_line) if field == "model.base" else \
+            GOOD.replace(GOOD.splitlines()[2], yaml_line)
+        (tmp_path / "long.yaml").write_text(text)
+        r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", str(tmp_path / "long.yaml")],
+                           capture_output=True, text=True, timeout=120)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2 and "Traceback" not in out and f"{field}: " in out and "too long" in out, out
+        assert len(out) < 1000, out
+
+
 # ---------------------------------------------------------------- fuzz
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),

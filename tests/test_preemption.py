@@ -46,6 +46,7 @@ def checkpointed_steps(journal_url: str, eid: str) -> list[int]:
         return []
 
 
+@pytest.mark.faults
 @pytest.mark.timeout(300)
 def test_sigterm_checkpoints_exits_143_and_resume_is_exact(tmp_path):
     # The straight run trains from the same directory later (a checkpoint records it: `origin`).

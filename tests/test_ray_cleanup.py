@@ -84,6 +84,7 @@ def log_tail(tmp_path: Path) -> str:
     return (tmp_path / "run.log").read_text()[-3000:]
 
 
+@pytest.mark.faults
 @pytest.mark.timeout(300)
 def test_a_sigkilled_orch_run_leaves_no_ray_process(tmp_path):
     run = start_run(tmp_path, steps=200)
@@ -109,6 +110,7 @@ def test_a_sigkilled_orch_run_leaves_no_ray_process(tmp_path):
         kill_leftovers(seen)
 
 
+@pytest.mark.faults
 @pytest.mark.timeout(300)
 def test_an_orch_run_that_finishes_leaves_no_ray_process(tmp_path):
     run = start_run(tmp_path, steps=4)

@@ -520,6 +520,7 @@ def run_put(args: list[str], setup: str = "", **kw) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.faults
 @needs_mounts
 def test_a_full_disk_is_a_storage_error_naming_store_key_and_enospc(tmp_path: Path) -> None:
     root = tmp_path / "full"
@@ -533,6 +534,7 @@ def test_a_full_disk_is_a_storage_error_naming_store_key_and_enospc(tmp_path: Pa
     assert seen["earlier"] == "small and earlier"  # what was stored before is intact and verifies
 
 
+@pytest.mark.faults
 @needs_mounts
 def test_a_read_only_store_is_a_storage_error_and_the_preflight_says_not_writable(tmp_path: Path) -> None:
     root = tmp_path / "ro"
@@ -545,6 +547,7 @@ def test_a_read_only_store_is_a_storage_error_and_the_preflight_says_not_writabl
     assert seen["earlier"] == "small and earlier"
 
 
+@pytest.mark.faults
 def test_a_file_size_limit_is_a_storage_error_naming_store_and_key(tmp_path: Path) -> None:
     """RLIMIT_FSIZE makes the kernel refuse the write with EFBIG (SIGXFSZ ignored): real on any Linux."""
     import resource

@@ -93,6 +93,7 @@ def test_exact_resume_in_process(tmp_path, data):
     assert sorted(split_hashes) == [3, 4, 6] and all(split_hashes[s] == ref_hashes[s] for s in (4, 6))
 
 
+@pytest.mark.faults
 def test_checkpoint_bytes_are_a_function_of_the_training_state(tmp_path, data):
     """Trained twice, with the process's global RNGs left in different states, and stopped and
     resumed: byte-identical checkpoints at every step. The model has dropout, which draws from
@@ -168,6 +169,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.faults
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     for name in ("killed", "straight"):
         (tmp_path / f"{name}.yaml").write_text(MANIFEST.format(blobs=f"./{name}-blobs"))
