@@ -156,7 +156,9 @@ def preflight(plan: SweepPlan, journal_url: str | None = None) -> None:
     problem one line naming the location (bad input exit 2, unreachable or full exit 1)."""
     from orchestrator.storage.location import check_blob_store
 
-    check_blob_store(plan.blobs_uri)
+    # Temp files of puts killed with an earlier run go now (stale and unlocked ones only: a
+    # concurrent run's uploads are safe, see LocalBlobStore.sweep_orphans).
+    check_blob_store(plan.blobs_uri).sweep_orphans()
     open_journal(journal_url or plan.journal_url).close()
 
 
@@ -268,7 +270,7 @@ def _run_embedded(plan: SweepPlan, progress: bool, num_cpus: int | None, journal
     from .cluster import shutdown, start_local
 
     info = start_local(num_cpus=num_cpus)
-    clean, lost = True, None
+    clean, lost, unavailable = True, None, None
     try:
         coord = _coordinator(plan, journal_url, retry_failed, detached=False, ownership=own,
                              restart_missing=restart_missing)
@@ -284,7 +286,8 @@ def _run_embedded(plan: SweepPlan, progress: bool, num_cpus: int | None, journal
         if keeper.lost:
             lost = keeper.lost
         elif clean:
-            lost = ray.get(done_ref).get("lease_lost")
+            outcome = ray.get(done_ref)
+            lost, unavailable = outcome.get("lease_lost"), outcome.get("journal_unavailable")
         if served is not None:
             served.mark_done()
         for notice in ray.get(coord.notices.remote(shown)):  # on the console, not only in Ray's logs
@@ -294,6 +297,9 @@ def _run_embedded(plan: SweepPlan, progress: bool, num_cpus: int | None, journal
         shutdown(info)
     if lost:
         raise LeaseLost(lost)
+    if unavailable:  # the journal could not record the run: exit 1 with its one line, not a results table
+        from orchestrator.journal.retry import JournalUnavailable
+        raise JournalUnavailable(unavailable)
     if stop.signum is not None:
         raise Preempted(stop.signum, plan.experiment_id, clean)
     return plan.experiment_id
@@ -403,9 +409,18 @@ def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: l
 
 
 def failures(journal_url: str, experiment_id: str) -> list[tuple[str, str]]:
-    """(trial id, one-line error) of each failed trial: what makes `orch run` / `resume` exit 1."""
+    """(trial id, one-line error) of each failed trial: what makes `orch run` / `resume` exit 1.
+    The error's whole first line as journaled (the table cuts it shorter), so a storage error
+    keeps the store, the cause and the key."""
     with open_journal(journal_url, create=False) as journal:
-        return failed_trials(build_table(journal, experiment_id))
+        failed = failed_trials(build_table(journal, experiment_id))
+        journaled = {t.trial_id: t.last_error for t in journal.experiment_state(experiment_id).trials.values()}
+    return [(tid, _first_line(journaled.get(tid)) or error) for tid, error in failed]
+
+
+def _first_line(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[0] if lines else ""
 
 
 def export_grids(blobs_uri: str, experiment_id: str, out_dir: Path) -> list[Path]:

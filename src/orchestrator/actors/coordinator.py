@@ -5,6 +5,12 @@ Everything it knows on start comes from the journal: done trials are skipped, tr
 shows running (their worker was lost with the previous coordinator) are requeued and resume from
 their last checkpoint. It runs as a threaded actor: `run` drives the schedule while trainers call
 `on_metrics` / `on_checkpoint` and the driver polls `progress`.
+
+Nothing a results table shows lives only here: a trial's training summary (final loss, model,
+step) is journaled with its `evaluating` transition the moment training ends, and the loss curve
+and checkpoint rows before the trainer goes on (it awaits them). A journal that cannot be used
+any more (JournalUnavailable: down past its outage bound, its file deleted or read-only) stops
+the run: trainers halt at their next step boundary and `run` returns `journal_unavailable`.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import ray
 
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, LeaseLost, TrialStatus, open_journal
 from orchestrator.journal.redact import bound_traceback, excerpt
+from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
@@ -33,6 +40,7 @@ from .trainer import TrainerActor, TrainerGroup, trial_resources  # all light: t
 
 log = logging.getLogger(__name__)
 JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel (and the cluster's size)
+HALT_GRACE_S = 10.0   # how long halted trainers get to reach a step boundary before they are killed
 
 
 @dataclass
@@ -63,13 +71,14 @@ class Coordinator:
         self.suites = list(m.eval.suites)
         self.eval_every = m.eval.every
         self.live: dict[str, dict[str, Any]] = {}      # trial -> latest metrics and status
-        self.steps: dict[str, list[list[float]]] = {}  # trial -> [step, loss, lr] not journaled yet
+        self.journal_down: str | None = None           # why the journal cannot record this run any more
+        self.active: dict[Any, Task] = {}              # the run loop's refs in flight
         self.trainers: dict[str, Any] = {}             # trial -> trainer actor handle
         self.evaluator = None
         # The untrained base, evaluated once per distinct (model, eval) section among the trials.
         self.base_refs: dict[str, Any] = {}
         self.base_metrics: dict[str, dict] = {}
-        self.done_summary: dict[str, dict] = {}          # trial -> what its `done` event records
+        self.done_summary: dict[str, dict] = {}          # trial -> its `done` payload (journaled with `evaluating`)
         self.checkpoints: queue.SimpleQueue = queue.SimpleQueue()  # (trial, step, key) for interim evals
         self.cancel_requested = threading.Event()
         self.preempt_requested = threading.Event()
@@ -82,26 +91,34 @@ class Coordinator:
         return self.plan.experiment_id
 
     def on_metrics(self, trial_id: str, metrics: dict) -> None:
-        history = metrics.pop("history", [])
+        """Live progress; with `history` (a checkpoint boundary: [step, loss, lr] of every step since
+        the last one) the loss curve is journaled before this returns, which the trainer awaits."""
+        history = metrics.pop("history", None)
         with self.lock:
             self.live.setdefault(trial_id, {}).update(metrics)
-            pending = self.steps.setdefault(trial_id, [])
-            pending += history
-            # Journaled in batches (at checkpoints and the last step), not one event per report.
-            flush = bool(metrics.get("checkpoint")) or metrics.get("step") == metrics.get("total_steps")
-            batch, self.steps[trial_id] = (pending, []) if flush and pending else ([], pending)
-        if batch:
-            self.rj.step_metrics(trial_id, batch)
+        if history:
+            self._journaled(self.rj.step_metrics, trial_id, history)
+
+    def _journaled(self, write, *args: Any) -> Any:
+        """A write asked for by a trainer: a journal found unusable stops the whole run (the
+        trainer hears it too, as the error of its awaited call)."""
+        if self.journal_down:
+            raise JournalUnavailable(self.journal_down)
+        try:
+            return write(*args)
+        except JournalUnavailable as exc:
+            self.journal_down = self.journal_down or str(exc)
+            raise
 
     def on_notice(self, trial_id: str, kind: str, details: dict) -> None:
         """A fallback a trainer took: journaled (`warned`) and kept for the driver to print."""
-        self.rj.warned(trial_id, kind, details)
+        self._journaled(self.rj.warned, trial_id, kind, details)
         with self.lock:
             self.notice_log.append({"trial_id": trial_id, "kind": kind, **details})
 
     def on_placed(self, trial_id: str, where: dict) -> None:
         """A trainer process of the trial started (node, GPUs, device): journaled (`placed`)."""
-        self.rj.placed(trial_id, where)
+        self._journaled(self.rj.placed, trial_id, where)
         with self.lock:
             self.live.setdefault(trial_id, {}).update(node=where["node_id"], device=where["device"])
 
@@ -110,7 +127,8 @@ class Coordinator:
             return list(self.notice_log[since:])
 
     def on_checkpoint(self, trial_id: str, step: int, key: str, sha256: str, size: int) -> None:
-        self.rj.checkpointed(trial_id, step, key, sha256, size)
+        """Journal a landed checkpoint; the trainer awaits this before it counts the checkpoint saved."""
+        self._journaled(self.rj.checkpointed, trial_id, step, key, sha256, size)
         total = self.trials[trial_id].manifest.train.steps
         if self.suites and self.eval_every and step % self.eval_every == 0 and step < total:
             self.checkpoints.put((trial_id, step, key))
@@ -260,19 +278,30 @@ class Coordinator:
             self.rj.preempted(tid, result["step"], result.get("checkpoint"))
             self._set(tid, TrialStatus.RUNNING, step=result["step"], preempted=True)
             return
-        self._set(tid, TrialStatus.RUNNING, step=result["step"], final_loss=result["final_loss"])
-        summary = {"final_loss": result["final_loss"], "model": result["model_prefix"], "step": result["step"],
-                   "resumed_from": result.get("resumed_from"), "steps_run": result.get("steps_run")}
+        summary = self._summary(tid, result)
+        self._set(tid, TrialStatus.RUNNING, step=result["step"], final_loss=summary["final_loss"])
         if not self.suites:
             self.rj.transition(tid, EventKind.DONE, **summary)
             self._count("finish")
             self._set(tid, TrialStatus.DONE)
             return
-        self.rj.transition(tid, EventKind.EVALUATING)
+        # Journaled now, not at `done`: a run killed during the final evaluation keeps it.
+        self.rj.transition(tid, EventKind.EVALUATING, **summary)
+        self.done_summary[tid] = summary
         self._set(tid, TrialStatus.EVALUATING)
         ref = self._evaluate(tid, {"kind": "model", "prefix": result["model_prefix"]}, f"{tid}-final")
         active[ref] = Task(tid, "final_eval", result["step"])
-        self.done_summary[tid] = summary
+
+    def _summary(self, tid: str, result: dict) -> dict:
+        """What a trial's `evaluating` and `done` events record of its training. A trainer that
+        found the trial already trained (a resume after a kill during the final evaluation) ran
+        no step and knows no loss: the final loss is the one journaled when it was trained."""
+        summary = {"final_loss": result["final_loss"], "model": result["model_prefix"], "step": result["step"],
+                   "resumed_from": result.get("resumed_from"), "steps_run": result.get("steps_run")}
+        if summary["final_loss"] is None and not result.get("steps_run"):
+            summary["final_loss"] = journaled_final_loss(self.journal.events(self.plan.experiment_id, tid),
+                                                         result["step"])
+        return summary
 
     def _finish_eval(self, task: Task, out: dict) -> None:
         tid = task.trial_id
@@ -329,23 +358,45 @@ class Coordinator:
             return self._run()
         except LeaseLost as exc:
             log.error("experiment %s: %s; stopping its workers", self.plan.experiment_id, exc)
-            for tid in list(self.trainers):
-                self._release(tid)
-            if self.evaluator is not None:
-                ray.kill(self.evaluator, no_restart=True)
+            self._stop_workers()
             return {"lease_lost": str(exc)}
+        except JournalUnavailable as exc:
+            reason = self.journal_down or str(exc)
+            log.error("experiment %s: %s; stopping its trainers at their next step boundary",
+                      self.plan.experiment_id, reason)
+            self._halt_trainers(reason)
+            self._stop_workers()
+            return {"journal_unavailable": reason}
+
+    def _halt_trainers(self, reason: str) -> None:
+        """Ask every trainer to stop at its next step boundary, writing nothing more, and give
+        them HALT_GRACE_S to get there (one blocked on the journal hears the same error)."""
+        for handle in list(self.trainers.values()):
+            for actor in handle.actors if isinstance(handle, TrainerGroup) else [handle]:
+                actor.halt.remote(reason)
+        training = [ref for ref, task in self.active.items() if task.phase == "train"]
+        if training:
+            ray.wait(training, num_returns=len(training), timeout=HALT_GRACE_S)
+
+    def _stop_workers(self) -> None:
+        for tid in list(self.trainers):
+            self._release(tid)
+        if self.evaluator is not None:
+            ray.kill(self.evaluator, no_restart=True)
 
     def _run(self) -> dict[str, int]:
         eid = self.plan.experiment_id
         pending = deque(self._register())
         self.queued = len(pending)
-        active: dict[Any, Task] = {}
+        active: dict[Any, Task] = self.active
         if self.suites:
             self._evaluate_bases(pending)
         slots, last_poll = self._slots(), time.monotonic()
         while pending or active:
+            self._check_journal()
             if time.monotonic() - last_poll > JOURNAL_POLL_S:
                 last_poll = time.monotonic()
+                self.journal.check_file()  # deleted, replaced or read-only: noticed within a poll
                 if self._externally_cancelled():
                     self.cancel_requested.set()
                 slots = self._slots()  # nodes join (an autoscaler, a late `ray start`) and leave
@@ -367,6 +418,7 @@ class Coordinator:
                     Task(tid, "interim_eval", step)
             ready, _ = ray.wait(list(active), num_returns=1, timeout=0.5)
             for ref in ready:
+                self._check_journal()  # a trainer stopped by the journal's outage: no `failed` to write
                 task = active.pop(ref)
                 try:
                     out = ray.get(ref)
@@ -397,6 +449,10 @@ class Coordinator:
         log.info("experiment %s: %s", eid, counts)
         return counts
 
+    def _check_journal(self) -> None:
+        if self.journal_down:
+            raise JournalUnavailable(self.journal_down)
+
     def _cancel_all(self, trial_ids: list[str]) -> None:
         for tid in dict.fromkeys(trial_ids):
             self._release(tid)
@@ -410,6 +466,20 @@ class Coordinator:
     def _counts(self) -> dict[str, int]:
         state = self.journal.experiment_state(self.plan.experiment_id)
         return {k.value: v for k, v in state.counts().items() if v}
+
+
+def journaled_final_loss(events, step: int) -> float | None:
+    """The final loss a trial's journal records for training that ended at `step`: from the
+    newest `evaluating` or `done` summary of that step, else the loss its curve journaled at
+    that step (the last step's loss is the final loss)."""
+    for e in reversed(events):
+        if e.kind in (EventKind.EVALUATING, EventKind.DONE) and e.payload.get("step") == step \
+                and e.payload.get("final_loss") is not None:
+            return e.payload["final_loss"]
+    for e in reversed(events):
+        if e.kind is EventKind.STEP_METRICS and step in e.payload.get("steps", []):
+            return e.payload["loss"][e.payload["steps"].index(step)]
+    return None
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

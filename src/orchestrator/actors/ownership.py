@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from orchestrator.journal import open_journal
+from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.journal.lease import Fence, Holder, Lease, LeaseHeld, LeaseKeeper, LeaseLost, heartbeat_s, new_owner, \
     wait_free
 
@@ -73,20 +74,35 @@ def adopt(own: Ownership) -> Ownership:
 
 @contextmanager
 def kept(own: Ownership, release: bool = True) -> Iterator[LeaseKeeper]:
-    """Renew the lease every heartbeat while the block runs; release it after."""
+    """Renew the lease every heartbeat while the block runs; release it after. Each heartbeat
+    also checks that a SQLite journal's file is still the one opened, and writable: one that
+    went away is `keeper.failed`, and the block ending raises it (JournalUnavailable), so a run
+    never ends as if its journal had recorded it."""
     journal = open_journal(own.journal_url)
-    keeper = LeaseKeeper(lambda: journal.renew_lease(own.experiment_id, own.owner), heartbeat_s(),
-                         own.experiment_id).start()
+
+    def beat() -> None:
+        journal.check_file()
+        journal.renew_lease(own.experiment_id, own.owner)
+
+    keeper = LeaseKeeper(beat, heartbeat_s(), own.experiment_id).start()
+    failed = None
     try:
         yield keeper
     finally:
         keeper.stop()
-        if release:
+        try:
+            journal.check_file()
+        except JournalUnavailable as exc:
+            keeper.failed = keeper.failed or str(exc)
+        failed = keeper.failed
+        if release and not failed:
             try:
                 journal.release_lease(own.experiment_id, own.owner)
             except Exception as exc:  # noqa: BLE001 - it expires by itself
                 log.warning("could not release the lease of %s: %s", own.experiment_id, exc)
         journal.close()
+    if failed:  # reached only when the block itself raised nothing
+        raise JournalUnavailable(failed)
 
 
 class OwnerWatch:

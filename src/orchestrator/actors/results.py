@@ -127,13 +127,25 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
                     continue             # no value at all, not a 0 to average in
                 row.values.setdefault(col, []).append(float(parts["value"]))
                 row.aux.setdefault(col, []).append({k: v for k, v in parts.items() if k != "value"})
-        done = [e for e in journal.events(experiment_id, trial.trial_id, kinds=["done"])]
-        if done and done[-1].payload.get("final_loss") is not None:
-            row.values.setdefault("final_loss", []).append(float(done[-1].payload["final_loss"]))
+        loss = final_loss(journal.events(experiment_id, trial.trial_id, kinds=["evaluating", "done"]))
+        if loss is not None:
+            row.values.setdefault("final_loss", []).append(float(loss))
     metric_names.sort(key=lambda c: (c.split(" (")[0], c.endswith("(final)")))
     if any("final_loss" in r.values for r in rows.values()):
         metric_names.append("final_loss")
     return ResultsTable(experiment_id, state.name, group_keys, metric_names, list(rows.values()))
+
+
+def final_loss(events: list) -> float | None:
+    """A finished trial's final loss: its `done` event's, else (a `done` journaled without it) the
+    training summary its `evaluating` event journaled when training ended; None before `done`."""
+    done = [e for e in events if e.kind.value == "done"]
+    if not done:
+        return None
+    if done[-1].payload.get("final_loss") is not None:
+        return done[-1].payload["final_loss"]
+    summaries = [e for e in events if e.kind.value == "evaluating" and e.payload.get("final_loss") is not None]
+    return summaries[-1].payload["final_loss"] if summaries else None
 
 
 def one_line(text: str, limit: int = 160) -> str:

@@ -1,7 +1,8 @@
 """Trainer actor: runs one trial with the ML core's `train_trial` and forwards what it reports.
 
 Thin by design: the core trains, checkpoints to the blob store and resumes from the newest
-verified checkpoint; this actor only relays metrics and landed checkpoints to the coordinator.
+verified checkpoint; this actor only relays metrics and landed checkpoints to the coordinator,
+and waits at each checkpoint until the coordinator has journaled it (`_on_metrics`).
 Ray restarts the actor after its process dies and retries the in-flight `train` call, which
 then resumes from the last checkpoint (the core's exact-resume makes the result identical).
 
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 import ray
 from ray.exceptions import RayActorError
 
+from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
@@ -41,7 +43,7 @@ if TYPE_CHECKING:  # the ML core (torch, diffusers) loads in the trainer's proce
     from orchestrator.training.distributed import DistContext
 
 log = logging.getLogger(__name__)
-REPORT_EVERY_S = 0.25  # metrics are throttled; checkpoints and the last step are always sent
+REPORT_EVERY_S = 0.25  # live metrics are throttled; checkpoints and the last step are always sent, and awaited
 PEER_GRACE_S = 15.0    # after one rank fails or dies, how long the others get to notice and return
 
 
@@ -53,6 +55,7 @@ class Trainer:
         self._last_report = self._last_shard_report = 0.0
         self._history: list[list[float]] = []  # [step, loss, lr] of every step since the last report
         self._stop = threading.Event()  # set by `preempt` (another actor thread: max_concurrency=2)
+        self._halted: str | None = None  # set by `halt`: the journal cannot record this run any more
         # The run that owns this trial: once it is gone, nothing more is written (no checkpoint,
         # no report) and training stops at the next step boundary.
         self.owner = OwnerWatch(ownership) if ownership is not None else None
@@ -70,17 +73,38 @@ class Trainer:
         return os.getpid()
 
     def _on_metrics(self, m: StepMetrics) -> None:
+        """Live progress is sent unawaited (throttled). At a checkpoint boundary (a checkpoint
+        landed, or the last step) the loss curve since the last boundary and each landed
+        checkpoint's row are journaled and acknowledged before training goes on: a checkpoint
+        counts as saved only once the journal has it, and the loop prunes old checkpoints only
+        when it writes the next one, so the newest journaled checkpoint is never pruned. A journal
+        down past its outage bound raises here: training stops at this step boundary."""
         if self.reporter is None or (self.owner is not None and self.owner.gone):
             return
         now = time.monotonic()
         self._history.append([m.step, m.loss, m.lr])  # every step: reports are throttled, curves are not
-        if m.checkpoint or m.step == m.total_steps or now - self._last_report >= REPORT_EVERY_S:
+        report = {**m.as_dict(), "pid": os.getpid()}
+        if m.checkpoints or m.step == m.total_steps:
             self._last_report = now
             history, self._history = self._history, []
-            self.reporter.on_metrics.remote(self.trial_id, {**m.as_dict(), "pid": os.getpid(), "history": history})
-        for step, key in m.checkpoints:  # landed in the store: safe to journal
-            info = open_store(self.blobs_uri).info(key)
-            self.reporter.on_checkpoint.remote(self.trial_id, step, key, info.sha256, info.size)
+            _acknowledged(self.reporter.on_metrics.remote(self.trial_id, {**report, "history": history}))
+            for step, key in m.checkpoints:  # landed in the store: safe to journal
+                info = open_store(self.blobs_uri).info(key)
+                _acknowledged(self.reporter.on_checkpoint.remote(self.trial_id, step, key, info.sha256, info.size))
+        elif now - self._last_report >= REPORT_EVERY_S:
+            self._last_report = now
+            self.reporter.on_metrics.remote(self.trial_id, report)  # the bar's step and loss: nothing journaled
+
+    def halt(self, reason: str) -> None:
+        """Stop at the next step boundary without writing anything more (the journal is gone)."""
+        self._halted = reason
+
+    def _guard(self) -> None:
+        """Asked by the loop before each step's checkpoint: raises once the run must stop writing."""
+        if self._halted:
+            raise JournalUnavailable(self._halted)
+        if self.owner is not None:
+            self.owner.check()
 
     def _rank_metrics(self, rank: int, is_main: bool):
         """A data-parallel rank's callback: rank 0 reports to the coordinator, every rank reports
@@ -111,7 +135,7 @@ class Trainer:
         if where["fallback"]:
             log.warning("trial %s rank %d: %s", self.trial_id, rank, where["fallback"])
         if self.reporter is not None and not (self.owner is not None and self.owner.gone):
-            self.reporter.on_placed.remote(self.trial_id, where)
+            _acknowledged(self.reporter.on_placed.remote(self.trial_id, where))  # journaled: awaited
             if where["fallback"] and is_main:
                 self._on_notice("gpu_unavailable", {"gpu_ids": where["gpu_ids"], "device": where["device"],
                                                     "reason": where["fallback"]})
@@ -125,7 +149,7 @@ class Trainer:
 
     def _on_notice(self, kind: str, details: dict) -> None:
         if self.reporter is not None:
-            self.reporter.on_notice.remote(self.trial_id, kind, details)
+            _acknowledged(self.reporter.on_notice.remote(self.trial_id, kind, details))  # journaled: awaited
 
     def train(self, max_steps: int | None = None, distributed: DistContext | None = None,
               expect_checkpoint: int | None = None, restart_missing: bool = False) -> dict:
@@ -146,10 +170,16 @@ class Trainer:
                                  on_metrics=callback, num_threads=self.num_threads, distributed=distributed,
                                  on_notice=notice, expect_checkpoint=expect_checkpoint,
                                  restart_missing=restart_missing, stop=self._stop.is_set,
-                                 guard=None if self.owner is None else self.owner.check, device=device)
+                                 guard=self._guard, device=device)
         except Exception as exc:  # noqa: BLE001 - a failing trial is data for the journal
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         return dataclasses.asdict(result)
+
+
+def _acknowledged(answer):
+    """Wait for a reporter's answer: a Ray call's result (raising what the coordinator raised), or
+    the value itself from an in-process reporter."""
+    return ray.get(answer) if isinstance(answer, ray.ObjectRef) else answer
 
 
 def _reconstructed() -> bool:

@@ -12,10 +12,12 @@ transition check race-free and keeps `seq` order equal to commit order (a reader
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,11 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from .errors import JournalError
+from .errors import JournalError, JournalLocationError
+from .retry import JournalUnavailable, RetryPolicy, detail, is_cut, is_transient
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 _WRITE_OPTION = "journal_write"
@@ -150,9 +153,98 @@ def insert_for(conn: Connection) -> Callable[..., Any]:
     return sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
 
 
+def location(url: str | URL) -> str:
+    """Where a journal is, for a message: a SQLite file's absolute path, else the URL masked."""
+    try:
+        parsed = normalize_url(url)
+    except JournalError:
+        return "<unparseable URL>"
+    if parsed.get_backend_name() == "sqlite" and not is_memory(parsed) and not parsed.query.get("uri"):
+        return str(Path(parsed.database).expanduser().absolute())  # type: ignore[arg-type]
+    return masked(parsed)
+
+
 def masked(url: str | URL) -> str:
     """The URL with any password hidden, for messages and logs."""
     try:
         return normalize_url(url).render_as_string(hide_password=True)
     except JournalError:
         return "<unparseable URL>"
+
+
+# What a PostgreSQL server or SQLite answers when the location itself is wrong (bad input, exit 2),
+# as opposed to a server that cannot be reached (refused, timed out, DNS: exit 1).
+_BAD_LOCATION = ("does not exist", "password authentication failed", "no password supplied",
+                 "unable to open database file", "readonly database", "read-only")
+# What SQLite says of a file that is not a database, or one damaged beyond reading.
+_NOT_A_DATABASE = ("file is not a database", "disk image is malformed", "not a database")
+
+
+def open_checked(url: str | URL, connect: Callable[[Engine], Any]) -> Engine:
+    """The one place a journal engine is opened: `connect(engine)` (the schema upgrade) runs on a
+    new engine, and whatever the database answers is turned into one line naming the journal
+    (password masked): a file that is not a database, a wrong location (JournalLocationError,
+    exit 2), an unreachable server (JournalError, exit 1). A connection cut while opening is
+    retried within the outage bound."""
+    engine = create_journal_engine(url)
+    where = location(url)
+    try:
+        RetryPolicy.from_env().run(lambda: connect(engine), where, "open the journal", transient=is_cut)
+    except DatabaseError as exc:  # OperationalError included
+        engine.dispose()
+        raise _classified(where, exc) from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _classified(where: str, exc: DatabaseError) -> JournalError:
+    said = " ".join(detail(exc).split())
+    if any(s in said.lower() for s in _NOT_A_DATABASE):
+        return JournalLocationError(f"{where} is not a journal: not a SQLite database, or a damaged one ({said})")
+    if any(s in said for s in _BAD_LOCATION):
+        return JournalLocationError(f"cannot open the journal at {where}: {said}")
+    if isinstance(exc, OperationalError) or is_transient(exc):
+        return JournalError(f"cannot reach the journal at {where}: {said}")
+    return JournalError(f"cannot open the journal at {where}: {said}")
+
+
+@dataclass(frozen=True)
+class JournalFile:
+    """A SQLite journal's file as it was opened: the same file (device and inode) must still be at
+    its path, writable, for a run to go on writing. A file deleted or replaced under a run would
+    take every later write with it (SQLite writes on into the unlinked inode), and a file turned
+    read-only fails writes (or, for its shared-memory file, kills the process with SIGBUS)."""
+
+    path: Path
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, url: str | URL) -> JournalFile | None:
+        """The file of a SQLite journal URL (None for PostgreSQL, in-memory and URI databases)."""
+        parsed = normalize_url(url)
+        if parsed.get_backend_name() != "sqlite" or is_memory(parsed) or parsed.query.get("uri"):
+            return None
+        path = Path(parsed.database).expanduser().absolute()  # type: ignore[arg-type]
+        st = path.stat()
+        return cls(path, st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        """JournalUnavailable (one line naming the file) unless the file is still the one opened
+        and it, its WAL and shared-memory files are writable."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise JournalUnavailable(f"the journal {self.path} was deleted while in use; nothing more is "
+                                     f"written to it") from None
+        except OSError as exc:
+            raise JournalUnavailable(f"the journal {self.path} cannot be reached: {exc.strerror or exc}") from None
+        if (st.st_dev, st.st_ino) != (self.device, self.inode):
+            raise JournalUnavailable(f"the journal {self.path} was replaced by another file while in use; "
+                                     f"nothing more is written to it")
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            if path.exists() and not os.access(path, os.W_OK):
+                raise JournalUnavailable(f"the journal {self.path} turned read-only while in use ({path.name} "
+                                         f"is not writable); nothing more is written to it")

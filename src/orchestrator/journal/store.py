@@ -4,6 +4,12 @@ Every write runs in one serialised write transaction (see engine.py). An append 
 idempotency key, checks the lifecycle transition against the entity's newest status event and
 inserts (appender.py); doing the check under the write lock makes it race-free between threads,
 processes and hosts.
+
+Every operation, read or write (fence check included), runs whole under the journal's one retry
+policy (retry.py): a terminated connection, a failover or a locked SQLite file is retried with
+backoff, and a journal unreachable past the bound is JournalUnavailable. A write either commits
+and is acknowledged, or raises: none is dropped. A run's SQLite journal file is checked before
+each of its writes to be the one opened and writable (engine.JournalFile).
 """
 
 from __future__ import annotations
@@ -11,33 +17,36 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from orchestrator.telemetry import current as telemetry
 
 from .appender import append_batch, event_from_row
 from .checkpoints import Checkpoint
-from .engine import (create_journal_engine, insert_for, is_memory, masked, normalize_url, read_transaction,
+from .engine import (JournalFile, insert_for, is_memory, location, masked, normalize_url, open_checked,
+                     read_transaction,
                      write_transaction)
-from .errors import (AmbiguousTrial, InvalidEvent, JournalConflict, JournalError, JournalLocationError,
+from .errors import (AmbiguousTrial, InvalidEvent, JournalConflict, JournalLocationError,
                      UnknownExperiment, UnknownTrial)
 from . import grading as grading_ops
 from . import lease as lease_ops
 from .events import Event, EventKind, canonical_json, check_id
 from .lease import Fence, Holder, Lease
 from .migrate import upgrade_to_head
+from .retry import JournalUnavailable, RetryPolicy, detail
 from .schema import checkpoints as checkpoints_t
 from .schema import events as events_t
 from .schema import experiments as experiments_t
 from .schema import trials as trials_t
 from .schema import utcnow
 from .state import ExperimentState, TrialState, fold_experiment, fold_trial
+
+R = TypeVar("R")
 
 
 def open_journal(url: str, *, create: bool = True) -> Journal:
@@ -56,34 +65,18 @@ def open_journal(url: str, *, create: bool = True) -> Journal:
                                        f"or $ORCH_JOURNAL)")
         if create and path.exists() and not os.access(path, os.W_OK):  # readers may read it
             raise JournalLocationError(f"the journal {path} is read-only")
-    engine = create_journal_engine(url)
+    engine = open_checked(url, upgrade_to_head)
     try:
-        upgrade_to_head(engine)
-    except OperationalError as exc:  # unreachable server, missing database, unwritable path...
+        file = JournalFile.of(parsed)
+    except OSError as exc:  # gone between the upgrade and here
         engine.dispose()
-        raise _classified(masked(url), exc) from exc
-    except BaseException:
-        engine.dispose()
-        raise
-    return Journal(engine)
-
-
-# What a PostgreSQL server answers when the URL itself is wrong (bad input), as opposed to a
-# server that cannot be reached (refused, timed out, DNS): the first is exit 2, the second 1.
-_BAD_LOCATION = ("does not exist", "password authentication failed", "no password supplied",
-                 "unable to open database file", "readonly database", "read-only")
+        raise JournalLocationError(f"no journal at {parsed.database}: {exc.strerror or exc}") from None
+    return Journal(engine, file=file)
 
 
 # What a database says when it refuses writes: a read-only SQLite file, a PostgreSQL database or
 # role in read-only mode, a role without INSERT rights.
 _READ_ONLY = ("readonly database", "read-only transaction", "permission denied")
-
-
-def _classified(where: str, exc: OperationalError) -> JournalError:
-    detail = " ".join(str(exc.orig or exc).split())
-    if any(s in detail for s in _BAD_LOCATION):
-        return JournalLocationError(f"cannot open the journal at {where}: {detail}")
-    return JournalError(f"cannot reach the journal at {where}: {detail}")
 
 
 class Journal:
@@ -92,29 +85,55 @@ class Journal:
     Open one per process, after any fork: pooled connections must not cross a fork.
     """
 
-    def __init__(self, engine: Engine, fence: Fence | None = None) -> None:
+    def __init__(self, engine: Engine, fence: Fence | None = None, file: JournalFile | None = None,
+                 policy: RetryPolicy | None = None) -> None:
         self._engine = engine
         self._fence = fence
+        self._file = file
+        self._policy = policy or RetryPolicy.from_env()
+        self._where = location(engine.url)
 
     def fenced(self, experiment_id: str, owner: str, holder: Holder) -> Journal:
         """This journal (same engine) writing only while `owner` holds `experiment_id`'s lease
         and `holder` runs: every write checks both in its transaction, else LeaseLost."""
-        return Journal(self._engine, Fence(experiment_id, owner, holder))
+        return Journal(self._engine, Fence(experiment_id, owner, holder), self._file, self._policy)
 
-    @contextmanager
-    def _write(self, fenced: bool = True) -> Iterator[Connection]:
-        """A write transaction (checked against the fence, if any); a journal that refuses writes
-        (read-only file or database, no INSERT right) is a JournalLocationError naming it."""
-        try:
+    def check_file(self) -> None:
+        """JournalUnavailable, naming the file, when a SQLite journal's file was deleted, replaced
+        or turned read-only since it was opened (a heartbeat asks; so does every write)."""
+        if self._file is not None:
+            self._file.check()
+
+    def _write(self, body: Callable[[Connection], R], what: str, fenced: bool = True) -> R:
+        """`body(conn)` in a write transaction (checked against the fence, if any), retried whole
+        on transient faults; a journal that refuses writes (read-only file or database, no
+        INSERT right) is a JournalLocationError naming it, or JournalUnavailable under a run."""
+        def once() -> R:
+            if self._fence is not None:  # a run's writes: into the file it began with, or none
+                self.check_file()
             with write_transaction(self._engine) as conn:
                 if fenced and self._fence is not None:
                     self._fence.check(conn)
-                yield conn
+                return body(conn)
+
+        try:
+            return self._policy.run(once, self._where, what)
         except DBAPIError as exc:
-            detail = " ".join(str(exc.orig or exc).split())
-            if any(s in detail for s in _READ_ONLY):
-                raise JournalLocationError(f"the journal at {masked(self._engine.url)} is read-only: {detail}") from exc
+            said = " ".join(detail(exc).split())
+            if any(s in said for s in _READ_ONLY):
+                if self._fence is not None:  # it was writable when the run began
+                    raise JournalUnavailable(f"the journal at {self._where} turned read-only under the run: "
+                                             f"{said}") from None
+                raise JournalLocationError(f"the journal at {self._where} is read-only: {said}") from exc
             raise
+
+    def _read(self, body: Callable[[Connection], R], what: str) -> R:
+        """`body(conn)` in one read transaction (a consistent snapshot), retried whole on transient faults."""
+        def once() -> R:
+            with read_transaction(self._engine) as conn:
+                return body(conn)
+
+        return self._policy.run(once, self._where, what)
 
     @property
     def engine(self) -> Engine:
@@ -144,12 +163,17 @@ class Journal:
         if not isinstance(name, str) or not isinstance(manifest, str):
             raise InvalidEvent("experiment name and manifest must be strings")
         row = {"id": experiment_id, "name": name, "manifest": manifest, "created_at": utcnow()}
-        with self._write() as conn:
+
+        def body(conn: Connection) -> Any:
             if self._insert_new(conn, experiments_t, row, ["id"]):
-                return True
-            stored = conn.execute(
+                return None
+            return conn.execute(
                 select(experiments_t.c.name, experiments_t.c.manifest).where(experiments_t.c.id == experiment_id)
             ).one()
+
+        stored = self._write(body, f"register experiment {experiment_id}")
+        if stored is None:
+            return True
         if (stored.name, stored.manifest) != (name, manifest):
             what = "name" if stored.name != name else "manifest"
             raise JournalConflict(f"experiment {experiment_id!r} is already registered with a different {what}")
@@ -169,8 +193,9 @@ class Journal:
             if not isinstance(config, Mapping):
                 raise InvalidEvent(f"config of trial {trial_id!r} must be a mapping")
             rows.append((trial_id, canonical_json(dict(config), f"config of trial {trial_id!r}")))
-        result: dict[str, bool] = {}
-        with self._write() as conn:
+
+        def body(conn: Connection) -> dict[str, bool]:
+            result: dict[str, bool] = {}
             self._require_experiment(conn, experiment_id)
             for trial_id, config in rows:
                 row = {"experiment_id": experiment_id, "id": trial_id, "config": config, "created_at": utcnow()}
@@ -188,7 +213,9 @@ class Journal:
                         "different config (trial ids are config hashes: is the hash stale?)"
                     )
                 result[trial_id] = False
-        return result
+            return result
+
+        return self._write(body, f"register {len(rows)} trial(s) of {experiment_id}")
 
     # ------------------------------------------------------------------- events
 
@@ -210,8 +237,9 @@ class Journal:
         if not batch:
             return []
         started = time.perf_counter()
-        with self._write() as conn:
-            stored = append_batch(conn, batch)
+        stored = self._write(lambda conn: append_batch(conn, batch),
+                             f"append {batch[0].describe(with_key=False)}"
+                             + (f" and {len(batch) - 1} more" if len(batch) > 1 else ""))
         telemetry().journal_appended(backend=self.dialect, events=len(batch), seconds=time.perf_counter() - started)
         return stored
 
@@ -240,59 +268,64 @@ class Journal:
         query = query.order_by(events_t.c.seq)
         if limit is not None:
             query = query.limit(limit)
-        with read_transaction(self._engine) as conn:
-            return [event_from_row(row) for row in conn.execute(query)]
+        return self._read(lambda conn: [event_from_row(row) for row in conn.execute(query)], "read events")
 
     # -------------------------------------------------------------- read models
 
     def experiment_state(self, experiment_id: str) -> ExperimentState:
-        with read_transaction(self._engine) as conn:
-            row = conn.execute(select(experiments_t).where(experiments_t.c.id == experiment_id)).one_or_none()
-            if row is None:
-                raise UnknownExperiment(f"no experiment {experiment_id!r} in the journal")
-            configs = {
-                r.id: r.config
-                for r in conn.execute(
-                    select(trials_t.c.id, trials_t.c.config)
-                    .where(trials_t.c.experiment_id == experiment_id)
-                    .order_by(trials_t.c.created_at, trials_t.c.id)
-                )
-            }
-            events = self._query_events(conn, select(events_t).where(events_t.c.experiment_id == experiment_id))
+        return self._read(lambda conn: self._experiment_state(conn, experiment_id), f"read experiment {experiment_id}")
+
+    def _experiment_state(self, conn: Connection, experiment_id: str) -> ExperimentState:
+        row = conn.execute(select(experiments_t).where(experiments_t.c.id == experiment_id)).one_or_none()
+        if row is None:
+            raise UnknownExperiment(f"no experiment {experiment_id!r} in the journal")
+        configs = {
+            r.id: r.config
+            for r in conn.execute(
+                select(trials_t.c.id, trials_t.c.config)
+                .where(trials_t.c.experiment_id == experiment_id)
+                .order_by(trials_t.c.created_at, trials_t.c.id)
+            )
+        }
+        events = self._query_events(conn, select(events_t).where(events_t.c.experiment_id == experiment_id))
         return fold_experiment(row.id, row.name, row.manifest, events, configs, row.created_at)
 
     def trial_state(self, trial_id: str, experiment_id: str | None = None) -> TrialState:
         """State of a trial; `experiment_id` is needed only when the trial is in several experiments."""
-        with read_transaction(self._engine) as conn:
-            query = select(trials_t.c.experiment_id, trials_t.c.config).where(trials_t.c.id == trial_id)
-            if experiment_id is not None:
-                query = query.where(trials_t.c.experiment_id == experiment_id)
-            rows = conn.execute(query).all()
-            if not rows:
-                where = f" in experiment {experiment_id!r}" if experiment_id else ""
-                raise UnknownTrial(f"no trial {trial_id!r}{where} in the journal")
-            if len(rows) > 1:
-                raise AmbiguousTrial(
-                    f"trial {trial_id!r} is in experiments {sorted(r.experiment_id for r in rows)}; "
-                    "pass experiment_id"
-                )
-            exp_id, config = rows[0]
-            events = self._query_events(
-                conn,
-                select(events_t).where(events_t.c.experiment_id == exp_id, events_t.c.trial_id == trial_id),
+        return self._read(lambda conn: self._trial_state(conn, trial_id, experiment_id), f"read trial {trial_id}")
+
+    def _trial_state(self, conn: Connection, trial_id: str, experiment_id: str | None) -> TrialState:
+        query = select(trials_t.c.experiment_id, trials_t.c.config).where(trials_t.c.id == trial_id)
+        if experiment_id is not None:
+            query = query.where(trials_t.c.experiment_id == experiment_id)
+        rows = conn.execute(query).all()
+        if not rows:
+            where = f" in experiment {experiment_id!r}" if experiment_id else ""
+            raise UnknownTrial(f"no trial {trial_id!r}{where} in the journal")
+        if len(rows) > 1:
+            raise AmbiguousTrial(
+                f"trial {trial_id!r} is in experiments {sorted(r.experiment_id for r in rows)}; "
+                "pass experiment_id"
             )
+        exp_id, config = rows[0]
+        events = self._query_events(
+            conn,
+            select(events_t).where(events_t.c.experiment_id == exp_id, events_t.c.trial_id == trial_id),
+        )
         return fold_trial(exp_id, trial_id, events, config)
 
     def list_experiments(self) -> list[ExperimentState]:
         """Every experiment with its trials, oldest first (reads the whole journal)."""
-        with read_transaction(self._engine) as conn:
-            rows = conn.execute(select(experiments_t).order_by(experiments_t.c.created_at, experiments_t.c.id)).all()
-            configs: dict[str, dict[str, Any]] = defaultdict(dict)
-            for r in conn.execute(select(trials_t).order_by(trials_t.c.created_at, trials_t.c.id)):
-                configs[r.experiment_id][r.id] = r.config
-            by_experiment: dict[str, list[Event]] = defaultdict(list)
-            for event in self._query_events(conn, select(events_t)):
-                by_experiment[event.experiment_id].append(event)
+        return self._read(self._list_experiments, "list experiments")
+
+    def _list_experiments(self, conn: Connection) -> list[ExperimentState]:
+        rows = conn.execute(select(experiments_t).order_by(experiments_t.c.created_at, experiments_t.c.id)).all()
+        configs: dict[str, dict[str, Any]] = defaultdict(dict)
+        for r in conn.execute(select(trials_t).order_by(trials_t.c.created_at, trials_t.c.id)):
+            configs[r.experiment_id][r.id] = r.config
+        by_experiment: dict[str, list[Event]] = defaultdict(list)
+        for event in self._query_events(conn, select(events_t)):
+            by_experiment[event.experiment_id].append(event)
         return [
             fold_experiment(r.id, r.name, r.manifest, by_experiment[r.id], configs[r.id], r.created_at) for r in rows
         ]
@@ -311,12 +344,17 @@ class Journal:
             "size": size,
             "created_at": utcnow(),
         }
-        with self._write() as conn:
+
+        def body(conn: Connection) -> Any:
             if self._insert_new(conn, checkpoints_t, row, ["trial_id", "step"]):
-                return True
-            stored = conn.execute(
+                return None
+            return conn.execute(
                 select(checkpoints_t).where(checkpoints_t.c.trial_id == trial_id, checkpoints_t.c.step == step)
             ).one()
+
+        stored = self._write(body, f"record the checkpoint of trial {trial_id} at step {step}")
+        if stored is None:
+            return True
         if (stored.uri, stored.sha256, stored.size) != checkpoint.content():
             raise JournalConflict(
                 f"checkpoint of trial {trial_id!r} at step {step} is already recorded as "
@@ -328,8 +366,8 @@ class Journal:
     def checkpoints(self, trial_id: str) -> list[Checkpoint]:
         """The trial's indexed checkpoints, by step."""
         query = select(checkpoints_t).where(checkpoints_t.c.trial_id == trial_id).order_by(checkpoints_t.c.step)
-        with read_transaction(self._engine) as conn:
-            return [_checkpoint_from_row(r) for r in conn.execute(query)]
+        return self._read(lambda conn: [_checkpoint_from_row(r) for r in conn.execute(query)],
+                          f"read the checkpoints of {trial_id}")
 
     def latest_checkpoint(self, trial_id: str) -> Checkpoint | None:
         """The trial's checkpoint with the highest step, or None."""
@@ -339,56 +377,57 @@ class Journal:
             .order_by(checkpoints_t.c.step.desc())
             .limit(1)
         )
-        with read_transaction(self._engine) as conn:
-            row = conn.execute(query).one_or_none()
+        row = self._read(lambda conn: conn.execute(query).one_or_none(), f"read the checkpoints of {trial_id}")
         return None if row is None else _checkpoint_from_row(row)
 
     # ------------------------------------------------------------------ leases
 
     def acquire_lease(self, experiment_id: str, owner: str, holder: Holder, ttl: float | None = None) -> Lease:
         """Take `experiment_id`'s lease for `owner` (LeaseHeld when a live owner has it)."""
-        with self._write(fenced=False) as conn:
-            return lease_ops.acquire(conn, experiment_id, owner, holder, lease_ops.ttl_s() if ttl is None else ttl)
+        ttl = lease_ops.ttl_s() if ttl is None else ttl
+        return self._write(lambda conn: lease_ops.acquire(conn, experiment_id, owner, holder, ttl),
+                           f"take the lease of {experiment_id}", fenced=False)
 
     def renew_lease(self, experiment_id: str, owner: str, ttl: float | None = None) -> None:
         """Push the expiry on (LeaseLost when `owner` no longer holds it)."""
-        with self._write(fenced=False) as conn:
-            lease_ops.renew(conn, experiment_id, owner, lease_ops.ttl_s() if ttl is None else ttl)
+        ttl = lease_ops.ttl_s() if ttl is None else ttl
+        self._write(lambda conn: lease_ops.renew(conn, experiment_id, owner, ttl),
+                    f"renew the lease of {experiment_id}", fenced=False)
 
     def release_lease(self, experiment_id: str, owner: str) -> bool:
-        with self._write(fenced=False) as conn:
-            return lease_ops.release(conn, experiment_id, owner)
+        return self._write(lambda conn: lease_ops.release(conn, experiment_id, owner),
+                           f"release the lease of {experiment_id}", fenced=False)
 
     def lease(self, experiment_id: str) -> Lease | None:
-        with read_transaction(self._engine) as conn:
-            return lease_ops.read(conn, experiment_id)
+        return self._read(lambda conn: lease_ops.read(conn, experiment_id), f"read the lease of {experiment_id}")
 
     # ----------------------------------------------------------------- grading
 
     def register_grading_task(self, task_id: str, experiments: Sequence[str], document: Mapping[str, Any]) -> bool:
         """Record a human-evaluation task; True when new, False when already there identically."""
-        with self._write(fenced=False) as conn:
-            return grading_ops.register_task(conn, task_id, experiments, document)
+        return self._write(lambda conn: grading_ops.register_task(conn, task_id, experiments, document),
+                           f"register grading task {task_id}", fenced=False)
 
     def grading_task(self, task_id: str) -> dict[str, Any]:
         """The task's document (UnknownGradingTask when absent)."""
-        with read_transaction(self._engine) as conn:
-            return grading_ops.read_task(conn, task_id)
+        return self._read(lambda conn: grading_ops.read_task(conn, task_id), f"read grading task {task_id}")
 
     def grading_task_ids(self, experiment_id: str | None = None) -> list[str]:
-        with read_transaction(self._engine) as conn:
-            return grading_ops.task_ids(conn, experiment_id)
+        return self._read(lambda conn: grading_ops.task_ids(conn, experiment_id), "list grading tasks")
 
-    def record_grade(self, grade: grading_ops.Grade, expected_revision: int | None = None) -> tuple[int, bool]:
-        """Store a grade as its grader's next revision of the item: (revision, stored)."""
-        with self._write(fenced=False) as conn:
-            return grading_ops.record(conn, grade, expected_revision)
+    def record_grade(self, grade: grading_ops.Grade, replaces: int) -> tuple[int, bool]:
+        """Store a grade as revision `replaces + 1` (replaces: the revision shown, 0 for none): (revision,
+        stored); grading_ops.StaleGrade when a newer one exists."""
+        return self._write(lambda conn: grading_ops.record(conn, grade, replaces),
+                           f"record a grade of task {grade.task_id}", fenced=False)
 
     def grades(self, task_id: str, grader: str | None = None) -> list[grading_ops.Grade]:
         """The newest grade of each (grader, item) of the task."""
-        with read_transaction(self._engine) as conn:
+        def body(conn: Connection) -> list[grading_ops.Grade]:
             grading_ops.read_task(conn, task_id)
             return grading_ops.latest(conn, task_id, grader)
+
+        return self._read(body, f"read the grades of task {task_id}")
 
     # ----------------------------------------------------------------- helpers
 
