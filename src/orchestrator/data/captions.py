@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Mapping, Sequence
 
+# The caption styles a shapes dataset carries are the manifest's names (`data.*.captions`).
+from orchestrator.manifest.schema import CAPTION_STYLES  # noqa: F401 (re-exported)
+
 from . import spatial_rule
 from .scene_graph import SceneGraph
 
@@ -146,8 +149,6 @@ def generic_caption(sg: SceneGraph, ids: Sequence[str] | None = None) -> str:
     return join_list([noun_phrase(n, a, "a", c) for n, a, c in _groups(sg, ids)])
 
 
-# The caption styles a shapes dataset carries (captions.jsonl fields; a manifest's `captions`).
-CAPTION_STYLES = ("generic", "spatial", "counting", "described", "web")
 # The relations a web caption draws from, in a fixed order (a frozenset's order varies by run).
 WEB_RELATIONS = tuple(sorted(SPATIAL_RELATIONS))
 

@@ -4,11 +4,13 @@
 repeating a shape and colour (so counting captions have something to count and a spatial caption
 sometimes needs a size word to single an object out). "pairs" is GenEval's position task: exactly
 two objects of different shape or colour, so every scene states one relation between two named
-objects and no caption needs a size word. Kept free of heavy imports: the manifest schema uses it.
+objects and no caption needs a size word. The names are the manifest schema's (WORLD_NAMES).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from orchestrator.manifest.schema import WORLD_NAMES as _MANIFEST_WORLD_NAMES
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ WORLDS: dict[str, World] = {
 }
 DEFAULT_WORLD = "mixed"
 WORLD_NAMES = tuple(WORLDS)
+# The manifest names the worlds (the schema sits below data/ in the house); both lists must agree.
+if WORLD_NAMES != _MANIFEST_WORLD_NAMES:
+    raise ImportError(f"data.worlds implements {WORLD_NAMES}, the manifest names {_MANIFEST_WORLD_NAMES}")
 
 
 def get_world(name: str) -> World:

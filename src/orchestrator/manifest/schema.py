@@ -12,10 +12,12 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
                       model_serializer, model_validator)
 
-from orchestrator.data.captions import CAPTION_STYLES
-from orchestrator.data.worlds import WORLD_NAMES
 from orchestrator.storage.location import LocationError, confine, is_remote, local_path, parse_location
 
+# The shapes world's names a manifest may use; data/ (below manifest in the house) implements
+# each one and checks at import that it implements exactly these.
+CAPTION_STYLES = ("generic", "spatial", "counting", "described", "web")  # captions.jsonl fields
+WORLD_NAMES = ("mixed", "pairs")                                        # data/worlds.py WORLDS
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground", "shapes-comvg")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
 IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
