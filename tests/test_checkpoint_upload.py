@@ -6,7 +6,6 @@ the temp files killed uploads left are swept when the next run starts."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -129,15 +128,8 @@ def test_the_uploader_keeps_one_upload_in_flight_and_loses_none(tmp_path):
 
 # ---- a full blob store under `orch run`: one clear line, exit 1; stale temp files swept ----
 
-def _can_mount_tmpfs() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run([*_UNSHARE, "sh", "-c", "mount -t tmpfs -o size=16k orchprobe /mnt"],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
-
-
-_UNSHARE = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+from tests.test_storage import UNSHARE as _UNSHARE  # noqa: E402
+from tests.test_storage import mount_namespace_ok as _can_mount_tmpfs  # noqa: E402
 FULL_MANIFEST = """\
 name: full-store
 model: {variant: sd, base: tiny-random, resolution: 32}
