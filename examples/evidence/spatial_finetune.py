@@ -1,4 +1,4 @@
-"""Evidence for the first seed paper's claim in miniature: finetuning on spatial captions raises
+"""Evidence for the claim of Lin & Srikanth, "Diffusion Models as Visual Reasoners", in miniature: finetuning on spatial captions raises
 spatial accuracy, and finetuning as long on generic captions does not.
 
     python examples/evidence/spatial_finetune.py --out runs/evidence
