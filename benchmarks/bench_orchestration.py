@@ -76,12 +76,13 @@ def overhead(steps: int, repeats: int = 1) -> dict:
 
 def scheduling(n: int) -> dict[str, float]:
     from orchestrator.actors.coordinator import Coordinator
+    from orchestrator.actors.plan import plan_sweep
 
     with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
         path = Path(tmp) / "sweep.yaml"
         path.write_text(SWEEP.format(lrs=", ".join(f"{1e-4 * (1 + i / n):.10g}" for i in range(n))))
         t0 = time.perf_counter()
-        coord = Coordinator(str(path))  # loads and expands the manifest
+        coord = Coordinator(plan_sweep(path).to_json())  # loads and expands the manifest, then by value
         t1 = time.perf_counter()
         queued = coord._register()      # registers every trial and journals `queued`
         t2 = time.perf_counter()

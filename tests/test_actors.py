@@ -161,7 +161,7 @@ def test_trainer_sigkill_resumes_to_identical_weights(tmp_path):
     path = write(tmp_path / "killed", "killed", steps=16, every=4)
     plan = plan_sweep(path)
     tid = plan.trials[0].id
-    coord = ExperimentCoordinator.remote(str(path))
+    coord = ExperimentCoordinator.remote(plan.to_json())
     done = coord.run.remote()
     progress = lambda: ray.get(coord.progress.remote()).get(tid, {})  # noqa: E731
     wait_for(lambda: progress().get("step", 0) >= 5)  # a checkpoint at 4 exists; steps after are lost
@@ -188,7 +188,7 @@ def test_coordinator_killed_then_resumed(tmp_path):
     plan = plan_sweep(path)
     first, second, _ = (t.id for t in plan.trials)
     coord = ExperimentCoordinator.options(name=f"coordinator-{plan.experiment_id}", namespace=api.NAMESPACE).remote(
-        str(path))
+        plan.to_json())
     coord.run.remote()
     journal = open_journal(plan.journal_url)
     wait_for(lambda: journal.trial_state(first).status.value == "done"
@@ -207,6 +207,37 @@ def test_coordinator_killed_then_resumed(tmp_path):
     after = {c.step for c in journal.checkpoints(second)}
     assert before <= after and store.exists(journal.latest_checkpoint(second).uri)
     journal.close()
+
+
+def test_an_edited_manifest_does_not_change_what_resume_finishes(tmp_path):
+    """The coordinator is killed mid-trial and the manifest is then edited (another learning rate,
+    more steps): `resume` finishes the experiment from the plan the journal recorded, and the
+    trial's weights are bit for bit those of an uninterrupted run of the original manifest."""
+    path = write(tmp_path / "edited", "edited", steps=12, every=2)
+    original = path.read_text()
+    plan = plan_sweep(path)
+    [tid] = [t.id for t in plan.trials]
+    coord = ExperimentCoordinator.options(name=f"coordinator-{plan.experiment_id}", namespace=api.NAMESPACE).remote(
+        plan.to_json())
+    coord.run.remote()
+    journal = open_journal(plan.journal_url)
+    wait_for(lambda: journal.trial_state(tid).last_checkpoint_step, timeout=180)
+    ray.kill(coord)
+    wait_for(lambda: _no_actor(f"coordinator-{plan.experiment_id}"))
+    path.write_text(original.replace("steps: 12", "steps: 20").replace("lr: 1.0e-3", "lr: 3.0e-3"))
+    assert plan_sweep(path).experiment_id != plan.experiment_id  # the file now describes another experiment
+
+    assert api.resume(plan.journal_url, plan.experiment_id, progress=False) == plan.experiment_id
+    state = journal.experiment_state(plan.experiment_id)
+    assert state.status.value == "done" and journal.latest_checkpoint(tid).step == 12
+    journal.close()
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    (straight / "edited.yaml").write_text(original)
+    ref = train_trial(straight / "edited.yaml", tid, progress=False, num_threads=1)
+    a = load_components(f"trials/{tid}/model", store=open_store(plan.blobs_uri)).unet.state_dict()
+    b = load_components(ref.model_prefix, store=open_store(straight / "blobs")).unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _no_actor(name: str) -> bool:
@@ -229,10 +260,10 @@ def test_coordinator_state_is_rebuilt_from_the_journal(tmp_path):
         for tid, kinds in ((a, ["queued", "running", "done"]), (b, ["queued", "running"]), (c, [])):
             for i, kind in enumerate(kinds):
                 journal.append(Event.for_trial(eid, tid, kind, f"{tid}-{i}"))
-        todo = Coordinator(str(path))._register()  # no Ray needed to rebuild
+        todo = Coordinator(plan.to_json())._register()  # no Ray needed to rebuild
         assert todo == [b, c]
         assert journal.trial_state(b).status.value == "queued"  # the lost attempt is requeued
-        assert Coordinator(str(path))._register() == [b, c]  # rebuilding twice changes nothing
+        assert Coordinator(plan.to_json())._register() == [b, c]  # rebuilding twice changes nothing
         assert len(journal.events(eid, b)) == 3
 
 
@@ -242,7 +273,7 @@ def test_two_rank_gloo_group_matches_single_process(tmp_path):
     path = write(tmp_path / "ddp", "ddp", steps=4, every=2)
     plan = plan_sweep(path)
     tid = plan.trials[0].id
-    group = TrainerGroup(str(path), tid, plan.blobs_uri, None, world_size=2, use_gpus=False, backend="gloo")
+    group = TrainerGroup(plan.trial(tid).to_json(), plan.blobs_uri, None, world_size=2, use_gpus=False, backend="gloo")
     try:
         results = ray.get(group.train(), timeout=300)
     finally:

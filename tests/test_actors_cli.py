@@ -159,6 +159,7 @@ def test_sigkilled_orch_run_is_finished_by_orch_resume(tmp_path):
     before = {c.step: c.uri for c in journal.checkpoints(second)}
     assert before and max(before) < 40
 
+    path.unlink()  # resume reads the plan the journal recorded, not the file
     resume = subprocess.Popen([*ORCH, "resume", eid, "--journal", journal_url, "--no-progress", "--cpus", "1"],
                               cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)

@@ -36,7 +36,7 @@ def test_one_gpu_trials_run_two_at_a_time_each_on_its_own_gpu(tmp_path):
     tid = plan.trials[0].id
     options = trial_resources(1, 0.5)
     assert options == {"num_gpus": 1, "num_cpus": 0.5} and cluster_slots(0.5, 1) == 2  # the coordinator's queue
-    probes = [TrainerActor.options(**options).remote(str(path), tid, plan.blobs_uri) for _ in range(3)]
+    probes = [TrainerActor.options(**options).remote(plan.trial(tid).to_json(), plan.blobs_uri) for _ in range(3)]
     try:
         refs = [p.where.remote() for p in probes]
         first = ray.get(refs[:2], timeout=120)

@@ -99,18 +99,22 @@ def test_a_sweep_survives_the_loss_of_a_worker_node(tmp_path, postgres_database_
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short (socket paths), and ours alone
     head = ray_start(["--head", f"--port={gcs}", "--num-cpus=1", "--num-gpus=1", "--include-dashboard=false",
                       f"--ray-client-server-port={free_port()}", f"--temp-dir={ray_tmp}"], env, tmp_path / "head.log")
+    # The worker node runs in a folder of its own, and the manifest is deleted once submitted:
+    # trials travel by value, so no node may need the head's copy of the file.
+    (tmp_path / "worker-node").mkdir()
     worker = ray_start([f"--address=127.0.0.1:{gcs}", "--num-cpus=1", "--num-gpus=1",
                         f"--resources={json.dumps({WORKER_TAG: 1})}", f"--temp-dir={ray_tmp}"], env,
-                       tmp_path / "worker.log")
+                       tmp_path / "worker-node" / "worker.log")
     try:
-        for node in ("head", "worker"):  # both up before the sweep, so both trials start at once
-            wait_for(lambda: started(tmp_path / f"{node}.log"), 60, f"the {node} node",
-                     shown=lambda: (tmp_path / f"{node}.log").read_text()[-2000:])
+        for log in (tmp_path / "head.log", tmp_path / "worker-node" / "worker.log"):  # both up first,
+            wait_for(lambda: started(log), 60, f"the node logging to {log.name}",  # so both trials start at once
+                     shown=lambda: log.read_text()[-2000:])
         def submitted():
             sub = subprocess.run([str(BIN / "orch"), "submit", "m.yaml", "--address", f"127.0.0.1:{gcs}"],
                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
             return sub if sub.returncode == 0 else None
         wait_for(submitted, 60, "`orch submit` to reach the head", every=1)
+        (tmp_path / "m.yaml").unlink()  # the sweep runs from its plan by value
         journal = open_journal(journal_url, create=False)
         eid = wait_for(lambda: [s.experiment_id for s in journal.list_experiments()], 60, "the experiment")[0]
 

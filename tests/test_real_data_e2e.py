@@ -90,6 +90,7 @@ def test_sd_v15_layout_finetuned_on_imagefolder_and_gqa_captions_through_the_act
 def test_a_data_parallel_trial_on_files_shards_the_examples_there_are(tmp_path):
     """The ShardPlanner's size is the count the ranks will read: a file source's `n` is at most
     its first n, and a skipped record is not there."""
+    from orchestrator.actors.plan import plan_sweep
     from orchestrator.actors.trainer import planner_spec
 
     write_imagefolder(tmp_path / "folder", n=6)
@@ -99,4 +100,5 @@ def test_a_data_parallel_trial_on_files_shards_the_examples_there_are(tmp_path):
     path.write_text("name: ddp\nmodel: {variant: sd, base: tiny-random}\n"
                     "data: {train: {kind: imagefolder, root: ./folder, n: 100, on_error: skip}}\n"
                     "train: {steps: 2, batch_size: 2}\nstorage: {blobs: ./blobs}\n")
-    assert planner_spec(str(path), "0")["n"] == 6
+    plan = plan_sweep(path)
+    assert planner_spec(plan.trial(plan.trials[0].id).to_json())["n"] == 6

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from orchestrator.actors.coordinator import Coordinator
 from orchestrator.actors.evaluator import Evaluator
+from orchestrator.actors.plan import plan_sweep
 from orchestrator.actors.trainer import Trainer
 from orchestrator.cli import app
 from orchestrator.journal import EventKind, open_journal
@@ -56,12 +57,12 @@ def experiment(tmp_path_factory):
         w.writerows([(f"a blue square number {i}", "Colors") for i in range(100)])
     path = root / "m.yaml"
     path.write_text(MANIFEST.format(clip=root / "clip"))
-    coord = Coordinator(str(path))
+    coord = Coordinator(plan_sweep(path).to_json())
     eid, plan = coord.plan.experiment_id, coord.plan
     evaluator = Evaluator(plan.blobs_uri, f"experiments/{eid}/grids")
 
     def evaluate(tid: str, source: dict, label: str) -> dict:
-        return evaluator.evaluate(coord.trial_json[tid], str(plan.loaded.base_dir), source, label)
+        return evaluator.evaluate(coord.trial_json[tid], str(plan.base_dir), source, label)
 
     to_coordinator = SimpleNamespace(on_metrics=SimpleNamespace(remote=coord.on_metrics),
                                      on_checkpoint=SimpleNamespace(remote=coord.on_checkpoint),
@@ -71,7 +72,7 @@ def experiment(tmp_path_factory):
     for tid in coord._register():
         base = base or evaluate(tid, {"kind": "base"}, "base")
         coord.rj.transition(tid, EventKind.RUNNING)
-        result = Trainer(str(path), tid, plan.blobs_uri, reporter=to_coordinator).train()
+        result = Trainer(plan.trial(tid).to_json(), plan.blobs_uri, reporter=to_coordinator).train()
         coord.rj.transition(tid, EventKind.EVALUATING)
         final = evaluate(tid, {"kind": "model", "prefix": result["model_prefix"]}, f"{tid}-final")
         coord._record_eval(tid, 0, base, base=True)

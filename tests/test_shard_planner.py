@@ -124,7 +124,7 @@ def test_group_replaces_a_killed_rank_and_finishes_identically(tmp_path):
     path = write(tmp_path / "ddp", "ddp-kill", steps=40, every=4)
     plan = plan_sweep(path)
     tid = plan.trials[0].id
-    group = TrainerGroup(str(path), tid, plan.blobs_uri, None, world_size=2, use_gpus=False, backend="gloo")
+    group = TrainerGroup(plan.trial(tid).to_json(), plan.blobs_uri, None, world_size=2, use_gpus=False, backend="gloo")
     out: dict = {}
     try:
         first_rank1 = worker_id(group.actors[1])

@@ -618,7 +618,7 @@ def eval_(
     winoground: str = typer.Option(None, "--winoground", help="Winoground directory (default: shapes-world pairs)."),
     drawbench: str = typer.Option(None, "--drawbench", help="DrawBench CSV (path or blob key) for the drawbench suite."),
     categories: str = typer.Option(None, "--categories", help="DrawBench categories, comma-separated "
-                                   "(default: Counting,Positional, the first seed paper's)."),
+                                   "(default: Counting,Positional, Lin & Srikanth's)."),
     per_prompt: int = typer.Option(4, "--per-prompt", min=1, help="DrawBench images per prompt (paired noise)."),
     reference_scenes: str = typer.Option("prompted", "--reference-scenes", help="FID's real images: prompted (held-out "
                                          "scenes stating a relation) or all (every held-out scene: for a chain)."),
@@ -775,7 +775,7 @@ def grade_build(
                                     "(repeatable; default: every finished trial). The base is always included."),
     drawbench: Path = typer.Option(None, "--drawbench", help="DrawBench CSV (Prompts/Prompt, Category)."),
     category: list[str] = typer.Option([], "--category", help="DrawBench categories (repeatable; default: "
-                                       "Counting and Positional, as the seed paper)."),
+                                       "Counting and Positional, as Lin & Srikanth's)."),
     shapes: int = typer.Option(None, "--shapes", min=1, help="Instead of DrawBench: N held-out shapes-world "
                                "spatial prompts."),
     samples: int = typer.Option(1, "--samples", "-k", min=1, help="Images per prompt per model."),

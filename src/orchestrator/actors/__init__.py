@@ -2,6 +2,6 @@
 
 Only this package imports Ray. `api` holds the functions the CLI calls.
 """
-from .api import cancel, ensure_base, manifest_source, results, resume, run_experiment, status, submit
+from .api import cancel, ensure_base, results, resume, run_experiment, status, submit
 
-__all__ = ["cancel", "ensure_base", "manifest_source", "results", "resume", "run_experiment", "status", "submit"]
+__all__ = ["cancel", "ensure_base", "results", "resume", "run_experiment", "status", "submit"]

@@ -19,7 +19,7 @@ from typing import Any
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, LeaseLost, TrialStatus, open_journal
 
 from .ownership import Ownership, claim, hand_over, kept
-from .plan import SweepPlan, plan_sweep
+from .plan import SweepPlan, plan_sweep, recorded_plan
 from .results import build_table, failed_trials, paired_tests, render_csv, render_json, render_paired, render_table, select_metrics
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,10 @@ def _ensure_variant_base(plan: SweepPlan, variant, needing: list, num_threads: i
 
     name, prefix = variant.INFO.name, variant.INFO.tiny_base
     if prefix is None:
-        raise ValueError(f"{plan.manifest_path}: model.base is null, but variant {name!r} has no tiny shapes base; "
+        raise ValueError(f"{plan.origin}: model.base is null, but variant {name!r} has no tiny shapes base; "
                          f"set model.base")
     if len({_canonical(t.model.pretrain_settings) for t in needing}) > 1:
-        raise ValueError(f"{plan.manifest_path}: model.pretrain differs between {name} trials; one blob store holds "
+        raise ValueError(f"{plan.origin}: model.pretrain differs between {name} trials; one blob store holds "
                          f"one tiny base per variant, so model.pretrain cannot be swept")
     m = needing[0]
     spec = m.model.pretrain_settings
@@ -82,7 +82,7 @@ def _ensure_variant_base(plan: SweepPlan, variant, needing: list, num_threads: i
             if have != want:
                 raise ValueError(
                     f"the blob store {plan.blobs_uri} holds a tiny {name} base pretrained with {have}, but "
-                    f"{plan.manifest_path} asks for {want} (model.pretrain); delete {prefix}/ and "
+                    f"{plan.origin} asks for {want} (model.pretrain); delete {prefix}/ and "
                     f"{record_key} from the store, or point storage.blobs elsewhere")
         else:
             log.info("using the tiny %s base in %s (built by `orch pretrain`; its settings are not recorded)",
@@ -137,7 +137,7 @@ def _coordinator(plan: SweepPlan, journal_url: str | None, retry_failed: bool, d
     if detached:  # it outlives this driver: the lease is handed over and the coordinator keeps it
         opts["lifetime"] = "detached"
         ownership = hand_over(ownership)
-    return ExperimentCoordinator.options(**opts).remote(str(plan.manifest_path), journal_url,
+    return ExperimentCoordinator.options(**opts).remote(plan.to_json(), journal_url,
                                                         retry_failed=retry_failed, restart_missing=restart_missing,
                                                         ownership=ownership, adopt=detached)
 
@@ -222,7 +222,15 @@ def run_experiment(manifest_path: str | Path, *, progress: bool = True, num_cpus
     `metrics` serves the run's Prometheus metrics from this process while it runs. Another live
     run of the same experiment holds its lease: LeaseHeld, nothing done (`wait`: run after it).
     """
-    plan = plan_sweep(manifest_path)
+    return run_plan(plan_sweep(manifest_path), progress=progress, num_cpus=num_cpus, journal_url=journal_url,
+                    retry_failed=retry_failed, restart_missing=restart_missing, grace_s=grace_s, metrics=metrics,
+                    wait=wait)
+
+
+def run_plan(plan: SweepPlan, *, progress: bool = True, num_cpus: int | None = None,
+             journal_url: str | None = None, retry_failed: bool = False, restart_missing: bool = False,
+             grace_s: float = 30.0, metrics: MetricsOptions | None = None, wait: bool = False) -> str:
+    """`run_experiment` of a plan already checked (read from a file, or back from a journal)."""
     preflight(plan, journal_url)
     own = claim_experiment(plan, journal_url, wait)
     with kept(own) as keeper:
@@ -334,8 +342,8 @@ def _show_progress(coord, done_ref, plan: SweepPlan, stop: _Preemption, keeper) 
 def submit(manifest_path: str | Path, address: str, *, journal_url: str | None = None) -> str:
     """Start a sweep on a running cluster under a detached coordinator; returns at once with its id.
 
-    The cluster's workers must see the manifest path and the manifest's storage (a shared disk,
-    Azure blobs, PostgreSQL journal)."""
+    The plan travels by value: the cluster's nodes never read the manifest file. They must reach
+    the manifest's storage (Azure blobs, a PostgreSQL journal) and its datasets and model paths."""
     return submit_plan(plan_sweep(manifest_path), address, journal_url=journal_url)
 
 
@@ -458,31 +466,12 @@ def cancel(journal_url: str, experiment_id: str) -> dict[str, int]:
     return {k.value: v for k, v in state.counts().items() if v}
 
 
-def manifest_source(journal_url: str, experiment_id: str) -> str:
-    """The manifest path the experiment was last submitted or resumed from."""
-    with open_journal(journal_url, create=False) as journal:
-        return recorded_source(journal, experiment_id)
-
-
-def recorded_source(journal, experiment_id: str) -> str:
-    """`manifest_source` in an open journal."""
-    journal.experiment_state(experiment_id)  # UnknownExperiment if absent
-    events = journal.events(experiment_id, kinds=[EventKind.SUBMITTED, EventKind.RESUMED])
-    sources = [e.payload.get("source") for e in events if e.trial_id is None and e.payload.get("source")]
-    if not sources:
-        raise LookupError(f"experiment {experiment_id} records no manifest path to resume from")
-    return sources[-1]
-
-
 def resume(journal_url: str, experiment_id: str, *, progress: bool = True, address: str | None = None,
            num_cpus: int | None = None, restart_missing: bool = False, grace_s: float = 30.0,
            metrics: MetricsOptions | None = None, wait: bool = False) -> str:
     """Finish an interrupted or cancelled experiment from its journal; failed trials are retried."""
-    source = manifest_source(journal_url, experiment_id)
-    plan = plan_sweep(source)
-    if plan.experiment_id != experiment_id:
-        raise ValueError(f"{source} now describes experiment {plan.experiment_id}, not {experiment_id}: "
-                         "the manifest changed since it was submitted")
+    with open_journal(journal_url, create=False) as journal:  # the plan as journaled, not the file
+        plan = recorded_plan(journal, experiment_id, journal_url, on_fallback=_print_line)
     if address:
         from .cluster import connect
         own = claim_experiment(plan, journal_url, wait)
@@ -491,6 +480,6 @@ def resume(journal_url: str, experiment_id: str, *, progress: bool = True, addre
             _start_detached(_coordinator(plan, journal_url, retry_failed=True, detached=True, ownership=own,
                                          restart_missing=restart_missing))
         return experiment_id
-    return run_experiment(source, progress=progress, num_cpus=num_cpus, journal_url=journal_url,
-                          retry_failed=True, restart_missing=restart_missing, grace_s=grace_s, metrics=metrics,
-                          wait=wait)
+    return run_plan(plan, progress=progress, num_cpus=num_cpus, journal_url=journal_url,
+                    retry_failed=True, restart_missing=restart_missing, grace_s=grace_s, metrics=metrics,
+                    wait=wait)

@@ -35,7 +35,7 @@ from .cluster import cluster_slots
 from .evaluator import EvaluatorActor
 from .journaling import RunJournal
 from .ownership import Ownership, adopt, kept
-from .plan import SweepPlan, plan_sweep
+from .plan import SweepPlan
 from .trainer import TrainerActor, TrainerGroup, trial_resources  # all light: the ML core loads in their own processes
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,11 @@ class Task:
 
 
 class Coordinator:
-    def __init__(self, manifest_path: str, journal_url: str | None = None, *, retry_failed: bool = False,
+    def __init__(self, plan: dict, journal_url: str | None = None, *, retry_failed: bool = False,
                  restart_missing: bool = False, ownership: Ownership | None = None, adopt: bool = False):
-        self.plan: SweepPlan = plan_sweep(manifest_path)
+        """`plan`: the checked plan by value (`SweepPlan.to_json()`); no file is read."""
+        self.plan: SweepPlan = SweepPlan.from_json(plan)
+        self.plan_json = plan
         # Every write goes through the run's lease (ownership.py): a run whose driver died, or
         # that another run took over, writes nothing more. A detached coordinator adopts it in `run`.
         self.ownership, self.adopt = ownership, adopt
@@ -64,10 +66,11 @@ class Coordinator:
         self.retry_failed, self.restart_missing = retry_failed, restart_missing
         self.notice_log: list[dict] = []  # fallbacks trainers took, for the driver to print
         self.trials = {t.id: t for t in self.plan.trials}
-        m = self.plan.loaded.manifest
+        m = self.plan.manifest
         # Each trial is evaluated with its own manifest: a sweep may vary the model (variant, base)
         # or the eval section, and a checkpoint is rebuilt on its own trial's base.
         self.trial_json = {tid: t.manifest.model_dump(mode="json") for tid, t in self.trials.items()}
+        self.resolved = {tid: self.plan.trial(tid).to_json() for tid in self.trials}  # what a trainer receives
         self.suites = list(m.eval.suites)
         self.eval_every = m.eval.every
         self.live: dict[str, dict[str, Any]] = {}      # trial -> latest metrics and status
@@ -128,9 +131,9 @@ class Coordinator:
 
     def on_checkpoint(self, trial_id: str, step: int, key: str, sha256: str, size: int) -> None:
         """Journal a landed checkpoint; the trainer awaits this before it counts the checkpoint saved."""
-        self._journaled(self.rj.checkpointed, trial_id, step, key, sha256, size)
+        new = self._journaled(self.rj.checkpointed, trial_id, step, key, sha256, size)
         total = self.trials[trial_id].manifest.train.steps
-        if self.suites and self.eval_every and step % self.eval_every == 0 and step < total:
+        if new and self.suites and self.eval_every and step % self.eval_every == 0 and step < total:
             self.checkpoints.put((trial_id, step, key))
 
     def progress(self) -> dict[str, dict[str, Any]]:
@@ -191,11 +194,13 @@ class Coordinator:
         self.journal.register_experiment(p.experiment_id, p.name, p.record())
         self.journal.register_trials(p.experiment_id, {t.id: t.config for t in p.trials})
         state = self.journal.experiment_state(p.experiment_id)
-        source = str(p.manifest_path)
+        # The plan by value (orch resume reads it back from here) and, for people, the file it came from.
+        recorded = {"source": str(p.source) if p.source else None,
+                    "plan": {k: v for k, v in self.plan_json.items() if k not in ("experiment_id", "source")}}
         if state.status is ExperimentStatus.PENDING:
-            self.rj.experiment(EventKind.SUBMITTED, source=source)
+            self.rj.experiment(EventKind.SUBMITTED, **recorded)
         elif state.status is not ExperimentStatus.DONE:
-            self.rj.experiment(EventKind.RESUMED, f"/after-{state.last_seq}", source=source)
+            self.rj.experiment(EventKind.RESUMED, f"/after-{state.last_seq}", **recorded)
         todo, requeue = [], {}
         for t in p.trials:
             st = state.trials[t.id]
@@ -213,19 +218,19 @@ class Coordinator:
         return todo
 
     def _resources(self) -> dict[str, float]:
-        r = self.plan.loaded.manifest.resources
+        r = self.plan.manifest.resources
         return trial_resources(r.gpus_per_trial, r.cpus_per_trial)
 
     def _slots(self) -> int:
-        r = self.plan.loaded.manifest.resources
+        r = self.plan.manifest.resources
         slots = cluster_slots(r.cpus_per_trial, r.gpus_per_trial)
         return min(slots, r.max_concurrent_trials) if r.max_concurrent_trials else slots
 
     def _launch(self, trial_id: str, active: dict) -> None:
         me = ray.get_runtime_context().current_actor
-        res = self.plan.loaded.manifest.resources
+        res = self.plan.manifest.resources
         threads = max(1, int(res.cpus_per_trial))
-        args = (str(self.plan.manifest_path), trial_id, self.plan.blobs_uri, me)
+        args = (self.resolved[trial_id], self.plan.blobs_uri, me)
         kwargs = {"telemetry": self._labels(trial_id), "ownership": self.ownership}
         retry = self.rj.trial(trial_id).attempts > 0
         self.rj.transition(trial_id, EventKind.RUNNING)
@@ -250,7 +255,7 @@ class Coordinator:
         # what the exported metrics say it is: a base is shared by trials, published per trial on record
         weights = {"base": "base", "checkpoint": "checkpoint", "model": "final"}[source["kind"]]
         about = {"experiment": self.plan.experiment_id, "trial": "" if weights == "base" else tid, "weights": weights}
-        return self.evaluator.evaluate.remote(self.trial_json[tid], str(self.plan.loaded.base_dir), source, label,
+        return self.evaluator.evaluate.remote(self.trial_json[tid], str(self.plan.base_dir), source, label,
                                               about)
 
     def _base_key(self, tid: str) -> str:

@@ -19,10 +19,10 @@ from orchestrator.eval.grading import GradingTally, agreement, tally
 from orchestrator.eval.grading_task import (Generation, GradingPrompt, ModelChoice, build_task, shapes_prompts,
                                             task_content, task_id_of)
 from orchestrator.journal import EventKind, TrialStatus, open_journal
+from orchestrator.manifest import ManifestError
 from orchestrator.manifest.sweep import canonical_json
 
-from .api import recorded_source
-from .plan import plan_sweep
+from .plan import recorded_plan
 
 SEED_PAPER_CATEGORIES = ("Counting", "Positional")
 
@@ -32,11 +32,11 @@ class GradingInputError(ValueError):
 
 
 def drawbench_prompts(csv_path: str | Path, categories: Sequence[str] | None) -> tuple[list[GradingPrompt], dict]:
-    """DrawBench's prompts of `categories` (default: the seed paper's Counting and Positional)."""
+    """DrawBench's prompts of `categories` (default: Lin & Srikanth's Counting and Positional)."""
     from orchestrator.data.loaders.drawbench import DrawBenchLoader
 
     cats = list(categories) if categories else list(SEED_PAPER_CATEGORIES)
-    # The seed paper's pair is a default: a sheet with only one of them is fine; a named one must be there.
+    # Lin & Srikanth's pair is a default: a sheet with only one of them is fine; a named one must be there.
     loader = DrawBenchLoader(str(csv_path), categories=categories or None, default_categories=SEED_PAPER_CATEGORIES)
     prompts = [GradingPrompt(p.prompt, p.category) for p in loader]
     if not prompts:  # the loader refuses unknown categories; this catches a filter that still selects nothing
@@ -57,13 +57,10 @@ def choose_models(journal: Any, experiment_ids: Sequence[str], trial_ids: Sequen
     found: set[str] = set()
     for eid in experiment_ids:
         state = journal.experiment_state(eid)  # UnknownExperiment: exit 2
-        source = recorded_source(journal, eid)
-        if not Path(source).is_file():
-            raise GradingInputError(f"experiment {eid}: its manifest {source} is gone")
-        plan = plan_sweep(source)
-        if plan.experiment_id != eid:
-            raise GradingInputError(f"experiment {eid}: its manifest {plan.manifest_path} now describes "
-                                    f"experiment {plan.experiment_id}; restore the file it was run from")
+        try:  # the plan as journaled: the manifest file may have changed or gone since
+            plan = recorded_plan(journal, eid)
+        except (LookupError, ValueError, OSError, ManifestError) as exc:  # an old journal whose file is gone or changed
+            raise GradingInputError(f"experiment {eid}: {exc}") from None
         store = open_store(plan.blobs_uri)
         first_blobs = first_blobs or plan.blobs_uri
         for trial in plan.trials:
@@ -79,7 +76,7 @@ def choose_models(journal: Any, experiment_ids: Sequence[str], trial_ids: Sequen
             prefix = done[-1].payload.get("model") if done else None
             if not prefix:
                 raise GradingInputError(f"trial {trial.id} of {eid} records no exported model")
-            spec, base_dir = trial.manifest.model, plan.loaded.base_dir
+            spec, base_dir = trial.manifest.model, plan.base_dir
             bases.setdefault(canonical_json(spec.model_dump(mode="json")), (
                 eid, trial.id, lambda device, spec=spec, store=store, base_dir=base_dir:
                 load_model(None, spec=spec, store=store, base_dir=base_dir, device=device)))

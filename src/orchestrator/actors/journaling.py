@@ -38,13 +38,17 @@ class RunJournal:
         return self.journal.append_many(Event.for_trial(self.eid, tid, kind, key(tid, after))
                                         for tid, after in trials.items())
 
-    def checkpointed(self, trial_id: str, step: int, uri: str, sha256: str, size: int) -> None:
+    def checkpointed(self, trial_id: str, step: int, uri: str, sha256: str, size: int) -> bool:
+        """Index and journal a landed checkpoint; False when it was already (a resume reports the
+        checkpoint it started from again, in case the killed process never did)."""
         try:
-            self.journal.record_checkpoint(trial_id, step, uri, sha256, size)
+            new = self.journal.record_checkpoint(trial_id, step, uri, sha256, size)
         except JournalConflict as exc:  # rewritten with other bytes (e.g. another thread count): keep the first
             log.warning("%s", exc)
+            new = False
         key = f"{self.eid}/{trial_id}/checkpointed/{step}"
         self._annotate(Event.for_trial(self.eid, trial_id, EventKind.CHECKPOINTED, key, step=step, uri=uri))
+        return new
 
     def evaluated(self, trial_id: str, step: int, out: dict, **extra: Any) -> None:
         """What the Evaluator returned, through the one writer of `evaluated` events (a re-evaluation

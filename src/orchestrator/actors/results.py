@@ -1,7 +1,7 @@
 """The results table of an experiment, from the journal alone.
 
 Rows are trial groups: trials that differ only in their seed share a row, and each metric is
-shown as mean ± std over the seeds (as the seed paper's tables are); a row of one trial shows the
+shown as mean ± std over the seeds (as Lin & Srikanth's tables are); a row of one trial shows the
 metric's own 95% interval instead. Columns are the swept fields, then each metric at the base
 (step 0, "before") and at the trial's last evaluation; a column whose values all come from the
 same number of samples says so in its header. JSON and CSV carry every number: sample counts,

@@ -1,4 +1,7 @@
-"""Trainer actor: runs one trial with the ML core's `train_trial` and forwards what it reports.
+"""Trainer actor: runs one trial with the ML core's `train_resolved` and forwards what it reports.
+
+A trainer receives its trial by value (`ResolvedTrial.to_json()`: the trial's own manifest and the
+folder its relative paths are read from), never a manifest path: its node needs no copy of the file.
 
 Thin by design: the core trains, checkpoints to the blob store and resumes from the newest
 verified checkpoint; this actor only relays metrics and landed checkpoints to the coordinator,
@@ -48,9 +51,9 @@ PEER_GRACE_S = 15.0    # after one rank fails or dies, how long the others get t
 
 
 class Trainer:
-    def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter=None, num_threads: int = 1,
+    def __init__(self, trial: dict, blobs_uri: str, reporter=None, num_threads: int = 1,
                  planner=None, telemetry: dict[str, str] | None = None, ownership: Ownership | None = None):
-        self.manifest_path, self.trial_id, self.reporter = manifest_path, trial_id, reporter
+        self.trial, self.trial_id, self.reporter = trial, trial["id"], reporter
         self.blobs_uri, self.num_threads, self.planner = blobs_uri, num_threads, planner
         self._last_report = self._last_shard_report = 0.0
         self._history: list[list[float]] = []  # [step, loss, lr] of every step since the last report
@@ -156,7 +159,8 @@ class Trainer:
         """The TrainResult as a dict, or {"error", "traceback"} when the trial raised: the
         traceback is formatted here, where it is still whole. Fallbacks resume takes are
         reported (`on_notice`) as they happen; see train_trial for the checkpoint arguments."""
-        from orchestrator.training import train_trial
+        from orchestrator.manifest.record import ResolvedTrial
+        from orchestrator.training.trial import train_resolved
 
         if distributed is None:
             callback = self._on_metrics if self.reporter is not None else None
@@ -166,7 +170,7 @@ class Trainer:
         try:
             device = self._placed(0 if distributed is None else distributed.rank,
                                   distributed is None or distributed.is_main)
-            result = train_trial(self.manifest_path, self.trial_id, max_steps=max_steps, progress=False,
+            result = train_resolved(ResolvedTrial.from_json(self.trial), max_steps=max_steps, progress=False,
                                  on_metrics=callback, num_threads=self.num_threads, distributed=distributed,
                                  on_notice=notice, expect_checkpoint=expect_checkpoint,
                                  restart_missing=restart_missing, stop=self._stop.is_set,
@@ -207,17 +211,16 @@ def worker_id(actor) -> str:
     return actor._actor_id.hex()
 
 
-def planner_spec(manifest_path: str, trial_id: str) -> dict:
-    """What the ShardPlanner of a trial needs: its data size, batch, seed and length."""
-    from orchestrator.manifest import expand
-    from orchestrator.manifest.sweep import pick_trial  # not training.trial: that loads the ML core here
-    from orchestrator.models.registry import load_checked_manifest
+def planner_spec(trial: dict) -> dict:
+    """What the ShardPlanner of a trial (by value, `ResolvedTrial.to_json()`) needs: its data
+    size, batch, seed and length."""
+    from orchestrator.manifest.record import ResolvedTrial
 
-    loaded = load_checked_manifest(manifest_path)
-    m = pick_trial(expand(loaded), trial_id, manifest_path).manifest
+    resolved = ResolvedTrial.from_json(trial)
+    m, base_dir = resolved.manifest, resolved.base_dir
     src = m.data.train
     if src is None:
-        raise ValueError(f"trial {trial_id} has no data.train source to shard")
+        raise ValueError(f"trial {resolved.id} has no data.train source to shard")
     if src.kind == "shapes":
         n = src.n  # generated: exactly n scenes
     else:  # files: n is at most the first n, and skips may drop some; count what the ranks will read
@@ -225,8 +228,7 @@ def planner_spec(manifest_path: str, trial_id: str) -> dict:
         from orchestrator.storage.location import open_blob_store
         from orchestrator.training.trial import load_train_data
 
-        n = len(load_train_data(src, m.model.resolution, loaded.base_dir,
-                                open_blob_store(m.storage.blobs, loaded.base_dir),
+        n = len(load_train_data(src, m.model.resolution, base_dir, open_blob_store(m.storage.blobs, base_dir),
                                 get_variant(m.model.variant).INFO.train_data))
     return {"n": n, "batch_size": m.train.batch_size, "seed": m.train.seed,
             "grad_accum": m.train.grad_accum, "total_steps": m.train.steps}
@@ -238,7 +240,7 @@ class TrainerGroup:
     each or one CPU slot each, and a ShardPlanner that holds the record of which actor holds which
     rank's shards. `backend` None: each rank takes its device's (NCCL on CUDA, gloo on CPU)."""
 
-    def __init__(self, manifest_path: str, trial_id: str, blobs_uri: str, reporter, world_size: int,
+    def __init__(self, trial: dict, blobs_uri: str, reporter, world_size: int,
                  use_gpus: bool, num_threads: int = 1, backend: str | None = None, max_recoveries: int = 3,
                  telemetry: dict[str, str] | None = None, ownership: Ownership | None = None):
         from ray.util.placement_group import placement_group
@@ -248,12 +250,12 @@ class TrainerGroup:
         bundle = {"GPU": 1, "CPU": 1} if use_gpus else {"CPU": 1}
         self.pg = placement_group([bundle] * world_size, strategy="PACK")
         ray.get(self.pg.ready())
-        self.args = (manifest_path, trial_id, blobs_uri)
+        self.args, self.trial_id = (trial, blobs_uri), trial["id"]
         self.reporter, self.use_gpus, self.num_threads = reporter, use_gpus, num_threads
         self.telemetry, self.ownership = telemetry, ownership
         self.world_size, self.backend = world_size, backend
         self.max_recoveries, self.recoveries, self.closed = max_recoveries, 0, False
-        self.planner = ShardPlannerActor.remote(world_size=world_size, **planner_spec(manifest_path, trial_id))
+        self.planner = ShardPlannerActor.remote(world_size=world_size, **planner_spec(trial))
         self.actors = [self._start(rank) for rank in range(world_size)]  # index: the rank it holds
         ray.get([self.planner.join.remote(worker_id(a), r) for r, a in enumerate(self.actors)])
 
@@ -327,7 +329,7 @@ class TrainerGroup:
             ray.kill(old, no_restart=True)
             new = self._start(rank)
             handover = ray.get(self.planner.reassign.remote(worker_id(old), worker_id(new), 0))
-            log.warning("trial %s: rank %d lost; replacement %s resumes from batch %s", self.args[1], rank,
+            log.warning("trial %s: rank %d lost; replacement %s resumes from batch %s", self.trial_id, rank,
                         worker_id(new)[:8], handover["cursor"])
             self.actors[rank] = new
 

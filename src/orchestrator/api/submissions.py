@@ -73,13 +73,14 @@ class Submissions:
         tmp.write_bytes(body)
         try:
             plan = self._checked_plan(tmp)
-            # What the workers load: every location as confinement resolved it (api/confine.py).
+            # What the plan holds (and the workers receive): every location as confinement resolved it
+            # (api/confine.py). The file is kept for people; nothing reads it again.
             tmp.write_text(confined_yaml(plan.loaded, plan.trials))
             plan = self._checked_plan(tmp)
             os.replace(tmp, stored)  # atomic; a concurrent twin wrote the same bytes
         finally:
             tmp.unlink(missing_ok=True)
-        return replace(plan, loaded=replace(plan.loaded, path=stored)), stored
+        return replace(plan, source=stored), stored
 
     def _checked_plan(self, path: Path) -> SweepPlan:
         try:

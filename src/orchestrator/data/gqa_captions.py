@@ -3,7 +3,7 @@
     build_gqa_captions(Path("train_sceneGraphs.json"), Path("train_balanced_questions.json"),
                        "file://./runs/gqa-captions", images="/data/gqa/images")
 
-Questions are selected by type (the seed paper's relation, position and existence questions by
+Questions are selected by type (Lin & Srikanth's relation, position and existence questions by
 default, optionally at most `max_per_image` per image); each becomes a record {question_id,
 image_id, image, caption, question, answer, question_type, scene_graph_id}, its caption the
 image's scene graph summarised around the objects the question names (`captions.summarise`).

@@ -9,7 +9,7 @@ One deviation, kept because the shapes world needs it: negatives are sampled amo
 text differs from the image's own. COCO captions almost never repeat, but shapes captions do
 ("a red circle"), and an identical caption drawn as a "negative" would be an unwinnable tie.
 
-Best-of-K (the first seed paper's re-ranking): generate K images per prompt and keep the one CLIP
+Best-of-K (Lin & Srikanth's re-ranking): generate K images per prompt and keep the one CLIP
 scores highest against that prompt.
 """
 from __future__ import annotations

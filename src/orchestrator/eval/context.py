@@ -64,7 +64,7 @@ class EvalOptions:
     matching: dict | None = None        # the matching suite's benchmark: a DataSource (data.eval) as JSON
     matching_base_dir: str | None = None  # where that source's relative root resolves
     drawbench: str | None = None        # DrawBench CSV: a path (file, or directory holding one) or blob key
-    # None: the seed paper's categories as a default (those present are used; none present is an error)
+    # None: Lin & Srikanth's categories as a default (those present are used; none present is an error)
     drawbench_categories: tuple[str, ...] | None = None
     drawbench_per_prompt: int = 4       # K images per DrawBench prompt, paired noise across models
     device: str | None = None           # default: cuda when available

@@ -35,7 +35,7 @@ def load_prompts(source: str, categories: Sequence[str] | None, store: Any = Non
     """(every prompt of the file, those of `categories`) from a DrawBench CSV: a path (file or a
     directory holding one), or a key / prefix in `store`. A category the user named that selects
     nothing is a ValueError naming the file and the category (the loader's check); None takes the
-    seed paper's categories as a default, of which those present are used."""
+    categories of Lin & Srikanth as a default, of which those present are used."""
     from orchestrator.data.loaders.drawbench import SEED_PAPER_CATEGORIES, DrawBenchLoader
     from orchestrator.data.loaders.images import BlobRoot
     from orchestrator.storage.location import resolve_location

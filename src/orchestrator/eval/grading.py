@@ -1,4 +1,4 @@
-"""Tallies of a human evaluation (the first seed paper's DrawBench protocol): per model, the rate
+"""Tallies of a human evaluation (Lin & Srikanth's DrawBench protocol): per model, the rate
 of "matches the prompt" with a 95% Wilson interval and the mean quality rank; the pairwise
 preference matrix; Cohen's kappa between graders on the match labels.
 

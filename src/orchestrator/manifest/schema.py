@@ -456,7 +456,7 @@ EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",
 class DrawBenchSpec(Section):
     """The drawbench suite's options: where its CSV is, which categories, K images per prompt."""
     file: str                         # DrawBench CSV (Prompts|Prompt, Category): a path or blob key
-    categories: list[str] | None = None  # None: the suite's default, the first seed paper's two
+    categories: list[str] | None = None  # None: the suite's default, Lin & Srikanth's two
     per_prompt: Annotated[int, Field(ge=1, le=64)] = 4
 
     @field_validator("file")

@@ -63,7 +63,7 @@ def _fmt(v: Any) -> str:
     return format(v, "g") if isinstance(v, float) else str(v)
 
 
-def _set_dotted(target: dict, dotted: str, value: Any) -> None:
+def set_dotted(target: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = target
     for part in parents:
@@ -116,7 +116,7 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
         point = tp + gp + sp
         data = copy.deepcopy(base)
         for dotted, value, _ in point:
-            _set_dotted(data, dotted, value)
+            set_dotted(data, dotted, value)
         try:
             trial_manifest = Manifest.model_validate(data, context=context)
         except ValidationError as exc:

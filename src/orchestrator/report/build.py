@@ -2,6 +2,7 @@
 over it, so a reader sees the old report or the new one, never half of one."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -12,6 +13,8 @@ from typing import Any, Sequence
 from orchestrator.journal import open_journal
 
 from .collect import ReportData, collect
+
+log = logging.getLogger(__name__)
 
 
 def _name(prefix: str, text: str) -> str:
@@ -84,7 +87,7 @@ def write_report(data: ReportData, out_dir: Path, store: Any = None, tallies: Se
 def build_report(journal_url: str, experiment_id: str, out_dir: str | Path, *, blobs_uri: str | None = None,
                  tallies: Sequence[Any] | None = None) -> Path:
     """Read the experiment from the journal (UnknownExperiment if absent) and its pictures from the
-    blob store (`blobs_uri`; None: the one its manifest names, if that file is still there), write
+    blob store (`blobs_uri`; None: the one its journaled plan names), write
     the report; returns index.html's path. `tallies`: human grading (eval.grading.GradingTally);
     None: every grading task in the journal with a model of this experiment."""
     from orchestrator.eval.grading import experiment_tallies
@@ -93,18 +96,20 @@ def build_report(journal_url: str, experiment_id: str, out_dir: str | Path, *, b
         data = collect(journal, experiment_id)
         if tallies is None:
             tallies = experiment_tallies(journal, experiment_id)
-    store = _store(blobs_uri, data)
+        store = _store(blobs_uri, journal, experiment_id)
     return write_report(data, Path(out_dir), store, tallies)
 
 
-def _store(blobs_uri: str | None, data: ReportData) -> Any:
+def _store(blobs_uri: str | None, journal, experiment_id: str) -> Any:
+    """`blobs_uri`, else the blob store of the experiment's plan as journaled (None if unknown)."""
+    from orchestrator.actors.plan import recorded_plan
+    from orchestrator.manifest import ManifestError
     from orchestrator.storage import open_store
 
-    if blobs_uri is not None:
-        return open_store(blobs_uri)
-    source = Path(data.manifest_source)
-    if not source.is_file():
-        return None
-    from orchestrator.actors.plan import plan_sweep
-
-    return open_store(plan_sweep(source).blobs_uri)
+    if blobs_uri is None:
+        try:
+            blobs_uri = recorded_plan(journal, experiment_id).blobs_uri
+        except (LookupError, ValueError, OSError, ManifestError) as exc:  # an old journal's file gone or changed
+            log.warning("no blob store for the report's pictures: %s", exc)
+            return None
+    return open_store(blobs_uri)

@@ -265,6 +265,7 @@ class Trainer:
             return None
         ref, state = found
         self.load_state_dict(state)
+        self.uploader.adopt(ref)
         log.info("resumed from %s (step %d)", ref.key, ref.step)
         if expected is not None and ref.step < expected:
             self._notice("resumed_from_older", expected_step=expected, step=ref.step, key=ref.key)

@@ -6,6 +6,7 @@ from pathlib import Path
 from orchestrator.data.choices import ChoiceData, open_choices
 from orchestrator.data.image_text import ImageTextData, open_image_text
 from orchestrator.manifest import expand
+from orchestrator.manifest.record import ResolvedTrial
 from orchestrator.manifest.sweep import pick_trial
 from orchestrator.manifest.schema import DataSource
 from orchestrator.models.loading import load_model
@@ -28,9 +29,18 @@ def load_train_data(src: DataSource | None, resolution: int, base_dir: Path | No
 _TRAIN_DATA = {"image_text": open_image_text, "choices": open_choices}
 
 
-def train_trial(
-    manifest_path: str | Path,
-    trial_id: str,
+def train_trial(manifest_path: str | Path, trial_id: str, max_steps: int | None = None, progress: bool = True,
+                on_metrics: MetricsCallback | None = None, **options) -> TrainResult:
+    """`orch train FILE --trial T`: check the manifest, pick the trial (id, unique id prefix, or
+    index in plan order) and train it in this process (`train_resolved`, which takes `options`)."""
+    loaded = load_checked_manifest(manifest_path)
+    trial = pick_trial(expand(loaded), trial_id, manifest_path)
+    return train_resolved(ResolvedTrial(trial.id, trial.manifest, loaded.base_dir), max_steps, progress,
+                          on_metrics, **options)
+
+
+def train_resolved(
+    trial: ResolvedTrial,
     max_steps: int | None = None,
     progress: bool = True,
     on_metrics: MetricsCallback | None = None,
@@ -45,7 +55,7 @@ def train_trial(
     guard=None,
     device: str | None = None,
 ) -> TrainResult:
-    """Train one trial (id, unique id prefix, or index in plan order) to its end or `max_steps`.
+    """Train one trial, given by value, to its end or `max_steps`.
 
     The base comes through `load_model` (the one loader), the data through `open_image_text`,
     the objective from the manifest's variant. Checkpoints go to `trials/<id>/checkpoints/` in the
@@ -57,14 +67,12 @@ def train_trial(
     step boundary of every rank, raises to stop at once without writing anything more. `device`
     (the trainer actor's `choose_device`) defaults to CUDA when the process sees one.
     """
-    loaded = load_checked_manifest(manifest_path)
-    trial = pick_trial(expand(loaded), trial_id, manifest_path)
-    m = trial.manifest
-    store = open_blob_store(m.storage.blobs, loaded.base_dir)
+    m, base_dir = trial.manifest, trial.base_dir
+    store = open_blob_store(m.storage.blobs, base_dir)
     set_deterministic(num_threads)
-    base = load_model(None, spec=m.model, store=store, base_dir=loaded.base_dir)
-    data = load_train_data(m.data.train, base.resolution, loaded.base_dir, store, base.variant.INFO.train_data)
-    origin = {"model": m.model.model_dump(mode="json"), "base_dir": str(loaded.base_dir)}
+    base = load_model(None, spec=m.model, store=store, base_dir=base_dir)
+    data = load_train_data(m.data.train, base.resolution, base_dir, store, base.variant.INFO.train_data)
+    origin = {"model": m.model.model_dump(mode="json"), "base_dir": str(base_dir)}
 
     def trainer(dist: DistContext | None) -> Trainer:
         return Trainer(get_variant(m.model.variant), base.model, data, m.train, store, f"trials/{trial.id}",

@@ -60,6 +60,12 @@ class CheckpointUploader:
             self._landed.append(self._write(step, data))
         self._pending = None
 
+    def adopt(self, ref: CheckpointRef) -> None:
+        """Report `ref` again with the next landed(): the checkpoint a run resumed from may have
+        landed in a process killed before the journal heard of it (journaling it is idempotent)."""
+        with self._lock:
+            self._landed.insert(0, ref)
+
     def landed(self) -> list[CheckpointRef]:
         """Checkpoints stored since the last call, oldest first."""
         with self._lock:

@@ -6,7 +6,7 @@ joined to their scene graph through a `SceneGraphIndex`: one streaming pass reco
 byte span, and a graph is parsed only when a question asks for it (a seek and a small
 ``json.loads``), which keeps the join bounded too: the index costs about 100 bytes per image.
 
-Question types (the seed paper used relation, position and existence questions):
+Question types (Lin & Srikanth used relation, position and existence questions):
 ``position`` = GQA detailed type ``position*``; ``existence`` = detailed ``exist*``;
 ``relation`` = semantic ``rel`` (the rest of them). Other questions have no type here and are
 left out unless a category names one of GQA's own type values (structural, semantic or
@@ -172,7 +172,7 @@ class SceneGraphIndex:
 
 
 class GQALoader(Loader[GQAQuestion]):
-    """Questions of the chosen types (default: the seed paper's, of which a file needs only
+    """Questions of the chosen types (default: Lin & Srikanth's, of which a file needs only
     some), with image refs and, if asked, their scene graphs.
 
     Files: `questions` / `scene_graphs` name them under the root; otherwise the one
