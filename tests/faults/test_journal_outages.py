@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.journal import Event, open_journal
-from orchestrator.journal.retry import JournalUnavailable, RetryPolicy, is_transient
+from orchestrator.journal.retry import JournalUnavailable, JournalRetry, is_transient
 
 from .test_postgres_connections_terminated import terminating
 
@@ -30,7 +30,7 @@ def test_a_locked_sqlite_database_is_waited_out(tmp_path):
             conn.execute(sa.text("INSERT INTO t VALUES (1)"))
 
     threading.Timer(0.5, holder.execute, ["COMMIT"]).start()
-    RetryPolicy(bound_s=10).run(write, str(path), "insert a row")
+    JournalRetry(bound_s=10).run(write, str(path), "insert a row")
     assert len(tries) > 1 and tries[-1] - tries[0] >= 0.4  # it met the lock, and waited it out
     assert holder.execute("SELECT count(*) FROM t").fetchone() == (1,)
     engine.dispose()
@@ -49,7 +49,7 @@ def test_a_lock_held_past_the_bound_names_the_journal(tmp_path):
 
     started = time.monotonic()
     with pytest.raises(JournalUnavailable) as err:
-        RetryPolicy(bound_s=0.5).run(write, str(path), "insert a row")
+        JournalRetry(bound_s=0.5).run(write, str(path), "insert a row")
     assert 0.3 < time.monotonic() - started < 3
     assert str(path) in str(err.value) and "database is locked" in str(err.value)
     holder.execute("ROLLBACK")
@@ -66,7 +66,7 @@ def test_a_permanent_fault_is_not_retried(tmp_path):
             conn.execute(sa.text("SELECT * FROM no_such_table"))
 
     with pytest.raises(sa.exc.OperationalError) as err:
-        RetryPolicy(bound_s=10).run(bad, "db", "read")
+        JournalRetry(bound_s=10).run(bad, "db", "read")
     assert tries == [1] and not is_transient(err.value)
     engine.dispose()
 

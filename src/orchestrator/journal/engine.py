@@ -29,7 +29,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from .errors import JournalError, JournalLocationError
-from .retry import JournalUnavailable, RetryPolicy, detail, is_cut, is_transient
+from .retry import JournalUnavailable, JournalRetry, detail, is_cut, is_transient
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 _WRITE_OPTION = "journal_write"
@@ -189,7 +189,7 @@ def open_checked(url: str | URL, connect: Callable[[Engine], Any]) -> Engine:
     engine = create_journal_engine(url)
     where = location(url)
     try:
-        RetryPolicy.from_env().run(lambda: connect(engine), where, "open the journal", transient=is_cut)
+        JournalRetry.from_env().run(lambda: connect(engine), where, "open the journal", transient=is_cut)
     except DatabaseError as exc:  # OperationalError included
         engine.dispose()
         raise _classified(where, exc) from None

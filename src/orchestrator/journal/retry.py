@@ -103,7 +103,7 @@ def is_cut(exc: BaseException) -> bool:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class JournalRetry:
     """Exponential backoff with jitter from `first_s` to `max_s`, for at most `bound_s` seconds."""
 
     bound_s: float = DEFAULT_BOUND_S
@@ -111,7 +111,7 @@ class RetryPolicy:
     max_s: float = 2.0
 
     @classmethod
-    def from_env(cls) -> RetryPolicy:
+    def from_env(cls) -> JournalRetry:
         return cls(bound_s=outage_bound_s())
 
     def run(self, operation: Callable[[], T], where: str, what: str,

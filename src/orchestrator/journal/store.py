@@ -38,7 +38,7 @@ from . import lease as lease_ops
 from .events import Event, EventKind, canonical_json, check_id
 from .lease import Fence, Holder, Lease
 from .migrate import upgrade_to_head
-from .retry import JournalUnavailable, RetryPolicy, detail
+from .retry import JournalUnavailable, JournalRetry, detail
 from .schema import checkpoints as checkpoints_t
 from .schema import events as events_t
 from .schema import experiments as experiments_t
@@ -86,11 +86,11 @@ class Journal:
     """
 
     def __init__(self, engine: Engine, fence: Fence | None = None, file: JournalFile | None = None,
-                 policy: RetryPolicy | None = None) -> None:
+                 policy: JournalRetry | None = None) -> None:
         self._engine = engine
         self._fence = fence
         self._file = file
-        self._policy = policy or RetryPolicy.from_env()
+        self._policy = policy or JournalRetry.from_env()
         self._where = location(engine.url)
 
     def fenced(self, experiment_id: str, owner: str, holder: Holder) -> Journal:
