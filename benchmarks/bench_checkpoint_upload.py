@@ -24,6 +24,7 @@ from orchestrator.models.registry import get_variant
 from orchestrator.models.sd import build_tiny
 from orchestrator.storage.azure import AzureBlobStore
 from orchestrator.storage.azurite import Azurite, find_azurite
+from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +48,8 @@ def main() -> None:
         store = AzureBlobStore.from_env("bench-ckpt", env=azurite.env)
         try:
             def run(background: bool, prefix: str) -> tuple[float, int]:
-                t = Trainer(get_variant("sd"), build_tiny(seed=0), data, spec, store, prefix, export_model=False,
-                            background_upload=background)
+                t = Trainer(get_variant("sd"), build_tiny(seed=0), data, spec, store, prefix,
+                            config=LoopConfig(export_model=False, background_upload=background))
                 t0 = time.perf_counter()
                 t.run()
                 size = store.info(t.ckpts.key(args.steps)).size

@@ -23,7 +23,7 @@ import torch
 from _timing import timed  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator.data.image_text import shapes_data
-from orchestrator.manifest.schema import DiscffusionOptions
+from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.common.images import to_pil
 from orchestrator.models.discffusion.score import DiffusionScorer
 from orchestrator.models.sd import build_tiny, load_components

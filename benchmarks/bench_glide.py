@@ -24,7 +24,8 @@ import torch
 from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 
 from orchestrator.data.image_text import shapes_data
-from orchestrator.manifest.schema import GlideMiniOptions, TrainSpec
+from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.glide_mini.options import GlideMiniOptions
 from orchestrator.models.glide_mini import variant as glide
 from orchestrator.models.glide_mini.config import FULL
 from orchestrator.models.glide_mini.diffusion import vlb_bits
@@ -32,6 +33,7 @@ from orchestrator.models.glide_mini.model import build
 from orchestrator.models.glide_mini.tokenizer import shapes_words
 from orchestrator.models.registry import get_variant
 from orchestrator.storage import open_store
+from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- 1. trainer vs hand-written loop, same work per step (no caption dropout on either side)
     trainer = Trainer(get_variant("glide_mini"), glide.build_tiny(0, 32), data, spec, store, "bench/step",
-                      options=GlideMiniOptions(caption_dropout=0.0), export_model=False)
+                      options=GlideMiniOptions(caption_dropout=0.0), config=LoopConfig(export_model=False))
     hand = hand_loop(data, args.batch_size, spec.lr, 0)
     t_ours, t_hand = side_by_side(trainer.train_step, hand, args.steps, args.repeats, warmup=2)
     print(f"GLIDE-mini tiny step time (batch {args.batch_size}, 32 px, {args.threads} thread(s), "

@@ -37,7 +37,7 @@ TOKEN = "bench-grading-" + "0" * 24
 def build(root: Path, prompts: int) -> tuple[str, str]:
     import torch
 
-    from orchestrator.actors.grading import build as build_task
+    from orchestrator.app.grading import build as build_task
     from orchestrator.eval.grading_task import Generation
 
     torch.set_num_threads(1)

@@ -76,7 +76,7 @@ def overhead(steps: int, repeats: int = 1) -> dict:
 
 def scheduling(n: int) -> dict[str, float]:
     from orchestrator.actors.coordinator import Coordinator
-    from orchestrator.actors.plan import plan_sweep
+    from orchestrator.experiment.plan import plan_sweep
 
     with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
         path = Path(tmp) / "sweep.yaml"

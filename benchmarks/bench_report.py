@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestrator.actors.journaling import RunJournal
+from orchestrator.experiment.journaling import RunJournal
 from orchestrator.eval.drawbench import contact_sheet
 from orchestrator.journal import EventKind, open_journal
 from orchestrator.models.common.images import image_grid

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     from orchestrator.manifest.schema import TrainSpec
     from orchestrator.models.registry import get_variant
     from orchestrator.storage import open_store
+    from orchestrator.training.control import LoopConfig
     from orchestrator.training.loop import Trainer
 
     cuda = torch.cuda.is_available()
@@ -113,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     c = components(args.resolution)
     params = sum(p.numel() for p in c.unet.parameters())
     store = open_store(tempfile.mkdtemp(prefix="bench-sd2-"))
-    trainer = Trainer(get_variant("sd"), c, data, spec, store, "bench/sd2", device=device, use_cache=True,
-                      export_model=False)
+    trainer = Trainer(get_variant("sd"), c, data, spec, store, "bench/sd2",
+                      config=LoopConfig(device=device, use_cache=True, export_model=False))
     bare = bare_step(trainer, args.batch, args.precision, torch.Generator().manual_seed(1))
     timed(trainer.train_step, 1, device), timed(bare, 1, device)  # warm-up (allocations, kernels)
     ours, theirs = [], []

@@ -28,6 +28,7 @@ from orchestrator.models.registry import get_variant
 from orchestrator.models.sd import build_tiny
 from orchestrator.storage.local import LocalBlobStore
 from orchestrator.telemetry.sink import PrometheusRecorder
+from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = TrainSpec(steps=10**6, batch_size=args.batch_size, lr=1e-4, checkpoint_every=10**6, seed=0)
     store = LocalBlobStore(tempfile.mkdtemp(prefix="bench-telemetry-store-"), fsync=False)
     trainer = Trainer(get_variant("sd"), build_tiny(seed=0), data, spec, store, "bench/telemetry",
-                      export_model=False, keep_last=1)
+                      config=LoopConfig(export_model=False, keep_last=1))
     on, off = PrometheusRecorder(), telemetry.Recorder()
     on.bind(experiment="bench", trial="t0", variant="sd")
 

@@ -27,6 +27,7 @@ from orchestrator.models.sd import build_tiny, tokenize
 from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
 from orchestrator.models.registry import get_variant
+from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- 1. trainer vs hand-written loop, same work per step (no cache on either side)
     sd = get_variant("sd")
-    trainer = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/step", use_cache=False, export_model=False)
+    trainer = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/step",
+                      config=LoopConfig(use_cache=False, export_model=False))
     hand = hand_loop(data, args.batch_size, spec.lr, 0)
     t_ours, t_hand = side_by_side(trainer.train_step, hand, args.steps, args.repeats)
     print(f"step time (batch {args.batch_size}, 32 px, {args.threads} thread(s), median of {args.repeats}x{args.steps}):")
@@ -80,9 +82,11 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- 2. epoch with the latent/text cache vs without
     t0 = time.perf_counter()
-    cached = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/cached", use_cache=True, export_model=False)
+    cached = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/cached",
+                     config=LoopConfig(use_cache=True, export_model=False))
     encode_s = time.perf_counter() - t0
-    uncached = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/uncached", use_cache=False, export_model=False)
+    uncached = Trainer(sd, build_tiny(seed=0), data, spec, store, "bench/uncached",
+                       config=LoopConfig(use_cache=False, export_model=False))
     per_epoch = len(data) // args.batch_size
     timed(cached.train_step, 2), timed(uncached.train_step, 2)
     with_cache, without = [], []

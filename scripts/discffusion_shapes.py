@@ -32,7 +32,8 @@ from orchestrator.data.choices import labelled_choices
 from orchestrator.eval.context import NamedScorer
 from orchestrator.eval.matching import judge
 from orchestrator.eval.spatial import mcnemar, wilson_interval
-from orchestrator.manifest.schema import DataSource, DiscffusionOptions
+from orchestrator.manifest.schema import DataSource
+from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion.score import DiffusionScorer
 from orchestrator.models.sd import load_components
 
@@ -64,13 +65,13 @@ def few_shot(kind: str, base: Path, args, options: dict, work: Path):
 
     from orchestrator.models.loading import load_model
     from orchestrator.storage import open_store
-    from orchestrator.training.trial import train_trial
+    from orchestrator.training import LoopConfig, train_trial
 
     work.mkdir(parents=True)
     lr = 1e-3 if options.get("adapter") == "lora" else 1e-2
     (work / "m.yaml").write_text(MANIFEST.format(kind=kind, base=base, options=json.dumps(options), n=args.scenes,
                                                  seed=args.seed, steps=args.train_steps, lr=lr))
-    result = train_trial(work / "m.yaml", "0", progress=False, num_threads=1)
+    result = train_trial(work / "m.yaml", "0", config=LoopConfig(num_threads=1))
     loaded = load_model(result.checkpoint, store=open_store(str(work / "blobs")), base_dir=work)
     return loaded.model.scorer(), result
 

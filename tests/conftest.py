@@ -1,5 +1,7 @@
 import pytest
 
+import orchestrator.models  # noqa: F401  (installs the variant catalog every manifest validates with)
+
 pytest_plugins = ["tests.fixtures_azurite", "tests.fixtures_postgres", "tests.fixtures_browser"]
 
 

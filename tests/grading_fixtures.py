@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.actors.plan import plan_sweep
+from orchestrator.experiment.plan import plan_sweep
 from orchestrator.journal import Event, EventKind, open_journal
 
 MANIFEST = """\

@@ -13,15 +13,15 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from orchestrator.actors import api  # noqa: E402
+from orchestrator import app as api  # noqa: E402
 from orchestrator.actors.cluster import shutdown, start_local  # noqa: E402
 from orchestrator.actors.coordinator import Coordinator, ExperimentCoordinator  # noqa: E402
-from orchestrator.actors.plan import plan_sweep  # noqa: E402
-from orchestrator.actors.results import build_table, render_csv, render_json  # noqa: E402
+from orchestrator.experiment.plan import plan_sweep  # noqa: E402
+from orchestrator.results import build_table, render_csv, render_json  # noqa: E402
 from orchestrator.journal import Event, EventKind, open_journal  # noqa: E402
 from orchestrator.models.sd import load_components  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
-from orchestrator.training import train_trial  # noqa: E402
+from orchestrator.training import LoopConfig, train_trial  # noqa: E402
 
 MANIFEST = """\
 name: {name}
@@ -176,7 +176,7 @@ def test_trainer_sigkill_resumes_to_identical_weights(tmp_path):
     ray.kill(coord)
 
     straight = write(tmp_path / "straight", "killed", steps=16, every=4)
-    ref = train_trial(straight, tid, progress=False, num_threads=1)
+    ref = train_trial(straight, tid, config=LoopConfig(num_threads=1))
     a = load_components(f"trials/{tid}/model", store=open_store(plan.blobs_uri)).unet.state_dict()
     b = load_components(ref.model_prefix, store=open_store(tmp_path / "straight" / "blobs")).unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -234,7 +234,7 @@ def test_an_edited_manifest_does_not_change_what_resume_finishes(tmp_path):
     straight = tmp_path / "straight"
     straight.mkdir()
     (straight / "edited.yaml").write_text(original)
-    ref = train_trial(straight / "edited.yaml", tid, progress=False, num_threads=1)
+    ref = train_trial(straight / "edited.yaml", tid, config=LoopConfig(num_threads=1))
     a = load_components(f"trials/{tid}/model", store=open_store(plan.blobs_uri)).unet.state_dict()
     b = load_components(ref.model_prefix, store=open_store(straight / "blobs")).unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -280,7 +280,7 @@ def test_two_rank_gloo_group_matches_single_process(tmp_path):
         group.shutdown()
     assert [r.get("error") for r in results] == [None, None]
     assert results[0]["model_prefix"] and results[1]["checkpoint"] is None  # only rank 0 writes
-    single = train_trial(write(tmp_path / "single", "ddp", steps=4, every=2), tid, progress=False, num_threads=1)
+    single = train_trial(write(tmp_path / "single", "ddp", steps=4, every=2), tid, config=LoopConfig(num_threads=1))
     a = load_components(results[0]["model_prefix"], store=open_store(plan.blobs_uri)).unet.state_dict()
     b = load_components(single.model_prefix, store=open_store(tmp_path / "single" / "blobs")).unet.state_dict()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)

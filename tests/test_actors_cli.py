@@ -16,7 +16,7 @@ import pytest
 
 psutil = pytest.importorskip("psutil")  # comes with ray[default]
 
-from orchestrator.actors.plan import plan_sweep  # noqa: E402
+from orchestrator.experiment.plan import plan_sweep  # noqa: E402
 from orchestrator.journal import open_journal  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
 

@@ -270,7 +270,7 @@ def test_cli_submits_follows_and_reads_results_through_the_api(head, tmp_path):
 
 def test_a_registered_but_never_scheduled_experiment_is_scheduled_by_the_next_submission(head, tmp_path):
     """As if the head had journaled it and died before starting its coordinator."""
-    from orchestrator.actors.plan import plan_sweep
+    from orchestrator.experiment.plan import plan_sweep
 
     f = tmp_path / "orphan.yaml"
     f.write_bytes(manifest("orphan", steps=200))

@@ -68,6 +68,10 @@ def location_fields() -> list[str]:
                     found.setdefault(cls.name, []).extend(a.value for a in dec.args if isinstance(a, ast.Constant))
     where = {cls.__name__: paths for cls, paths in _where(schema.Manifest).items()}
     fields = sorted({f"{p}{field}" for cls, names in found.items() for p in where[cls] for field in names})
+    # and each variant's path options (PathOption fields of its options section, `model.<variant>`)
+    from orchestrator.models.registry import get_variant, names
+
+    fields += [f"model.{name}.{option}" for name in names() for option in get_variant(name).path_options]
     assert len(fields) >= 10, f"the schema's location fields were not found: {fields}"
     return fields + ["storage.blobs"]
 

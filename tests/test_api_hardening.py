@@ -222,7 +222,7 @@ def test_a_whole_body_in_time_is_still_served_on_a_kept_alive_connection(head):
 @pytest.fixture(scope="module")
 def unsettled(head, tmp_path_factory) -> str:
     """An experiment journaled with queued trials and no coordinator: its stream never ends by itself."""
-    from orchestrator.actors.plan import plan_sweep
+    from orchestrator.experiment.plan import plan_sweep
 
     f = tmp_path_factory.mktemp("followed") / "m.yaml"
     f.write_text(MANIFEST)
@@ -316,7 +316,7 @@ def test_the_report_page_carries_its_own_policy(tmp_path):
     """A file, not served: the policy is a <meta>; it names the page's own <style> by hash."""
     import html
 
-    from orchestrator.actors.results import ResultsTable
+    from orchestrator.results import ResultsTable
     from orchestrator.report.build import write_report
     from orchestrator.report.collect import ReportData
     from tests.fixtures_browser import new_browser, quit_browser

@@ -22,6 +22,7 @@ from orchestrator.models.sd import build_tiny
 from orchestrator.storage import open_store
 from orchestrator.storage.local import LocalBlobStore
 from orchestrator.training.checkpoint import CheckpointStore
+from orchestrator.training.control import LoopConfig, RunControl
 from orchestrator.training.loop import Trainer
 from orchestrator.training.uploader import CheckpointUploader
 
@@ -54,9 +55,9 @@ class SlowStore(LocalBlobStore):
                 self.in_flight -= 1
 
 
-def trainer(store, prefix="run", **kw):
+def trainer(store, prefix="run", **control):
     return Trainer(get_variant("sd"), build_tiny(seed=0), shapes_data(n=8, seed=0), SPEC, store, prefix,
-                   export_model=False, **kw)
+                   config=LoopConfig(export_model=False), control=RunControl(**control))
 
 
 @pytest.fixture(autouse=True)

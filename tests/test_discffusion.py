@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from orchestrator.manifest.schema import DiscffusionOptions
+from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion import variant as disc
 from orchestrator.models.discffusion.capture import cross_attention_layers, last_of_down_mid_up
 from orchestrator.models.discffusion.score import DiffusionScorer, timesteps
@@ -154,14 +154,15 @@ storage: {blobs: ./blobs, journal: sqlite:///./journal.db}
 def test_a_trial_trains_the_adapters_with_the_margin_loss_and_resumes_exactly(tmp_path):
     from orchestrator.models.common.serialize import from_bytes
     from orchestrator.storage import open_store
-    from orchestrator.training.trial import train_trial
+    from orchestrator.training import LoopConfig, train_trial
 
     for name in ("full", "split"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "m.yaml").write_text(MANIFEST)
-    full = train_trial(tmp_path / "full" / "m.yaml", "0", progress=False, num_threads=1)
-    train_trial(tmp_path / "split" / "m.yaml", "0", max_steps=2, progress=False, num_threads=1)
-    split = train_trial(tmp_path / "split" / "m.yaml", "0", progress=False, num_threads=1)
+    one_thread = LoopConfig(num_threads=1)
+    full = train_trial(tmp_path / "full" / "m.yaml", "0", config=one_thread)
+    train_trial(tmp_path / "split" / "m.yaml", "0", max_steps=2, config=one_thread)
+    split = train_trial(tmp_path / "split" / "m.yaml", "0", config=one_thread)
     assert full.finished and split.resumed_from == 2 and split.final_loss == full.final_loss
     states = [from_bytes(open_store(str(tmp_path / d / "blobs")).get(r.checkpoint)) for d, r in
               (("full", full), ("split", split))]
@@ -229,7 +230,7 @@ def test_matching_suite_on_comvg_and_shapes_pairs_with_a_matcher_and_with_clip(t
     from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config
 
     _comvg(tmp_path)
-    m = LoadedModel(disc, disc._build(_sd(), DiscffusionOptions(noise_levels=[0.5])), "base")
+    m = LoadedModel(disc.SPEC, disc._build(_sd(), DiscffusionOptions(noise_levels=[0.5])), "base")
     comvg = {"kind": "comvg", "root": str(tmp_path)}
     ctx = build_context(None, options=EvalOptions(matching=comvg, device="cpu"), model=m)
     [res] = run_in_context(ctx, ["matching"])

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.manifest.schema import DataSource, DiscffusionOptions
+from orchestrator.manifest.schema import DataSource
+from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion import variant as disc
-from orchestrator.models.discffusion.capture import Recorder
+from orchestrator.models.discffusion.capture import AttentionRecorder
 from orchestrator.models.discffusion.score import DiffusionScorer
 from orchestrator.models.loading import load_model
 
@@ -59,14 +60,15 @@ def _trials(tmp_path, options: str, kind: str = "shapes-winoground"):
     """The same trial run whole, and stopped at step 2 then resumed; their final checkpoints."""
     from orchestrator.models.common.serialize import from_bytes
     from orchestrator.storage import open_store
-    from orchestrator.training.trial import train_trial
+    from orchestrator.training import LoopConfig, train_trial
 
     for name in ("full", "split"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "m.yaml").write_text(MANIFEST.format(options=options, kind=kind))
-    full = train_trial(tmp_path / "full" / "m.yaml", "0", progress=False, num_threads=1)
-    train_trial(tmp_path / "split" / "m.yaml", "0", max_steps=2, progress=False, num_threads=1)
-    split = train_trial(tmp_path / "split" / "m.yaml", "0", progress=False, num_threads=1)
+    one_thread = LoopConfig(num_threads=1)
+    full = train_trial(tmp_path / "full" / "m.yaml", "0", config=one_thread)
+    train_trial(tmp_path / "split" / "m.yaml", "0", max_steps=2, config=one_thread)
+    split = train_trial(tmp_path / "split" / "m.yaml", "0", config=one_thread)
     assert full.finished and split.resumed_from == 2 and split.final_loss == full.final_loss
     states = [from_bytes(open_store(str(tmp_path / d / "blobs")).get(r.checkpoint))["modules"]
               for d, r in (("full", full), ("split", split))]
@@ -91,7 +93,7 @@ def test_a_lora_trial_trains_only_lora_and_resumes_exactly(tmp_path):
 def test_head_attribution_is_attention_times_its_gradient():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 5, 4, generator=g)
-    rec = Recorder("lse", 1.0, "probs")
+    rec = AttentionRecorder("lse", 1.0, "probs")
     a = logits.softmax(-1)
     # f = mean_i log Σ_j exp(A_ij): ∂f/∂A_ij = softmax_j(A_i) / N
     expected = (a * a.softmax(-1) / a.shape[2]).sum(dim=(-1, -2))

@@ -129,6 +129,7 @@ def test_training_checkpoint_uri(tmp_path):
     """A trainer's checkpoint loads with no manifest (it records its base), EMA applied as the
     export does; a base given explicitly replaces the recorded one."""
     from orchestrator.data.image_text import shapes_data
+    from orchestrator.training.control import LoopConfig
     from orchestrator.training.loop import Trainer
 
     store = LocalBlobStore(tmp_path / "blobs", fsync=False)
@@ -136,8 +137,9 @@ def test_training_checkpoint_uri(tmp_path):
     data = shapes_data(n=4, seed=0, size=32)
     for name, ema in (("plain", None), ("ema", 0.5)):
         trainer = Trainer(get_variant("sd"), build_tiny(seed=0), data, TrainSpec(steps=2, batch_size=2, lr=1e-2,
-                          checkpoint_every=2, ema_decay=ema), store, f"trials/{name}", export_model=False,
-                          origin={"model": spec.model_dump(mode="json"), "base_dir": None})
+                          checkpoint_every=2, ema_decay=ema), store, f"trials/{name}",
+                          origin={"model": spec.model_dump(mode="json"), "base_dir": None},
+                          config=LoopConfig(export_model=False))
         trainer.run()
         loaded = load_model(f"trials/{name}/checkpoints/step-00000002.pt", store=store)
         assert loaded.step == 2 and loaded.variant.INFO.name == "sd"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.actors.journaling import RunJournal
-from orchestrator.actors.plan import plan_sweep
+from orchestrator.experiment.journaling import RunJournal
+from orchestrator.experiment.plan import plan_sweep
 from orchestrator.data.image_text import shapes_data
 from orchestrator.journal import Event, EventKind, open_journal
 from orchestrator.manifest.schema import TrainSpec
@@ -23,6 +23,7 @@ from orchestrator.models.registry import get_variant
 from orchestrator.models.sd import build_tiny
 from orchestrator.storage import open_store
 from orchestrator.training.checkpoint import CheckpointStore
+from orchestrator.training.control import LoopConfig, RunControl
 from orchestrator.training.loop import CheckpointsMissing, Trainer
 from orchestrator.training.trial import train_trial
 
@@ -30,9 +31,10 @@ ORCH = str(Path(sys.executable).with_name("orch"))
 SPEC = TrainSpec(steps=4, batch_size=4, lr=1e-3, checkpoint_every=2, seed=0)
 
 
-def trainer(store, heard, **kw):
+def trainer(store, heard, **control):
     return Trainer(get_variant("sd"), build_tiny(seed=0), shapes_data(n=8, seed=0), SPEC, store, "run",
-                   export_model=False, on_notice=lambda kind, d: heard.append((kind, d)), **kw)
+                   config=LoopConfig(export_model=False),
+                   control=RunControl(on_notice=lambda kind, d: heard.append((kind, d)), **control))
 
 
 def test_resume_says_what_it_passed_over_and_stops_when_nothing_is_left(tmp_path):
@@ -105,7 +107,7 @@ def interrupted(path: Path, at: int | None = None):
                                          uri=f"trials/{t.id}/checkpoints/step-00000002.pt"))
                 continue
             try:
-                train_trial(path, t.id, max_steps=at, progress=False, num_threads=1)
+                train_trial(path, t.id, max_steps=at, config=LoopConfig(num_threads=1))
             finally:
                 torch.set_num_threads(threads)
             for ref in sorted(checkpoints(path.parent, t.id).refs(), key=lambda r: r.step):

@@ -16,7 +16,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from orchestrator.data.image_text import shapes_data
-from orchestrator.manifest.schema import GlideMiniOptions, ModelSpec, TrainSpec
+from orchestrator.manifest.schema import ModelSpec, TrainSpec
+from orchestrator.models.glide_mini.options import GlideMiniOptions
 from orchestrator.models.common.objective import Batch
 from orchestrator.models.glide_mini import variant as glide
 from orchestrator.models.glide_mini.config import FULL, tiny
@@ -27,6 +28,7 @@ from orchestrator.models.loading import load_model
 from orchestrator.models.registry import get_variant
 from orchestrator.storage import open_store
 from orchestrator.storage.location import get_dir
+from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 
 ORCH = [str(Path(sys.executable).with_name("orch"))]
@@ -296,7 +298,8 @@ def _trainer(store, data, prefix, options):
     m = glide.build_tiny(0, 32)
     spec = TrainSpec(steps=6, batch_size=4, grad_accum=2, lr=1e-3, warmup_steps=2, checkpoint_every=2,
                      ema_decay=0.99, noise_offset=0.1, seed=3)
-    return Trainer(get_variant("glide_mini"), m, data, spec, store, prefix, options=options, device="cpu")
+    return Trainer(get_variant("glide_mini"), m, data, spec, store, prefix, options=options,
+                   config=LoopConfig(device="cpu"))
 
 
 def test_exact_resume_and_export(tmp_path, data):

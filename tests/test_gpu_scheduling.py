@@ -7,9 +7,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from orchestrator.actors import api  # noqa: E402
+from orchestrator import app as api  # noqa: E402
 from orchestrator.actors.cluster import cluster_slots  # noqa: E402
-from orchestrator.actors.plan import plan_sweep  # noqa: E402
+from orchestrator.experiment.plan import plan_sweep  # noqa: E402
 from orchestrator.actors.trainer import TrainerActor, trial_resources  # noqa: E402
 from orchestrator.journal import open_journal  # noqa: E402
 from orchestrator.training.device import choose_device  # noqa: E402

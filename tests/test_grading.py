@@ -163,7 +163,7 @@ def test_build_is_idempotent_and_seeded_and_bad_input_exits_2(tmp_path, torch_on
     for k in before:
         store.delete(k)
     with open_journal(url) as j:
-        from orchestrator.actors.grading import choose_models
+        from orchestrator.app.grading import choose_models
         from orchestrator.eval.grading_task import build_task, task_content, Generation, shapes_prompts
 
         models, _ = choose_models(j, [eid], None)

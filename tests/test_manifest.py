@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import orchestrator.models  # noqa: F401  (the variant catalog: `model.<variant>` sections validate)
 from orchestrator.manifest import ManifestError, expand, experiment_id, load_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -14,7 +14,7 @@ import torch
 
 from orchestrator.journal import Event, open_journal
 from orchestrator.storage import open_store
-from orchestrator.training import train_trial
+from orchestrator.training import LoopConfig, RunControl, train_trial
 from orchestrator.training.checkpoint import CheckpointStore
 
 MANIFEST = """\
@@ -50,8 +50,8 @@ def test_a_30_second_blob_outage_is_waited_out(tmp_path, azurite_env, azurite, c
     seen: list = []
     started = time.monotonic()
     with caplog.at_level("WARNING", logger="orchestrator.storage.retry"):
-        result = train_trial(tmp_path / "m.yaml", "0", progress=False, num_threads=1,
-                             on_metrics=outage_after_first_checkpoint(azurite, 30, seen))
+        result = train_trial(tmp_path / "m.yaml", "0", config=LoopConfig(num_threads=1),
+                             control=RunControl(on_metrics=outage_after_first_checkpoint(azurite, 30, seen)))
     assert result.finished and result.resumed_from is None and seen == [1, 2, 3, 4, 5, 6]
     assert time.monotonic() - started >= 30  # the outage was there, and was sat out
     assert any("retrying" in r.getMessage() for r in caplog.records)
@@ -71,8 +71,8 @@ def test_an_outage_longer_than_the_budget_fails_naming_the_store(tmp_path, azuri
     container = f"t-{uuid.uuid4().hex[:12]}"
     (tmp_path / "m.yaml").write_text(MANIFEST.format(container=container))
     with pytest.raises(Exception) as err:
-        train_trial(tmp_path / "m.yaml", "0", progress=False, num_threads=1,
-                    on_metrics=outage_after_first_checkpoint(azurite, 15, []))
+        train_trial(tmp_path / "m.yaml", "0", config=LoopConfig(num_threads=1),
+                    control=RunControl(on_metrics=outage_after_first_checkpoint(azurite, 15, [])))
     assert container in str(err.value), str(err.value)
     for _ in range(60):  # Azurite back for the next test
         if not any(t.name == "outage" for t in threading.enumerate()):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.actors.plan import plan_sweep
+from orchestrator.experiment.plan import plan_sweep
 from orchestrator.journal import Event, EventKind, Holder, LeaseHeld, LeaseLost, open_journal
 from orchestrator.journal.lease import new_owner
 from tests.test_actors_cli import reap_session

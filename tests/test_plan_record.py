@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.actors.plan import SweepPlan, plan_sweep, recorded_plan
+from orchestrator.experiment.plan import SweepPlan, plan_sweep, recorded_plan
 from orchestrator.journal import Event, EventKind, open_journal
 from orchestrator.manifest import ManifestError, expand, load_manifest
 from orchestrator.manifest.record import ResolvedTrial, SweepRecord

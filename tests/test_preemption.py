@@ -15,7 +15,7 @@ import torch
 
 psutil = pytest.importorskip("psutil")
 
-from orchestrator.actors.plan import plan_sweep  # noqa: E402
+from orchestrator.experiment.plan import plan_sweep  # noqa: E402
 from orchestrator.journal import open_journal  # noqa: E402
 from orchestrator.models.loading import load_model  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402

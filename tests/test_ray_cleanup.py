@@ -91,7 +91,7 @@ def test_a_sigkilled_orch_run_leaves_no_ray_process(tmp_path):
     seen: dict[int, tuple[float, str]] = {}
     try:
         deadline = time.monotonic() + 180
-        while not any(cmd.startswith("ray::Trainer") for _, cmd in seen.values()):  # training has started
+        while not any(cmd.startswith("ray::TrialWorker") for _, cmd in seen.values()):  # training has started
             assert run.poll() is None, f"orch run ended early:\n{log_tail(tmp_path)}"
             assert time.monotonic() < deadline, f"no trainer after 180 s:\n{log_tail(tmp_path)}"
             record_ray_descendants(run.pid, seen)

@@ -11,8 +11,8 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from orchestrator.actors import api  # noqa: E402
-from orchestrator.actors.plan import plan_sweep  # noqa: E402
+from orchestrator import app as api  # noqa: E402
+from orchestrator.experiment.plan import plan_sweep  # noqa: E402
 from orchestrator.data.gqa_captions import build_gqa_captions  # noqa: E402
 from orchestrator.data.shapes import make_example  # noqa: E402
 from orchestrator.journal import open_journal  # noqa: E402
@@ -90,7 +90,7 @@ def test_sd_v15_layout_finetuned_on_imagefolder_and_gqa_captions_through_the_act
 def test_a_data_parallel_trial_on_files_shards_the_examples_there_are(tmp_path):
     """The ShardPlanner's size is the count the ranks will read: a file source's `n` is at most
     its first n, and a skipped record is not there."""
-    from orchestrator.actors.plan import plan_sweep
+    from orchestrator.experiment.plan import plan_sweep
     from orchestrator.actors.trainer import planner_spec
 
     write_imagefolder(tmp_path / "folder", n=6)

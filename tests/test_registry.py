@@ -13,10 +13,11 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from orchestrator.manifest import ManifestError
+from orchestrator.manifest import ManifestError, load_experiment
 from orchestrator.models import registry
 from orchestrator.models.loading import load_model
-from orchestrator.models.registry import INDEX_KEY, VariantInfo, load_checked_manifest
+from orchestrator.models.registry import INDEX_KEY
+from orchestrator.models.spec import VariantSpec
 from orchestrator.storage import open_store
 
 
@@ -42,9 +43,8 @@ class ToyObjective:
             return F.mse_loss(self.net(x + noise), x)
 
 
-class Toy:
-    """The variant: a plain namespace of functions, as a variant module is."""
-    INFO = VariantInfo(name="toy", kind="generator", trains_on=("shapes",), suites=("spatial",))
+class ToyFunctions:
+    """The variant's functions: a plain namespace, as a variant module is."""
 
     @staticmethod
     def load_base(spec, store, base_dir):
@@ -82,9 +82,15 @@ class Toy:
             return model.net(x).clamp(0, 1)
 
 
+Toy = VariantSpec(name="toy", kind="generator", trains_on=("shapes",), suites=("spatial",),
+                  load_base=ToyFunctions.load_base, modules=ToyFunctions.modules, objective=ToyFunctions.objective,
+                  export=ToyFunctions.export, load=ToyFunctions.load, resolution=ToyFunctions.resolution,
+                  generate=ToyFunctions.generate)
+
+
 @pytest.fixture
 def toy():
-    registry.register("toy", Toy)
+    registry.register(Toy)
     yield Toy
     registry.unregister("toy")
 
@@ -113,11 +119,11 @@ def test_a_variant_written_here_trains_resumes_exports_and_evaluates(toy, tmp_pa
     from orchestrator.training import train_trial
 
     torch.set_num_threads(1)
-    load_checked_manifest(write(tmp_path, "split"))  # the capability table knows the plug-in
-    first = train_trial(write(tmp_path, "split"), "0", max_steps=2, progress=False)
+    load_experiment(write(tmp_path, "split"))  # the capability table knows the plug-in
+    first = train_trial(write(tmp_path, "split"), "0", max_steps=2)
     assert (first.step, first.model_prefix) == (2, None)
-    resumed = train_trial(tmp_path / "split.yaml", "0", progress=False)
-    straight = train_trial(write(tmp_path, "straight"), "0", progress=False)
+    resumed = train_trial(tmp_path / "split.yaml", "0")
+    straight = train_trial(write(tmp_path, "straight"), "0")
     assert resumed.resumed_from == 2 and resumed.steps_run == 2 and resumed.final_loss == straight.final_loss
 
     split_store, straight_store = open_store(tmp_path / "split-blobs"), open_store(tmp_path / "straight-blobs")
@@ -137,7 +143,7 @@ def test_a_variant_written_here_trains_resumes_exports_and_evaluates(toy, tmp_pa
 
 def issues_of(path: Path) -> dict[str, tuple[int | None, str]]:
     with pytest.raises(ManifestError) as err:
-        load_checked_manifest(path)
+        load_experiment(path)
     return {i.path: (i.line, i.message) for i in err.value.issues}
 
 
@@ -185,7 +191,7 @@ def test_sd_serves_no_suite_it_cannot_and_options_are_checked(tmp_path):
     p = tmp_path / "sd.yaml"
     p.write_text(body)
     with pytest.raises(ManifestError) as err:
-        load_checked_manifest(p)
+        load_experiment(p)
     (issue,) = err.value.issues  # the schema error comes first; the table runs on a valid manifest
     assert (issue.path, issue.line) == ("model.sd.train_txt_encoder", 4) and "train_text_encoder" in issue.message
     p.write_text(body.replace("train_txt_encoder", "train_text_encoder"))
@@ -193,7 +199,7 @@ def test_sd_serves_no_suite_it_cannot_and_options_are_checked(tmp_path):
     assert found["data.train.kind"][0] == 5 and "comvg" in found["data.train.kind"][1]
     p.write_text(body.replace("train_txt_encoder", "train_text_encoder").replace("variant: sd", "variant: toy"))
     with pytest.raises(ManifestError, match="model.sd holds options of variant 'sd'"):
-        load_checked_manifest(p)
+        load_experiment(p)
 
 
 def test_sd_prediction_type_option_retargets_the_schedule():

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from orchestrator.actors.coordinator import Coordinator
 from orchestrator.actors.evaluator import Evaluator
-from orchestrator.actors.plan import plan_sweep
-from orchestrator.actors.trainer import Trainer
+from orchestrator.experiment.plan import plan_sweep
+from orchestrator.actors.trainer import TrialWorker
 from orchestrator.cli import app
 from orchestrator.journal import EventKind, open_journal
 from orchestrator.report.build import write_report
@@ -72,7 +72,7 @@ def experiment(tmp_path_factory):
     for tid in coord._register():
         base = base or evaluate(tid, {"kind": "base"}, "base")
         coord.rj.transition(tid, EventKind.RUNNING)
-        result = Trainer(plan.trial(tid).to_json(), plan.blobs_uri, reporter=to_coordinator).train()
+        result = TrialWorker(plan.trial(tid).to_json(), plan.blobs_uri, reporter=to_coordinator).train()
         coord.rj.transition(tid, EventKind.EVALUATING)
         final = evaluate(tid, {"kind": "model", "prefix": result["model_prefix"]}, f"{tid}-final")
         coord._record_eval(tid, 0, base, base=True)

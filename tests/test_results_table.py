@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.actors.results import build_table, render_csv, render_json, render_table, select_metrics, split_metrics
+from orchestrator.results import build_table, render_csv, render_json, render_table, select_metrics, split_metrics
 from orchestrator.journal import Event, open_journal
 
 
@@ -63,7 +63,7 @@ def test_metric_globs_select_columns_and_a_miss_is_an_error(journal):
 def test_paired_mcnemar_between_trials_that_differ_in_one_field(tmp_path):
     """Trials that share everything but the compared field pair up (seed by seed, lr by lr); the
     test runs on the per-prompt outcomes the spatial suite journals, with hand-counted discordants."""
-    from orchestrator.actors.results import paired_tests, render_paired
+    from orchestrator.results import paired_tests, render_paired
     from orchestrator.eval.spatial import mcnemar
 
     outcomes = {  # (captions, lr) -> accuracy bits over 10 prompts

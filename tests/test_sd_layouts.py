@@ -21,6 +21,7 @@ from orchestrator.storage.location import put_dir
 from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
 from orchestrator.models.registry import get_variant
+from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 from orchestrator.models.common.diffusion import training_target
 
@@ -93,5 +94,5 @@ def test_real_layout_loads_from_path_and_blobs_and_trains(tmp_path, release):
 
     spec = TrainSpec(steps=2, batch_size=2, checkpoint_every=2, min_snr_gamma=5.0)
     result = Trainer(get_variant("sd"), from_blobs, shapes_data(n=4, seed=0, size=32, caption="spatial"), spec, store,
-                     f"trials/{release}", export_model=False, progress=False).run(None)
+                     f"trials/{release}", config=LoopConfig(export_model=False)).run(None)
     assert result.finished and torch.isfinite(torch.tensor(result.final_loss))

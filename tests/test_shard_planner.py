@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.manifest.schema import SDOptions, TrainSpec
+from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.sd.options import SDOptions
 from orchestrator.models.sd import build_tiny, load_components
 from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
 from orchestrator.training.distributed import DistContext, batches_done, epoch_shards, shard_indices
 from orchestrator.models.registry import get_variant
+from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 from orchestrator.training.state import BatchOrder
 
@@ -61,7 +63,8 @@ def test_trainer_ranks_load_exactly_their_shards_and_match_one_process(tmp_path)
     def make(rank: int | None):
         dist = None if rank is None else DistContext(rank, 2)
         t = Trainer(get_variant("sd"), build_tiny(seed=0), data, spec, open_store(tmp_path / f"r{rank}"), "run",
-                    options=SDOptions(caption_dropout=0.3), use_cache=False, export_model=False, distributed=dist)
+                    options=SDOptions(caption_dropout=0.3), config=LoopConfig(use_cache=False, export_model=False),
+                    distributed=dist)
         seen: list[list[int]] = []
         inputs = t.objective._latent_dist
         t.objective._latent_dist = lambda idx, flip=None: (seen.append(idx.tolist()), inputs(idx, flip))[1]
@@ -117,7 +120,7 @@ def test_planner_record_and_reassignment():
 
 
 def test_group_replaces_a_killed_rank_and_finishes_identically(tmp_path):
-    from orchestrator.actors.plan import plan_sweep
+    from orchestrator.experiment.plan import plan_sweep
     from orchestrator.actors.trainer import TrainerGroup, worker_id
     from orchestrator.training import train_trial
 
@@ -146,8 +149,8 @@ def test_group_replaces_a_killed_rank_and_finishes_identically(tmp_path):
     assert group.recoveries == 1
     replacement = status["holders"][1]
     assert replacement != first_rank1 and (replacement, 1, first_rank1) in status["history"]
-    single = train_trial(write(tmp_path / "single", "ddp-kill", steps=40, every=4), tid, progress=False,
-                         num_threads=1)
+    single = train_trial(write(tmp_path / "single", "ddp-kill", steps=40, every=4), tid,
+                         config=LoopConfig(num_threads=1))
     a = load_components(out["model_prefix"], store=open_store(plan.blobs_uri)).unet.state_dict()
     b = load_components(single.model_prefix, store=open_store(Path(tmp_path) / "single" / "blobs")).unet.state_dict()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)

@@ -17,11 +17,13 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from orchestrator.manifest.schema import SDOptions, TrainSpec
+from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.sd.options import SDOptions
 from orchestrator.models.sd import build_tiny, load_components
 from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
 from orchestrator.models.registry import get_variant
+from orchestrator.training.control import LoopConfig, RunControl
 from orchestrator.training.loop import Trainer
 from orchestrator.training.trial import train_trial
 
@@ -43,9 +45,9 @@ def data():
     return shapes_data(n=12, seed=0, size=32, caption="spatial")  # 3 batches/epoch: resume crosses epochs
 
 
-def trainer(store, data, prefix, **kw):
+def trainer(store, data, prefix, **config):
     return Trainer(get_variant("sd"), build_tiny(seed=0), data, SPEC, store, prefix,
-                   options=SDOptions(caption_dropout=0.2), export_model=False, **kw)
+                   options=SDOptions(caption_dropout=0.2), config=LoopConfig(export_model=False, **config))
 
 
 def assert_same_state(a: Trainer, b: Trainer):
@@ -98,7 +100,7 @@ def test_checkpoint_bytes_are_a_function_of_the_training_state(tmp_path, data):
     """Trained twice, with the process's global RNGs left in different states, and stopped and
     resumed: byte-identical checkpoints at every step. The model has dropout, which draws from
     torch's global generator: resume stays bit-exact because each step seeds it from (seed, step)."""
-    from orchestrator.manifest.schema import GlideMiniOptions
+    from orchestrator.models.glide_mini.options import GlideMiniOptions
     from orchestrator.models.glide_mini.config import tiny
     from orchestrator.models.glide_mini.model import build
     from orchestrator.models.glide_mini.tokenizer import shapes_words
@@ -110,7 +112,8 @@ def test_checkpoint_bytes_are_a_function_of_the_training_state(tmp_path, data):
     def make(prefix: str, dropout: float = 0.3) -> Trainer:
         model = build(dataclasses.replace(config, dropout=dropout), tok, seed=0)
         return Trainer(get_variant("glide_mini"), model, data, spec, store, prefix,
-                       options=GlideMiniOptions(train="both", caption_dropout=0.2), export_model=False, device="cpu")
+                       options=GlideMiniOptions(train="both", caption_dropout=0.2),
+                       config=LoopConfig(export_model=False, device="cpu"))
 
     store = open_store(tmp_path / "blobs")
     disturb_global_rngs(1)
@@ -160,12 +163,13 @@ storage: {{blobs: {blobs}}}
 
 KILLER = textwrap.dedent("""
     import os, signal, sys, torch
-    from orchestrator.training.trial import train_trial
+    from orchestrator.training import LoopConfig, RunControl, train_trial
     torch.set_num_threads(1)
     def kill_after_checkpoint(m):
         if m.step == 3:  # a checkpoint exists at 2; step 3's work is lost
             os.kill(os.getpid(), signal.SIGKILL)
-    train_trial(sys.argv[1], "0", progress=False, on_metrics=kill_after_checkpoint, num_threads=1)
+    train_trial(sys.argv[1], "0", control=RunControl(on_metrics=kill_after_checkpoint),
+                config=LoopConfig(num_threads=1))
 """)
 
 
@@ -181,9 +185,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert not store.list("trials/")[-1].endswith("model_index.json")  # it did not finish
 
     metrics = []
-    resumed = train_trial(tmp_path / "killed.yaml", "0", progress=False, on_metrics=metrics.append, num_threads=1)
+    resumed = train_trial(tmp_path / "killed.yaml", "0", control=RunControl(on_metrics=metrics.append),
+                          config=LoopConfig(num_threads=1))
     assert resumed.resumed_from == 2 and resumed.finished and [m.step for m in metrics] == [3, 4, 5, 6]
-    straight = train_trial(tmp_path / "straight.yaml", "0", progress=False, num_threads=1)
+    straight = train_trial(tmp_path / "straight.yaml", "0", config=LoopConfig(num_threads=1))
     assert straight.resumed_from is None and straight.final_loss == resumed.final_loss
 
     a = load_components(resumed.model_prefix, store=store).unet.state_dict()
@@ -193,7 +198,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     prefix = resumed.model_prefix.rsplit("/", 1)[0]
     assert checkpoint_hashes(store, prefix) == checkpoint_hashes(open_store(tmp_path / "straight-blobs"), prefix)
     assert sorted(checkpoint_hashes(store, prefix)) == [2, 4, 6]
-    again = train_trial(tmp_path / "killed.yaml", "0", progress=False, num_threads=1)
+    again = train_trial(tmp_path / "killed.yaml", "0", config=LoopConfig(num_threads=1))
     assert again.steps_run == 0 and again.resumed_from == 6  # finished trials do not retrain
 
 
@@ -208,7 +213,7 @@ def test_trained_text_encoder_and_random_flips_resume_exactly(tmp_path):
 
     def make(prefix):
         return Trainer(get_variant("sd"), build_tiny(seed=0), flips, SPEC, store, prefix, options=options,
-                       export_model=False)
+                       config=LoopConfig(export_model=False))
 
     ref = make("ref")
     before = [p.detach().clone() for p in ref.objective.c.text_encoder.parameters()]
@@ -223,5 +228,5 @@ def test_trained_text_encoder_and_random_flips_resume_exactly(tmp_path):
     assert result.resumed_from == 3 and result.final_loss == full.final_loss
     assert_same_state(ref, resumed)
     plain = Trainer(get_variant("sd"), build_tiny(seed=0), shapes_data(n=12, seed=0, size=32, caption="spatial"),
-                    SPEC, store, "plain", options=options, export_model=False).run()
+                    SPEC, store, "plain", options=options, config=LoopConfig(export_model=False)).run()
     assert plain.final_loss != full.final_loss  # the flips changed what was trained on

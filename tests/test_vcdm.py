@@ -17,7 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from orchestrator.data.image_text import shapes_data
 from orchestrator.manifest import ManifestError, expand, load_manifest
-from orchestrator.manifest.schema import ModelSpec, TrainSpec, VCDMOptions
+from orchestrator.manifest.schema import ModelSpec, TrainSpec
+from orchestrator.models.vcdm.options import VCDMOptions
 from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config
 from orchestrator.models.common.objective import Batch
 from orchestrator.models.loading import load_model
@@ -28,6 +29,7 @@ from orchestrator.models.vcdm.embeddings import EmbeddingCache
 from orchestrator.models.vcdm.model import load, save
 from orchestrator.storage import open_store
 from orchestrator.storage.location import get_dir
+from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -150,7 +152,8 @@ def test_export_load_reproduces_generate_bit_for_bit(tmp_path):
 def _trainer(store, data, prefix, spec_model):
     m = vcdm.load_base(spec_model, store, None)
     spec = TrainSpec(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2, ema_decay=0.9, seed=3)
-    return Trainer(get_variant("vcdm"), m, data, spec, store, prefix, options=spec_model.options, device="cpu")
+    return Trainer(get_variant("vcdm"), m, data, spec, store, prefix, options=spec_model.options,
+                   config=LoopConfig(device="cpu"))
 
 
 def test_both_stages_train_through_the_generic_trainer_and_resume_exactly(tmp_path, data, clip_dir):

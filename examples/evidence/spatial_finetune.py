@@ -37,7 +37,7 @@ from orchestrator.manifest import expand, load_manifest  # noqa: E402
 from orchestrator.models.sd import generate, load_components, save_grid  # noqa: E402
 from orchestrator.models.common.images import to_pil  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
-from orchestrator.training import TINY_BASE_PREFIX, pretrain_base, train_trial  # noqa: E402
+from orchestrator.training import TINY_BASE_PREFIX, LoopConfig, RunControl, pretrain_base, train_trial  # noqa: E402
 
 log = logging.getLogger("evidence")
 TRAIN_SEED = 0        # the shapes dataset both pretraining and finetuning draw images from
@@ -139,8 +139,8 @@ def finetune(args, out: Path, manifest: Path, store) -> dict[str, dict]:
             infos[caps] = json.loads(info_path.read_text())
             continue
         rows: list[dict] = []
-        res = train_trial(manifest, tid, progress=False, num_threads=args.threads,
-                          on_metrics=lambda m: rows.append({"step": m.step, "loss": m.loss}))
+        res = train_trial(manifest, tid, config=LoopConfig(num_threads=args.threads),
+                          control=RunControl(on_metrics=lambda m: rows.append({"step": m.step, "loss": m.loss})))
         if res.steps_run != res.total_steps:
             raise SystemExit(f"trial {tid} resumed from step {res.resumed_from}; its loss curve is incomplete, "
                              f"delete {out / 'blobs' / 'trials' / tid} and rerun")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.actors.plan import plan_sweep
+from orchestrator.experiment.plan import plan_sweep
 
 from .runs import events, kill_session, loss_curve, orch, results_json, start, wait_for, write_manifest
 

@@ -11,8 +11,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.actors.ownership import claim, kept
-from orchestrator.actors.plan import plan_sweep
+from orchestrator.journal.ownership import claim, kept
+from orchestrator.experiment.plan import plan_sweep
 from orchestrator.cli import app
 from orchestrator.journal import Event, open_journal
 from orchestrator.journal.retry import JournalUnavailable

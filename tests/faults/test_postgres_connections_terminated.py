@@ -8,7 +8,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.actors.plan import plan_sweep
+from orchestrator.experiment.plan import plan_sweep
 from orchestrator.journal import open_journal
 
 from .runs import loss_curve, orch, write_manifest

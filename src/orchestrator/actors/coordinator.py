@@ -33,9 +33,9 @@ from orchestrator.telemetry.sink import install_from_env
 
 from .cluster import cluster_slots
 from .evaluator import EvaluatorActor
-from .journaling import RunJournal
-from .ownership import Ownership, adopt, kept
-from .plan import SweepPlan
+from orchestrator.experiment.journaling import RunJournal
+from orchestrator.journal.ownership import Ownership, adopt, kept
+from orchestrator.experiment.plan import SweepPlan
 from .trainer import TrainerActor, TrainerGroup, trial_resources  # all light: the ML core loads in their own processes
 
 log = logging.getLogger(__name__)

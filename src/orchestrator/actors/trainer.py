@@ -1,4 +1,5 @@
-"""Trainer actor: runs one trial with the ML core's `train_resolved` and forwards what it reports.
+"""Trainer actor (`TrialWorker`, remote as `TrainerActor`): runs one trial with the ML core's
+`train_resolved` and forwards what it reports.
 
 A trainer receives its trial by value (`ResolvedTrial.to_json()`: the trial's own manifest and the
 folder its relative paths are read from), never a manifest path: its node needs no copy of the file.
@@ -38,7 +39,7 @@ from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
 from .cluster import node_placement
-from .ownership import Ownership, OwnerWatch
+from orchestrator.journal.ownership import Ownership, OwnerWatch
 
 if TYPE_CHECKING:  # the ML core (torch, diffusers) loads in the trainer's process when it trains: the
     # coordinator imports this module for the actor class and stays light
@@ -50,7 +51,10 @@ REPORT_EVERY_S = 0.25  # live metrics are throttled; checkpoints and the last st
 PEER_GRACE_S = 15.0    # after one rank fails or dies, how long the others get to notice and return
 
 
-class Trainer:
+class TrialWorker:
+    """One trial's trainer process (or one rank of a data-parallel trial): trains it and relays what
+    the run reports to the coordinator (`reporter`) and the ShardPlanner (`planner`)."""
+
     def __init__(self, trial: dict, blobs_uri: str, reporter=None, num_threads: int = 1,
                  planner=None, telemetry: dict[str, str] | None = None, ownership: Ownership | None = None):
         self.trial, self.trial_id, self.reporter = trial, trial["id"], reporter
@@ -158,23 +162,25 @@ class Trainer:
               expect_checkpoint: int | None = None, restart_missing: bool = False) -> dict:
         """The TrainResult as a dict, or {"error", "traceback"} when the trial raised: the
         traceback is formatted here, where it is still whole. Fallbacks resume takes are
-        reported (`on_notice`) as they happen; see train_trial for the checkpoint arguments."""
+        reported (`on_notice`) as they happen; `expect_checkpoint` and `restart_missing` are the
+        journal's side of resume (RunControl, training/control.py)."""
         from orchestrator.manifest.record import ResolvedTrial
+        from orchestrator.training.control import LoopConfig, RunControl
         from orchestrator.training.trial import train_resolved
 
+        is_main = distributed is None or distributed.is_main
         if distributed is None:
             callback = self._on_metrics if self.reporter is not None else None
         else:
             callback = self._rank_metrics(distributed.rank, distributed.is_main)
-        notice = self._on_notice if distributed is None or distributed.is_main else None
+        control = RunControl(stop=self._stop.is_set, guard=self._guard, on_metrics=callback,
+                             on_notice=self._on_notice if is_main else None,
+                             expect_checkpoint=expect_checkpoint, restart_missing=restart_missing)
         try:
-            device = self._placed(0 if distributed is None else distributed.rank,
-                                  distributed is None or distributed.is_main)
-            result = train_resolved(ResolvedTrial.from_json(self.trial), max_steps=max_steps, progress=False,
-                                 on_metrics=callback, num_threads=self.num_threads, distributed=distributed,
-                                 on_notice=notice, expect_checkpoint=expect_checkpoint,
-                                 restart_missing=restart_missing, stop=self._stop.is_set,
-                                 guard=self._guard, device=device)
+            device = self._placed(0 if distributed is None else distributed.rank, is_main)
+            result = train_resolved(ResolvedTrial.from_json(self.trial), control,
+                                    LoopConfig(device=device, num_threads=self.num_threads),
+                                    max_steps=max_steps, distributed=distributed)
         except Exception as exc:  # noqa: BLE001 - a failing trial is data for the journal
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         return dataclasses.asdict(result)
@@ -190,13 +196,13 @@ def _reconstructed() -> bool:
     """Whether Ray restarted this actor after its process died (False outside an actor)."""
     try:
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
-    except Exception:  # noqa: BLE001 - not an actor (tests construct Trainer directly)
+    except Exception:  # noqa: BLE001 - not an actor (tests construct TrialWorker directly)
         return False
 
 
 # max_concurrency=2: `pid` answers while `train` runs. Restarts + task retries: a killed
 # trainer process comes back and its `train` call runs again, resuming from its checkpoint.
-TrainerActor = ray.remote(max_restarts=3, max_task_retries=3, max_concurrency=2)(Trainer)
+TrainerActor = ray.remote(max_restarts=3, max_task_retries=3, max_concurrency=2)(TrialWorker)
 
 
 def trial_resources(gpus_per_trial: int, cpus_per_trial: float) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The head's HTTP API: a FastAPI app over actors.api and the journal.
+"""The head's HTTP API: a FastAPI app over the application layer (orchestrator.app) and the journal.
 
     POST /v1/experiments                  manifest YAML as the body -> 201 created / 200 existing
     GET  /v1/experiments                  every experiment: status, trial counts, owner
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from ray.exceptions import RayError
 
-from orchestrator.actors import api as actors_api
+from orchestrator.app import queries
 from orchestrator.journal import JournalError, UnknownExperiment, open_journal
 from orchestrator.journal.redact import excerpt
 from orchestrator.manifest import ManifestError
 from orchestrator.manifest.yaml_source import MAX_BYTES
+from orchestrator.results import ResultsFormat
 from orchestrator.storage import StorageError
 
 from . import events
 from .auth import BearerGate, TokenSource
+from .errors import Detail
 from .grading import grading_router
 from .limits import BodyLimit, FollowerCap
 from .submissions import SHOWN_FILE, Submissions
@@ -58,10 +59,6 @@ class HeadSettings:
 
 
 # ------------------------------------------------------------------ schemas
-class Detail(BaseModel):
-    detail: str
-
-
 class Issue(BaseModel):
     file: str
     path: str
@@ -109,12 +106,6 @@ class ExperimentDetail(ExperimentSummary):
 class Cancelled(BaseModel):
     experiment_id: str
     counts: dict[str, int]
-
-
-class ResultsFormat(str, Enum):
-    json = "json"
-    csv = "csv"
-    table = "table"
 
 
 MEDIA = {ResultsFormat.json: "application/json", ResultsFormat.csv: "text/csv", ResultsFormat.table: "text/plain"}
@@ -183,13 +174,13 @@ def create_app(settings: HeadSettings) -> BearerGate:
 
     @app.get("/v1/experiments", response_model=list[ExperimentSummary], tags=["experiments"], responses=_r(401, 503))
     async def list_experiments() -> list[dict]:
-        return await threaded(actors_api.status, jurl)
+        return await threaded(queries.status, jurl)
 
     @app.get("/v1/experiments/{experiment_id}", response_model=ExperimentDetail, tags=["experiments"],
              responses=_r(401, 404, 503))
     async def get_experiment(experiment_id: str) -> dict:
         """Trials with their states, attempts, last checkpoint, latest metrics and error; the owner."""
-        return (await threaded(actors_api.status, jurl, experiment_id))[0]
+        return (await threaded(queries.status, jurl, experiment_id))[0]
 
     @app.get("/v1/experiments/{experiment_id}/results", tags=["experiments"], responses={
         200: {"description": "the results table", "content": {"application/json": {"schema": {"type": "object"}},
@@ -205,7 +196,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
         """Rows are trials, columns swept fields and metrics, as `orch results` prints them."""
         patterns = [p.strip() for p in metrics.split(",") if p.strip()] if metrics else None
         try:
-            text = await threaded(actors_api.results, jurl, experiment_id, format.value, patterns, paired)
+            text = await threaded(queries.results, jurl, experiment_id, format.value, patterns, paired)
         except ValueError as exc:
             return JSONResponse({"detail": excerpt(exc)}, status_code=422)
         return Response(text, media_type=MEDIA[format])
@@ -214,7 +205,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
               responses=_r(401, 404, 503))
     async def cancel(experiment_id: str) -> dict:
         """Queued trials are cancelled now, running ones as their coordinator sees it (seconds)."""
-        return {"experiment_id": experiment_id, "counts": await threaded(actors_api.cancel, jurl, experiment_id)}
+        return {"experiment_id": experiment_id, "counts": await threaded(queries.cancel, jurl, experiment_id)}
 
     @app.get("/v1/experiments/{experiment_id}/events", tags=["experiments"], responses={
         200: {"description": "server-sent events: id = journal seq, event = kind, data = the event as JSON",

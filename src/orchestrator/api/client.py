@@ -1,5 +1,6 @@
 """The CLI's side of the head's API (`orch submit/status/results/cancel --api URL`): the standard
-library's urllib only, so a researcher's laptop needs neither Ray nor an HTTP package.
+library's urllib only, so a researcher's laptop needs neither Ray nor an HTTP package. `Head` is
+the HTTP implementation of the CLI's Backend (orchestrator.app.backend).
 
 The token comes from $ORCH_API_TOKEN. Every failure is an ApiError: `status` is the HTTP status
 (0 when the head could not be reached), `body` the decoded JSON answer when there was one.
@@ -12,7 +13,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+from orchestrator.app.backend import SubmitOutcome
 
 TOKEN_ENV = "ORCH_API_TOKEN"
 
@@ -26,9 +30,12 @@ class ApiError(Exception):
 
 
 class Head:
+    """The head at `url`, as a Backend: submit, status, results, cancel, and its live events."""
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 300.0):
         if not url.startswith(("http://", "https://")):
             raise ApiError(0, f"--api {url!r}: an http:// or https:// URL, e.g. http://head:8470", bad_input=True)
+        self.url_given = url  # as the user wrote it: the commands we print repeat it
         self.url, self.timeout = url.rstrip("/"), timeout
         self.token = token if token is not None else os.environ.get(TOKEN_ENV)
 
@@ -60,7 +67,28 @@ class Head:
         with self._open(method, path, **kw) as resp:
             return json.loads(resp.read())
 
-    def submit(self, manifest: bytes) -> tuple[bool, dict]:
+    def submit(self, manifest: Path) -> SubmitOutcome:
+        """The head validates the file's content (against its data roots); the issues it finds are
+        raised as a ManifestError against the local file, as `orch validate` would list them."""
+        from orchestrator.manifest import ManifestError, ManifestIssue
+
+        try:
+            body = manifest.read_bytes()
+        except OSError as exc:
+            raise ApiError(0, f"{manifest}: {exc.strerror or exc}", bad_input=True) from None
+        try:
+            created, answer = self.post_manifest(body)
+        except ApiError as exc:
+            rows = exc.body.get("errors") if exc.status == 422 and isinstance(exc.body, dict) else None
+            if rows:
+                raise ManifestError([ManifestIssue(str(manifest), r["path"], r["line"], r["message"])
+                                     for r in rows]) from None
+            raise
+        eid = answer["experiment_id"]
+        return SubmitOutcome(eid, follow=f"orch status {eid} --api {self.url_given} --follow", created=created,
+                          trials=answer["trials"])
+
+    def post_manifest(self, manifest: bytes) -> tuple[bool, dict]:
         """(created, answer); a bad manifest raises ApiError 422 whose body lists the issues."""
         with self._open("POST", "/v1/experiments", body=manifest) as resp:
             return resp.status == 201, json.loads(resp.read())

@@ -1,10 +1,11 @@
 """A client's manifest confined to the head's allowed roots, and stored as the workers will read it.
 
 A manifest submitted over HTTP names locations the head's workers will read and write (data
-roots, model directories, eval inputs, the blob store, every variant's path options). Each is
-decided by one function, `storage.location.confine`, which the schema calls for every location
-field when the manifest is loaded with roots (every trial of the sweep too, so a swept path is
-confined and its issue points at its sweep entry): parsed the one way (az:// with a valid
+roots, model directories, eval inputs, the blob store, every variant's path options: the options
+its spec's section marks PathOption, listed by `VariantSpec.path_options`, a plugged-in variant's
+too). Each is decided by one function, `storage.location.confine`, which the schema calls for
+every location field when the manifest is loaded with roots (every trial of the sweep too, so a
+swept path is confined and its issue points at its sweep entry): parsed the one way (az:// with a valid
 container, file:// and plain paths; any other scheme refused), made absolute, `..` and symlinks
 resolved, refused unless inside a root (the `--data-root`s and the state dir). A refused path
 is never probed: the answer for `/etc/shadow` and `/no/such` is the same.

@@ -32,13 +32,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from orchestrator.actors.grading import results_text
+from orchestrator.app.grading import results_text
 from orchestrator.eval.grading_task import blind_order
 from orchestrator.journal import Grade, UnknownGradingTask, open_journal
 from orchestrator.journal.grading import StaleGrade
 from orchestrator.journal.redact import excerpt
 
 from .auth import GRADER_PATTERN, principal_of
+from .errors import Detail
 
 PAGE = Path(__file__).with_name("grading_page.html")
 GRADER = Query(..., pattern=GRADER_PATTERN, description="The grader's name (letters, digits, _.@-); the "
@@ -59,10 +60,6 @@ def api_token(request: Request) -> None:
     who = principal_of(request.scope)
     if who is None or not who.api:
         raise HTTPException(403, "the task list and results need an API token, not a grader's")
-
-
-class Detail(BaseModel):
-    detail: str
 
 
 class TaskSummary(BaseModel):

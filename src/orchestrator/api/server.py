@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.actors.plan import resolve_journal_url
+from orchestrator.experiment.plan import resolve_journal_url
 from orchestrator.journal.engine import masked
 
 from .auth import TokenSource

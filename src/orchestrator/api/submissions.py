@@ -3,14 +3,14 @@
     POST body -> state dir (temporary file) -> load confined to the allowed roots, without file
     checks -> full load and plan (orch validate's checks) -> written out with every location as
     confinement resolved it, stored content-addressed by the body (`<state>/<sha256>.yaml`) ->
-    registered in the journal -> a detached coordinator (actors.api), whose workers load that file
+    registered in the journal -> a detached coordinator (app.submit_plan), which gets the plan by value
 
 A submitted manifest behaves as if it sat in the state dir: its relative paths resolve there, so
 the default storage (`./runs/blobs`, `sqlite:///./runs/journal.db`) lands in the state dir.
 
 Idempotent and safe under concurrency, across processes too: the experiment id is a hash of the
 manifest's content, `register_experiment` (one write transaction) says which request created it
-(201) and which found it (200), and the experiment's owner lease (actors/ownership.py) lets at
+(201) and which found it (200), and the experiment's owner lease (journal/ownership.py) lets at
 most one coordinator run it. A registered experiment that was never scheduled (the head failed
 between the two steps) is scheduled by the next submission of the same manifest.
 """
@@ -24,8 +24,8 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.actors import api as actors_api
-from orchestrator.actors.plan import SweepPlan, plan_sweep, resolve_journal_url
+from orchestrator.experiment.plan import SweepPlan, plan_sweep, resolve_journal_url
+from orchestrator.app.submission import submit_plan
 from orchestrator.journal import ExperimentStatus, Journal, LeaseHeld
 from orchestrator.manifest import ManifestError, ManifestIssue, expand, load_manifest
 
@@ -115,7 +115,7 @@ class Submissions:
 
     def _schedule(self, plan: SweepPlan) -> bool:
         try:
-            actors_api.submit_plan(plan, self.ray_address, journal_url=self.journal_url)
+            submit_plan(plan, self.ray_address, journal_url=self.journal_url)
             return True
         except LeaseHeld as exc:  # another run (another head, an `orch run`) has it: not ours to start
             log.info("%s", exc)

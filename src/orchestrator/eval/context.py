@@ -315,8 +315,8 @@ class EvalContext:
             m = self.model()
         except (FileNotFoundError, ValueError, NotImplementedError) as exc:
             return [f"{suite}: cannot load the model to check it: {exc}"]
-        if not hasattr(m.variant, hook):
-            return [f"{suite}: variant {m.variant.INFO.name!r} {lacking}"]
+        if getattr(m.variant, hook) is None:
+            return [f"{suite}: variant {m.variant.name!r} {lacking}"]
         return []
 
     def oracle_clip(self) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import ManifestIssue
-from .schema import Manifest, _model_of
+from .schema import Manifest, _model_of, fields_of
 from .yaml_source import YamlSource
 
 
@@ -71,9 +71,9 @@ def _allowed_keys(path: list) -> list[str]:
     for part in path:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(str(part))
-        nxt = _model_of(field.annotation) if field else None
+        fields = fields_of(model)
+        nxt = _model_of(fields[str(part)]) if str(part) in fields else None
         if nxt is None:
             return []
         model = nxt
-    return list(model.model_fields)
+    return list(fields_of(model))

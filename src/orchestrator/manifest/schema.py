@@ -3,16 +3,24 @@
 Every section forbids unknown keys so a typo never silently falls back to a default.
 Paths in a manifest are resolved against the manifest's own directory (as docker compose
 does), so a manifest means the same thing whichever directory it is run from.
+
+The model section names no variant: `model.<variant>` is the options section that variant's spec
+declares (its package under models/), found through the catalog models/ installs (variants.py).
 """
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator,
-                      model_serializer, model_validator)
+from pydantic import (BaseModel, Field, PrivateAttr, SerializerFunctionWrapHandler, ValidationInfo, create_model,
+                      field_validator, model_serializer, model_validator)
 
-from orchestrator.storage.location import LocationError, confine, is_remote, local_path, parse_location
+# is_remote and local_path are read from here too (manifest.local_path, actors/evaluator.py).
+from orchestrator.storage.location import LocationError, confine, is_remote, local_path, parse_location  # noqa: F401
+
+from .section import Section, VariantOptions
+from .section import check_location as _check_exists
+from .variants import VARIANT_NAME, options_of, sections
 
 # The shapes world's names a manifest may use; data/ (below manifest in the house) implements
 # each one and checks at import that it implements exactly these.
@@ -34,37 +42,6 @@ SWEEPABLE_SECTIONS = ("model", "data", "train")
 PositiveInt = Annotated[int, Field(gt=0)]
 # Reserved `model.base`: a freshly initialised tiny SD (tests, ablations from scratch).
 TINY_RANDOM_BASE = "tiny-random"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_exists(value: str | None, info: ValidationInfo, what: str) -> str | None:
-    """A location field: parsed the one way (storage.location), confined when the context names
-    roots (a manifest from an API client: the value becomes the resolved path the workers open),
-    then, if asked, checked to exist. A refused path is never probed; no OS error escapes."""
-    if value is None:
-        return value
-    context = info.context or {}
-    base = context.get("base_dir")
-    try:
-        if context.get("roots") is not None:
-            value = confine(value, base_dir=base, roots=context["roots"])
-        if is_remote(value):
-            return value
-        path = local_path(value, base)
-        if context.get("check_files", True) and not path.exists():
-            raise ValueError(f"{what} not found: {_excerpt(str(path))}")
-    except LocationError as exc:
-        raise ValueError(str(exc)) from None
-    except OSError as exc:  # e.g. a directory that cannot be searched
-        raise ValueError(f"{what} cannot be checked: {exc.strerror or type(exc).__name__}") from None
-    return value
-
-
-def _excerpt(text: str) -> str:
-    return text if len(text) <= 120 else text[:80] + "..." + text[-24:]
 
 
 RECIPE_FIELDS = ("ema_decay",)
@@ -103,156 +80,12 @@ class PretrainSpec(Section):
         return self
 
 
-class SDOptions(Section):
-    """Stable Diffusion's own settings (`model.sd`)."""
-    # None: what the base's scheduler says (ε for v1-5 and the tiny base, v for v2-1 768).
-    prediction_type: Literal["epsilon", "v_prediction"] | None = None
-    # SD finetuning freezes the text encoder; true trains it with the U-Net (text embeddings are
-    # then computed every step rather than cached).
-    train_text_encoder: bool = False
-    # Share of training captions replaced by "" so classifier-free guidance keeps working.
-    caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-
-
-class GlideMiniOptions(Section):
-    """GLIDE-mini's own settings (`model.glide_mini`)."""
-    # What finetuning trains: the U-Net, the text transformer (with its projection), or both.
-    train: Literal["unet", "text", "both"] = "unet"
-    # Share of training captions replaced by the all-padding tokens (GLIDE finetunes with 0.2), so
-    # classifier-free guidance keeps working.
-    caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
-    # Weight of the VLB term of the hybrid loss; None: T/1000 (improved DDPM's rescaled form).
-    vlb_weight: Annotated[float, Field(ge=0, le=1000)] | None = None
-    # Directory with GPT-2's encoder.json and vocab.bpe: needed when model.base is the released
-    # base.pt (a bare state dict carries no tokenizer).
-    bpe: str | None = None
-
-    @field_validator("bpe")
-    @classmethod
-    def _bpe_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return _check_exists(v, info, "GPT-2 BPE directory")
-
-    def model_problem(self, model: "ModelSpec") -> str | None:
-        if model.base and model.base.endswith(".pt") and not self.bpe:
-            return ("model.base is a bare state dict (.pt, glide-text2im's base.pt); set model.glide_mini.bpe "
-                    "to the directory holding GPT-2's encoder.json and vocab.bpe")
-        return None
-
-
-class DiscffusionOptions(Section):
-    """Discffusion's score (`model.discffusion`): the paper's method by default; each switch is a
-    choice of its public code (or an ablation), so a sweep can compare them."""
-    # f(A) per image token over text tokens: lse = (1/λ) log Σ_j exp(λ A_ij) (the paper); max_row /
-    # max_col (ablations); cosine: of the mean query and the mean key (an ablation).
-    pooling: Literal["lse", "max_row", "max_col", "cosine"] = "lse"
-    lam: Annotated[float, Field(gt=0, le=100)] = 1.0
-    # What A is: the attention probabilities (paper) or the pre-softmax scaled logits (public code).
-    attention: Literal["probs", "logits"] = "probs"
-    # Which cross-attention layers: all, or the last of the down, mid and up blocks (public code).
-    layers: Literal["all", "last_down_mid_up"] = "all"
-    # Which text tokens j runs over: the caption's own (with its start/end tokens), or all (public code: 77).
-    tokens: Literal["caption", "all"] = "caption"
-    # The attention term per sample (paper), or one batch mean per forward pass (public code; ablation).
-    reduce: Literal["sample", "batch"] = "sample"
-    # Weight of the public code's noise-error term ‖ε − ε̂_∅‖ − ‖ε − ε̂_c‖ (0: off, the paper).
-    noise_error: Annotated[float, Field(ge=0, le=1000)] = 0.0
-    # Where the score is taken: relative noise levels (the paper's ensemble) or the public code's
-    # timesteps t = 999 − i for i in range(10, 990, 1000 // timestep_count).
-    noise_levels: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1, max_length=64)] = \
-        [0.2, 0.4, 0.6, 0.8]
-    timestep_count: Annotated[int, Field(ge=1, le=1000)] | None = None
-    seed: Annotated[int, Field(ge=0)] = 0   # the noise, shared by every candidate of an example
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32   # candidate pairs per U-Net pass
-    # Few-shot training of the p_k / p_v adapters: Σ max(0, f(neg) − f(pos) + margin) (paper 0.2;
-    # the public code trains with 0.1).
-    margin: Annotated[float, Field(ge=0, le=100)] = 0.2
-    # What few-shot training adapts: p_k / p_v added to the frozen W_k, W_v of every cross-attention
-    # (the paper's Eq. 5), or LoRA (peft) of rank `lora_rank` on q, k, v and out of every attention,
-    # self- and cross- (the public code's choice, rank 4).
-    adapter: Literal["pk_pv", "lora"] = "pk_pv"
-    lora_rank: Annotated[int, Field(ge=1, le=1024)] = 4
-    # Dynamic head weighting (the paper's Eq. 7; off in the public code): while training, each scored
-    # layer's heads get the attribution Attr_h = Σ A_h ⊙ (1/m) Σ_{k=1..m} ∂f(k/m·A)/∂A_h (gradients
-    # detached; m = head_attribution_steps, a Riemann sum of integrated gradients, m = 1: gradient ×
-    # input), normalised to mean 1 and averaged over the training steps; the score weights its heads
-    # by these, at inference too. Zero-shot (no training) the weights are 1: the plain head mean.
-    head_weighting: bool = False
-    head_attribution_steps: Annotated[int, Field(ge=1, le=64)] = 1
-    # Adaptive pruning (the Diffusion Classifier's): score every candidate on `prune_steps` evenly
-    # spread timesteps of the set, keep the best `prune_keep`, score those on the rest; the pruned
-    # rank below every kept one, in their first-stage order. None: every candidate on every timestep.
-    prune_keep: Annotated[int, Field(ge=1)] | None = None
-    prune_steps: Annotated[int, Field(ge=1)] = 1
-
-    @model_validator(mode="after")
-    def _switches_fit(self) -> "DiscffusionOptions":
-        if self.head_weighting and self.pooling == "cosine":
-            raise ValueError("head_weighting attributes the attention map A; pooling cosine reads no A "
-                             "(use lse, max_row or max_col)")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Switches added after the first Discffusion manifests: left out of the dump at their
-        # defaults, so an existing manifest keeps its trial ids.
-        data = handler(self)
-        if isinstance(data, dict):
-            for name in DISCFFUSION_LATER_FIELDS:
-                if name in data and data[name] == type(self).model_fields[name].default:
-                    data.pop(name)
-        return data
-
-
-DISCFFUSION_LATER_FIELDS = ("adapter", "lora_rank", "head_weighting", "head_attribution_steps",
-                            "prune_keep", "prune_steps")
-
-
-class VCDMOptions(Section):
-    """Visual Chain-of-Thought's own settings (`model.vcdm`): a CLIP-embedding prior, then an
-    embedding-conditioned image U-Net, trained together in one trial."""
-    # The frozen CLIP (transformers' format: path, file://, az:// or a blob prefix) whose
-    # unnormalised image embeddings the prior learns and the U-Net is conditioned on.
-    clip: str | None = None
-    # embedding: the VCDM; none: the unconditional baseline (the U-Net alone, no CLIP, no prior).
-    conditioning: Literal["embedding", "none"] = "embedding"
-    # Which stages train; None: what the conditioning needs (both; the U-Net alone for none).
-    train: Literal["prior", "unet", "both"] | None = None
-    # Share of training images whose embedding is left out (the U-Net then also learns p(x)).
-    embedding_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    # No defaults make a whole section (the CLIP has none): a manifest of this variant must say.
-    REQUIRED: ClassVar[str] = ("variant vcdm needs its section model.vcdm: {clip: DIR} (the CLIP whose image "
-                               "embeddings it learns), or {conditioning: none} for the unconditional baseline")
-
-    @field_validator("clip")
-    @classmethod
-    def _clip_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return _check_exists(v, info, "CLIP directory")
-
-    @model_validator(mode="after")
-    def _conditioning_fits(self) -> "VCDMOptions":
-        if self.conditioning == "embedding" and self.clip is None:
-            raise ValueError("conditioning: embedding needs clip (the CLIP directory whose image embeddings it "
-                             "learns); set model.vcdm.clip, or conditioning: none for the unconditional baseline")
-        if self.conditioning == "none" and self.train in ("prior", "both"):
-            raise ValueError(f"conditioning: none trains the U-Net alone (no embeddings, so no prior); "
-                             f"train: {self.train} needs conditioning: embedding")
-        return self
-
-    @property
-    def stages(self) -> tuple[str, ...]:
-        """The trained stages, by the model's module names."""
-        train = self.train or ("both" if self.conditioning == "embedding" else "unet")
-        return {"prior": ("prior",), "unet": ("unet",), "both": ("prior", "unet")}[train]
-
-
-# The options section of each variant that has one, named as the variant (`model.<variant>`).
-VARIANT_OPTIONS: dict[str, type[Section]] = {"sd": SDOptions, "glide_mini": GlideMiniOptions,
-                                             "discffusion": DiscffusionOptions, "vcdm": VCDMOptions}
-
-
 class ModelSpec(Section):
-    # A variant name the model registry knows (orchestrator.models.registry checks which ones
-    # exist and what each can train on and serve, with the line, before anything runs).
+    """The model section. Besides the fields below it holds the chosen variant's own options
+    section, `model.<variant>`, validated by the options model that variant's spec names (found
+    through the catalog, variants.py); `options` returns it."""
+    # A variant name the model registry knows (the capability check, experiment.py, asks the
+    # catalog which ones exist and what each can train on and serve, with the line).
     variant: str
     # A diffusers-format directory (local path, file:// or az:// URI). None: the project's
     # tiny base model for the shapes world, built by `orch pretrain` and cached in blobs.
@@ -261,15 +94,41 @@ class ModelSpec(Section):
     resolution: Annotated[int, Field(ge=16, le=1024, multiple_of=8)] = 32
     # Settings of the tiny base's pretraining (base: null only); None: PretrainSpec's defaults.
     pretrain: PretrainSpec | None = None
-    sd: SDOptions | None = None
-    glide_mini: GlideMiniOptions | None = None
-    discffusion: DiscffusionOptions | None = None
-    vcdm: VCDMOptions | None = None
+    # The variant sections the manifest wrote, by variant name (at most the variant's own, once
+    # validated); private: a section is a key of the model section, not a field of the class.
+    _sections: dict[str, VariantOptions] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_variant_sections(cls, data: Any, handler: Any, info: ValidationInfo) -> "ModelSpec":
+        """Validates the section with every known variant's options section as a field (each
+        problem at once, each at its own path), checks the sections against the variant, then
+        keeps the base fields in this class and the written sections beside them."""
+        if cls is not ModelSpec or not isinstance(data, dict):
+            return handler(data)  # the sections model itself, an instance, or a wrong type (reported)
+        known = sections()
+        checked = _sections_model(tuple(known.items())).model_validate(data, context=info.context)
+        written = {name: getattr(checked, name) for name in known if getattr(checked, name) is not None}
+        for name in written:
+            if name != checked.variant:
+                raise ValueError(f"model.{name} holds options of variant {name!r}, but model.variant is "
+                                 f"{checked.variant!r}")
+        own = known.get(checked.variant)
+        if own is not None:
+            if own.REQUIRED and checked.variant not in written:
+                raise ValueError(own.REQUIRED)
+            options = written[checked.variant] if checked.variant in written else own()
+            problem = options.model_problem(checked)
+            if problem:
+                raise ValueError(problem)
+        spec = handler({name: getattr(checked, name) for name in cls.model_fields if name in data})
+        spec._sections = written
+        return spec
 
     @field_validator("variant")
     @classmethod
     def _variant_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", v):
+        if not VARIANT_NAME.fullmatch(v):
             # Which variants exist is the model registry's to say (`orch validate` asks it).
             raise ValueError(f"{v!r} is not a variant name (lower-case letters, digits and _, such as sd)")
         return v
@@ -286,33 +145,22 @@ class ModelSpec(Section):
                              f"remove it or set base to null (base is {self.base!r})")
         return self
 
-    @model_validator(mode="after")
-    def _options_of_this_variant(self) -> "ModelSpec":
-        for name in VARIANT_OPTIONS:
-            if name != self.variant and getattr(self, name) is not None:
-                raise ValueError(f"model.{name} holds options of variant {name!r}, but model.variant is "
-                                 f"{self.variant!r}")
-        return self
-
-    @model_validator(mode="after")
-    def _options_fit_the_model(self) -> "ModelSpec":
-        required = getattr(VARIANT_OPTIONS.get(self.variant), "REQUIRED", None)
-        if required and getattr(self, self.variant) is None:
-            raise ValueError(required)
-        check = getattr(self.options, "model_problem", None)
-        problem = check(self) if check else None
-        if problem:
-            raise ValueError(problem)
-        return self
-
     @property
-    def options(self) -> Section | None:
+    def options(self) -> VariantOptions | None:
         """This variant's options section (its defaults when the manifest sets none), or None for a
         variant that has no options."""
-        cls = VARIANT_OPTIONS.get(self.variant)
+        cls = options_of(self.variant)
         if cls is None:
             return None
-        return getattr(self, self.variant) or cls()
+        written = self._sections.get(self.variant)
+        return written if written is not None else cls()
+
+    def with_variant(self, name: str) -> "ModelSpec":
+        """The same base, resolution and pretraining read as variant `name`, with that variant's
+        default options (a variant built on another's base: Discffusion loads SD's)."""
+        other = self.model_copy(update={"variant": name})
+        other._sections = {}
+        return other
 
     @property
     def pretrain_settings(self) -> PretrainSpec:
@@ -322,12 +170,35 @@ class ModelSpec(Section):
     def _omit_unset_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Trial and experiment ids hash the dumped model section: a manifest that sets neither
         # `pretrain` nor an options section dumps (and hashes) exactly as before they existed.
+        # A written section follows the fields, serialized by its own class (its own rules).
         data = handler(self)
         if isinstance(data, dict):
-            for name in ("pretrain", *VARIANT_OPTIONS):
-                if data.get(name) is None:
-                    data.pop(name, None)
+            if data.get("pretrain") is None:
+                data.pop("pretrain", None)
+            data.update(self._sections)
         return data
+
+
+def variant_name_problem(name: str) -> str | None:
+    """Why a variant cannot be named `name` (its options section is the model section's key
+    `name`), or None."""
+    if not VARIANT_NAME.fullmatch(name):
+        return f"{name!r} is not a variant name (lower-case letters, digits and _, such as sd)"
+    if hasattr(ModelSpec, name) or name in ModelSpec.model_fields:
+        return f"{name!r} is taken by the model section itself (its field or attribute model.{name})"
+    return None
+
+
+_SECTIONS_MODELS: dict[tuple, type[ModelSpec]] = {}
+
+
+def _sections_model(known: tuple[tuple[str, type[VariantOptions]], ...]) -> type[ModelSpec]:
+    """ModelSpec with a field per known variant section (what the model section validates as);
+    built once per set of known variants."""
+    if known not in _SECTIONS_MODELS:
+        _SECTIONS_MODELS[known] = create_model(
+            "ModelSpec", __base__=ModelSpec, **{name: (options | None, None) for name, options in known})
+    return _SECTIONS_MODELS[known]
 
 
 class DataSource(Section):
@@ -443,7 +314,7 @@ class ResourcesSpec(Section):
 # trains for an hour and then finds its metric cannot be computed.
 SUITE_NEEDS = {"clip_r_precision": "clip", "fid_clip": "clip", "fid": "fid_weights", "drawbench": "clip"}
 # Suites that score captions against images: with the model when it is a matcher, else with
-# eval.clip (the capability table in models/registry.py checks which, since it knows the variant).
+# eval.clip (the capability check in experiment.py asks the variant's spec which it is).
 SCORER_SUITES = ("winoground", "matching")
 # Benchmarks a matcher trains on and the matching suite reads: text choices, and the image choices
 # of ComVG and of its shapes-world miniature (shapes-comvg, generated: `n` scenes).
@@ -579,16 +450,25 @@ class Manifest(Section):
         return self
 
 
+def fields_of(model: type[BaseModel]) -> dict[str, Any]:
+    """A section's keys with their annotations: its fields, and for the model section also each
+    known variant's options section (`model.<variant>`)."""
+    fields = {name: f.annotation for name, f in model.model_fields.items()}
+    if issubclass(model, ModelSpec):
+        fields.update(sections())
+    return fields
+
+
 def section_at(path: list[str]) -> tuple[type[BaseModel] | None, str | None]:
     """Walk the schema along a dotted path; returns (model holding the last field, problem)."""
     model: type[BaseModel] = Manifest
     for i, part in enumerate(path):
-        fields = model.model_fields
+        fields = fields_of(model)
         if part not in fields:
             return None, f"'{'.'.join(path[: i + 1])}' is not a manifest field (allowed here: {', '.join(fields)})"
         if i == len(path) - 1:
             return model, None
-        nxt = _model_of(fields[part].annotation)
+        nxt = _model_of(fields[part])
         if nxt is None:
             return None, f"'{'.'.join(path[: i + 1])}' has no sub-fields"
         model = nxt

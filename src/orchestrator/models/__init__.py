@@ -1,1 +1,10 @@
-"""Model variants, one package each (sd, glide_mini, discffusion, vcdm), plus shared parts."""
+"""Model variants, one package each (sd, glide_mini, discffusion, vcdm), plus shared parts.
+
+Importing this package installs the variant registry as the manifest's catalog (see
+registry.py): import it before reading a manifest.
+"""
+from orchestrator.manifest.variants import set_catalog
+
+from .registry import CATALOG
+
+set_catalog(CATALOG)

@@ -26,21 +26,22 @@ from orchestrator.storage.location import resolve_location
 
 from .common.objective import apply_trained_state
 from .common.serialize import from_bytes
-from .registry import GENERATING_KINDS, Variant, get_variant, variant_of_index
+from .registry import get_variant, variant_of_index
+from .spec import GENERATING_KINDS, VariantSpec
 
 _STEP = re.compile(r"step-(\d+)")
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    variant: Variant
+    variant: VariantSpec
     model: Any
     source: str               # what was loaded: a checkpoint key, a directory, or "base"
     step: int | None = None   # the training step, where the checkpoint or the name says
 
     @property
     def kind(self) -> str:
-        return self.variant.INFO.kind
+        return self.variant.kind
 
     @property
     def generates(self) -> bool:
@@ -53,9 +54,9 @@ class LoadedModel:
 
     @property
     def conditioning_clip_sha256(self) -> str | None:
-        """module_hash of the CLIP whose embeddings the model is conditioned on, for a variant that
-        declares one (`conditioning_clip_sha256(model)`); None for the others."""
-        declared = getattr(self.variant, "conditioning_clip_sha256", None)
+        """module_hash of the CLIP whose embeddings the model is conditioned on, for a variant with
+        the `conditioning_clip_sha256` hook; None for the others."""
+        declared = self.variant.conditioning_clip_sha256
         return declared(self.model) if declared is not None else None
 
     def eval(self) -> "LoadedModel":

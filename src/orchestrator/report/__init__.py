@@ -2,7 +2,7 @@
 
     build_report(journal_url, experiment_id, out_dir, blobs_uri=..., tallies=None)
 
-collect.py reads the journal (the results table through actors/results.py), figures.py plots with
+collect.py reads the journal (the results table through orchestrator.results), figures.py plots with
 matplotlib, page.py writes the HTML, build.py copies the pictures out of the blob store and swaps
 the finished folder into place.
 """

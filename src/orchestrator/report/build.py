@@ -102,7 +102,7 @@ def build_report(journal_url: str, experiment_id: str, out_dir: str | Path, *, b
 
 def _store(blobs_uri: str | None, journal, experiment_id: str) -> Any:
     """`blobs_uri`, else the blob store of the experiment's plan as journaled (None if unknown)."""
-    from orchestrator.actors.plan import recorded_plan
+    from orchestrator.experiment.plan import recorded_plan
     from orchestrator.manifest import ManifestError
     from orchestrator.storage import open_store
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.actors.results import ResultsTable, build_table, split_metrics
+from orchestrator.results import ResultsTable, build_table, split_metrics
 from orchestrator.journal import EventKind, Journal
 
 
@@ -72,7 +72,7 @@ def _evaluations(journal: Journal, eid: str, tid: str) -> list[Evaluation]:
 
 
 def _label(fields: dict[str, Any], trial_id: str) -> str:
-    from orchestrator.actors.results import format_field
+    from orchestrator.results import format_field
 
     return " ".join(f"{k.rsplit('.', 1)[-1]}={format_field(v)}" for k, v in fields.items()) or trial_id
 
@@ -87,7 +87,7 @@ def manifest_text(journal: Journal, eid: str, record: str) -> tuple[str, str]:
     events = journal.events(eid, kinds=[EventKind.SUBMITTED, EventKind.RESUMED])
     sources = [e.payload.get("source") for e in events if e.trial_id is None and e.payload.get("source")]
     if sources and Path(sources[-1]).is_file():
-        from orchestrator.actors.plan import plan_sweep
+        from orchestrator.experiment.plan import plan_sweep
 
         try:
             if plan_sweep(sources[-1]).experiment_id == eid:

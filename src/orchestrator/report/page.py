@@ -12,7 +12,7 @@ import html
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from orchestrator.actors.results import column_header, format_cell, format_field, row_status, select_metrics
+from orchestrator.results import column_header, format_cell, format_field, row_status, select_metrics
 
 from .collect import ReportData
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -35,9 +35,10 @@ from orchestrator.telemetry import Recorder
 from orchestrator.telemetry import current as telemetry
 
 from .checkpoint import CheckpointStore, encode
+from .control import LoopConfig, RunControl
 from .distributed import DistContext, all_reduce_mean_, shard_indices
 from .ema import EMA
-from .metrics import MetricsCallback, StepMetrics
+from .metrics import StepMetrics
 from .optim import make_optimizer, make_scheduler
 from .state import BatchOrder, DataCursor, capture_rng, restore_rng, seed_global_rngs
 from .uploader import CheckpointUploader
@@ -103,7 +104,9 @@ class Trainer:
 
     `options` is the variant's options section (`model.<variant>`); `origin` (the trial's model
     section and manifest directory) is recorded in checkpoints, so `load_model` can rebuild
-    the base a checkpoint was trained from without the manifest.
+    the base a checkpoint was trained from without the manifest. `config` says how the loop runs,
+    `control` how its caller steers and hears it (control.py); `distributed` makes this one rank
+    of a data-parallel group.
     """
 
     def __init__(
@@ -117,36 +120,23 @@ class Trainer:
         *,
         options: Any = None,
         origin: dict | None = None,
-        device: torch.device | str | None = None,
-        use_cache: bool = True,
-        on_metrics: MetricsCallback | None = None,
-        progress: bool = False,
-        keep_last: int | None = 3,
-        export_model: bool = True,
+        config: LoopConfig | None = None,
+        control: RunControl | None = None,
         distributed: DistContext | None = None,
-        on_notice: Callable[[str, dict], None] | None = None,
-        expect_checkpoint: int | None = None,
-        restart_missing: bool = False,
-        stop: Callable[[], bool] | None = None,
-        guard: Callable[[], None] | None = None,
-        background_upload: bool = True,
     ):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.config = config = LoopConfig() if config is None else config
+        self.control = RunControl() if control is None else control
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.variant, self.model, self.origin = variant, model, origin
         for m in variant.modules(model).values():
             m.to(self.device)
         self.spec, self.store, self.run_prefix = spec, store, run_prefix.rstrip("/")
-        self.on_metrics, self.show_progress, self.export_model = on_metrics, progress, export_model
         self.dist = distributed  # None: single process, the path below is unchanged by data parallelism
-        self.on_notice, self.expect_checkpoint, self.restart_missing = on_notice, expect_checkpoint, restart_missing
-        # Asked at every step boundary: true = checkpoint now and return (preemption). One process
-        # only: the ranks of a data-parallel group would have to agree on the step first.
-        self.stop = stop if distributed is None else None
-        # Asked at every step boundary of every rank, before anything is written: raises when
-        # the run that owns this trial is gone (nothing more may be written for it).
-        self.guard = guard
+        # `control.stop` preempts one process only: a data-parallel group's ranks would have to
+        # agree on the step first, so a rank of one is never asked.
+        self._stop = self.control.stop if distributed is None else None
         self.objective = variant.objective(model, data, spec, options, store=store, device=self.device,
-                                           use_cache=use_cache)
+                                           use_cache=config.use_cache)
         self.trained = trainable(self.objective.modules)
 
         self.gen = torch.Generator().manual_seed(spec.seed)  # the objective's draws, on CPU
@@ -160,9 +150,9 @@ class Trainer:
         self.autocast = partial(_autocast, self.device, spec.precision)
         self.step = 0
         self.data_wait_s = 0.0  # time spent drawing batches, since the last step was reported
-        self.ckpts = CheckpointStore(store, f"{self.run_prefix}/checkpoints", keep_last=keep_last)
+        self.ckpts = CheckpointStore(store, f"{self.run_prefix}/checkpoints", keep_last=config.keep_last)
         # Checkpoints upload while the next steps train (uploader.py); reported once landed.
-        self.uploader = CheckpointUploader(self.ckpts.write, background_upload)
+        self.uploader = CheckpointUploader(self.ckpts.write, config.background_upload)
 
     @property
     def cache_hits(self) -> dict | None:
@@ -247,16 +237,16 @@ class Trainer:
 
         Every fallback is said (log and `on_notice`): a damaged checkpoint passed over, an older
         one used where the journal recorded a newer one. If the journal recorded a checkpoint
-        (`expect_checkpoint`) and none is left, the run stops (CheckpointsMissing) unless
-        `restart_missing` says to train from step 0 — which is said too."""
+        (`control.expect_checkpoint`) and none is left, the run stops (CheckpointsMissing) unless
+        `control.restart_missing` says to train from step 0 — which is said too."""
         found = self.ckpts.load_latest(map_location=self.device)
         for ref, reason in self.ckpts.skipped:
             self._notice("checkpoint_skipped", key=ref.key, step=ref.step, reason=reason)
-        expected = self.expect_checkpoint
+        expected = self.control.expect_checkpoint
         if found is None:
             if expected is not None:
                 where = f"{self.run_prefix}/checkpoints/ in {self.store!r}"
-                if not self.restart_missing:
+                if not self.control.restart_missing:
                     raise CheckpointsMissing(  # the remedy first: a one-line summary keeps the start
                         f"journaled checkpoints (up to step {expected}) are gone; `orch resume --restart-missing` "
                         f"trains the trial again from step 0 (nothing usable under {where})")
@@ -273,8 +263,8 @@ class Trainer:
 
     def _notice(self, kind: str, **details: Any) -> None:
         log.warning("%s: %s", kind.replace("_", " "), ", ".join(f"{k}={v}" for k, v in details.items()))
-        if self.on_notice is not None:
-            self.on_notice(kind, details)
+        if self.control.on_notice is not None:
+            self.control.on_notice(kind, details)
 
     # ---- the run -------------------------------------------------------------------
     @property
@@ -291,7 +281,7 @@ class Trainer:
         if resumed_from is not None:
             last_ckpt = self.ckpts.refs()[0].key if self.ckpts.refs() else None
         bar = None
-        if self.show_progress and self.step < target:
+        if self.control.progress and self._writes and self.step < target:
             from .progress import TrainProgress
             bar = TrainProgress(f"train {self.run_prefix}", self.spec.steps, self.step)
         # Only the process that writes reports: a data-parallel group's ranks would count each step N times.
@@ -311,16 +301,16 @@ class Trainer:
                         self._report_state(rec, loss, grad_norm, steps_per_s)
                         last_state, state_step = now, self.step
                 self.data_wait_s = 0.0
-                if self.guard is not None:
-                    self.guard()
-                preempted = self.stop is not None and self.step < target and self.stop()
+                if self.control.guard is not None:
+                    self.control.guard()
+                preempted = self._stop is not None and self.step < target and self._stop()
                 if (self.step % self.spec.checkpoint_every == 0 or self.step == target or preempted) \
                         and self._writes:
                     last_ckpt = self._save_checkpoint(rec)
                 if self.step == target or preempted:  # the run's last checkpoint lands before it returns
                     self.uploader.wait()
                 landed = self.uploader.landed()
-                if self.on_metrics is not None or bar is not None:
+                if self.control.on_metrics is not None or bar is not None:
                     loss_value = float(loss)
                     m = StepMetrics(
                         step=self.step, total_steps=self.spec.steps, loss=loss_value,
@@ -338,7 +328,7 @@ class Trainer:
                     break
         ran = self.step - first
         model_prefix = None
-        if self.step >= self.spec.steps and self.export_model and self._writes:
+        if self.step >= self.spec.steps and self.config.export_model and self._writes:
             model_prefix = f"{self.run_prefix}/model"
             if ran > 0 or not self.store.exists(f"{model_prefix}/model_index.json"):
                 self.export(model_prefix)
@@ -364,8 +354,8 @@ class Trainer:
                         samples_per_s=steps_per_s * self._samples, cuda=cuda)
 
     def _report(self, m: StepMetrics, landed: list) -> None:
-        if self.on_metrics is not None:
-            self.on_metrics(dataclasses.replace(m, checkpoint=landed[-1].key, checkpoints=tuple(
+        if self.control.on_metrics is not None:
+            self.control.on_metrics(dataclasses.replace(m, checkpoint=landed[-1].key, checkpoints=tuple(
                 (ref.step, ref.key) for ref in landed)) if landed else m)
 
     @contextlib.contextmanager

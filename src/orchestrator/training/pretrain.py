@@ -11,9 +11,9 @@ words drawn at random), then saved in diffusers format so it loads exactly like 
    loss alone shapes them usefully, with no image tower to build. Afterwards the text encoder is
    frozen like SD's, so finetuning trials behave as on real weights.
 
-A variant with no encoder to train first (GLIDE-mini: pixel space) offers `pretrain_options()`
-instead: its own objective with everything trained, run by the generic Trainer (checkpoints under
-`<prefix>.run/`, so a killed pretraining resumes), exported with its EMA weights.
+A variant with no encoder to train first (GLIDE-mini: pixel space) has a `pretrain_options` hook
+in its spec instead: its own objective with everything trained, run by the generic Trainer
+(checkpoints under `<prefix>.run/`, so a killed pretraining resumes), exported with its EMA weights.
 """
 from __future__ import annotations
 
@@ -32,16 +32,17 @@ from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.registry import get_variant
 from orchestrator.models.sd.latent_cache import encode_latents
 from orchestrator.models.sd.pipeline import SDComponents, build_tiny, fresh_denoiser, load_components, save_components
-from orchestrator.models.sd.variant import INFO as SD_INFO
+from orchestrator.models.sd.variant import TINY_BASE as SD_TINY_BASE
 from orchestrator.models.common.shapes_tokenizer import tokenize
 
+from .control import LoopConfig, RunControl
 from .ema import EMA
 from .loop import Trainer
 from .metrics import MetricsCallback, StepMetrics
 from .state import BatchOrder, DataCursor
 
 log = logging.getLogger(__name__)
-TINY_BASE_PREFIX = SD_INFO.tiny_base  # the default variant's (`orch pretrain` without --variant)
+TINY_BASE_PREFIX = SD_TINY_BASE  # the default variant's (`orch pretrain` without --variant)
 
 
 def _data(data_dir: str | Path | None, n: int, seed: int, size: int, captions: str, world: str) -> ImageTextData:
@@ -182,7 +183,7 @@ def pretrain_base(
     **recipe,
 ) -> str:
     """Pretrain the variant's tiny base and save it: to directory `out`, or to blob prefix `out` if
-    a store is given (the trainer looks for it at the variant's `INFO.tiny_base`). Returns where it
+    a store is given (the trainer looks for it at the variant's spec's `tiny_base`). Returns where it
     went. `recipe`: the denoiser's ema_decay (DenoiserStep).
 
     `init`: an SD base directory to build on instead of starting from scratch: its VAE, latent scale
@@ -201,7 +202,7 @@ def pretrain_base(
     torch.manual_seed(seed)
     data = _data(data_dir, n, seed, size, captions, world)
     v = get_variant(variant)
-    if hasattr(v, "pretrain_options"):
+    if v.pretrain_options is not None:
         if store is None:
             raise ValueError(f"pretraining {variant} runs the generic trainer, which checkpoints to a blob store")
         if init is not None or denoiser is not None or latent_downsample is not None:
@@ -238,13 +239,13 @@ def _pretrain_objective(v, out: str, data: ImageTextData, steps: int, batch_size
 
     def report(m: StepMetrics) -> None:
         if m.step % 50 == 0:
-            log.info("%s denoiser step %d loss %.4f", v.INFO.name, m.step, m.loss)
+            log.info("%s denoiser step %d loss %.4f", v.name, m.step, m.loss)
         if on_metrics is not None:
             on_metrics({"stage": "denoiser", "step": m.step, "loss": m.loss})
 
     trainer = Trainer(v, model, data, spec, store, f"{out}.run", options=v.pretrain_options(),
-                      on_metrics=report, export_model=False, keep_last=1)
+                      config=LoopConfig(export_model=False, keep_last=1), control=RunControl(on_metrics=report))
     result = trainer.run()
     trainer.export(out)
-    log.info("pretrained tiny %s base: loss %s", v.INFO.name, result.final_loss)
+    log.info("pretrained tiny %s base: loss %s", v.name, result.final_loss)
     return out

@@ -5,22 +5,22 @@ from pathlib import Path
 
 from orchestrator.data.choices import ChoiceData, open_choices
 from orchestrator.data.image_text import ImageTextData, open_image_text
-from orchestrator.manifest import expand
+from orchestrator.manifest import expand, load_experiment
 from orchestrator.manifest.record import ResolvedTrial
 from orchestrator.manifest.sweep import pick_trial
 from orchestrator.manifest.schema import DataSource
 from orchestrator.models.loading import load_model
-from orchestrator.models.registry import get_variant, load_checked_manifest
+from orchestrator.models.registry import get_variant
 from orchestrator.storage.location import open_blob_store
 
+from .control import LoopConfig, RunControl
 from .distributed import DistContext, destroy_process_group, init_process_group
 from .loop import TrainResult, Trainer, set_deterministic
-from .metrics import MetricsCallback
 
 
 def load_train_data(src: DataSource | None, resolution: int, base_dir: Path | None, store,
                     form: str = "image_text") -> ImageTextData | ChoiceData:
-    """The training data in the form the variant's objective takes (`VariantInfo.train_data`)."""
+    """The training data in the form the variant's objective takes (`VariantSpec.train_data`)."""
     if src is None:
         raise ValueError("the manifest has no data.train source to train on")
     return _TRAIN_DATA[form](src, resolution, base_dir=base_dir, store=store)
@@ -29,61 +29,49 @@ def load_train_data(src: DataSource | None, resolution: int, base_dir: Path | No
 _TRAIN_DATA = {"image_text": open_image_text, "choices": open_choices}
 
 
-def train_trial(manifest_path: str | Path, trial_id: str, max_steps: int | None = None, progress: bool = True,
-                on_metrics: MetricsCallback | None = None, **options) -> TrainResult:
+def train_trial(manifest_path: str | Path, trial_id: str, max_steps: int | None = None, *,
+                control: RunControl | None = None, config: LoopConfig | None = None) -> TrainResult:
     """`orch train FILE --trial T`: check the manifest, pick the trial (id, unique id prefix, or
-    index in plan order) and train it in this process (`train_resolved`, which takes `options`)."""
-    loaded = load_checked_manifest(manifest_path)
+    index in plan order) and train it in this process (`train_resolved`)."""
+    loaded = load_experiment(manifest_path)
     trial = pick_trial(expand(loaded), trial_id, manifest_path)
-    return train_resolved(ResolvedTrial(trial.id, trial.manifest, loaded.base_dir), max_steps, progress,
-                          on_metrics, **options)
+    return train_resolved(ResolvedTrial(trial.id, trial.manifest, loaded.base_dir), control, config,
+                          max_steps=max_steps)
 
 
 def train_resolved(
     trial: ResolvedTrial,
-    max_steps: int | None = None,
-    progress: bool = True,
-    on_metrics: MetricsCallback | None = None,
+    control: RunControl | None = None,
+    config: LoopConfig | None = None,
     *,
-    use_cache: bool = True,
-    num_threads: int | None = None,
+    max_steps: int | None = None,
     distributed: DistContext | None = None,
-    on_notice=None,
-    expect_checkpoint: int | None = None,
-    restart_missing: bool = False,
-    stop=None,
-    guard=None,
-    device: str | None = None,
 ) -> TrainResult:
     """Train one trial, given by value, to its end or `max_steps`.
 
     The base comes through `load_model` (the one loader), the data through `open_image_text`,
     the objective from the manifest's variant. Checkpoints go to `trials/<id>/checkpoints/` in the
     manifest's blob store and a rerun resumes from the newest verified one; the finished model is
-    exported to `trials/<id>/model/`. `on_notice(kind, details)` hears every fallback resume
-    takes; `expect_checkpoint` (the journal's newest checkpoint step) turns "no checkpoint left"
-    into an error unless `restart_missing` (see Trainer.resume). `stop()`, asked at every step
-    boundary, preempts: checkpoint there and return (`preempted`). `guard()`, asked at every
-    step boundary of every rank, raises to stop at once without writing anything more. `device`
-    (the trainer actor's `choose_device`) defaults to CUDA when the process sees one.
+    exported to `trials/<id>/model/`. `control` (stop, guard, metrics, notices, the checkpoint the
+    journal expects) and `config` (device, threads, cache, uploads) go to the Trainer unchanged:
+    see control.py. `distributed` makes this process one rank of a data-parallel group.
     """
+    control = RunControl() if control is None else control
+    config = LoopConfig() if config is None else config
     m, base_dir = trial.manifest, trial.base_dir
     store = open_blob_store(m.storage.blobs, base_dir)
-    set_deterministic(num_threads)
+    set_deterministic(config.num_threads)
     base = load_model(None, spec=m.model, store=store, base_dir=base_dir)
-    data = load_train_data(m.data.train, base.resolution, base_dir, store, base.variant.INFO.train_data)
+    data = load_train_data(m.data.train, base.resolution, base_dir, store, base.variant.train_data)
     origin = {"model": m.model.model_dump(mode="json"), "base_dir": str(base_dir)}
 
     def trainer(dist: DistContext | None) -> Trainer:
         return Trainer(get_variant(m.model.variant), base.model, data, m.train, store, f"trials/{trial.id}",
-                       options=m.model.options, origin=origin, use_cache=use_cache, on_metrics=on_metrics,
-                       progress=progress and (dist is None or dist.is_main), distributed=dist,
-                       on_notice=on_notice, expect_checkpoint=expect_checkpoint, restart_missing=restart_missing,
-                       stop=stop, guard=guard, device=device)
+                       options=m.model.options, origin=origin, config=config, control=control, distributed=dist)
 
     if distributed is None:
         return trainer(None).run(max_steps)
-    init_process_group(distributed, device)  # one rank of a data-parallel group: see distributed.py
+    init_process_group(distributed, config.device)  # one rank of a data-parallel group: see distributed.py
     try:
         return trainer(distributed).run(max_steps)
     finally:

@@ -18,9 +18,8 @@ from typing import Iterator
 
 import torch
 
-from orchestrator.manifest.schema import DiscffusionOptions
-
 from .capture import HeadWeights, KVAdapter, cross_attention_layers, scored_layers
+from .options import DiscffusionOptions
 
 LORA_TARGETS = r".*attn[12]\.(to_q|to_k|to_v|to_out\.0)$"   # q, k, v, out of every attention
 

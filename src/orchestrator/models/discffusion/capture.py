@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 
 @dataclass
-class Recorder:
+class AttentionRecorder:
     """What the processors share during one U-Net pass: how to pool, which tokens count, and the
     pooled values each scored layer appends ([B] per layer, heads averaged)."""
     pooling: str = "lse"
@@ -105,7 +105,7 @@ class ScoringProcessor:
     """Cross-attention as diffusers' AttnProcessor2_0 computes it, plus the adapters' p_k, p_v
     (added to the frozen W_k, W_v: the paper's Eq. 5) and, when `scored`, the pooled map."""
 
-    def __init__(self, recorder: Recorder, scored: bool, adapter: "KVAdapter | None" = None,
+    def __init__(self, recorder: AttentionRecorder, scored: bool, adapter: "KVAdapter | None" = None,
                  heads: "HeadWeights | None" = None):
         self.recorder, self.scored, self.adapter, self.heads = recorder, scored, adapter, heads
 
@@ -169,7 +169,7 @@ def scored_layers(names: list[str], layers: str) -> list[str]:
     return names if layers == "all" else last_of_down_mid_up(names)
 
 
-def install(unet, recorder: Recorder, scored: list[str], adapters: "torch.nn.ModuleDict | None" = None) -> None:
+def install(unet, recorder: AttentionRecorder, scored: list[str], adapters: "torch.nn.ModuleDict | None" = None) -> None:
     """Every cross-attention gets a ScoringProcessor: `scored` are read; p_k / p_v adapters (the
     adapters' KVAdapter entries) apply to every layer, head weights (its "heads") to theirs."""
     processors = dict(unet.attn_processors)

@@ -13,9 +13,10 @@ import torch
 
 from orchestrator.data.choices import ChoiceData
 from orchestrator.data.loaders.base import ImageChoice
-from orchestrator.manifest.schema import DiscffusionOptions, TrainSpec
+from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.common.objective import Batch
 
+from .options import DiscffusionOptions
 from .score import DiffusionScorer, Prepared
 
 

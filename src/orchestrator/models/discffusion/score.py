@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from orchestrator.manifest.schema import DiscffusionOptions
 from orchestrator.models.common.shapes_tokenizer import tokenize
 
-from .capture import Recorder, cross_attention_layers, install, scored_layers
+from .capture import AttentionRecorder, cross_attention_layers, install, scored_layers
+from .options import DiscffusionOptions
 
 
 def timesteps(options: DiscffusionOptions, num_train_timesteps: int = 1000) -> list[int]:
@@ -68,7 +68,7 @@ class DiffusionScorer:
         if method not in ("discffusion", "diffusion_classifier", "diffusion_itm"):
             raise ValueError(f"unknown scoring method {method!r}")
         self.c, self.options, self.method = c, options or DiscffusionOptions(), method
-        self.recorder = Recorder(self.options.pooling, self.options.lam, self.options.attention,
+        self.recorder = AttentionRecorder(self.options.pooling, self.options.lam, self.options.attention,
                                  attribution_steps=self.options.head_attribution_steps)
         names = cross_attention_layers(c.unet)
         self._layers, self._scored, self._adapters = names, scored_layers(names, self.options.layers), adapters

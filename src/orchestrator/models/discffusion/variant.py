@@ -1,4 +1,5 @@
-"""Discffusion as a variant (see models/registry.py): a matcher over any Stable Diffusion base.
+"""Discffusion as a variant (its spec, `SPEC`, is at the end; models/spec.py says what each part
+is): a matcher over any Stable Diffusion base.
 
 The base loads exactly as the `sd` variant loads it (a diffusers directory, the tiny shapes base,
 tiny-random); the model is those components, the score's options (`model.discffusion`) and the
@@ -14,28 +15,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.manifest.schema import MATCHING_KINDS
-from orchestrator.models.registry import INDEX_KEY, VariantInfo, get_variant
+from orchestrator.models.registry import INDEX_KEY, get_variant
+from orchestrator.models.spec import VariantSpec
+
+from .options import DiscffusionOptions
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from orchestrator.manifest.schema import DiscffusionOptions, ModelSpec
+    from orchestrator.manifest.schema import ModelSpec
 
-INFO = VariantInfo(
-    name="discffusion",
-    kind="matcher",
-    trains_on=MATCHING_KINDS,
-    suites=("winoground", "matching"),
-    train_data="choices",
-)
+NAME = "discffusion"
 OPTIONS_FILE, ADAPTERS_FILE = "discffusion.json", "adapters.safetensors"
 
 
 @dataclass
 class Discffusion:
     sd: Any                                   # SDComponents
-    options: "DiscffusionOptions"
+    options: DiscffusionOptions
     adapters: "torch.nn.ModuleDict"
     _scorer: Any = field(default=None, repr=False)
 
@@ -47,9 +45,7 @@ class Discffusion:
         return self._scorer
 
 
-def _build(sd, options: "DiscffusionOptions | None") -> Discffusion:
-    from orchestrator.manifest.schema import DiscffusionOptions
-
+def _build(sd, options: DiscffusionOptions | None) -> Discffusion:
     from .adapters import make_adapters
 
     options = options or DiscffusionOptions()
@@ -57,8 +53,7 @@ def _build(sd, options: "DiscffusionOptions | None") -> Discffusion:
 
 
 def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> Discffusion:
-    sd_spec = spec.model_copy(update={"variant": "sd", "discffusion": None})
-    return _build(get_variant("sd").load_base(sd_spec, store, base_dir), spec.options)
+    return _build(get_variant("sd").load_base(spec.with_variant("sd"), store, base_dir), spec.options)
 
 
 def modules(m: Discffusion) -> dict[str, "torch.nn.Module"]:
@@ -84,13 +79,11 @@ def export(m: Discffusion, out_dir: Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in m.adapters.state_dict().items()},
               str(out_dir / ADAPTERS_FILE))
     index = json.loads((out_dir / "model_index.json").read_text())
-    (out_dir / "model_index.json").write_text(json.dumps({**index, INDEX_KEY: INFO.name}, indent=2) + "\n")
+    (out_dir / "model_index.json").write_text(json.dumps({**index, INDEX_KEY: NAME}, indent=2) + "\n")
 
 
 def load(path: Path) -> Discffusion:
     from safetensors.torch import load_file
-
-    from orchestrator.manifest.schema import DiscffusionOptions
 
     m = _build(get_variant("sd").load(path), DiscffusionOptions.model_validate_json((path / OPTIONS_FILE).read_text()))
     m.adapters.load_state_dict(load_file(str(path / ADAPTERS_FILE)))
@@ -104,3 +97,15 @@ def resolution(m: Discffusion) -> int:
 def score(m: Discffusion, captions: list[str], images: list[Any]) -> "np.ndarray":
     """One score per (caption, image) pair, higher = better fit (score.DiffusionScorer)."""
     return m.scorer().score_pairs(captions, images)
+
+
+SPEC = VariantSpec(
+    name=NAME,
+    kind="matcher",
+    trains_on=MATCHING_KINDS,
+    suites=("winoground", "matching"),
+    load_base=load_base, modules=modules, objective=objective, export=export, load=load, resolution=resolution,
+    score=score,
+    options=DiscffusionOptions,
+    train_data="choices",
+)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import torch
 
 from orchestrator.data.image_text import ImageTextData
-from orchestrator.manifest.schema import GlideMiniOptions, TrainSpec
+from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.common.diffusion import min_snr_weights, sample_noise
 from orchestrator.models.common.objective import Batch
 
 from .diffusion import vlb_bits
 from .model import GlideMini
+from .options import GlideMiniOptions
 
 TRAINED = {"unet": ("unet",), "text": ("text",), "both": ("unet", "text")}
 

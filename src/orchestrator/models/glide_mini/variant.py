@@ -1,6 +1,7 @@
-"""GLIDE-mini as a variant (see models/registry.py for the interface): a pixel-space generator.
+"""GLIDE-mini as a variant (its spec, `SPEC`, is at the end; models/spec.py says what each part
+is): a pixel-space generator.
 
-Light at import (the registry reads INFO to check manifests); torch loads on first use.
+Light at import (the manifest's checks read the spec); torch loads on first use.
 """
 from __future__ import annotations
 
@@ -8,25 +9,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.manifest.schema import IMAGE_TEXT_KINDS
-from orchestrator.models.registry import VariantInfo
+from orchestrator.models.spec import VariantSpec
+
+from .options import GlideMiniOptions
 
 if TYPE_CHECKING:
     import torch
 
     from orchestrator.data.image_text import ImageTextData
-    from orchestrator.manifest.schema import GlideMiniOptions, ModelSpec, TrainSpec
+    from orchestrator.manifest.schema import ModelSpec, TrainSpec
 
     from .model import GlideMini
     from .objective import GlideObjective
 
-INFO = VariantInfo(
-    name="glide_mini",
-    kind="generator",
-    trains_on=IMAGE_TEXT_KINDS,
-    suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "drawbench"),
-    pipeline_classes=("GlideMiniPipeline",),
-    tiny_base="models/tiny-glide-mini-base",
-)
+TINY_BASE = "models/tiny-glide-mini-base"  # blob prefix of the tiny shapes base (`orch pretrain`)
 
 
 def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None) -> "GlideMini":
@@ -39,10 +35,8 @@ def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | N
     return build(tiny(resolution, vocab_size=tok.vocab_size), tok, seed)
 
 
-def pretrain_options() -> "GlideMiniOptions":
+def pretrain_options() -> GlideMiniOptions:
     """How `orch pretrain` trains the tiny base: everything, with GLIDE's caption dropout."""
-    from orchestrator.manifest.schema import GlideMiniOptions
-
     return GlideMiniOptions(train="both", caption_dropout=0.2)
 
 
@@ -58,12 +52,12 @@ def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> "GlideMin
     if spec.base == TINY_RANDOM_BASE:
         return build_tiny(seed=0, resolution=spec.resolution)
     if spec.base is None:
-        if store is None or not store.exists(f"{INFO.tiny_base}/model_index.json"):
+        if store is None or not store.exists(f"{TINY_BASE}/model_index.json"):
             raise FileNotFoundError(
-                f"model.base is null but the blob store has no tiny GLIDE-mini base at {INFO.tiny_base}/; build "
+                f"model.base is null but the blob store has no tiny GLIDE-mini base at {TINY_BASE}/; build "
                 f"it with `orch pretrain --variant glide_mini --blobs <storage.blobs>`, or set model.base: "
                 f"{TINY_RANDOM_BASE}")
-        with resolve_location(INFO.tiny_base, store=store).local_dir() as d:
+        with resolve_location(TINY_BASE, store=store).local_dir() as d:
             return load(d)
     loc = resolve_location(spec.base, base_dir=base_dir, store=store)
     if spec.base.endswith(".pt"):
@@ -81,8 +75,6 @@ def modules(m: "GlideMini") -> dict[str, "torch.nn.Module"]:
 def objective(m: "GlideMini", data: "ImageTextData", spec: "TrainSpec", options: "GlideMiniOptions | None", *,
               store: Any, device: "torch.device", use_cache: bool = True) -> "GlideObjective":
     """`store`/`use_cache` are the seam's: pixel space has no encodings worth caching."""
-    from orchestrator.manifest.schema import GlideMiniOptions
-
     from .objective import GlideObjective
 
     return GlideObjective(m, data, spec, options or GlideMiniOptions(), device=device)
@@ -110,3 +102,18 @@ def generate(m: "GlideMini", prompts: list[str], **sampling: Any) -> "torch.Tens
     from .sampling import generate as sample
 
     return sample(m, prompts, **sampling)
+
+
+SPEC = VariantSpec(
+    name="glide_mini",
+    kind="generator",
+    trains_on=IMAGE_TEXT_KINDS,
+    suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "drawbench"),
+    load_base=load_base, modules=modules, objective=objective, export=export, load=load, resolution=resolution,
+    generate=generate,
+    options=GlideMiniOptions,
+    pipeline_classes=("GlideMiniPipeline",),
+    tiny_base=TINY_BASE,
+    build_tiny=build_tiny,
+    pretrain_options=pretrain_options,
+)

@@ -1,11 +1,13 @@
 """Stable Diffusion variant: latent diffusion as diffusers builds it (VAE, U-Net, CLIP text).
 
-variant.py is the registry's entry; pipeline.py builds, loads and saves the components;
-objective.py is the finetuning loss; sampling.py generates; latent_cache.py caches encodings.
-The names below load on first use (PEP 562), so the registry can read `variant.INFO` to check a
-manifest without importing diffusers.
+variant.py holds its spec, `SPEC` (what the registry hands out); options.py its manifest section;
+pipeline.py builds, loads and saves the components; objective.py is the finetuning loss;
+sampling.py generates; latent_cache.py caches encodings. The names below load on first use
+(PEP 562), so reading the spec to check a manifest imports no diffusers.
 """
 import importlib
+
+from .variant import SPEC
 
 _LAZY = {
     "SDComponents": "pipeline", "build_tiny": "pipeline",
@@ -13,7 +15,7 @@ _LAZY = {
     "encode_text": "sampling", "generate": "sampling", "image_grid": "images", "save_grid": "images",
     "to_pil": "images", "build_tokenizer": "shapes_tokenizer", "tokenize": "shapes_tokenizer", "tiny_config": None,
 }
-__all__ = list(_LAZY)
+__all__ = ["SPEC", *_LAZY]
 _COMMON = ("images", "shapes_tokenizer")  # shared with other variants: they live in models/common
 
 

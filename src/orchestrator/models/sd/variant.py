@@ -1,6 +1,7 @@
-"""Stable Diffusion as a variant (see models/registry.py for the interface): a generator.
+"""Stable Diffusion as a variant (its spec, `SPEC`, is at the end; models/spec.py says what each
+part is): a generator.
 
-Light at import (the registry reads INFO to check manifests); diffusers loads on first use.
+Light at import (the manifest's checks read the spec); diffusers loads on first use.
 """
 from __future__ import annotations
 
@@ -8,25 +9,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.manifest.schema import IMAGE_TEXT_KINDS
-from orchestrator.models.registry import VariantInfo
+from orchestrator.models.spec import VariantSpec
+
+from .options import SDOptions
 
 if TYPE_CHECKING:
     import torch
 
     from orchestrator.data.image_text import ImageTextData
-    from orchestrator.manifest.schema import ModelSpec, SDOptions, TrainSpec
+    from orchestrator.manifest.schema import ModelSpec, TrainSpec
 
     from .objective import SDObjective
     from .pipeline import SDComponents
 
-INFO = VariantInfo(
-    name="sd",
-    kind="generator",
-    trains_on=IMAGE_TEXT_KINDS,
-    suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "drawbench"),
-    pipeline_classes=("StableDiffusionPipeline",),
-    tiny_base="models/tiny-sd-base",
-)
+TINY_BASE = "models/tiny-sd-base"  # blob prefix of the tiny shapes base (`orch pretrain`)
 
 
 def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> "SDComponents":
@@ -42,11 +38,11 @@ def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> "SDCompon
         c = build_tiny(seed=0, resolution=spec.resolution)
     elif spec.base is None:
         # No silent fallback to random weights: a missing base is the user's to build.
-        if store is None or not store.exists(f"{INFO.tiny_base}/model_index.json"):
+        if store is None or not store.exists(f"{TINY_BASE}/model_index.json"):
             raise FileNotFoundError(
-                f"model.base is null but the blob store has no tiny base at {INFO.tiny_base}/; "
+                f"model.base is null but the blob store has no tiny base at {TINY_BASE}/; "
                 f"build it with `orch pretrain --blobs <storage.blobs>`, or set model.base: {TINY_RANDOM_BASE}")
-        c = load_components(INFO.tiny_base, store=store)
+        c = load_components(TINY_BASE, store=store)
     else:
         with resolve_location(spec.base, base_dir=base_dir, store=store).local_dir() as d:
             c = load_components(d)
@@ -70,8 +66,6 @@ def modules(c: "SDComponents") -> dict[str, "torch.nn.Module"]:
 def objective(c: "SDComponents", data: "ImageTextData", spec: "TrainSpec", options: "SDOptions | None", *,
               store: Any, device: "torch.device", use_cache: bool = True,
               cache_prefix: str = "cache/sd") -> "SDObjective":
-    from orchestrator.manifest.schema import SDOptions
-
     from .objective import SDObjective
 
     return SDObjective(c, data, spec, options or SDOptions(), store=store, device=device, use_cache=use_cache,
@@ -98,3 +92,24 @@ def generate(c: "SDComponents", prompts: list[str], **sampling: Any) -> "torch.T
     from .sampling import generate as sample
 
     return sample(c, prompts, **sampling)
+
+
+def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None) -> "SDComponents":
+    """The tiny architecture over the shapes vocabulary, freshly initialised (pipeline.build_tiny)."""
+    from .pipeline import build_tiny as build
+
+    return build(seed, resolution, caption_texts)
+
+
+SPEC = VariantSpec(
+    name="sd",
+    kind="generator",
+    trains_on=IMAGE_TEXT_KINDS,
+    suites=("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "drawbench"),
+    load_base=load_base, modules=modules, objective=objective, export=export, load=load, resolution=resolution,
+    generate=generate,
+    options=SDOptions,
+    pipeline_classes=("StableDiffusionPipeline",),
+    tiny_base=TINY_BASE,
+    build_tiny=build_tiny,
+)

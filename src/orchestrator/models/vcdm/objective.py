@@ -16,13 +16,14 @@ from typing import Any
 import torch
 
 from orchestrator.data.image_text import ImageTextData
-from orchestrator.manifest.schema import TrainSpec, VCDMOptions
+from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.common.diffusion import diffusion_loss, min_snr_weights, sample_noise, training_target
 from orchestrator.models.common.objective import Batch
 
 from .edm import edm_loss
 from .embeddings import EmbeddingCache
 from .model import VCDM
+from .options import VCDMOptions
 
 
 class VCDMObjective:

@@ -1,7 +1,7 @@
-"""VCDM as a variant (see models/registry.py for the interface): a chain — a CLIP-embedding prior,
-then an embedding-conditioned image U-Net — that generates images.
+"""VCDM as a variant (its spec, `SPEC`, is at the end; models/spec.py says what each part is): a
+chain — a CLIP-embedding prior, then an embedding-conditioned image U-Net — that generates images.
 
-Light at import (the registry reads INFO to check manifests); torch loads on first use.
+Light at import (the manifest's checks read the spec); torch loads on first use.
 """
 from __future__ import annotations
 
@@ -9,25 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.manifest.schema import IMAGE_TEXT_KINDS
-from orchestrator.models.registry import VariantInfo
+from orchestrator.models.spec import VariantSpec
+
+from .options import VCDMOptions
 
 if TYPE_CHECKING:
     import torch
 
     from orchestrator.data.image_text import ImageTextData
-    from orchestrator.manifest.schema import ModelSpec, TrainSpec, VCDMOptions
+    from orchestrator.manifest.schema import ModelSpec, TrainSpec
 
     from .model import VCDM
     from .objective import VCDMObjective
-
-INFO = VariantInfo(
-    name="vcdm",
-    kind="chain",
-    trains_on=IMAGE_TEXT_KINDS,  # the images (their captions are not used: the chain is unconditional)
-    suites=("fid", "fid_clip", "consistency"),  # image statistics only: the chain does not follow captions
-    pipeline_classes=("VCDMPipeline",),
-    tiny_base=None,              # no `orch pretrain --variant vcdm` yet: base tiny-random or a directory
-)
 
 
 def build_tiny(seed: int = 0, resolution: int = 32, embed_dim: int = 64) -> "VCDM":
@@ -72,8 +65,6 @@ def modules(m: "VCDM") -> dict[str, "torch.nn.Module"]:
 def objective(m: "VCDM", data: "ImageTextData", spec: "TrainSpec", options: "VCDMOptions | None", *,
               store: Any, device: "torch.device", use_cache: bool = True,
               cache_prefix: str = "cache/vcdm") -> "VCDMObjective":
-    from orchestrator.manifest.schema import VCDMOptions
-
     from .objective import VCDMObjective
 
     options = options or VCDMOptions(conditioning="none")
@@ -111,7 +102,7 @@ def conditioning_clip_sha256(m: "VCDM") -> str | None:
     return m.conditioning_clip_sha256
 
 
-def conditioning_clip_source(options: "VCDMOptions | None") -> str | None:
+def conditioning_clip_source(options: VCDMOptions | None) -> str | None:
     """Where the manifest names that CLIP (model.vcdm.clip). Named for the unconditional arm too
     (a sweep's conditioning axis): its oracle arm is then reported as not applicable."""
     return options.clip if options is not None else None
@@ -135,3 +126,20 @@ def oracle_conditioning(m: "VCDM", clip: Any, images: "torch.Tensor") -> dict[st
     from .embeddings import image_embeddings
 
     return {"embeddings": image_embeddings(clip, images).to(m.device)}
+
+
+SPEC = VariantSpec(
+    name="vcdm",
+    kind="chain",
+    trains_on=IMAGE_TEXT_KINDS,  # the images (their captions are not used: the chain is unconditional)
+    suites=("fid", "fid_clip", "consistency"),  # image statistics only: the chain does not follow captions
+    load_base=load_base, modules=modules, objective=objective, export=export, load=load, resolution=resolution,
+    generate=generate,
+    options=VCDMOptions,
+    pipeline_classes=("VCDMPipeline",),
+    tiny_base=None,              # no `orch pretrain --variant vcdm` yet: base tiny-random or a directory
+    conditioning_clip_sha256=conditioning_clip_sha256,
+    conditioning_clip_source=conditioning_clip_source,
+    sampled_conditioning=sampled_conditioning,
+    oracle_conditioning=oracle_conditioning,
+)

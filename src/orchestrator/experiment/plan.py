@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.journal import EventKind
-from orchestrator.manifest import LoadedManifest, Manifest, Trial, canonical_json, expand, experiment_id
+from orchestrator.manifest import (LoadedManifest, Manifest, Trial, canonical_json, expand, experiment_id,
+                                   load_experiment)
 from orchestrator.manifest.record import ResolvedTrial, SweepRecord
-from orchestrator.models.registry import load_checked_manifest
+import orchestrator.models  # noqa: F401  (installs the variant catalog manifests validate with)
 from orchestrator.storage.location import is_remote, local_path
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def resolve_blobs_uri(uri: str, base_dir: Path | None) -> str:
 
 def plan_sweep(manifest_path: str | Path, *, roots=None) -> SweepPlan:
     """`roots`: confine every location to them (a client's manifest; see manifest.load_manifest)."""
-    loaded = load_checked_manifest(manifest_path, roots=roots)
+    loaded = load_experiment(manifest_path, roots=roots)
     trials = expand(loaded)
     m = loaded.manifest
     return SweepPlan(m, loaded.base_dir, trials, experiment_id(loaded, trials),
