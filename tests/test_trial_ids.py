@@ -31,3 +31,20 @@ def test_example_ids_do_not_move(name):
     loaded = load_manifest(EXAMPLES / name, check_files=False)  # the weights and data of some live elsewhere
     trials = expand(loaded, check_files=False)
     assert (experiment_id(loaded, trials), [t.id for t in trials]) == (PINNED[name][0], PINNED[name][1])
+
+
+def test_a_field_added_with_a_default_moves_no_id():
+    """The one canonical rule (manifest/section.py Section): a field holding its default is left
+    out of the dump, except the fields ids were first hashed with. So a section that gains a field
+    dumps exactly as before until a manifest sets it."""
+    from pydantic import create_model
+
+    from orchestrator.manifest.schema import TrainSpec
+
+    grown = create_model("TrainSpec", __base__=TrainSpec, new_knob=(int, 7))
+    written = {"steps": 10, "lr": 1e-3}
+    assert grown(**written).model_dump(mode="json") == TrainSpec(**written).model_dump(mode="json")
+    assert grown(**written, new_knob=8).model_dump(mode="json") == {**TrainSpec(**written).model_dump(mode="json"),
+                                                                    "new_knob": 8}
+    # the fields that were always hashed stay in the dump at their defaults (their ids keep)
+    assert TrainSpec().model_dump(mode="json")["grad_accum"] == 1

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, Field, PrivateAttr, SerializerFunctionWrapHandler, ValidationInfo, create_model,
-                      field_validator, model_serializer, model_validator)
+from pydantic import (BaseModel, Field, PrivateAttr, ValidationInfo, create_model, field_validator,
+                      model_validator)
 
 # is_remote and local_path are read from here too (manifest.local_path, actors/evaluator.py).
 from orchestrator.storage.location import LocationError, confine, is_remote, local_path, parse_location  # noqa: F401
@@ -50,24 +50,17 @@ RECIPE_FIELDS = ("ema_decay",)
 class PretrainSpec(Section):
     """How the tiny shapes base is pretrained when `model.base` is null and the blob store has none
     yet (generic captions of the shapes world at `model.resolution`, seed `data.train.seed`)."""
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"steps", "vae_steps", "n", "batch_size", "lr"})
     steps: Annotated[int, Field(ge=1, le=1_000_000)] = 3000          # denoiser (U-Net + text encoder) steps
     vae_steps: Annotated[int, Field(ge=1, le=1_000_000)] = 1000      # VAE steps, before the denoiser
     n: Annotated[int, Field(ge=1, le=1_000_000)] = 2000              # shapes scenes to pretrain on
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
     lr: Annotated[float, Field(gt=0, le=1)] = 5e-4                   # denoiser learning rate
     # The denoiser's recipe options (training/pretrain.py DenoiserStep says why each helps); the
-    # defaults are the recipe before they existed, and a default is left out of the dump, so an
-    # existing manifest keeps its trial ids and its cached base's recorded settings.
+    # defaults are the recipe before they existed (left out of the dump at them, as every field
+    # added since ids were first hashed: a cached base's recorded settings keep too).
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None     # save an EMA of the denoiser's weights
-
-    @model_serializer(mode="wrap")
-    def _omit_default_recipe(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        if isinstance(data, dict):
-            for name in RECIPE_FIELDS:
-                if name in data and data[name] == type(self).model_fields[name].default:
-                    data.pop(name)
-        return data
 
     def recipe(self) -> dict[str, Any]:
         """The recipe options as pretrain_base's keyword arguments."""
@@ -84,6 +77,7 @@ class ModelSpec(Section):
     """The model section. Besides the fields below it holds the chosen variant's own options
     section, `model.<variant>`, validated by the options model that variant's spec names (found
     through the catalog, variants.py); `options` returns it."""
+    ALWAYS_DUMPED = frozenset({"variant", "base", "resolution"})  # the fields ids were first hashed with (Section)
     # A variant name the model registry knows (the capability check, experiment.py, asks the
     # catalog which ones exist and what each can train on and serve, with the line).
     variant: str
@@ -166,17 +160,10 @@ class ModelSpec(Section):
     def pretrain_settings(self) -> PretrainSpec:
         return self.pretrain or PretrainSpec()
 
-    @model_serializer(mode="wrap")
-    def _omit_unset_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Trial and experiment ids hash the dumped model section: a manifest that sets neither
-        # `pretrain` nor an options section dumps (and hashes) exactly as before they existed.
-        # A written section follows the fields, serialized by its own class (its own rules).
-        data = handler(self)
-        if isinstance(data, dict):
-            if data.get("pretrain") is None:
-                data.pop("pretrain", None)
-            data.update(self._sections)
-        return data
+    def _dump_extra(self) -> dict[str, Any]:
+        # A written variant section follows the fields, serialized by its own class; an unwritten
+        # one is absent, so a manifest without one hashes as before sections existed.
+        return dict(self._sections)
 
 
 def variant_name_problem(name: str) -> str | None:
@@ -202,6 +189,10 @@ def _sections_model(known: tuple[tuple[str, type[VariantOptions]], ...]) -> type
 
 
 class DataSource(Section):
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"kind", "captions", "n", "size", "seed", "root", "categories", "on_error", "options",
+                               "fewshot_fraction"})
+    ONLY_WITH = {"fewshot_fraction": "fewshot"}  # a few-shot fraction means nothing without few-shot
     kind: Literal[SYNTHETIC_KINDS + FILE_KINDS]  # type: ignore[valid-type]
     captions: Literal[CAPTION_STYLES] | None = None  # type: ignore[valid-type]
     n: PositiveInt | None = None
@@ -245,27 +236,19 @@ class DataSource(Section):
                              f"({', '.join(MATCHING_KINDS)})")
         return self
 
-    @model_serializer(mode="wrap")
-    def _omit_unset_flip(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # As ModelSpec's sections: a source that does not flip (or split) dumps and hashes as before.
-        data = handler(self)
-        if isinstance(data, dict):
-            if not self.random_flip:
-                data.pop("random_flip", None)
-            if self.fewshot is None:
-                data.pop("fewshot", None)
-                data.pop("fewshot_fraction", None)
-            if self.world is None:
-                data.pop("world", None)
-        return data
 
 
 class DataSpec(Section):
+    ALWAYS_DUMPED = frozenset({"train", "eval"})  # the fields ids were first hashed with (Section)
     train: DataSource | None = None
     eval: DataSource | None = None
 
 
 class TrainSpec(Section):
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps", "grad_clip",
+                               "optimizer", "precision", "noise_offset", "min_snr_gamma", "ema_decay",
+                               "gradient_checkpointing", "checkpoint_every", "seed"})
     steps: PositiveInt = 1000
     batch_size: PositiveInt = 8
     grad_accum: PositiveInt = 1
@@ -290,6 +273,7 @@ class TrainSpec(Section):
 
 
 class SweepSpec(Section):
+    ALWAYS_DUMPED = frozenset({"grid", "trials", "seeds"})  # the fields ids were first hashed with (Section)
     # dotted field path -> values; the trials are the cartesian product, in manifest order
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     # explicit trials, each a mapping of dotted path -> value (crossed with the grid if both given)
@@ -305,6 +289,8 @@ class SweepSpec(Section):
 
 
 class ResourcesSpec(Section):
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"gpus_per_trial", "cpus_per_trial", "max_concurrent_trials"})
     gpus_per_trial: Annotated[int, Field(ge=0, le=64)] = 0  # 0: one CPU slot per trial
     cpus_per_trial: Annotated[float, Field(gt=0)] = 1.0
     max_concurrent_trials: PositiveInt | None = None
@@ -326,6 +312,7 @@ EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",
 
 class DrawBenchSpec(Section):
     """The drawbench suite's options: where its CSV is, which categories, K images per prompt."""
+    ALWAYS_DUMPED = frozenset({"file", "categories", "per_prompt"})  # the fields ids were first hashed with (Section)
     file: str                         # DrawBench CSV (Prompts|Prompt, Category): a path or blob key
     categories: list[str] | None = None  # None: the suite's default, Lin & Srikanth's two
     per_prompt: Annotated[int, Field(ge=1, le=64)] = 4
@@ -344,6 +331,10 @@ class DrawBenchSpec(Section):
 
 
 class EvalSpec(Section):
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"suites", "every", "samples", "best_of", "clip", "fid_weights", "fid_reference",
+                               "winoground", "drawbench", "kid_subsets", "reference_resamples", "reference_scenes",
+                               "oracle", "evaluate_base", "consistency_embeddings", "consistency_images"})
     suites: list[Literal[SUITES]] = []  # type: ignore[valid-type]
     every: PositiveInt | None = None  # evaluate every N steps as checkpoints land; None: at the end only
     samples: PositiveInt = 64         # held-out prompts = generated images per evaluation
@@ -397,19 +388,13 @@ class EvalSpec(Section):
             raise ValueError("; ".join(missing))
         return self
 
-    @model_serializer(mode="wrap")
-    def _omit_unset_world(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # A manifest that names no world dumps and hashes as before the field existed.
-        data = handler(self)
-        if isinstance(data, dict) and self.world is None:
-            data.pop("world", None)
-        return data
 
 
 _JOURNAL_URL = re.compile(r"^(sqlite:///.+|postgresql(\+psycopg)?://.+)$")
 
 
 class StorageSpec(Section):
+    ALWAYS_DUMPED = frozenset({"blobs", "journal"})  # the fields ids were first hashed with (Section)
     blobs: str = "file://./runs/blobs"
     journal: str = "sqlite:///./runs/journal.db"
 
@@ -433,6 +418,9 @@ class StorageSpec(Section):
 
 
 class Manifest(Section):
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"name", "description", "model", "data", "train", "sweep", "resources", "eval",
+                               "storage"})
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     description: str = ""
     model: ModelSpec

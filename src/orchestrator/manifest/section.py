@@ -13,14 +13,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, ValidationInfo
+from pydantic import (BaseModel, ConfigDict, GetCoreSchemaHandler, SerializerFunctionWrapHandler, ValidationInfo,
+                      model_serializer)
 from pydantic_core import core_schema
 
 from orchestrator.storage.location import LocationError, confine, is_remote, local_path
 
 
 class Section(BaseModel):
+    """Unknown keys refused, frozen, and one canonical dump for every section.
+
+    Trial and experiment ids hash the dump, so it follows one rule: a field holding its default
+    is left out, except the fields named in the section's `ALWAYS_DUMPED`, which are the fields it
+    had when ids were first hashed (frozen lists: those ids never move). So a field added with a
+    default changes no id while it holds its default, and nobody has to remember to exclude it.
+    `ONLY_WITH` leaves a field out while the field it qualifies is unset."""
     model_config = ConfigDict(extra="forbid", frozen=True)
+    ALWAYS_DUMPED: ClassVar[frozenset[str]] = frozenset()
+    ONLY_WITH: ClassVar[dict[str, str]] = {}
+
+    @model_serializer(mode="wrap")
+    def _canonical(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if not isinstance(data, dict):
+            return data
+        fields = type(self).model_fields
+        for name in [n for n in data if n in fields]:
+            qualified = self.ONLY_WITH.get(name)
+            if qualified is not None and getattr(self, qualified) is None:
+                del data[name]
+            elif name not in self.ALWAYS_DUMPED and not fields[name].is_required() and \
+                    getattr(self, name) == fields[name].get_default(call_default_factory=True):
+                del data[name]
+        data.update(self._dump_extra())
+        return data
+
+    def _dump_extra(self) -> dict[str, Any]:
+        """Entries a section adds to its dump beyond its fields (ModelSpec: its variant's section)."""
+        return {}
 
 
 class VariantOptions(Section):

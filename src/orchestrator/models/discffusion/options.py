@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from orchestrator.manifest.section import VariantOptions
 
@@ -11,6 +11,9 @@ from orchestrator.manifest.section import VariantOptions
 class DiscffusionOptions(VariantOptions):
     """Discffusion's score (`model.discffusion`): the paper's method by default; each switch is a
     choice of its public code (or an ablation), so a sweep can compare them."""
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"pooling", "lam", "attention", "layers", "tokens", "reduce", "noise_error",
+                               "noise_levels", "timestep_count", "seed", "batch_size", "margin"})
     # f(A) per image token over text tokens: lse = (1/λ) log Σ_j exp(λ A_ij) (the paper); max_row /
     # max_col (ablations); cosine: of the mean query and the mean key (an ablation).
     pooling: Literal["lse", "max_row", "max_col", "cosine"] = "lse"
@@ -59,18 +62,3 @@ class DiscffusionOptions(VariantOptions):
             raise ValueError("head_weighting attributes the attention map A; pooling cosine reads no A "
                              "(use lse, max_row or max_col)")
         return self
-
-    @model_serializer(mode="wrap")
-    def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Switches added after the first Discffusion manifests: left out of the dump at their
-        # defaults, so an existing manifest keeps its trial ids.
-        data = handler(self)
-        if isinstance(data, dict):
-            for name in DISCFFUSION_LATER_FIELDS:
-                if name in data and data[name] == type(self).model_fields[name].default:
-                    data.pop(name)
-        return data
-
-
-DISCFFUSION_LATER_FIELDS = ("adapter", "lora_rank", "head_weighting", "head_attribution_steps",
-                            "prune_keep", "prune_steps")

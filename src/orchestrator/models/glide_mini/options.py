@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 class GlideMiniOptions(VariantOptions):
     """GLIDE-mini's own settings (`model.glide_mini`)."""
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"train", "caption_dropout", "vlb_weight", "bpe"})
     # What finetuning trains: the U-Net, the text transformer (with its projection), or both.
     train: Literal["unet", "text", "both"] = "unet"
     # Share of training captions replaced by the all-padding tokens (GLIDE finetunes with 0.2), so

@@ -10,6 +10,8 @@ from orchestrator.manifest.section import VariantOptions
 
 class SDOptions(VariantOptions):
     """Stable Diffusion's own settings (`model.sd`)."""
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"prediction_type", "train_text_encoder", "caption_dropout"})
     # None: what the base's scheduler says (ε for v1-5 and the tiny base, v for v2-1 768).
     prediction_type: Literal["epsilon", "v_prediction"] | None = None
     # SD finetuning freezes the text encoder; true trains it with the U-Net (text embeddings are

@@ -12,6 +12,8 @@ from orchestrator.manifest.section import PathOption, VariantOptions
 class VCDMOptions(VariantOptions):
     """Visual Chain-of-Thought's own settings (`model.vcdm`): a CLIP-embedding prior, then an
     embedding-conditioned image U-Net, trained together in one trial."""
+    # The fields ids were first hashed with (see Section): dumped even at their defaults.
+    ALWAYS_DUMPED = frozenset({"clip", "conditioning", "train", "embedding_dropout"})
     # The frozen CLIP (transformers' format: path, file://, az:// or a blob prefix) whose
     # unnormalised image embeddings the prior learns and the U-Net is conditioned on.
     clip: Annotated[str | None, PathOption("CLIP directory")] = None
