@@ -82,6 +82,7 @@ vcdm: install $(VCDM_CLIPS)/condition/config.json $(VCDM_CLIPS)/judge/config.jso
 
 # One BLAS thread: on 2 cores a second one only spin-waits against torch and the services.
 test: install services prometheus browser
+	$(VENV)/bin/ruff check .
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: install services

@@ -20,11 +20,11 @@ import statistics
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import timed  # benchmarks/ is on sys.path when a script runs
 
+from _timing import timed  # benchmarks/ is on sys.path when a script runs
 from orchestrator.data.image_text import shapes_data
-from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.common.images import to_pil
+from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion.score import DiffusionScorer
 from orchestrator.models.sd import build_tiny, load_components
 

@@ -21,15 +21,15 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 
+from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 from orchestrator.data.image_text import shapes_data
 from orchestrator.manifest.schema import TrainSpec
-from orchestrator.models.glide_mini.options import GlideMiniOptions
 from orchestrator.models.glide_mini import variant as glide
 from orchestrator.models.glide_mini.config import FULL
 from orchestrator.models.glide_mini.diffusion import vlb_bits
 from orchestrator.models.glide_mini.model import build
+from orchestrator.models.glide_mini.options import GlideMiniOptions
 from orchestrator.models.glide_mini.tokenizer import shapes_words
 from orchestrator.models.registry import get_variant
 from orchestrator.storage import open_store

@@ -51,8 +51,8 @@ def serve(url: str, task: str, port: int) -> subprocess.Popen:
     tokens = Path(url.removeprefix("sqlite:///")).with_name("tokens")
     tokens.write_text(f"{TOKEN} graders=*\n")  # an operator's token: the bench grades as many graders
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "grade", "serve", task, "--journal", url,
-                             "--port", str(port), "--tokens", str(tokens)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+                             "--port", str(port), "--tokens", str(tokens)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     deadline = time.monotonic() + 120
     while True:
         try:

@@ -19,8 +19,8 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import side_by_side, step_arguments  # benchmarks/ is on sys.path when a script runs
 
+from _timing import side_by_side, step_arguments  # benchmarks/ is on sys.path when a script runs
 from orchestrator.data.image_text import shapes_data
 from orchestrator.models.common.diffusion import diffusion_loss
 from orchestrator.models.sd import build_tiny, tokenize

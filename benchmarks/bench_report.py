@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestrator.experiment.journaling import RunJournal
 from orchestrator.eval.drawbench import contact_sheet
+from orchestrator.experiment.journaling import RunJournal
 from orchestrator.journal import EventKind, open_journal
 from orchestrator.models.common.images import image_grid
 from orchestrator.report import build_report

@@ -23,8 +23,9 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import timed  # benchmarks/ is on sys.path when a script runs
 import torch.nn.functional as F
+
+from _timing import timed  # benchmarks/ is on sys.path when a script runs
 
 # SD 2.1-base's U-Net (unet/config.json of the public release), as facts.
 SD2_UNET = dict(
@@ -41,9 +42,9 @@ def components(resolution: int):
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from orchestrator.models.common.shapes_tokenizer import build_tokenizer
     from orchestrator.models.sd.pipeline import SDComponents
     from orchestrator.models.sd.tiny_config import SCHEDULER_CONFIG
-    from orchestrator.models.common.shapes_tokenizer import build_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=resolution // 8, **SD2_UNET)

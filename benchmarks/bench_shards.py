@@ -37,7 +37,8 @@ def make_records(n: int, image_bytes: int, seed: int = 0) -> list[dict]:
         rec = {"question_id": str(1000000 + i), "image_id": str(2300000 + i // 10), "image": f"{2300000 + i // 10}.jpg",
                "caption": " ".join(rng.choice(WORDS) for _ in range(60)) + ".",
                "question": "Is the cup to the left of the table?", "answer": rng.choice(("yes", "no")),
-               "question_type": rng.choice(("relation", "position", "existence")), "scene_graph_id": str(2300000 + i // 10)}
+               "question_type": rng.choice(("relation", "position", "existence")),
+               "scene_graph_id": str(2300000 + i // 10)}
         if image_bytes:
             rec["pixels"] = blob
         out.append(rec)

@@ -20,7 +20,6 @@ METRICS_DIR = tempfile.mkdtemp(prefix="bench-telemetry-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR  # before prometheus-client is imported
 
 from _timing import step_arguments  # benchmarks/ is on sys.path when a script runs
-
 from orchestrator import telemetry
 from orchestrator.data.image_text import shapes_data
 from orchestrator.manifest.schema import TrainSpec

@@ -19,14 +19,14 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 import torch.nn.functional as F
 
+from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
+from orchestrator.data.image_text import shapes_data
 from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.registry import get_variant
 from orchestrator.models.sd import build_tiny, tokenize
 from orchestrator.storage import open_store
-from orchestrator.data.image_text import shapes_data
-from orchestrator.models.registry import get_variant
 from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
 
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                       config=LoopConfig(use_cache=False, export_model=False))
     hand = hand_loop(data, args.batch_size, spec.lr, 0)
     t_ours, t_hand = side_by_side(trainer.train_step, hand, args.steps, args.repeats)
-    print(f"step time (batch {args.batch_size}, 32 px, {args.threads} thread(s), median of {args.repeats}x{args.steps}):")
+    print(f"step time (batch {args.batch_size}, 32 px, {args.threads} thread(s), "
+          f"median of {args.repeats}x{args.steps}):")
     print(f"  trainer      {t_ours * 1e3:8.2f} ms/step")
     print(f"  hand loop    {t_hand * 1e3:8.2f} ms/step")
     print(f"  ratio hand/trainer = {t_hand / t_ours:.3f}  (target >= 0.95)")

@@ -16,8 +16,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 
+from _timing import side_by_side, step_arguments, timed  # benchmarks/ is on sys.path when a script runs
 from orchestrator.models.vcdm import variant as vcdm
 from orchestrator.models.vcdm.sampling import sample_embeddings
 

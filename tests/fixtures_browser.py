@@ -19,7 +19,8 @@ ARTIFACTS = Path(os.environ.get("ORCH_TEST_ARTIFACTS", "test-artifacts"))
 def _chromium() -> tuple[str, str]:
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not browser or not driver:
-        pytest.fail("chromium / chromedriver not installed: run `make browser` (Debian packages chromium, chromium-driver)")
+        pytest.fail("chromium / chromedriver not installed: run `make browser` "
+                    "(Debian packages chromium, chromium-driver)")
     return browser, driver
 
 

@@ -17,9 +17,9 @@ from orchestrator import app as api  # noqa: E402
 from orchestrator.actors.cluster import shutdown, start_local  # noqa: E402
 from orchestrator.actors.coordinator import Coordinator, ExperimentCoordinator  # noqa: E402
 from orchestrator.experiment.plan import plan_sweep  # noqa: E402
-from orchestrator.results import build_table, render_csv, render_json  # noqa: E402
 from orchestrator.journal import Event, EventKind, open_journal  # noqa: E402
 from orchestrator.models.sd import load_components  # noqa: E402
+from orchestrator.results import build_table, render_csv, render_json  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
 from orchestrator.training import LoopConfig, train_trial  # noqa: E402
 
@@ -359,7 +359,8 @@ def test_vcdm_arms_as_a_sweep_axis_with_the_oracle_and_no_base_evaluation(tmp_pa
     save_clip(ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), "judge"), tmp_path / "judge")
     path = tmp_path / "vcdm.yaml"
     path.write_text(
-        f"name: vcdm\nmodel: {{variant: vcdm, base: tiny-random, resolution: 32, vcdm: {{clip: {eval_assets / 'clip'}}}}}\n"
+        f"name: vcdm\nmodel: {{variant: vcdm, base: tiny-random, resolution: 32, "
+        f"vcdm: {{clip: {eval_assets / 'clip'}}}}}\n"
         "data: {train: {kind: shapes, n: 12}}\n"
         "train: {steps: 2, batch_size: 4, lr: 1.0e-3, checkpoint_every: 2, seed: 1}\n"
         "sweep: {grid: {model.vcdm.conditioning: [embedding, none]}}\n"

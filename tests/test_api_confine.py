@@ -17,7 +17,6 @@ import json
 import os
 import time
 import typing
-from pathlib import Path
 
 import pytest
 import yaml

@@ -316,9 +316,9 @@ def test_the_report_page_carries_its_own_policy(tmp_path):
     """A file, not served: the policy is a <meta>; it names the page's own <style> by hash."""
     import html
 
-    from orchestrator.results import ResultsTable
     from orchestrator.report.build import write_report
     from orchestrator.report.collect import ReportData
+    from orchestrator.results import ResultsTable
     from tests.fixtures_browser import new_browser, quit_browser
 
     data = ReportData("e0123456789ab", "csp", "done", ResultsTable("e0123456789ab", "csp", [], [], []), [],

@@ -13,8 +13,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from orchestrator.data.captions import (Focus, approx_token_count, article, describe, fit_text,
-                                        is_plural, pluralise, rank_facts, summarise, truncate_words)
+from orchestrator.data.captions import (
+    Focus,
+    approx_token_count,
+    article,
+    describe,
+    fit_text,
+    is_plural,
+    pluralise,
+    rank_facts,
+    summarise,
+    truncate_words,
+)
 from orchestrator.data.llm_summary import LLMConfig, LLMError, build_messages, llm_summarise
 from orchestrator.data.scene_graph import SceneGraph, dumps_scene_graphs, load_scene_graphs, parse_scene_graphs
 from orchestrator.data.shapes import make_example
@@ -55,7 +65,7 @@ GQA_FIXTURE = """
     }
   }
 }
-"""
+"""  # noqa: E501 - the fixture's text is what the tests parse: its lines stay as they are
 
 QUESTION = json.loads("""
 {"question": "Is the cup to the left or to the right of the shirt?", "imageId": "2354786", "answer": "right",
@@ -254,7 +264,8 @@ class _Handler(BaseHTTPRequestHandler):
             data, code = payload, 200
         else:
             data, code = json.dumps({"id": "x", "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": payload}, "finish_reason": "stop"}]}).encode(), 200
+                {"index": 0, "message": {"role": "assistant", "content": payload},
+                 "finish_reason": "stop"}]}).encode(), 200
         try:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")

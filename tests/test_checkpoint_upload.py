@@ -131,6 +131,7 @@ def test_the_uploader_keeps_one_upload_in_flight_and_loses_none(tmp_path):
 
 from tests.test_storage import UNSHARE as _UNSHARE  # noqa: E402
 from tests.test_storage import mount_namespace_ok as _can_mount_tmpfs  # noqa: E402
+
 FULL_MANIFEST = """\
 name: full-store
 model: {variant: sd, base: tiny-random, resolution: 32}

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -69,7 +68,8 @@ def test_help_lists_every_design_command():
 def test_data_shapes_is_deterministic_and_refuses_to_clobber(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
-        result = runner.invoke(app, ["data", "shapes", "--out", str(out), "--n", "12", "--seed", "5", "--format", "json"])
+        result = runner.invoke(app, ["data", "shapes", "--out", str(out), "--n", "12", "--seed", "5",
+                                     "--format", "json"])
         assert result.exit_code == 0, result.stderr
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files and files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
@@ -101,7 +101,8 @@ def test_train_without_a_pretrained_base_says_how_to_build_it(tmp_path):
 def test_train_stops_and_resumes_through_the_cli(tmp_path):
     manifest = tmp_path / "m.yaml"
     manifest.write_text(TINY.format(base="tiny-random"))
-    first = runner.invoke(app, ["train", str(manifest), "--trial", "0", "--max-steps", "2", "--threads", "1", "--format", "json"])
+    first = runner.invoke(app, ["train", str(manifest), "--trial", "0", "--max-steps", "2", "--threads", "1",
+                                "--format", "json"])
     assert first.exit_code == 0, first.stderr
     doc = json.loads(first.stdout)
     assert (doc["step"], doc["finished"]) == (2, False)

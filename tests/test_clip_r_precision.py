@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.eval.clip_r_precision import (best_of_k, chunk_stats, clip_r_precision, r_precision,
-                                                sample_negatives)
+from orchestrator.eval.clip_r_precision import best_of_k, chunk_stats, clip_r_precision, r_precision, sample_negatives
 
 
 def _brute_force_hits(scores: np.ndarray, own, negs) -> list[bool]:

@@ -131,7 +131,8 @@ def test_rule_normalises_by_unshrunk_offset():
     ang = math.radians(29.9)
     assert spatial_rule.relation((100 * math.cos(ang), 100 * math.sin(ang), 0, 0), (0, 0, 0, 0)) == {"right of"}
     ang = math.radians(30.1)
-    assert spatial_rule.relation((100 * math.cos(ang), 100 * math.sin(ang), 0, 0), (0, 0, 0, 0)) == {"right of", "below"}
+    assert spatial_rule.relation((100 * math.cos(ang), 100 * math.sin(ang), 0, 0), (0, 0, 0, 0)) == \
+        {"right of", "below"}
     # Scale invariance: the same layout at twice the size gives the same answer.
     a, b = (0, 0, 6, 6), (9, 2, 4, 4)
     assert spatial_rule.relation(a, b) == spatial_rule.relation(tuple(2 * v for v in a), tuple(2 * v for v in b))
@@ -151,7 +152,7 @@ def test_detected_relations_agree_with_scene_graph():
         ex = make_example(5, i, 32)
         dets = detect(ex.image())
         by_key = {(d.shape, d.colour, d.box): d for d in dets}
-        for sid, obj in ex.scene_graph.objects.items():
+        for obj in ex.scene_graph.objects.values():
             for rel in obj.relations:
                 tgt = ex.scene_graph.objects[rel.object]
                 da = by_key[(obj.name, obj.attributes[0], obj.box)]

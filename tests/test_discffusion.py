@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion import variant as disc
 from orchestrator.models.discffusion.capture import cross_attention_layers, last_of_down_mid_up
+from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion.score import DiffusionScorer, timesteps
 from orchestrator.models.loading import LoadedModel, load_model
 from orchestrator.models.sd import build_tiny

@@ -11,18 +11,19 @@ import pytest
 import torch
 
 from orchestrator.manifest.schema import DataSource
-from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion import variant as disc
 from orchestrator.models.discffusion.capture import AttentionRecorder
+from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion.score import DiffusionScorer
 from orchestrator.models.loading import load_model
 
 # The shared fixtures and the tiny SD with non-zero output layers, as the first Discffusion tests use them.
+# Tests request `image` by naming it as a parameter, which pyflakes reads as a redefinition (F811).
 from tests.test_discffusion import CAPTIONS, _sd, image, one_thread  # noqa: F401
 
 # ---- LoRA ----------------------------------------------------------------------------------
 
-def test_lora_sits_on_every_attention_starts_at_zero_shot_and_exports(image, tmp_path):
+def test_lora_sits_on_every_attention_starts_at_zero_shot_and_exports(image, tmp_path):  # noqa: F811
     from orchestrator.models.sd import load_components
 
     plain = disc.score(disc._build(_sd(), DiscffusionOptions()), CAPTIONS, [image] * 4)
@@ -53,7 +54,7 @@ model: {{variant: discffusion, base: tiny-random, resolution: 32, discffusion: {
 data: {{train: {{kind: {kind}, n: 60, seed: 3}}}}
 train: {{steps: 4, batch_size: 2, lr: 1.0e-2, checkpoint_every: 2, seed: 0}}
 storage: {{blobs: ./blobs, journal: sqlite:///./journal.db}}
-"""
+"""  # noqa: E501 - a manifest template: its model line is one YAML line
 
 
 def _trials(tmp_path, options: str, kind: str = "shapes-winoground"):
@@ -65,7 +66,7 @@ def _trials(tmp_path, options: str, kind: str = "shapes-winoground"):
     for name in ("full", "split"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "m.yaml").write_text(MANIFEST.format(options=options, kind=kind))
-    one_thread = LoopConfig(num_threads=1)
+    one_thread = LoopConfig(num_threads=1)  # noqa: F811 - as in test_discffusion; the autouse fixture still applies
     full = train_trial(tmp_path / "full" / "m.yaml", "0", config=one_thread)
     train_trial(tmp_path / "split" / "m.yaml", "0", max_steps=2, config=one_thread)
     split = train_trial(tmp_path / "split" / "m.yaml", "0", config=one_thread)
@@ -105,7 +106,7 @@ def test_head_attribution_is_attention_times_its_gradient():
         DiscffusionOptions(head_weighting=True, pooling="cosine")
 
 
-def test_head_weights_start_uniform_are_learned_in_training_and_used_at_inference(image, tmp_path):
+def test_head_weights_start_uniform_are_learned_in_training_and_used_at_inference(image, tmp_path):  # noqa: F811
     from orchestrator.models.common.objective import Batch
 
     off = disc.score(disc._build(_sd(), DiscffusionOptions(layers="last_down_mid_up")), CAPTIONS, [image] * 4)
@@ -141,10 +142,11 @@ def test_a_head_weighting_trial_resumes_exactly_with_its_weights(tmp_path):
 
 # ---- adaptive pruning ------------------------------------------------------------------------
 
-def test_pruning_scores_kept_candidates_as_the_full_evaluation(image):
+def test_pruning_scores_kept_candidates_as_the_full_evaluation(image):  # noqa: F811
     c = _sd()
     levels = {"noise_levels": [0.1, 0.3, 0.5, 0.7, 0.9]}
-    full = DiffusionScorer(c, DiscffusionOptions(**levels), method="diffusion_classifier").score_candidates(image, CAPTIONS)
+    full = DiffusionScorer(c, DiscffusionOptions(**levels),
+                           method="diffusion_classifier").score_candidates(image, CAPTIONS)
     off = DiffusionScorer(c, DiscffusionOptions(**levels, prune_keep=4, prune_steps=2),
                           method="diffusion_classifier").score_candidates(image, CAPTIONS)
     assert torch.equal(off, full)  # keeping every candidate is no pruning

@@ -26,7 +26,7 @@ FAST = dict(steps=2, r_precision_negatives=8, r_precision_chunks=2, drawbench_pe
 
 
 @pytest.fixture(scope="module")
-def assets(eval_assets):
+def assets(eval_assets):  # noqa: F811 - requests the fixture imported above by name
     """test_eval_suites' tiny CLIP (and SD), with a DrawBench CSV beside them."""
     root = eval_assets
     with open(root / "drawbench.csv", "w", newline="") as f:
@@ -103,7 +103,8 @@ def test_the_default_categories_may_be_partly_there(assets, tmp_path):
     _, chosen = load_prompts(str(only_counting), None)
     assert [p.prompt for p in chosen] == COUNTING
     neither = tmp_path / "neither.csv"
-    neither.write_text("\n".join([rows[0]] + [r for r in rows[1:] if "Positional" not in r and "Counting" not in r]) + "\n")
+    neither.write_text("\n".join([rows[0]] + [r for r in rows[1:] if "Positional" not in r and "Counting" not in r])
+                       + "\n")
     with pytest.raises(ValueError, match="default categories"):
         load_prompts(str(neither), None)
 
@@ -128,7 +129,8 @@ def test_manifest_section(tmp_path, assets):
           clip: {assets / 'clip'}
         """)
     path = tmp_path / "m.yaml"
-    path.write_text(head + f"  drawbench: {{file: {assets / 'drawbench.csv'}, categories: [Counting], per_prompt: 3}}\n")
+    path.write_text(head + f"  drawbench: {{file: {assets / 'drawbench.csv'}, "
+                    "categories: [Counting], per_prompt: 3}\n")
     loaded = load_manifest(path)
     o = eval_options(loaded.manifest, loaded.base_dir)
     assert (o.drawbench, o.drawbench_categories, o.drawbench_per_prompt) == \

@@ -6,8 +6,14 @@ from dataclasses import replace
 import pytest
 
 from orchestrator.data.shapes import Scene, ShapeObject, make_example, render
-from orchestrator.eval.spatial import (SpatialPrompt, heldout_spatial_prompts, judge, mcnemar, score_spatial,
-                                       wilson_interval)
+from orchestrator.eval.spatial import (
+    SpatialPrompt,
+    heldout_spatial_prompts,
+    judge,
+    mcnemar,
+    score_spatial,
+    wilson_interval,
+)
 
 SEED, N = 7, 60
 

@@ -5,8 +5,6 @@ claim a metric value worth reporting.
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -180,7 +178,8 @@ def test_fid_clip_refuses_the_clip_the_model_is_conditioned_on(tmp_path):
     object, same seed) is refused before any work, a CLIP of another seed is accepted."""
     from orchestrator.eval.fid import FIDClipSuite
     from orchestrator.eval.suites import build_context
-    from orchestrator.models.vcdm.variant import build_tiny as build_vcdm, export, load
+    from orchestrator.models.vcdm.variant import build_tiny as build_vcdm
+    from orchestrator.models.vcdm.variant import export, load
 
     def clip(seed):
         model, tok = build_tiny_clip(seed=seed)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from orchestrator.data.image_text import shapes_data
 from orchestrator.experiment.journaling import RunJournal
 from orchestrator.experiment.plan import plan_sweep
-from orchestrator.data.image_text import shapes_data
 from orchestrator.journal import Event, EventKind, open_journal
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.registry import get_variant

@@ -128,7 +128,7 @@ def test_bad_inputs_are_errors():
     with pytest.raises(ValueError, match="non-finite"):
         frechet_distance(np.zeros(2), np.eye(2) * np.nan, np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match="at least 2"):
-        RunningStats(3).update(np.ones((1, 3))).sigma
+        _ = RunningStats(3).update(np.ones((1, 3))).sigma
     with pytest.raises(ValueError, match=r"\(batch, 3\)"):
         RunningStats(3).update(np.ones((4, 2)))
 

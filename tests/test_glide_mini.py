@@ -17,12 +17,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from orchestrator.data.image_text import shapes_data
 from orchestrator.manifest.schema import ModelSpec, TrainSpec
-from orchestrator.models.glide_mini.options import GlideMiniOptions
 from orchestrator.models.common.objective import Batch
 from orchestrator.models.glide_mini import variant as glide
 from orchestrator.models.glide_mini.config import FULL, tiny
 from orchestrator.models.glide_mini.diffusion import Schedule, vlb_bits
 from orchestrator.models.glide_mini.model import build, load, load_release, save
+from orchestrator.models.glide_mini.options import GlideMiniOptions
 from orchestrator.models.glide_mini.tokenizer import GlideTokenizer, gpt2_bpe, shapes_words
 from orchestrator.models.loading import load_model
 from orchestrator.models.registry import get_variant
@@ -50,7 +50,8 @@ def data():
 # ---- the released layout --------------------------------------------------------------------
 def _byte_symbols() -> list[str]:
     """GPT-2's printable stand-ins for the 256 bytes (the byte-level alphabet of encoder.json)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+            + list(range(ord("®"), ord("ÿ") + 1)))
     chars, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -97,7 +98,7 @@ def test_a_base_pt_in_the_released_layout_loads_strictly_from_a_path(tmp_path):
     g = torch.Generator().manual_seed(0)
     state = {k: torch.randn(s, generator=g, dtype=torch.float32).to(torch.float16) for k, s in shapes.items()}
     torch.save(state, tmp_path / "base.pt")
-    bpe = write_bpe(tmp_path / "bpe", 50257)
+    write_bpe(tmp_path / "bpe", 50257)
     spec = ModelSpec.model_validate({"variant": "glide_mini", "base": "base.pt", "glide_mini": {"bpe": "bpe"}},
                                     context={"base_dir": tmp_path})
     loaded = load_model(None, spec=spec, base_dir=tmp_path)

@@ -9,8 +9,8 @@ ray = pytest.importorskip("ray")
 
 from orchestrator import app as api  # noqa: E402
 from orchestrator.actors.cluster import cluster_slots  # noqa: E402
-from orchestrator.experiment.plan import plan_sweep  # noqa: E402
 from orchestrator.actors.trainer import TrainerActor, trial_resources  # noqa: E402
+from orchestrator.experiment.plan import plan_sweep  # noqa: E402
 from orchestrator.journal import open_journal  # noqa: E402
 from orchestrator.training.device import choose_device  # noqa: E402
 from tests.test_actors import cluster, trial_events, write  # noqa: E402,F401  (one Ray for the session)

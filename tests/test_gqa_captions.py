@@ -24,7 +24,8 @@ RELS = ("to the left of", "to the right of", "on", "near", "holding", "above")
 TYPES = [("rel", "relS"), ("attr", "positionQuery"), ("obj", "exist"), ("attr", "colorQuery"), ("rel", "existRelS")]
 
 
-def write_gqa(tmp: Path, n_images: int = 40, n_questions: int = 300, seed: int = 0, missing: int = 3) -> tuple[Path, Path]:
+def write_gqa(tmp: Path, n_images: int = 40, n_questions: int = 300, seed: int = 0,
+              missing: int = 3) -> tuple[Path, Path]:
     """A small scene-graph file and questions file in GQA's layout. `missing` images are named
     by questions but have no scene graph (as with GQA's test splits)."""
     rng = random.Random(seed)
@@ -34,7 +35,8 @@ def write_gqa(tmp: Path, n_images: int = 40, n_questions: int = 300, seed: int =
         graphs[str(2300000 + i)] = {"width": 500, "height": 400, "objects": {
             oid: {"name": rng.choice(NAMES), "x": rng.randint(0, 400), "y": rng.randint(0, 300), "w": 50, "h": 60,
                   "attributes": rng.sample(ATTRS, rng.randint(0, 2)),
-                  "relations": [{"name": rng.choice(RELS), "object": rng.choice(ids)} for _ in range(rng.randint(0, 2))]}
+                  "relations": [{"name": rng.choice(RELS), "object": rng.choice(ids)}
+                                for _ in range(rng.randint(0, 2))]}
             for oid in ids}}
     questions = {}
     for k in range(n_questions):

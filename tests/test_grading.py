@@ -16,7 +16,6 @@ from orchestrator.eval.grading_task import blind_order
 from orchestrator.eval.spatial import wilson_interval
 from orchestrator.journal import Grade, InvalidEvent, JournalConflict, UnknownGradingTask, open_journal
 from orchestrator.journal.grading import StaleGrade
-
 from tests.grading_fixtures import finished_experiment
 
 runner = CliRunner()
@@ -135,9 +134,10 @@ def test_concurrent_writers_of_one_revision_exactly_one_wins(backend, tmp_path, 
 
 
 def test_build_is_idempotent_and_seeded_and_bad_input_exits_2(tmp_path, torch_one_thread):
-    from PIL import Image
     import io
+
     import numpy as np
+    from PIL import Image
 
     from orchestrator.storage import open_store
 
@@ -164,7 +164,7 @@ def test_build_is_idempotent_and_seeded_and_bad_input_exits_2(tmp_path, torch_on
         store.delete(k)
     with open_journal(url) as j:
         from orchestrator.app.grading import choose_models
-        from orchestrator.eval.grading_task import build_task, task_content, Generation, shapes_prompts
+        from orchestrator.eval.grading_task import Generation, build_task, shapes_prompts, task_content
 
         models, _ = choose_models(j, [eid], None)
         content = task_content(models, shapes_prompts(2), {"source": "shapes-heldout", "n": 2},

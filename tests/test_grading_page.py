@@ -136,7 +136,7 @@ def test_a_graders_token_grades_only_as_that_grader(task, server):
     for method, path, payload in (("GET", f"/v1/grading/tasks/{tid}?grader=bob", None),
                                   ("GET", f"/v1/grading/tasks/{tid}/items/0?grader=bob", None),
                                   ("PUT", f"/v1/grading/tasks/{tid}/items/0?grader=bob", body),
-                                  ("PUT", f"/v1/grading/tasks/gnope/items/0?grader=bob", body)):
+                                  ("PUT", "/v1/grading/tasks/gnope/items/0?grader=bob", body)):
         for token in (alice, API_TOKEN):
             status, data = call(port, method, path, token, payload)
             assert status == 403, (method, path, token, data)
@@ -340,7 +340,8 @@ def test_two_graders_grade_through_the_page(task, server, artifacts_dir):
     assert csv.stdout.splitlines()[1].startswith("base,6,0.500,")
     # the experiment's report carries the same tallies, found through the journal
     out = task["url"].removeprefix("sqlite:///").rsplit("/", 1)[0] + "/report"
-    rep = runner.invoke(app, ["report", task["eid"], "--out", out, "--journal", task["url"], "--blobs", str(task["blobs"])])
+    rep = runner.invoke(app, ["report", task["eid"], "--out", out, "--journal", task["url"],
+                              "--blobs", str(task["blobs"])])
     assert rep.exit_code == 0, rep.stderr
     html = (Path(out) / "index.html").read_text()
     assert f"task {task['id']}" in html and "agreement (κ): 0.333" in html and "no-grading" not in html

@@ -19,10 +19,9 @@ from PIL import Image
 
 from orchestrator.data.gqa_captions import build_gqa_captions
 from orchestrator.data.image_text import fit_square, open_image_text, shapes_data
-from orchestrator.manifest.schema import IMAGE_TEXT_KINDS
 from orchestrator.data.loaders import DataFormatError, loader_class, open_loader
 from orchestrator.data.loaders.imagefolder import ImageFolderLoader
-from orchestrator.manifest.schema import DataSource
+from orchestrator.manifest.schema import IMAGE_TEXT_KINDS, DataSource
 from orchestrator.storage import open_store
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.eval.inception import (FEATURE_DIM, FIDInceptionV3, FIDWeightsError, check_state_dict,
-                                         expected_shapes, load_fid_inception, resize_tf1_bilinear)
+from orchestrator.eval.inception import (
+    FEATURE_DIM,
+    FIDInceptionV3,
+    FIDWeightsError,
+    check_state_dict,
+    expected_shapes,
+    load_fid_inception,
+    resize_tf1_bilinear,
+)
 from orchestrator.storage import LocalBlobStore
 
 

@@ -462,8 +462,9 @@ def vqa_root(tmp: Path) -> Path:
                 "multiple_choice_answer": answer,
                 "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": i} for i in range(1, 11)]}
     (root / "v2_mscoco_val2014_annotations.json").write_text(json.dumps(
-        {"info": {}, "data_subtype": "val2014", "annotations": [ann(420, 42, "red", "other"), ann(421, 42, "no", "yes/no"),
-                                                                ann(70, 7, "2", "number")]}, indent=1))
+        {"info": {}, "data_subtype": "val2014",
+         "annotations": [ann(420, 42, "red", "other"), ann(421, 42, "no", "yes/no"), ann(70, 7, "2", "number")]},
+        indent=1))
     for img in (42, 7, 8):
         touch(root / "val2014" / f"COCO_val2014_{img:012d}.jpg")
     return root
@@ -555,8 +556,9 @@ def test_entry_errors_in_one_line_json_name_the_entry(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text(text)
     touch(tmp_path / "img/1.jpg")
     touch(tmp_path / "img/2.jpg")
-    with pytest.raises(DataFormatError, match=rf"a.json:1 \(entry 1, byte {text.rindex('[', 0, text.index('2.jpg'))}\): "
-                                              r"entry's POS is not a list"):
+    with pytest.raises(DataFormatError,
+                       match=rf"a.json:1 \(entry 1, byte {text.rindex('[', 0, text.index('2.jpg'))}\): "
+                             r"entry's POS is not a list"):
         VLCheckListLoader(tmp_path / "corpus/c.yaml").load()
 
 

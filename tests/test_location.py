@@ -57,8 +57,7 @@ def test_a_model_directory_in_azure_loads_by_its_uri(azurite_env, tmp_path):
 
 
 # ---------------------------------------------------------------- parsing and confinement
-from orchestrator.storage.location import (LocationError, OutsideRootsError, confine,  # noqa: E402
-                                           is_remote, parse_location)
+from orchestrator.storage.location import LocationError, OutsideRootsError, confine, is_remote, parse_location  # noqa: E402
 
 
 def test_a_scheme_counts_only_at_the_start_and_only_az_and_file_exist():

@@ -139,7 +139,8 @@ def test_missing_and_existing_files_resolve_against_the_manifest_dir(tmp_path):
     (tmp_path / "wino").mkdir()
     ok = write(tmp_path, BASE.replace("{kind: shapes, captions: generic, n: 100}", "{kind: winoground, root: wino}"))
     load_manifest(ok)  # relative to the manifest, not the cwd
-    missing = write(tmp_path, BASE.replace("{kind: shapes, captions: generic, n: 100}", "{kind: winoground, root: gone}"))
+    missing = write(tmp_path, BASE.replace("{kind: shapes, captions: generic, n: 100}",
+                                           "{kind: winoground, root: gone}"))
     [(path, line, message)] = issues_of(missing)
     assert (path, line) == ("data.train.root", 4) and "data root not found" in message
 
@@ -193,6 +194,7 @@ def test_model_pretrain_unset_keeps_ids_and_set_changes_them(tmp_path):
 
 def test_world_field_shapes_only_and_unset_hashes_as_before():
     from pydantic import ValidationError
+
     from orchestrator.manifest.schema import DataSource, EvalSpec
 
     assert DataSource(kind="shapes", n=4, world="pairs").world == "pairs"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.actors.evaluator import eval_options
 import orchestrator.models  # noqa: F401  (the variant catalog: `model.<variant>` sections validate)
+from orchestrator.actors.evaluator import eval_options
 from orchestrator.manifest import ManifestError, load_manifest
 
 BASE = """\

@@ -106,9 +106,11 @@ def test_a_sweep_survives_the_loss_of_a_worker_node(tmp_path, postgres_database_
                         f"--resources={json.dumps({WORKER_TAG: 1})}", f"--temp-dir={ray_tmp}"], env,
                        tmp_path / "worker-node" / "worker.log")
     try:
-        for log in (tmp_path / "head.log", tmp_path / "worker-node" / "worker.log"):  # both up first,
-            wait_for(lambda: started(log), 60, f"the node logging to {log.name}",  # so both trials start at once
-                     shown=lambda: log.read_text()[-2000:])
+        # Both nodes up first, so both trials start at once. wait_for calls its lambdas before it
+        # returns, so they read this iteration's log.
+        for log in (tmp_path / "head.log", tmp_path / "worker-node" / "worker.log"):
+            wait_for(lambda: started(log), 60, f"the node logging to {log.name}",  # noqa: B023
+                     shown=lambda: log.read_text()[-2000:])  # noqa: B023
         def submitted():
             sub = subprocess.run([str(BIN / "orch"), "submit", "m.yaml", "--address", f"127.0.0.1:{gcs}"],
                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

@@ -4,7 +4,6 @@ from that exact step to bitwise the weights and checkpoint bytes of an uninterru
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import time

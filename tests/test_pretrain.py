@@ -6,11 +6,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from orchestrator.manifest.schema import ModelSpec
+from orchestrator.models.loading import load_model
 from orchestrator.models.sd import load_components, tokenize
 from orchestrator.storage import open_store
-from orchestrator.training.pretrain import pretrain_base
-from orchestrator.models.loading import load_model
 from orchestrator.training import TINY_BASE_PREFIX
+from orchestrator.training.pretrain import pretrain_base
 
 
 def test_pretrain_saves_a_loadable_base(tmp_path):
@@ -48,6 +48,7 @@ def test_pretrain_init_continues_a_base_keeping_its_vae(tmp_path):
 def test_pretrain_init_with_a_new_denoiser_size(tmp_path):
     """--init DIR --denoiser small: DIR's VAE under a new, wider U-Net and text encoder."""
     import pytest
+
     from orchestrator.models.sd.pipeline import module_hash
 
     torch.set_num_threads(1)
@@ -66,6 +67,7 @@ def test_pretrain_with_a_finer_latent_grid(tmp_path):
     """--latent-downsample 2: a two-block VAE (4x16x16 latents at 32 px) under a three-level U-Net;
     the saved base samples at that grid, and the option is refused where it cannot apply."""
     import pytest
+
     from orchestrator.models.sd.sampling import generate
 
     torch.set_num_threads(1)
@@ -88,6 +90,7 @@ def test_pretrain_caption_style(tmp_path):
     """--captions described: the same build learns from other text (sizes, every object named), so
     its denoiser comes out different; a style the dataset lacks is refused by name."""
     import pytest
+
     from orchestrator.models.sd.pipeline import module_hash
 
     torch.set_num_threads(1)
@@ -114,6 +117,7 @@ def test_pretrain_in_the_pairs_world(tmp_path):
 def test_pretrain_refuses_a_data_dir_of_another_world(tmp_path):
     """A --data-dir holding another dataset (here: the mixed world) is refused, not trained on."""
     import pytest
+
     from orchestrator.data.shapes import write_shapes_dataset
 
     write_shapes_dataset(tmp_path / "data", n=8, seed=0)

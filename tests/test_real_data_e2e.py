@@ -12,9 +12,9 @@ import torch
 ray = pytest.importorskip("ray")
 
 from orchestrator import app as api  # noqa: E402
-from orchestrator.experiment.plan import plan_sweep  # noqa: E402
 from orchestrator.data.gqa_captions import build_gqa_captions  # noqa: E402
 from orchestrator.data.shapes import make_example  # noqa: E402
+from orchestrator.experiment.plan import plan_sweep  # noqa: E402
 from orchestrator.journal import open_journal  # noqa: E402
 from orchestrator.models.loading import load_model  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
@@ -51,8 +51,9 @@ def write_imagefolder(root: Path, n: int = 8) -> None:
 
 
 def test_sd_v15_layout_finetuned_on_imagefolder_and_gqa_captions_through_the_actors(tmp_path):
-    from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config, save_clip
     from PIL import Image
+
+    from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config, save_clip
 
     torch.manual_seed(0)
     make_sd_dir(tmp_path, "v1-5")
@@ -74,7 +75,7 @@ def test_sd_v15_layout_finetuned_on_imagefolder_and_gqa_captions_through_the_act
         state = journal.experiment_state(eid)
         assert state.status.value == "done" and state.counts()["done"] == 2, \
             [t.last_error for t in state.trials.values()]
-        for tid, trial in state.trials.items():
+        for trial in state.trials.values():
             final = trial.metrics[4]
             assert 0.0 <= final["clip_r_precision.r_at_1"] <= 1.0 and final["clip_r_precision.r_at_1.n"] == 10
             assert "clip_r_precision.r_at_1.std" in final and 0 in trial.metrics  # the base was judged too
@@ -90,8 +91,8 @@ def test_sd_v15_layout_finetuned_on_imagefolder_and_gqa_captions_through_the_act
 def test_a_data_parallel_trial_on_files_shards_the_examples_there_are(tmp_path):
     """The ShardPlanner's size is the count the ranks will read: a file source's `n` is at most
     its first n, and a skipped record is not there."""
-    from orchestrator.experiment.plan import plan_sweep
     from orchestrator.actors.trainer import planner_spec
+    from orchestrator.experiment.plan import plan_sweep
 
     write_imagefolder(tmp_path / "folder", n=6)
     with (tmp_path / "folder" / "metadata.jsonl").open("a") as f:

@@ -155,7 +155,8 @@ def planned(monkeypatch):
 
 def test_capability_table_refuses_with_the_line(toy, planned, tmp_path):
     p = tmp_path / "suites.yaml"
-    p.write_text(MANIFEST.format(suites="spatial, clip_r_precision", blobs="./b").replace("]}\nstorage", "], clip: .}\nstorage"))
+    p.write_text(MANIFEST.format(suites="spatial, clip_r_precision", blobs="./b")
+                 .replace("]}\nstorage", "], clip: .}\nstorage"))
     (line, message) = issues_of(p)["eval.suites.1"]
     assert line == 5 and "suite 'clip_r_precision' cannot run on variant 'toy' (generator)" in message
 
@@ -180,7 +181,8 @@ def test_capability_table_refuses_with_the_line(toy, planned, tmp_path):
 
 def test_swept_variant_points_at_the_sweep_entry(toy, planned, tmp_path):
     p = tmp_path / "swept.yaml"
-    p.write_text(MANIFEST.format(suites="spatial", blobs="./b") + "sweep:\n  grid:\n    model.variant: [toy, planned]\n")
+    p.write_text(MANIFEST.format(suites="spatial", blobs="./b")
+                 + "sweep:\n  grid:\n    model.variant: [toy, planned]\n")
     (line, message) = issues_of(p)["model.variant"]
     assert line == 9 and "planned" in message
 

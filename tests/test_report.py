@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from orchestrator.actors.coordinator import Coordinator
 from orchestrator.actors.evaluator import Evaluator
-from orchestrator.experiment.plan import plan_sweep
 from orchestrator.actors.trainer import TrialWorker
 from orchestrator.cli import app
+from orchestrator.experiment.plan import plan_sweep
 from orchestrator.journal import EventKind, open_journal
 from orchestrator.report.build import write_report
 from orchestrator.report.collect import collect

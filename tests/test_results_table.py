@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from orchestrator.results import build_table, render_csv, render_json, render_table, select_metrics, split_metrics
 from orchestrator.journal import Event, open_journal
+from orchestrator.results import build_table, render_csv, render_json, render_table, select_metrics, split_metrics
 
 
 def metrics(acc: float, n: int, cond_n: int) -> dict[str, float]:
@@ -63,8 +63,8 @@ def test_metric_globs_select_columns_and_a_miss_is_an_error(journal):
 def test_paired_mcnemar_between_trials_that_differ_in_one_field(tmp_path):
     """Trials that share everything but the compared field pair up (seed by seed, lr by lr); the
     test runs on the per-prompt outcomes the spatial suite journals, with hand-counted discordants."""
-    from orchestrator.results import paired_tests, render_paired
     from orchestrator.eval.spatial import mcnemar
+    from orchestrator.results import paired_tests, render_paired
 
     outcomes = {  # (captions, lr) -> accuracy bits over 10 prompts
         ("generic", 1): "1100000000", ("spatial", 1): "1111110000",

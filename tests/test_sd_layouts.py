@@ -14,16 +14,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from orchestrator.manifest.schema import TrainSpec
-from orchestrator.models.sd import build_tiny, load_components
-from orchestrator.models.sd import tiny_config
-from orchestrator.storage.location import put_dir
-from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
+from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.common.diffusion import training_target
 from orchestrator.models.registry import get_variant
+from orchestrator.models.sd import build_tiny, load_components, tiny_config
+from orchestrator.storage import open_store
+from orchestrator.storage.location import put_dir
 from orchestrator.training.control import LoopConfig
 from orchestrator.training.loop import Trainer
-from orchestrator.models.common.diffusion import training_target
 
 SCHEDULERS = {
     # what runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-2-1 ship

@@ -7,8 +7,16 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from orchestrator.models.sd import (build_tiny, build_tokenizer, encode_text, generate, load_components,
-                                    save_components, save_grid, tokenize)
+from orchestrator.models.sd import (
+    build_tiny,
+    build_tokenizer,
+    encode_text,
+    generate,
+    load_components,
+    save_components,
+    save_grid,
+    tokenize,
+)
 from orchestrator.storage import open_store
 
 
@@ -74,8 +82,11 @@ def test_save_load_round_trip(tiny, tmp_path):
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_sampling_cfg_grid(tiny, tmp_path, sampler):
     prompts = ["a red circle", "two blue squares", "a green triangle above a yellow circle"]
-    run = lambda: generate(tiny, prompts, sampler=sampler, steps=3, guidance_scale=3.0,
-                           generator=torch.Generator().manual_seed(0), batch_size=2)
+
+    def run():
+        return generate(tiny, prompts, sampler=sampler, steps=3, guidance_scale=3.0,
+                        generator=torch.Generator().manual_seed(0), batch_size=2)
+
     images = run()
     assert images.shape == (3, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
     assert torch.equal(images, run())  # seeded generator: reproducible

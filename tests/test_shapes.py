@@ -15,9 +15,20 @@ from PIL import Image
 from orchestrator.data import spatial_rule
 from orchestrator.data.detector import detect
 from orchestrator.data.scene_graph import load_scene_graphs
-from orchestrator.data.shapes import (BACKGROUND, COLOURS, SHAPES, Scene, ShapeObject, gap_pixels,
-                                      is_valid, make_example, render, sample_scene, swap_positions,
-                                      write_shapes_dataset)
+from orchestrator.data.shapes import (
+    BACKGROUND,
+    COLOURS,
+    SHAPES,
+    Scene,
+    ShapeObject,
+    gap_pixels,
+    is_valid,
+    make_example,
+    render,
+    sample_scene,
+    swap_positions,
+    write_shapes_dataset,
+)
 
 WINOGROUND_KEYS = ["id", "image_0", "image_1", "caption_0", "caption_1", "tag", "secondary_tag",
                    "num_main_preds", "collapsed_tag"]
@@ -72,7 +83,7 @@ def test_scene_graph_is_gqa_format_and_uses_the_rule():
     ex = make_example(0, 3, 32)
     d = ex.scene_graph.to_gqa()
     assert d["width"] == d["height"] == 32
-    for oid, o in d["objects"].items():
+    for o in d["objects"].values():
         assert set(o) == {"name", "x", "y", "w", "h", "attributes", "relations"}
         assert o["name"] in SHAPES
         assert o["attributes"][0] in COLOURS and o["attributes"][1] in ("small", "large")
@@ -249,6 +260,7 @@ def test_pairs_world_two_distinct_objects_and_mixed_unchanged(tmp_path):
     """world "pairs" (GenEval's position task): two objects that differ in shape or colour, so no
     caption needs a size word; the mixed world's scenes are what they were (same draws)."""
     import pytest
+
     from orchestrator.data.worlds import get_world
 
     mixed = [make_example(3, i) for i in range(200)]

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.manifest.schema import TrainSpec
-from orchestrator.models.sd.options import SDOptions
-from orchestrator.models.sd import build_tiny, load_components
-from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
-from orchestrator.training.distributed import DistContext, batches_done, epoch_shards, shard_indices
+from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.registry import get_variant
+from orchestrator.models.sd import build_tiny, load_components
+from orchestrator.models.sd.options import SDOptions
+from orchestrator.storage import open_store
 from orchestrator.training.control import LoopConfig
+from orchestrator.training.distributed import DistContext, batches_done, epoch_shards, shard_indices
 from orchestrator.training.loop import Trainer
 from orchestrator.training.state import BatchOrder
 
@@ -120,8 +120,8 @@ def test_planner_record_and_reassignment():
 
 
 def test_group_replaces_a_killed_rank_and_finishes_identically(tmp_path):
-    from orchestrator.experiment.plan import plan_sweep
     from orchestrator.actors.trainer import TrainerGroup, worker_id
+    from orchestrator.experiment.plan import plan_sweep
     from orchestrator.training import train_trial
 
     path = write(tmp_path / "ddp", "ddp-kill", steps=40, every=4)

@@ -12,15 +12,24 @@ from pathlib import Path
 import pytest
 
 from orchestrator.data.loaders import open_loader
-from orchestrator.data.shards import (INDEX_NAME, ShardIndex, ShardInfo, ShardIntegrityError, ShardReader, ShardWriter,
-                                      decode_shard, encode_shard, write_shards)
+from orchestrator.data.shards import (
+    INDEX_NAME,
+    ShardIndex,
+    ShardInfo,
+    ShardIntegrityError,
+    ShardReader,
+    ShardWriter,
+    decode_shard,
+    encode_shard,
+    write_shards,
+)
 from orchestrator.manifest.schema import DataSource
 from orchestrator.storage import IntegrityError, LocalBlobStore
 
 
 def records(n: int, start: int = 0) -> list[dict]:
-    return [{"id": i, "caption": f"a red circle left of square {i} — ✓\u2028", "category": "even" if i % 2 == 0 else "odd",
-             "tags": ["a", i]} for i in range(start, start + n)]
+    return [{"id": i, "caption": f"a red circle left of square {i} — ✓\u2028",
+             "category": "even" if i % 2 == 0 else "odd", "tags": ["a", i]} for i in range(start, start + n)]
 
 
 @pytest.fixture

@@ -42,8 +42,8 @@ from orchestrator.storage import (
     open_store,
 )
 from orchestrator.storage.azure import AzureBlobStore, _translate
-from orchestrator.storage.base import StorageIOError, storage_io_error
 from orchestrator.storage.azurite import Azurite, AzuriteNotFound, find_azurite, free_port
+from orchestrator.storage.base import StorageIOError, storage_io_error
 from orchestrator.storage.local import HEADER_SIZE
 
 BLOCK = 256 * 1024  # small blocks so a few MiB already means many of them

@@ -8,8 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from orchestrator.models.clip import (ClipTrainer, contrastive_loss, load_clip, save_clip, shapes_clip_data,
-                                      train_tiny_clip)
+from orchestrator.models.clip import (
+    ClipTrainer,
+    contrastive_loss,
+    load_clip,
+    save_clip,
+    shapes_clip_data,
+    train_tiny_clip,
+)
 from orchestrator.storage import LocalBlobStore
 
 

@@ -17,12 +17,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from orchestrator.manifest.schema import TrainSpec
-from orchestrator.models.sd.options import SDOptions
-from orchestrator.models.sd import build_tiny, load_components
-from orchestrator.storage import open_store
 from orchestrator.data.image_text import shapes_data
+from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.registry import get_variant
+from orchestrator.models.sd import build_tiny, load_components
+from orchestrator.models.sd.options import SDOptions
+from orchestrator.storage import open_store
 from orchestrator.training.control import LoopConfig, RunControl
 from orchestrator.training.loop import Trainer
 from orchestrator.training.trial import train_trial
@@ -100,9 +100,9 @@ def test_checkpoint_bytes_are_a_function_of_the_training_state(tmp_path, data):
     """Trained twice, with the process's global RNGs left in different states, and stopped and
     resumed: byte-identical checkpoints at every step. The model has dropout, which draws from
     torch's global generator: resume stays bit-exact because each step seeds it from (seed, step)."""
-    from orchestrator.models.glide_mini.options import GlideMiniOptions
     from orchestrator.models.glide_mini.config import tiny
     from orchestrator.models.glide_mini.model import build
+    from orchestrator.models.glide_mini.options import GlideMiniOptions
     from orchestrator.models.glide_mini.tokenizer import shapes_words
 
     tok = shapes_words(None)

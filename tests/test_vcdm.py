@@ -18,7 +18,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from orchestrator.data.image_text import shapes_data
 from orchestrator.manifest import ManifestError, expand, load_manifest
 from orchestrator.manifest.schema import ModelSpec, TrainSpec
-from orchestrator.models.vcdm.options import VCDMOptions
 from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config
 from orchestrator.models.common.objective import Batch
 from orchestrator.models.loading import load_model
@@ -27,6 +26,7 @@ from orchestrator.models.vcdm import variant as vcdm
 from orchestrator.models.vcdm.edm import EDMConfig, coefficients, denoise, edm_loss, heun_sample, karras_sigmas
 from orchestrator.models.vcdm.embeddings import EmbeddingCache
 from orchestrator.models.vcdm.model import load, save
+from orchestrator.models.vcdm.options import VCDMOptions
 from orchestrator.storage import open_store
 from orchestrator.storage.location import get_dir
 from orchestrator.training.control import LoopConfig
@@ -78,7 +78,8 @@ def test_edm_preconditioning_matches_hand_computed_coefficients():
 
     x, sigma = torch.tensor([[1.0, -2.0]]), torch.tensor([2.0])
     d = denoise(net, x, sigma, cfg)
-    assert torch.allclose(seen["x_in"], x / math.sqrt(4.25)) and torch.allclose(seen["c"], torch.tensor([math.log(2) / 4]))
+    assert torch.allclose(seen["x_in"], x / math.sqrt(4.25)) and \
+        torch.allclose(seen["c"], torch.tensor([math.log(2) / 4]))
     assert torch.allclose(d, (0.25 / 4.25) * x + (1 / math.sqrt(4.25)) * 3.0)
 
     # loss: ln σ = P_mean + P_std·n; weight (σ²+σ_d²)/(σσ_d)²; squared error averaged over dims

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 def _clip(tmp: Path, seed: int) -> Path:
     model, tok = build_tiny_clip(seed=seed, image_size=32)
-    return ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)), f"seed-{seed}").save(tmp / f"c{seed}")
+    return ClipEncoder(model, tok, Preprocess.from_config(preprocessor_config(32)),
+                       f"seed-{seed}").save(tmp / f"c{seed}")
 
 
 @pytest.fixture(scope="module")

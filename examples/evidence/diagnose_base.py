@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from orchestrator.eval.suites import DEFAULT_EVAL_SEED, build_context  # noqa: E402
-from orchestrator.models.sd import generate, load_components  # noqa: E402
 from orchestrator.models.common.images import to_pil  # noqa: E402
+from orchestrator.models.sd import generate, load_components  # noqa: E402
 from orchestrator.models.sd.sampling import encode_text  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
 from orchestrator.training import TINY_BASE_PREFIX  # noqa: E402

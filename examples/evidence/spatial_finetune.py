@@ -1,5 +1,5 @@
-"""Evidence for the claim of Lin & Srikanth, "Diffusion Models as Visual Reasoners", in miniature: finetuning on spatial captions raises
-spatial accuracy, and finetuning as long on generic captions does not.
+"""Evidence for the claim of Lin & Srikanth, "Diffusion Models as Visual Reasoners", in miniature: finetuning on
+spatial captions raises spatial accuracy, and finetuning as long on generic captions does not.
 
     python examples/evidence/spatial_finetune.py --out runs/evidence
 
@@ -31,11 +31,10 @@ import torch  # noqa: E402
 
 from orchestrator.data.shapes import make_example  # noqa: E402
 from orchestrator.eval.plots import Series, bar_plot, line_plot, moving_average  # noqa: E402
-from orchestrator.eval.spatial import (heldout_spatial_prompts, mcnemar, score_spatial,  # noqa: E402
-                                       wilson_interval)
+from orchestrator.eval.spatial import heldout_spatial_prompts, mcnemar, score_spatial, wilson_interval  # noqa: E402
 from orchestrator.manifest import expand, load_manifest  # noqa: E402
-from orchestrator.models.sd import generate, load_components, save_grid  # noqa: E402
 from orchestrator.models.common.images import to_pil  # noqa: E402
+from orchestrator.models.sd import generate, load_components, save_grid  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
 from orchestrator.training import TINY_BASE_PREFIX, LoopConfig, RunControl, pretrain_base, train_trial  # noqa: E402
 
@@ -139,8 +138,10 @@ def finetune(args, out: Path, manifest: Path, store) -> dict[str, dict]:
             infos[caps] = json.loads(info_path.read_text())
             continue
         rows: list[dict] = []
+        # train_trial calls on_metrics before it returns, so the lambda always sees this iteration's rows
         res = train_trial(manifest, tid, config=LoopConfig(num_threads=args.threads),
-                          control=RunControl(on_metrics=lambda m: rows.append({"step": m.step, "loss": m.loss})))
+                          control=RunControl(
+                              on_metrics=lambda m: rows.append({"step": m.step, "loss": m.loss})))  # noqa: B023
         if res.steps_run != res.total_steps:
             raise SystemExit(f"trial {tid} resumed from step {res.resumed_from}; its loss curve is incomplete, "
                              f"delete {out / 'blobs' / 'trials' / tid} and rerun")

@@ -11,12 +11,12 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.journal.ownership import claim, kept
-from orchestrator.experiment.plan import plan_sweep
 from orchestrator.cli import app
+from orchestrator.experiment.plan import plan_sweep
 from orchestrator.journal import Event, open_journal
-from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.journal.lease import Holder
+from orchestrator.journal.ownership import claim, kept
+from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.storage import open_store
 
 from .runs import events, kill_session, start, wait_for, write_manifest

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.journal import Event, open_journal
-from orchestrator.journal.retry import JournalUnavailable, JournalRetry, is_transient
+from orchestrator.journal.retry import JournalRetry, JournalUnavailable, is_transient
 
 from .test_postgres_connections_terminated import terminating
 

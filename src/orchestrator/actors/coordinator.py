@@ -25,7 +25,10 @@ from typing import Any
 
 import ray
 
+from orchestrator.experiment.journaling import RunJournal
+from orchestrator.experiment.plan import SweepPlan
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, LeaseLost, TrialStatus, open_journal
+from orchestrator.journal.ownership import Ownership, adopt, kept
 from orchestrator.journal.redact import bound_traceback, excerpt
 from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.storage import open_store
@@ -33,9 +36,6 @@ from orchestrator.telemetry.sink import install_from_env
 
 from .cluster import cluster_slots
 from .evaluator import EvaluatorActor
-from orchestrator.experiment.journaling import RunJournal
-from orchestrator.journal.ownership import Ownership, adopt, kept
-from orchestrator.experiment.plan import SweepPlan
 from .trainer import TrainerActor, TrainerGroup, trial_resources  # all light: the ML core loads in their own processes
 
 log = logging.getLogger(__name__)

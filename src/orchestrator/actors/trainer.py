@@ -28,18 +28,17 @@ import os
 import threading
 import time
 import traceback
-
 from typing import TYPE_CHECKING
 
 import ray
 from ray.exceptions import RayActorError
 
+from orchestrator.journal.ownership import Ownership, OwnerWatch
 from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
 from .cluster import node_placement
-from orchestrator.journal.ownership import Ownership, OwnerWatch
 
 if TYPE_CHECKING:  # the ML core (torch, diffusers) loads in the trainer's process when it trains: the
     # coordinator imports this module for the actor class and stays light

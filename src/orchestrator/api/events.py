@@ -47,7 +47,8 @@ async def stream(journal: Journal, experiment_id: str, after: int | None, *, pol
     while True:
         # Read "settled" before the events: an event committed after this check is still sent below.
         done = await anyio.to_thread.run_sync(settled, journal, experiment_id)
-        events = await anyio.to_thread.run_sync(lambda: journal.events(experiment_id, after_seq=after, limit=500))
+        events = await anyio.to_thread.run_sync(  # awaited here: the lambda reads this iteration's `after`
+            lambda: journal.events(experiment_id, after_seq=after, limit=500))  # noqa: B023
         for e in events:
             after = e.seq
             yield sse_message(e)

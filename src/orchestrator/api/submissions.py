@@ -24,8 +24,8 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.experiment.plan import SweepPlan, plan_sweep, resolve_journal_url
 from orchestrator.app.submission import submit_plan
+from orchestrator.experiment.plan import SweepPlan, plan_sweep, resolve_journal_url
 from orchestrator.journal import ExperimentStatus, Journal, LeaseHeld
 from orchestrator.manifest import ManifestError, ManifestIssue, expand, load_manifest
 

@@ -15,10 +15,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from orchestrator.experiment.plan import recorded_plan
 from orchestrator.eval.grading import GradingTally, agreement, tally
-from orchestrator.eval.grading_task import (Generation, GradingPrompt, ModelChoice, build_task, shapes_prompts,
-                                            task_content, task_id_of)
+from orchestrator.eval.grading_task import (
+    Generation,
+    GradingPrompt,
+    ModelChoice,
+    build_task,
+    shapes_prompts,
+    task_content,
+    task_id_of,
+)
+from orchestrator.experiment.plan import recorded_plan
 from orchestrator.journal import EventKind, TrialStatus, open_journal
 from orchestrator.manifest import ManifestError
 from orchestrator.manifest.sweep import canonical_json

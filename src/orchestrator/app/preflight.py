@@ -1,9 +1,9 @@
 """Before a run or submission starts: its journal and blob store checked, its lease claimed."""
 from __future__ import annotations
 
-from orchestrator.journal.ownership import Ownership, claim
 from orchestrator.experiment.plan import SweepPlan
 from orchestrator.journal import open_journal
+from orchestrator.journal.ownership import Ownership, claim
 
 from .progress import print_line
 

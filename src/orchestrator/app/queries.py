@@ -8,8 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
-from orchestrator.results import (build_table, failed_trials, paired_tests, render_csv, render_json, render_paired,
-                                  render_table, select_metrics)
+from orchestrator.results import (
+    build_table,
+    failed_trials,
+    paired_tests,
+    render_csv,
+    render_json,
+    render_paired,
+    render_table,
+    select_metrics,
+)
 
 from .defaults import default_journal
 

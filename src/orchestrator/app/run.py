@@ -9,9 +9,9 @@ import logging
 from pathlib import Path
 
 from orchestrator.actors import launch
-from orchestrator.journal.ownership import Ownership, kept
 from orchestrator.experiment.plan import SweepPlan, plan_sweep, recorded_plan
 from orchestrator.journal import LeaseLost, open_journal
+from orchestrator.journal.ownership import Ownership, kept
 
 from .base import ensure_base
 from .preflight import claim_experiment, preflight

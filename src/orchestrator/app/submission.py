@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.actors import launch
-from orchestrator.journal.ownership import kept
 from orchestrator.experiment.plan import SweepPlan, plan_sweep
+from orchestrator.journal.ownership import kept
 
 from .base import ensure_base
 from .preflight import claim_experiment, preflight

@@ -40,8 +40,8 @@ def blobs_get(
         info = open_store(blobs).get_file(key, dest)
     except BlobNotFoundError:
         err.print(f"orch blobs get: no object {key!r} in {blobs}", markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except StorageError as exc:
         err.print(f"orch blobs get: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     out.print(f"{dest}: {info.size:,} bytes, sha256 {info.sha256}", markup=False, highlight=False, soft_wrap=True)

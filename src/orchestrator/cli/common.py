@@ -83,23 +83,23 @@ def run_errors(command: str) -> Iterator[None]:
         yield
     except Preempted as exc:  # SIGTERM/SIGINT: checkpointed and shut down; the shell's 128 + signal
         err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(128 + exc.signum)
+        raise typer.Exit(128 + exc.signum) from None
     except LeaseHeld as exc:  # another live run owns the experiment: nothing was done
         err.print(f"orch {command}: {exc}; not started (--wait runs it after that run ends)", markup=False,
                   soft_wrap=True)
-        raise typer.Exit(3)
+        raise typer.Exit(3) from None
     except LeaseLost as exc:  # another run took it over: this one stopped writing
         err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(3)
+        raise typer.Exit(3) from None
     except (UnknownExperiment, LookupError, ValueError, FileNotFoundError) as exc:
         err.print(f"orch {command}: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except (JournalError, StorageError) as exc:  # unreachable, full: nothing wrong with the input
         err.print(f"orch {command}: {error_line(exc)}", markup=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except OSError as exc:  # name the path it failed on
         err.print(f"orch {command}: {exc.strerror or exc}: {exc.filename or ''}", markup=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
 def error_line(exc: BaseException) -> str:
@@ -120,7 +120,7 @@ def api_errors(command: str) -> Iterator[None]:
         yield
     except ApiError as exc:
         err.print(f"orch {command}: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(2 if exc.bad_input else 1)
+        raise typer.Exit(2 if exc.bad_input else 1) from None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def data_shapes(
         summary = write_shapes_dataset(out_dir, n=n, seed=seed, size=size, overwrite=overwrite, world=world)
     except (FileExistsError, ValueError) as exc:
         err.print(f"{exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if format is TextFormat.json:
         emit_json(summary)
     else:
@@ -66,13 +66,14 @@ def data_gqa_captions(
 
     try:
         summary = build_gqa_captions(
-            scene_graphs, questions, out_uri, question_types=[t.strip() for t in question_types.split(",") if t.strip()],
+            scene_graphs, questions, out_uri,
+            question_types=[t.strip() for t in question_types.split(",") if t.strip()],
             max_tokens=max_tokens, max_per_image=max_per_image, examples_per_shard=examples_per_shard,
             images=images, on_error=on_error.value, progress=progress and format is TextFormat.text,
             overwrite=overwrite, workers=workers)
     except (ValueError, FileNotFoundError) as exc:  # DataFormatError and BuildConflictError are ValueErrors
         err.print(f"orch data gqa-captions: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if format is TextFormat.json:
         emit_json(summary)
     else:

@@ -13,8 +13,23 @@ from rich.table import Table
 
 from ..manifest import ManifestError
 from ..results import ResultsFormat
-from .common import (API_HELP, BLOBS_HELP, JOURNAL_HELP, PlanFormat, TextFormat, api_errors, bad_manifest,
-                     choose_backend, emit_json, err, head, journal_or_default, load_or_exit, out, run_errors)
+from .common import (
+    API_HELP,
+    BLOBS_HELP,
+    JOURNAL_HELP,
+    PlanFormat,
+    TextFormat,
+    api_errors,
+    bad_manifest,
+    choose_backend,
+    emit_json,
+    err,
+    head,
+    journal_or_default,
+    load_or_exit,
+    out,
+    run_errors,
+)
 
 WAIT_OPTION = typer.Option(False, "--wait", help="When another live run owns the experiment, wait for it to "
                            "end, then run what is left (default: say who owns it and exit 3).")
@@ -47,9 +62,9 @@ def run(
     metrics_sd: Path = METRICS_SD_OPTION,
 ) -> None:
     """Run a sweep on an embedded local Ray (SQLite journal, local blobs) and print the results."""
-    from ..experiment.plan import plan_sweep
     from ..app import queries
     from ..app.run import run_experiment
+    from ..experiment.plan import plan_sweep
 
     load_or_exit(file, "json" if format is PlanFormat.json else "text")
     served = _metrics_options(metrics, metrics_port, metrics_sd)
@@ -160,7 +175,8 @@ def results(
     journal: str = typer.Option(None, "--journal", help=JOURNAL_HELP),
     format: ResultsFormat = typer.Option(ResultsFormat.table, "--format"),
     metrics: str = typer.Option(None, "--metrics", help="Comma-separated globs of metric columns, e.g. "
-                                "'spatial.*,winoground.*/*' (default: all in json/csv; a table leaves out per-tag ones)."),
+                                "'spatial.*,winoground.*/*' (default: all in json/csv; a table leaves out "
+                                "per-tag ones)."),
     paired: str = typer.Option(None, "--paired", help="A swept field: McNemar's test between trials that "
                                "differ only in it (e.g. data.train.captions)."),
     api_url: str = typer.Option(None, "--api", help=API_HELP),

@@ -17,5 +17,5 @@ def journal_migrate(url: str = typer.Argument(..., help="sqlite:///FILE or postg
         open_journal(url).close()
     except JournalError as exc:
         err.print(f"orch journal migrate: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     out.print(f"journal at schema revision {head_revision()}")

@@ -35,7 +35,8 @@ def serve(
                                       "hold open at once; one more is answered 429."),
 ) -> None:
     """Serve the head's HTTP API (submit, status, results, cancel, events) until Ctrl-C."""
-    from ..api.server import HttpLimits, ServeOptions, check_options, serve as run_server
+    from ..api.server import HttpLimits, ServeOptions, check_options
+    from ..api.server import serve as run_server
 
     limits = HttpLimits(header_timeout_s=header_timeout, body_timeout_s=body_timeout, keepalive_s=keepalive,
                         max_connections=max_connections)

@@ -37,7 +37,7 @@ def train(
         bad_manifest(exc, format.value, file)
     except (KeyError, FileNotFoundError, NotImplementedError, ValueError) as exc:
         err.print(f"orch train: {exc.args[0] if exc.args else exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -106,9 +106,11 @@ def sample(
     out_file: Path = typer.Option(..., "--out", help="PNG grid to write."),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding --model (e.g. trials/<id>/model)."),
     sampler: SamplerName = typer.Option(None, "--sampler", help="Default: the variant's (SD: ddim; GLIDE-mini: ddpm)."),
-    steps: int = typer.Option(None, "--steps", min=1, help="Default: the variant's (SD: 50; GLIDE-mini: 100 respaced)."),
+    steps: int = typer.Option(None, "--steps", min=1,
+                              help="Default: the variant's (SD: 50; GLIDE-mini: 100 respaced)."),
     guidance: float = typer.Option(None, "--guidance", min=0.0,
-                                   help="Classifier-free guidance scale. Default: the variant's (SD: 7.5; GLIDE-mini: 3)."),
+                                   help="Classifier-free guidance scale. Default: the variant's "
+                                   "(SD: 7.5; GLIDE-mini: 3)."),
     per_prompt: int = typer.Option(1, "--per-prompt", min=1, help="Images per prompt."),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
@@ -124,7 +126,7 @@ def sample(
         loaded = load_model(model, store=open_store(blobs) if blobs else None)
     except (FileNotFoundError, ValueError) as exc:
         err.print(f"orch sample: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not loaded.generates:
         err.print(f"orch sample: {model} is a {loaded.kind} ({loaded.variant.name}); it generates no images",
                   markup=False, soft_wrap=True)

@@ -63,7 +63,8 @@ def labelled_choices(src: DataSource, resolution: int, base_dir: Path | None = N
     examples = fewshot_part(examples, src)
     out = [(c, category(ex)) for ex in examples for c in _choices_of(ex)]
     if not out:
-        raise ValueError(f"{where}: no image-text choices" + (f" in its fewshot {src.fewshot} part" if src.fewshot else ""))
+        raise ValueError(f"{where}: no image-text choices"
+                         + (f" in its fewshot {src.fewshot} part" if src.fewshot else ""))
     return out
 
 

@@ -27,8 +27,8 @@ import json
 import os
 import time
 from collections import Counter
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from orchestrator.storage import BlobStore, open_store
@@ -36,8 +36,14 @@ from orchestrator.storage import BlobStore, open_store
 from .captions import TokenCounter, summarise
 from .json_stream import iter_members
 from .loaders.errors import DataFormatError, ErrorPolicy, OnError, SkipReport
-from .loaders.gqa import QUESTION_TYPES, SEED_QUESTION_TYPES, SceneGraphIndex, check_question, focus_for, \
-    gqa_question_type
+from .loaders.gqa import (
+    QUESTION_TYPES,
+    SEED_QUESTION_TYPES,
+    SceneGraphIndex,
+    check_question,
+    focus_for,
+    gqa_question_type,
+)
 from .loaders.images import ImageResolver, open_root
 from .shards import INDEX_NAME, SHARD_DIR, ShardIndex, ShardInfo, ShardReader, put_shard, write_index
 
@@ -369,8 +375,15 @@ def _summary(out_uri: str, index: ShardIndex, skips: SkipReport, started: float,
 
 def _progress_bar(show: bool):
     from rich.console import Console
-    from rich.progress import (BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class RecordRate(ProgressColumn):

@@ -23,8 +23,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import spatial_rule
-from .captions import (SpatialFact, counting_caption, described_caption, generic_caption, spatial_caption,
-                       statement_truth, WEB_RELATIONS, web_caption)
+from .captions import (
+    WEB_RELATIONS,
+    SpatialFact,
+    counting_caption,
+    described_caption,
+    generic_caption,
+    spatial_caption,
+    statement_truth,
+    web_caption,
+)
 from .scene_graph import Relation, SceneGraph, SGObject, dumps_scene_graphs
 from .worlds import DEFAULT_WORLD, get_world
 

@@ -96,7 +96,8 @@ class ShardIndex:
         except ValueError as exc:
             raise ShardIntegrityError(f"{where}: not JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ShardIntegrityError(f"{where}: not a shard index (format {doc.get('format') if isinstance(doc, dict) else None!r}, "
+            raise ShardIntegrityError(f"{where}: not a shard index "
+                                      f"(format {doc.get('format') if isinstance(doc, dict) else None!r}, "
                                       f"expected {FORMAT!r})")
         try:
             per = int(doc["examples_per_shard"])

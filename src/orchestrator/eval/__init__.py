@@ -1,6 +1,14 @@
 """Evaluation metrics: pure functions over images and prompts (no Ray, no storage)."""
-from .spatial import (Judgement, SpatialPrompt, SpatialScore, heldout_spatial_prompts, judge, mcnemar,
-                      score_spatial, wilson_interval)
+from .spatial import (
+    Judgement,
+    SpatialPrompt,
+    SpatialScore,
+    heldout_spatial_prompts,
+    judge,
+    mcnemar,
+    score_spatial,
+    wilson_interval,
+)
 
 __all__ = ["Judgement", "SpatialPrompt", "SpatialScore", "heldout_spatial_prompts", "judge", "mcnemar",
            "score_spatial", "wilson_interval"]

@@ -88,7 +88,8 @@ def image_key(task_id: str, model_index: int, prompt_index: int, sample: int) ->
 
 
 def build_task(content: dict[str, Any], models: Sequence[ModelChoice], store: Any, blobs_uri: str,
-               device: str | torch.device | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+               device: str | torch.device | None = None,
+               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate every model's images (same prompts, same noise), store them, return the document.
     Images already in the store (an interrupted build) are not generated again."""
     task_id = task_id_of(content)

@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.journal import EventKind
-from orchestrator.manifest import (LoadedManifest, Manifest, Trial, canonical_json, expand, experiment_id,
-                                   load_experiment)
-from orchestrator.manifest.record import ResolvedTrial, SweepRecord
 import orchestrator.models  # noqa: F401  (installs the variant catalog manifests validate with)
+from orchestrator.journal import EventKind
+from orchestrator.manifest import (
+    LoadedManifest,
+    Manifest,
+    Trial,
+    canonical_json,
+    expand,
+    experiment_id,
+    load_experiment,
+)
+from orchestrator.manifest.record import ResolvedTrial, SweepRecord
 from orchestrator.storage.location import is_remote, local_path
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from .errors import (
     UnknownExperiment,
     UnknownTrial,
 )
+from .events import EXPERIMENT_KINDS, TRIAL_KINDS, Event, EventKind
 from .grading import Grade, UnknownGradingTask
 from .lease import Holder, Lease, LeaseHeld, LeaseLost
-from .events import EXPERIMENT_KINDS, TRIAL_KINDS, Event, EventKind
 from .migrate import current_revision, head_revision
 from .state import ExperimentState, TrialState, apply_trial_event, fold_experiment, fold_trial
 from .store import Journal, open_journal

@@ -29,7 +29,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from .errors import JournalError, JournalLocationError
-from .retry import JournalUnavailable, JournalRetry, detail, is_cut, is_transient
+from .retry import JournalRetry, JournalUnavailable, detail, is_cut, is_transient
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 _WRITE_OPTION = "journal_write"

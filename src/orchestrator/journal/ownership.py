@@ -17,9 +17,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from orchestrator.journal import open_journal
+from orchestrator.journal.lease import (
+    Fence,
+    Holder,
+    Lease,
+    LeaseHeld,
+    LeaseKeeper,
+    LeaseLost,
+    heartbeat_s,
+    new_owner,
+    wait_free,
+)
 from orchestrator.journal.retry import JournalUnavailable
-from orchestrator.journal.lease import Fence, Holder, Lease, LeaseHeld, LeaseKeeper, LeaseLost, heartbeat_s, new_owner, \
-    wait_free
 
 log = logging.getLogger(__name__)
 HANDOVER_TTL_S = 180.0  # a detached coordinator has this long to start and adopt the lease

@@ -26,19 +26,26 @@ from sqlalchemy.exc import DBAPIError
 
 from orchestrator.telemetry import current as telemetry
 
-from .appender import append_batch, event_from_row
-from .checkpoints import Checkpoint
-from .engine import (JournalFile, insert_for, is_memory, location, masked, normalize_url, open_checked,
-                     read_transaction,
-                     write_transaction)
-from .errors import (AmbiguousTrial, InvalidEvent, JournalConflict, JournalLocationError,
-                     UnknownExperiment, UnknownTrial)
 from . import grading as grading_ops
 from . import lease as lease_ops
+from .appender import append_batch, event_from_row
+from .checkpoints import Checkpoint
+from .engine import (
+    JournalFile,
+    insert_for,
+    is_memory,
+    location,
+    masked,
+    normalize_url,
+    open_checked,
+    read_transaction,
+    write_transaction,
+)
+from .errors import AmbiguousTrial, InvalidEvent, JournalConflict, JournalLocationError, UnknownExperiment, UnknownTrial
 from .events import Event, EventKind, canonical_json, check_id
 from .lease import Fence, Holder, Lease
 from .migrate import upgrade_to_head
-from .retry import JournalUnavailable, JournalRetry, detail
+from .retry import JournalRetry, JournalUnavailable, detail
 from .schema import checkpoints as checkpoints_t
 from .schema import events as events_t
 from .schema import experiments as experiments_t

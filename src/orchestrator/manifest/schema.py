@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, Field, PrivateAttr, ValidationInfo, create_model, field_validator,
-                      model_validator)
+from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator
 
 # is_remote and local_path are read from here too (manifest.local_path, actors/evaluator.py).
 from orchestrator.storage.location import LocationError, confine, is_remote, local_path, parse_location  # noqa: F401

@@ -105,7 +105,8 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
     if sweep.grid:
         axes = [[(k, v, ("sweep", "grid", k, j)) for j, v in enumerate(vals)] for k, vals in sweep.grid.items()]
         grid_points = [list(p) for p in itertools.product(*axes)]
-    trial_points = [[(k, v, ("sweep", "trials", i, k)) for k, v in t.items()] for i, t in enumerate(sweep.trials)] or [[]]
+    trial_points = [[(k, v, ("sweep", "trials", i, k)) for k, v in t.items()]
+                    for i, t in enumerate(sweep.trials)] or [[]]
     seed_points = [[("train.seed", s, ("sweep", "seeds", j))] for j, s in enumerate(sweep.seeds)] or [[]]
 
     base = m.model_dump(mode="json", exclude={"sweep"})

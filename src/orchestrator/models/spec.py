@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from orchestrator.manifest.section import PathOption, VariantOptions, path_options
 from orchestrator.manifest.schema import variant_name_problem
+from orchestrator.manifest.section import PathOption, VariantOptions, path_options
 
 __all__ = ["GENERATING_KINDS", "Kind", "PathOption", "VariantOptions", "VariantSpec"]
 

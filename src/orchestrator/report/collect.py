@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.results import ResultsTable, build_table, split_metrics
 from orchestrator.journal import EventKind, Journal
+from orchestrator.results import ResultsTable, build_table, split_metrics
 
 
 @dataclass

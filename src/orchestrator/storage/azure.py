@@ -233,7 +233,8 @@ class AzureBlobStore(BlobStore):
 
     def _commit(self, blob: BlobClient, key: str, upload_id: str, overwrite: bool,
                 commit: Callable[[dict[str, object]], object]) -> None:
-        cond: dict[str, object] = {} if overwrite else {"match_condition": MatchConditions.IfMissing}  # If-None-Match: *
+        # If-None-Match: *
+        cond: dict[str, object] = {} if overwrite else {"match_condition": MatchConditions.IfMissing}
         try:
             self._call("commit", key, lambda: commit(cond), create_only=not overwrite)
         except BlobExistsError:

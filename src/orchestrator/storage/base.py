@@ -291,7 +291,7 @@ class BlobStore(abc.ABC):
         expected, chunks = self._read_chunks(key, chunk_size or self.block_size, strict)
         return expected, _verified(expected, chunks, self.backend)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default, not abstract: a store with nothing to release keeps it
         """Release connections; the store is unusable afterwards."""
 
     def __enter__(self) -> "BlobStore":

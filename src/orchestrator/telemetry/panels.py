@@ -2,7 +2,7 @@
 Grafana provisions (schema 39). dashboards.py says what the dashboards show."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DATASOURCE = {"type": "prometheus", "uid": "orch-prometheus"}  # the uid the provisioned datasource has
 WIDTH = 24  # Grafana's grid

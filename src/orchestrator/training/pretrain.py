@@ -25,15 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from orchestrator.data.captions import CAPTION_STYLES
-from orchestrator.data.worlds import DEFAULT_WORLD
 from orchestrator.data.image_text import ImageTextData, load_image_text_dir
-from orchestrator.models.common.diffusion import diffusion_loss, training_target
+from orchestrator.data.worlds import DEFAULT_WORLD
 from orchestrator.manifest.schema import TrainSpec
+from orchestrator.models.common.diffusion import diffusion_loss, training_target
+from orchestrator.models.common.shapes_tokenizer import tokenize
 from orchestrator.models.registry import get_variant
 from orchestrator.models.sd.latent_cache import encode_latents
 from orchestrator.models.sd.pipeline import SDComponents, build_tiny, fresh_denoiser, load_components, save_components
 from orchestrator.models.sd.variant import TINY_BASE as SD_TINY_BASE
-from orchestrator.models.common.shapes_tokenizer import tokenize
 
 from .control import LoopConfig, RunControl
 from .ema import EMA

@@ -7,15 +7,15 @@ from orchestrator.data.choices import ChoiceData, open_choices
 from orchestrator.data.image_text import ImageTextData, open_image_text
 from orchestrator.manifest import expand, load_experiment
 from orchestrator.manifest.record import ResolvedTrial
-from orchestrator.manifest.sweep import pick_trial
 from orchestrator.manifest.schema import DataSource
+from orchestrator.manifest.sweep import pick_trial
 from orchestrator.models.loading import load_model
 from orchestrator.models.registry import get_variant
 from orchestrator.storage.location import open_blob_store
 
 from .control import LoopConfig, RunControl
 from .distributed import DistContext, destroy_process_group, init_process_group
-from .loop import TrainResult, Trainer, set_deterministic
+from .loop import Trainer, TrainResult, set_deterministic
 
 
 def load_train_data(src: DataSource | None, resolution: int, base_dir: Path | None, store,

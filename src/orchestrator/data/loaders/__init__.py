@@ -35,8 +35,8 @@ LOADERS: dict[str, str] = {
     "shards": "sharded:ShardsLoader",
 }
 
-__all__ = ["CALLER_OPTIONS", "LOADERS", "BlobRoot", "DataFormatError", "DataRoot", "ErrorPolicy", "ImageRef", "ImageResolver",
-           "LocalRoot", "SkipReport", "loader_class", "open_loader", "open_root"]
+__all__ = ["CALLER_OPTIONS", "LOADERS", "BlobRoot", "DataFormatError", "DataRoot", "ErrorPolicy", "ImageRef",
+           "ImageResolver", "LocalRoot", "SkipReport", "loader_class", "open_loader", "open_root"]
 
 
 def loader_class(kind: str) -> type:
@@ -73,4 +73,5 @@ def open_loader(source: Any, base_dir: str | os.PathLike[str] | None = None, **o
         return cls(source.root, base_dir=Path(base_dir) if base_dir is not None else None,
                    on_error=source.on_error, categories=source.categories, n=source.n, seed=source.seed, **merged)
     except TypeError as exc:  # an option this loader does not take
-        raise ValueError(f"data kind {source.kind!r}: unsupported option in data.options {sorted(merged)}: {exc}") from None
+        raise ValueError(f"data kind {source.kind!r}: unsupported option in data.options {sorted(merged)}: "
+                         f"{exc}") from None

@@ -3,8 +3,8 @@
 Copies of the sheet differ: the prompt column is ``Prompts`` or ``Prompt``, some categories
 carry stray whitespace ("Gary Marcus et al. "), prompts are quoted and span sentences or
 lines, and some text is not ASCII. Categories are normalised (whitespace collapsed, trimmed);
-the category filter matches case-insensitively. Lin & Srikanth ("Diffusion Models as Visual Reasoners") evaluated "Counting"
-and "Positional".
+the category filter matches case-insensitively. Lin & Srikanth ("Diffusion Models as Visual Reasoners")
+evaluated "Counting" and "Positional".
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ class SceneGraphIndex:
         try:
             value = json.loads(self._f.read(end - start))
         except ValueError as exc:
-            raise DataFormatError(str(self.path), line, f"scene graph {quote(image_id)} changed on disk: {exc}") from None
+            raise DataFormatError(str(self.path), line,
+                                  f"scene graph {quote(image_id)} changed on disk: {exc}") from None
         g = _graph(image_id, value, str(self.path), line)
         self._cache[image_id] = g
         if len(self._cache) > self.cache_size:

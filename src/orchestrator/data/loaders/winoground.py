@@ -85,9 +85,9 @@ class WinogroundLoader(Loader[WinogroundExample]):
                 except (ValueError, UnicodeDecodeError) as exc:
                     self.bad("bad JSON line", DataFormatError(file, lineno, f"not a JSON object: {exc}"))
                     continue
-                try:
+                try:  # _example calls the lambda before it returns: lineno is this line's
                     yield self._example(row, file, lineno, "line",
-                                        lambda stem: images.resolve(_png(stem), file, lineno))
+                                        lambda stem: images.resolve(_png(stem), file, lineno))  # noqa: B023
                 except DataFormatError as exc:
                     self.bad(_reason(exc), exc)
 
@@ -108,7 +108,8 @@ class WinogroundLoader(Loader[WinogroundExample]):
                 raise DataFormatError(file, None, f"not a readable parquet file: {exc}") from None
             missing = [c for c in _REQUIRED if c not in pf.schema_arrow.names]
             if missing:
-                raise DataFormatError(file, None, f"missing column(s) {missing}; has {quote(','.join(pf.schema_arrow.names))}")
+                raise DataFormatError(file, None,
+                                      f"missing column(s) {missing}; has {quote(','.join(pf.schema_arrow.names))}")
             row_no = 0
             for batch in _batches(pf, file):
                 for row in batch.to_pylist():

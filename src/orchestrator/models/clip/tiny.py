@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from orchestrator.models.sd.tiny_config import MAX_TOKENS
 from orchestrator.models.common.shapes_tokenizer import build_tokenizer
+from orchestrator.models.sd.tiny_config import MAX_TOKENS
 
 EMBED_DIM = 64
 # Scales [0, 1] pixels to [-1, 1]; written to preprocessor_config.json in CLIPImageProcessor's format.

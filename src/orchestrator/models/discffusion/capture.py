@@ -169,7 +169,8 @@ def scored_layers(names: list[str], layers: str) -> list[str]:
     return names if layers == "all" else last_of_down_mid_up(names)
 
 
-def install(unet, recorder: AttentionRecorder, scored: list[str], adapters: "torch.nn.ModuleDict | None" = None) -> None:
+def install(unet, recorder: AttentionRecorder, scored: list[str],
+            adapters: "torch.nn.ModuleDict | None" = None) -> None:
     """Every cross-attention gets a ScoringProcessor: `scored` are read; p_k / p_v adapters (the
     adapters' KVAdapter entries) apply to every layer, head weights (its "heads") to theirs."""
     processors = dict(unet.attn_processors)

@@ -1,7 +1,7 @@
 """Discffusion's options section, `model.discffusion` (light: no torch; the manifest validates it)."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 

@@ -104,7 +104,8 @@ def discretized_gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_scale: tor
     return -logp
 
 
-def vlb_bits(schedule: Schedule, out: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def vlb_bits(schedule: Schedule, out: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor,
+             t: torch.Tensor) -> torch.Tensor:
     """Per-example L_t in bits per dimension, with the predicted mean detached (trains Σ only)."""
     eps, v = out.float().chunk(2, dim=1)
     frozen = torch.cat([eps.detach(), v], dim=1)

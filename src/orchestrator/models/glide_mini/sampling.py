@@ -27,11 +27,12 @@ def generate(m: GlideMini, prompts: list[str], *, sampler: str = "ddpm", steps: 
         tokens, mask = m.tokens(chunk + [""] * n if guided else chunk)
         proj, seq = m.text(tokens.to(device), mask.to(device))
 
+        # sample() below calls model_fn only within this iteration: proj, seq and n are this chunk's.
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if not guided:
-                return m.unet(x, t, proj, seq)
-            both = m.unet(torch.cat([x, x]), torch.cat([t, t]), proj, seq)
-            cond, uncond = both[:n], both[n:]
+                return m.unet(x, t, proj, seq)  # noqa: B023
+            both = m.unet(torch.cat([x, x]), torch.cat([t, t]), proj, seq)  # noqa: B023
+            cond, uncond = both[:n], both[n:]  # noqa: B023
             eps = uncond[:, :3] + guidance_scale * (cond[:, :3] - uncond[:, :3])
             return torch.cat([eps, cond[:, 3:]], dim=1)
 

@@ -16,9 +16,9 @@ import torch
 
 from orchestrator.data.image_text import ImageTextData
 from orchestrator.models.common.serialize import from_bytes, to_bytes
+from orchestrator.models.common.shapes_tokenizer import tokenize
 
 from .pipeline import SDComponents, module_hash
-from orchestrator.models.common.shapes_tokenizer import tokenize
 
 log = logging.getLogger(__name__)
 

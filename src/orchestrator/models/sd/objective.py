@@ -13,11 +13,11 @@ from orchestrator.data.image_text import ImageTextData
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.common.diffusion import diffusion_loss, min_snr_weights, sample_noise, training_target
 from orchestrator.models.common.objective import Batch
+from orchestrator.models.common.shapes_tokenizer import tokenize
 
 from .latent_cache import EncodedShard, LatentCache
 from .options import SDOptions
 from .pipeline import SDComponents
-from orchestrator.models.common.shapes_tokenizer import tokenize
 
 
 class SDObjective:

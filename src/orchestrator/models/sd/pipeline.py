@@ -19,11 +19,11 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
 from orchestrator.models.common.serialize import module_hash  # noqa: F401 - re-exported (sd.module_hash)
+from orchestrator.models.common.shapes_tokenizer import build_tokenizer
 from orchestrator.models.registry import INDEX_KEY
 from orchestrator.storage.location import put_dir, resolve_location, strip_file_scheme
 
 from . import tiny_config
-from orchestrator.models.common.shapes_tokenizer import build_tokenizer
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 

@@ -10,8 +10,9 @@ from typing import Literal
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from .pipeline import SDComponents
 from orchestrator.models.common.shapes_tokenizer import tokenize
+
+from .pipeline import SDComponents
 
 Sampler = Literal["ddim", "ddpm"]
 
