@@ -48,7 +48,7 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None) -> Clu
 
     The head's processes, and so every worker, inherit this process's environment, so WORKER_ENV
     is set here rather than as a job runtime_env: a runtime_env costs each worker start a round
-    trip to Ray's runtime-env agent (about a second per actor on this machine)."""
+    trip to Ray's runtime-env agent for every actor (docs/measurements.md)."""
     if ray.is_initialized():
         return ClusterInfo(ray.get_runtime_context().gcs_address, embedded=False)
     for key, value in WORKER_ENV.items():

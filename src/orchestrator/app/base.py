@@ -27,9 +27,9 @@ def ensure_base(plan: SweepPlan, num_threads: int = 1, progress: bool = False) -
     to the base (`<prefix>.pretrain.json`); a cached base pretrained with other settings is an
     error rather than silently reused, since the trial ids say which base they mean.
 
-    One torch thread by default: on this 2-core machine the VAE stage runs ~4 it/s on one thread
-    but ~0.3 it/s on two as soon as any other process holds a core (every op's thread barrier
-    waits on a descheduled thread), while two threads gain only ~1.4x on the denoiser stage.
+    One torch thread by default: with a second thread every op's barrier waits on a descheduled
+    thread as soon as another process holds a core, which costs far more than the second thread
+    gains (docs/measurements.md has the numbers).
     """
     needing = [t.manifest for t in plan.trials if t.manifest.model.base is None]
     if not needing:

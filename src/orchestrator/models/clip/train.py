@@ -150,9 +150,8 @@ def train_tiny_clip(out: str | Path | None, steps: int = 3000, seed: int = 0, *,
     """Train the tiny CLIP on `n` shapes scenes (dataset seed `data_seed`) and save it in
     transformers' format to `out` (a local directory, or a blob prefix in `store`; None: not saved).
 
-    Evaluate it on scenes of another dataset seed than `data_seed`: those are held out. With the
-    defaults (~7 min on one CPU thread) it scores Winoground text/image/group 0.69/0.74/0.65 on the
-    shapes pairs of seed 1000 (chance 0.25/0.25/0.17); the pair term starts to bite after ~1000 steps.
+    Evaluate it on scenes of another dataset seed than `data_seed`: those are held out (what the
+    defaults reach on Winoground's shapes pairs, and in what time: docs/measurements.md).
     """
     started = time.perf_counter()
     trainer = ClipTrainer(shapes_clip_data(n, data_seed, size), seed=seed, lr=lr, batch_size=batch_size,

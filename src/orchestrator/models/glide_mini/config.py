@@ -62,8 +62,8 @@ FULL = GlideConfig()
 
 def tiny(resolution: int = 32, vocab_size: int = 128, text_ctx: int = 32) -> GlideConfig:
     """Every part of the full model, narrow: three levels, text-joint attention at 1/4 of the image
-    (8 px of 32: also at 1/2 costs 45% more step time on a CPU, measured), a 2-layer text
-    transformer; a batch of 32 at 32 px trains in ~1 s on one core."""
+    (8 px of 32: attention at 1/2 too costs much more step time on a CPU; docs/measurements.md),
+    a 2-layer text transformer."""
     return GlideConfig(image_size=resolution, model_channels=32, num_res_blocks=1, channel_mult=(1, 2, 2),
                        attention_ds=(4,), num_head_channels=16, dropout=0.0, norm_groups=8,
                        text_ctx=text_ctx, xf_width=64, xf_layers=2, xf_heads=4, vocab_size=vocab_size)

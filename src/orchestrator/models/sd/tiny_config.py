@@ -28,9 +28,8 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 
 # Image side / latent side -> the VAE's block widths and the U-Net layout over that latent. At 2
 # (16x16 at 32 px) the U-Net gets a third level and attends at 8x8 and 4x4 only: attention at
-# 16x16 cost 2.2x as much per step as at 8x8 on this CPU (627 vs 279 ms at batch 32, one thread).
-# Measured as a demo base (scripts/build_demo_base.sh records it): shapes come out right more
-# often than over 8x8, colours less often; object accuracy 0.345 after 10,000 steps vs 0.38.
+# 16x16 costs about twice as much per step on a CPU, and as a demo base it drew shapes right more
+# often but colours less often (docs/measurements.md: the step times and accuracies).
 LATENT_DOWNSAMPLES: dict[int, dict[str, Any]] = {
     4: {"vae": [16, 32, 32], "unet": {}},
     2: {"vae": [16, 32], "unet": {
