@@ -33,6 +33,7 @@ from .common import (
 
 WAIT_OPTION = typer.Option(False, "--wait", help="When another live run owns the experiment, wait for it to "
                            "end, then run what is left (default: say who owns it and exit 3).")
+GRACE_OPTION = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint.")
 # `orch run` and `orch resume` (embedded) serve the run's Prometheus metrics while they run.
 METRICS_OPTION = typer.Option(True, "--metrics/--no-metrics", help="Serve Prometheus metrics while it runs.")
 METRICS_PORT_OPTION = typer.Option(9464, "--metrics-port", envvar="ORCH_METRICS_PORT", min=0,
@@ -55,7 +56,7 @@ def run(
     paired: str = typer.Option(None, "--paired", help="A swept field: McNemar's test between trials that "
                                "differ only in it (e.g. data.train.captions)."),
     grids: Path = typer.Option(None, "--grids", help="Also write the evaluated sample grids here as plain PNGs."),
-    grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
+    grace: float = GRACE_OPTION,
     wait: bool = WAIT_OPTION,
     metrics: bool = METRICS_OPTION,
     metrics_port: int = METRICS_PORT_OPTION,
@@ -224,7 +225,7 @@ def resume(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     restart_missing: bool = typer.Option(False, "--restart-missing", help="Train a trial from step 0 when the "
                                          "checkpoints its journal records are all gone from the blob store."),
-    grace: float = typer.Option(30.0, "--grace", min=0.0, help="Seconds SIGTERM/SIGINT gives trainers to checkpoint."),
+    grace: float = GRACE_OPTION,
     wait: bool = WAIT_OPTION,
     metrics: bool = METRICS_OPTION,
     metrics_port: int = METRICS_PORT_OPTION,
