@@ -234,7 +234,7 @@ def planner_spec(trial: dict) -> dict:
         from orchestrator.training.trial import load_train_data
 
         n = len(load_train_data(src, m.model.resolution, base_dir, open_blob_store(m.storage.blobs, base_dir),
-                                get_variant(m.model.variant).INFO.train_data))
+                                get_variant(m.model.variant).train_data))
     return {"n": n, "batch_size": m.train.batch_size, "seed": m.train.seed,
             "grad_accum": m.train.grad_accum, "total_steps": m.train.steps}
 

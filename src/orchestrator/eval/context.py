@@ -95,7 +95,7 @@ class MatcherScorer:
 
     @property
     def name(self) -> str:
-        return f"{self.loaded.variant.INFO.name}:{self.loaded.source}"
+        return f"{self.loaded.variant.name}:{self.loaded.source}"
 
     def score_pairs(self, captions: list[str], images: list[Any]) -> np.ndarray:
         return np.asarray(self.loaded.variant.score(self.loaded.model, captions, images), dtype=np.float64)
@@ -205,7 +205,7 @@ class EvalContext:
     def generation_problems(self, suite: str) -> list[str]:
         problems = self.model_problems(suite)
         if self._model is not None and not self._model.generates:
-            problems.append(f"{suite}: needs generated images; variant {self._model.variant.INFO.name!r} is a "
+            problems.append(f"{suite}: needs generated images; variant {self._model.variant.name!r} is a "
                             f"{self._model.kind}: it generates none")
         if self.options.best_of > 1:
             problems += self.clip_problems(f"{suite} (best_of={self.options.best_of})")
@@ -364,7 +364,7 @@ class EvalContext:
             o = self.options
             m = self.model()
             if not m.generates:
-                raise MetricUnavailable(f"variant {m.variant.INFO.name!r} is a {m.kind}: it generates no images")
+                raise MetricUnavailable(f"variant {m.variant.name!r} is a {m.kind}: it generates no images")
             texts = [p.text for p in self.prompts()]
             started = time.perf_counter()
             images = generate_images(m, texts, o, self.device, self.image_size, repeats=o.best_of)

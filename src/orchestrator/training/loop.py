@@ -201,7 +201,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "variant": self.variant.INFO.name,
+            "variant": self.variant.name,
             "origin": self.origin,
             "modules": {name: m.state_dict() for name, m in self.objective.modules.items()},
             "ema": self.ema.state_dict() if self.ema else None,
