@@ -69,8 +69,8 @@ class Coordinator:
         m = self.plan.manifest
         # Each trial is evaluated with its own manifest: a sweep may vary the model (variant, base)
         # or the eval section, and a checkpoint is rebuilt on its own trial's base.
-        self.trial_json = {tid: t.manifest.model_dump(mode="json") for tid, t in self.trials.items()}
         self.resolved = {tid: self.plan.trial(tid).to_json() for tid in self.trials}  # what a trainer receives
+        self.trial_json = {tid: r["manifest"] for tid, r in self.resolved.items()}
         self.suites = list(m.eval.suites)
         self.eval_every = m.eval.every
         self.live: dict[str, dict[str, Any]] = {}      # trial -> latest metrics and status

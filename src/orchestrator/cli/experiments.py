@@ -64,15 +64,15 @@ def run(
 ) -> None:
     """Run a sweep on an embedded local Ray (SQLite journal, local blobs) and print the results."""
     from ..app import queries
-    from ..app.run import run_experiment
+    from ..app.run import run_plan
     from ..experiment.plan import plan_sweep
 
     load_or_exit(file, "json" if format is PlanFormat.json else "text")
     served = _metrics_options(metrics, metrics_port, metrics_sd)
     with run_errors("run"):
-        eid = run_experiment(file, progress=progress and format is PlanFormat.table, num_cpus=cpus,
-                             grace_s=grace, metrics=served, wait=wait)
-        plan = plan_sweep(file)
+        plan = plan_sweep(file)  # read once: the run and the results after it use this plan, not the file
+        eid = run_plan(plan, progress=progress and format is PlanFormat.table, num_cpus=cpus,
+                       grace_s=grace, metrics=served, wait=wait)
         table = queries.results(plan.journal_url, eid, format.value, paired=paired)
         if grids is not None:
             written = queries.export_grids(plan.blobs_uri, eid, grids)
