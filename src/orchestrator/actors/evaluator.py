@@ -45,28 +45,20 @@ def _resolve(value: str | None, base_dir: Path | None) -> str | None:
 
 
 def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
-    """The manifest's `eval` section as the suites' options. The held-out prompts come from the
-    manifest's eval data seed (a shapes dataset no trial trains on) at its image size."""
-    from orchestrator.data.worlds import DEFAULT_WORLD
+    """The manifest's `eval` section as the suites' options (EvalOptions.from_spec), around it the
+    held-out prompts: the manifest's eval data seed (a shapes dataset no trial trains on) at its
+    image size."""
     from orchestrator.eval.suites import DEFAULT_EVAL_SEED, EvalOptions
     from orchestrator.models.registry import declared_conditioning_clip
 
     e, src = manifest.eval, manifest.data.eval
-    db = e.drawbench
-    drawbench = {} if db is None else {"drawbench": _resolve(db.file, base_dir), "drawbench_per_prompt": db.per_prompt,
-                                       **({"drawbench_categories": tuple(db.categories)} if db.categories else {})}
-    return EvalOptions(
-        samples=e.samples, best_of=e.best_of,
+    return EvalOptions.from_spec(
+        e, resolve=lambda location: _resolve(location, base_dir),
         eval_seed=src.seed if src is not None and src.seed is not None else DEFAULT_EVAL_SEED,
         image_size=(src.size if src is not None and src.size else None) or manifest.model.resolution,
-        clip=_resolve(e.clip, base_dir), fid_weights=_resolve(e.fid_weights, base_dir),
-        fid_reference=_resolve(e.fid_reference, base_dir), winoground=_resolve(e.winoground, base_dir),
         matching=src.model_dump(mode="json") if src is not None and "matching" in e.suites else None,
         matching_base_dir=str(base_dir) if base_dir is not None else None,
-        kid_subsets=e.kid_subsets, reference_resamples=e.reference_resamples, reference_scenes=e.reference_scenes,
-        oracle_clip=_resolve(declared_conditioning_clip(manifest.model), base_dir) if e.oracle else None,
-        consistency_embeddings=e.consistency_embeddings, consistency_images=e.consistency_images,
-        world=e.world or DEFAULT_WORLD, batch_size=64, **drawbench)
+        oracle_clip=_resolve(declared_conditioning_clip(manifest.model), base_dir) if e.oracle else None)
 
 
 def describe(source: dict) -> str:

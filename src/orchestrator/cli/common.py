@@ -6,14 +6,16 @@ experiment (`run`/`resume`: nothing done; `--wait` waits for it), 1 anything els
 """
 from __future__ import annotations
 
+import inspect
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
 
 import typer
 from rich.console import Console
@@ -32,6 +34,68 @@ err = Console(stderr=True)
 BLOBS_HELP = "Blob store URI: file://DIR, a path, or az://container/prefix."
 JOURNAL_HELP = f"Journal URL (default: ${JOURNAL_ENV} or {FALLBACK_JOURNAL})."
 API_HELP = "The head's HTTP API, e.g. http://head:8470 (token from $ORCH_API_TOKEN); no Ray client needed."
+
+
+def section_flags(section: type, names: Sequence[str], *, flag: Callable[[str], Sequence[str]],
+                  param: Callable[[str], str] = lambda name: name) -> list[inspect.Parameter]:
+    """Command-line options derived from a manifest section's fields (pydantic), so a flag and the
+    manifest key it mirrors cannot drift: each field gives its default, its help (the field's
+    description), its choices (a Literal) and its bounds (Field ge/gt/le). `flag(name)` spells the
+    option ("--samples", and any older spelling kept beside it); `param(name)` names the keyword
+    the command receives. A list field is taken comma-separated; the command validates the values
+    through the section itself (a choice arrives as a str Enum member: its .value)."""
+    params = []
+    for name in names:
+        info = section.model_fields[name]
+        kind = _field_type(info.annotation)
+        bounds = _bounds(info.metadata, kind)
+        default = None if info.is_required() else info.default
+        annotation: Any = str if kind is list else kind
+        choices = _choices(info.annotation)
+        if choices:  # a str Enum, as typer lists them
+            annotation = Enum(f"{name}_choice", {c: c for c in choices}, type=str)
+            default = None if default is None else annotation(default)
+        help_ = f"{info.description} (comma-separated)" if kind is list else info.description
+        option = typer.Option(default, *flag(name), help=help_, **bounds)
+        params.append(inspect.Parameter(param(name), inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=annotation))
+    return params
+
+
+def _field_type(annotation: Any) -> type:
+    """int / float / str / bool / list of a field's annotation, through Optional and Annotated."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return _field_type(args[0])
+    origin = get_origin(annotation)
+    if origin is list:
+        return list
+    if origin is Literal:
+        return str
+    return annotation if annotation in (int, float, str, bool) else str
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    """A Literal's values, through Optional; () for anything else."""
+    if get_origin(annotation) in (Union, UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else annotation
+    return get_args(annotation) if get_origin(annotation) is Literal else ()
+
+
+def _bounds(metadata: list, kind: type) -> dict[str, Any]:
+    """Field(ge=, gt=, le=) as typer's min/max (gt on an int: the next int)."""
+    out: dict[str, Any] = {}
+    for m in metadata:
+        if getattr(m, "ge", None) is not None:
+            out["min"] = m.ge
+        if getattr(m, "gt", None) is not None and kind is int:
+            out["min"] = m.gt + 1
+        if getattr(m, "le", None) is not None:
+            out["max"] = m.le
+    return out
 
 
 class TextFormat(str, Enum):

@@ -1,13 +1,42 @@
-"""`orch eval`: evaluation suites on one model, values with their sample counts and intervals."""
+"""`orch eval`: evaluation suites on one model, values with their sample counts and intervals.
+
+Its settings are the manifest's eval section: one flag per field (manifest/schema.py EvalSpec,
+`--drawbench`, `--categories`, `--per-prompt` for eval.drawbench's), derived from the fields with
+their defaults, help and bounds, and validated by the section. What a manifest has no key for
+(the model, the blob store, the journal to record in) is written out below.
+"""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from ..data.worlds import DEFAULT_WORLD
-from .common import SamplerName, TextFormat, emit_json, err, out
+from ..eval.options import SECTION_SETTINGS
+from ..manifest.schema import DrawBenchSpec, EvalSpec
+from ..manifest.suites import SUITE_TABLE
+from .common import TextFormat, emit_json, err, out, section_flags
+
+# eval settings with an older flag spelling, kept beside the derived one
+OLDER_FLAGS = {"guidance_scale": ("--guidance",)}
+DRAWBENCH = "drawbench_"  # prefix of the keywords the command gets for eval.drawbench's fields
+
+
+def _flag(name: str) -> tuple[str, ...]:
+    return ("--" + name.replace("_", "-"), *OLDER_FLAGS.get(name, ()))
+
+
+def _drawbench_flag(name: str) -> tuple[str, ...]:
+    return ("--drawbench",) if name == "file" else _flag(name)
+
+
+SETTINGS = [*section_flags(EvalSpec, [*SECTION_SETTINGS, "world"], flag=_flag),
+            *section_flags(DrawBenchSpec, list(DrawBenchSpec.model_fields), flag=_drawbench_flag,
+                           param=lambda name: DRAWBENCH + name)]
+SUITES_HELP = "Comma-separated: " + "; ".join(f"{s.name} ({s.summary})" for s in SUITE_TABLE) + "."
 
 
 def eval_(
@@ -15,39 +44,13 @@ def eval_(
                                  "the variant), file:// or az:// URI, or a blob key with --blobs."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="The same as SOURCE, e.g. a blob key "
                                    "(model prefix or trials/<id>/checkpoints/step-N.pt) with --blobs."),
-    suite: str = typer.Option(..., "--suite", help="Comma-separated: spatial, clip_r_precision, winoground, fid, "
-                              "fid_clip, drawbench, consistency."),
+    suite: str = typer.Option(..., "--suite", help=SUITES_HELP),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding the checkpoint, caches and tiny base."),
     base: str = typer.Option(None, "--base",
                              help="Base model of a step-N.pt checkpoint (default: the base it records)."),
-    samples: int = typer.Option(64, "--samples", min=1),
-    seed: int = typer.Option(1234, "--seed", min=0, help="Generation noise and protocol sampling."),
-    steps: int = typer.Option(25, "--steps", min=1),
-    guidance: float = typer.Option(3.0, "--guidance", min=0.0),
-    sampler: SamplerName = typer.Option(SamplerName.ddim, "--sampler"),
-    best_of: int = typer.Option(1, "--best-of", min=1,
-                                help="Generate K per prompt, keep the CLIP-best (needs --clip)."),
-    clip: str = typer.Option(None, "--clip", help="CLIP directory or blob prefix (transformers format)."),
-    fid_weights: str = typer.Option(None, "--fid-weights",
-                                    help="pt_inception-2015-12-05-6726825d.pth (path or blob key)."),
-    fid_reference: str = typer.Option(None, "--fid-reference", help="Reference statistics .npz (mu, sigma)."),
-    winoground: str = typer.Option(None, "--winoground", help="Winoground directory (default: shapes-world pairs)."),
-    drawbench: str = typer.Option(None, "--drawbench",
-                                  help="DrawBench CSV (path or blob key) for the drawbench suite."),
-    categories: str = typer.Option(None, "--categories", help="DrawBench categories, comma-separated "
-                                   "(default: Counting,Positional, Lin & Srikanth's)."),
-    per_prompt: int = typer.Option(4, "--per-prompt", min=1, help="DrawBench images per prompt (paired noise)."),
-    reference_scenes: str = typer.Option("prompted", "--reference-scenes", help="FID's real images: prompted (held-out "
-                                         "scenes stating a relation) or all (every held-out scene: for a chain)."),
-    reference_resamples: int = typer.Option(3, "--reference-resamples", min=0,
-                                            help="Bootstrap resamplings of FID's reference."),
-    kid_subsets: int = typer.Option(100, "--kid-subsets", min=1),
-    oracle_clip: str = typer.Option(None, "--oracle-clip", help="VCDM: the CLIP it is conditioned on; fid/fid_clip "
-                                    "also score the oracle arm (images from its embeddings of held-out real images)."),
-    consistency_embeddings: int = typer.Option(50, "--consistency-embeddings", min=2),
-    consistency_images: int = typer.Option(4, "--consistency-images", min=2,
-                                           help="Images per embedding (consistency)."),
-    world: str = typer.Option(DEFAULT_WORLD, "--world", help="Shapes world of the held-out prompts: mixed or pairs."),
+    oracle_clip: str = typer.Option(None, "--oracle-clip", help="VCDM: the CLIP it is conditioned on (a manifest's "
+                                    "eval.oracle takes model.vcdm.clip); fid/fid_clip also score the oracle arm "
+                                    "(images from its embeddings of held-out real images)."),
     sheets: Path = typer.Option(None, "--sheets", help="Write the DrawBench sheets here as PNG files."),
     journal: str = typer.Option(None, "--journal",
                                 help="Record the results in this journal (with --experiment, --trial, --step)."),
@@ -55,13 +58,14 @@ def eval_(
     trial: str = typer.Option(None, "--trial"),
     step: int = typer.Option(None, "--step", min=0),
     format: TextFormat = typer.Option(TextFormat.text, "--format"),
+    **settings: Any,
 ) -> None:
     """Run evaluation suites on a checkpoint; values with sample counts and 95% intervals."""
     from dataclasses import asdict
 
     from ..eval.inception import FIDWeightsError
     from ..eval.record import record_results
-    from ..eval.suites import MetricUnavailable, build_context, run_in_context
+    from ..eval.suites import EvalOptions, MetricUnavailable, build_context, run_in_context
     from ..storage import open_store
 
     if (source is None) == (checkpoint is None):
@@ -72,16 +76,9 @@ def eval_(
         err.print("orch eval: --journal needs --experiment, --trial and --step to record against", markup=False)
         raise typer.Exit(2)
     try:
+        spec = _section(settings)
         ctx = build_context(checkpoint, store=open_store(blobs) if blobs else None, base=base,
-                            samples=samples, seed=seed, steps=steps, guidance_scale=guidance, sampler=sampler.value,
-                            best_of=best_of, clip=clip, fid_weights=fid_weights, fid_reference=fid_reference,
-                            winoground=winoground, drawbench=drawbench, drawbench_per_prompt=per_prompt,
-                            reference_scenes=reference_scenes, reference_resamples=reference_resamples,
-                            kid_subsets=kid_subsets, oracle_clip=oracle_clip,
-                            consistency_embeddings=consistency_embeddings, consistency_images=consistency_images,
-                            world=world,
-                            **({"drawbench_categories": tuple(c.strip() for c in categories.split(",") if c.strip())}
-                               if categories else {}))
+                            options=EvalOptions.from_spec(spec, oracle_clip=oracle_clip))
         results = run_in_context(ctx, suite)
     except (MetricUnavailable, FIDWeightsError, FileNotFoundError, ValueError) as exc:
         err.print(f"orch eval: {exc}", markup=False, soft_wrap=True)
@@ -111,6 +108,35 @@ def eval_(
             n = str(m.n) if m.n_reference is None else f"{m.n} vs {m.n_reference} real"
             table.add_row(r.suite, m.name, f"{m.value:.4f}", ci, "" if m.std is None else f"{m.std:.4f}", n)
     out.print(table)
+
+
+def _section(settings: dict[str, Any]) -> EvalSpec:
+    """The flags as an eval section, validated by it (files are checked when the suites open them:
+    a flag may name a blob key)."""
+    settings = {k: getattr(v, "value", v) for k, v in settings.items()}  # choices arrive as Enum members
+    values = {k: v for k, v in settings.items() if not k.startswith(DRAWBENCH)}
+    drawbench = {k[len(DRAWBENCH):]: v for k, v in settings.items() if k.startswith(DRAWBENCH)}
+    if drawbench["categories"] is not None:
+        drawbench["categories"] = [c.strip() for c in drawbench["categories"].split(",") if c.strip()]
+    if drawbench["file"] is not None:
+        values["drawbench"] = drawbench
+    elif any(v != DrawBenchSpec.model_fields[k].default for k, v in drawbench.items() if k != "file"):
+        raise ValueError("--categories and --per-prompt are the drawbench suite's: they need --drawbench CSV")
+    try:
+        return EvalSpec.model_validate(values, context={"check_files": False})
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{_flag_of(e['loc'])}: {e['msg']}" for e in exc.errors())) from None
+
+
+def _flag_of(loc: tuple) -> str:
+    """The flag a validation error's field came from."""
+    name = str(loc[-1]) if len(loc) > 1 and loc[0] == "drawbench" else str(loc[0])
+    return (_drawbench_flag if len(loc) > 1 and loc[0] == "drawbench" else _flag)(name)[0]
+
+
+eval_.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [p for p in inspect.signature(eval_).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    + SETTINGS)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,77 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from orchestrator.data.worlds import DEFAULT_WORLD, get_world
-from orchestrator.manifest.schema import R_PRECISION_CHUNKS
+from orchestrator.data.worlds import DEFAULT_WORLD
 from orchestrator.models.loading import LoadedModel, load_model
 from orchestrator.storage.location import resolve_location, strip_file_scheme
 
+from .options import EvalOptions
 from .results import MetricUnavailable
 from .spatial import SpatialPrompt
-
-DEFAULT_EVAL_SEED = 1000  # shapes-world dataset seed of the held-out prompts: not a training seed
-REFERENCE_SCENES = ("prompted", "all")
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    samples: int = 64                   # prompts (= generated images) per evaluation
-    seed: int = 1234                    # generation noise (same for every model: paired) + protocol sampling
-    eval_seed: int = DEFAULT_EVAL_SEED  # shapes dataset seed of the held-out prompts and real images
-    world: str = DEFAULT_WORLD          # ... and their shapes world (data.worlds: mixed, pairs)
-    image_size: int | None = None       # default: the model's resolution
-    sampler: str = "ddim"               # sampling as the Evaluator actor does: DDIM, 25 steps, CFG 3
-    steps: int = 25
-    guidance_scale: float = 3.0
-    batch_size: int = 16                # prompts per generation batch
-    best_of: int = 1                    # K images per prompt, the CLIP-best kept (needs `clip`)
-    clip: str | None = None             # CLIP directory / blob prefix (clip_r_precision, fid_clip, winoground)
-    fid_weights: str | None = None      # pt_inception-2015-12-05-6726825d.pth: local path or blob key
-    fid_reference: str | None = None    # reference statistics .npz (path or blob key); else computed + cached
-    fid_reference_n: int | None = None  # real images for computed reference statistics (default: samples)
-    feature_batch_size: int = 32
-    kid_subsets: int = 100              # KID's random subsets (of min(n, 1000) each): torch-fidelity's default
-    reference_resamples: int = 3        # bootstrap resamplings of the reference for FID's spread (0: none)
-    # Which held-out scenes are FID's real images: "prompted" (those stating a relation, the
-    # prompts' own: for text-to-image models) or "all" (every scene in order: the data's own
-    # distribution, for a model that does not follow prompts, e.g. a VCDM chain).
-    reference_scenes: str = "prompted"
-    # The CLIP a conditioned chain (VCDM) is conditioned on: given, the FID suites also score the
-    # oracle arm, images generated from its embeddings of held-out real images (the scenes after
-    # the reference ones, so no reference image is its own condition).
-    oracle_clip: str | None = None
-    consistency_embeddings: int = 50    # consistency suite: embeddings drawn from the prior ...
-    consistency_images: int = 4         # ... and images generated from each, with their own noise
-    r_precision_pool: int = 1000        # held-out captions the 99 negatives are drawn from
-    r_precision_negatives: int = 99
-    r_precision_chunks: int = R_PRECISION_CHUNKS
-    winoground: str | None = None       # a Winoground-layout directory; default: shapes-world pairs
-    winoground_scenes: int = 500        # shapes scenes (eval_seed) whose pairs make the default set
-    matching: dict | None = None        # the matching suite's benchmark: a DataSource (data.eval) as JSON
-    matching_base_dir: str | None = None  # where that source's relative root resolves
-    drawbench: str | None = None        # DrawBench CSV: a path (file, or directory holding one) or blob key
-    # None: Lin & Srikanth's categories as a default (those present are used; none present is an error)
-    drawbench_categories: tuple[str, ...] | None = None
-    drawbench_per_prompt: int = 4       # K images per DrawBench prompt, paired noise across models
-    device: str | None = None           # default: cuda when available
-
-    def __post_init__(self) -> None:
-        if self.drawbench_categories is not None:
-            object.__setattr__(self, "drawbench_categories", tuple(self.drawbench_categories))
-        for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks",
-                     "drawbench_per_prompt", "kid_subsets"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.reference_resamples < 0:
-            raise ValueError(f"reference_resamples must be >= 0, got {self.reference_resamples}")
-        for name, why in (("consistency_embeddings", "chance pairs images of different ones"),
-                          ("consistency_images", "pairs from one embedding")):
-            if getattr(self, name) < 2:
-                raise ValueError(f"{name} must be >= 2 ({why}), got {getattr(self, name)}")
-        get_world(self.world)  # an unknown world fails here, naming the known ones
-        if self.reference_scenes not in REFERENCE_SCENES:
-            raise ValueError(f"reference_scenes must be one of {', '.join(REFERENCE_SCENES)}, "
-                             f"got {self.reference_scenes!r}")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ import time
 from dataclasses import fields, replace
 from typing import Any, Protocol, Sequence
 
-from .context import DEFAULT_EVAL_SEED, EvalContext, EvalOptions, HeldOut
+from orchestrator.manifest.suites import SUITE_TABLE
+
+from .context import EvalContext, HeldOut
+from .options import DEFAULT_EVAL_SEED, EvalOptions
 from .results import MetricUnavailable, MetricValue, SuiteResult, flatten_metrics, jsonable, store_artifacts
 from .spatial import score_spatial
 
@@ -68,16 +71,8 @@ def _bits(flags: Sequence[bool]) -> str:
 
 # ---------------------------------------------------------------- registry
 
-REGISTRY: dict[str, tuple[str, str]] = {
-    "spatial": (__name__, "SpatialSuite"),
-    "clip_r_precision": ("orchestrator.eval.clip_r_precision", "ClipRPrecisionSuite"),
-    "winoground": ("orchestrator.eval.winoground", "WinogroundSuite"),
-    "fid": ("orchestrator.eval.fid", "FIDSuite"),
-    "fid_clip": ("orchestrator.eval.fid", "FIDClipSuite"),
-    "matching": ("orchestrator.eval.matching", "MatchingSuite"),
-    "drawbench": ("orchestrator.eval.drawbench", "DrawBenchSuite"),
-    "consistency": ("orchestrator.eval.consistency", "ConsistencySuite"),
-}
+# name -> (module, class), from the one suite table (manifest/suites.py)
+REGISTRY: dict[str, tuple[str, str]] = {e.name: tuple(e.implementation.split(":")) for e in SUITE_TABLE}
 
 
 def get_suite(name: str) -> Suite:

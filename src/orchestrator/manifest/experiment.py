@@ -16,7 +16,8 @@ from orchestrator.storage.location import is_remote, local_path
 from .errors import ManifestError, ManifestIssue
 from .load import load_manifest
 from .loaded import LoadedManifest
-from .schema import MATCHING_KINDS, SCORER_SUITES, ModelSpec
+from .schema import MATCHING_KINDS, ModelSpec
+from .suites import SCORER_SUITES
 from .sweep import expand
 from .variants import UnknownVariant, catalog
 

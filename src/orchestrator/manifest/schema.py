@@ -19,12 +19,14 @@ from orchestrator.storage.location import LocationError, confine, is_remote, loc
 
 from .section import Section, VariantOptions
 from .section import check_location as _check_exists
+from .suites import SUITE_NEEDS, SUITES
 from .variants import VARIANT_NAME, options_of, sections
 
 # The shapes world's names a manifest may use; data/ (below manifest in the house) implements
 # each one and checks at import that it implements exactly these.
 CAPTION_STYLES = ("generic", "spatial", "counting", "described", "web")  # captions.jsonl fields
 WORLD_NAMES = ("mixed", "pairs")                                        # data/worlds.py WORLDS
+SAMPLERS = ("ddim", "ddpm")  # what every generating variant's `generate` takes as sampler=
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground", "shapes-comvg")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
 IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
@@ -34,7 +36,6 @@ FILE_KINDS = (
     "imagefolder",
     "winoground", "drawbench", "gqa", "gqa-captions", "comvg", "refcocog", "vqav2", "vl-checklist", "shards",
 )
-SUITES = ("spatial", "clip_r_precision", "winoground", "fid", "fid_clip", "matching", "drawbench", "consistency")
 # Only these sections change what a trial trains, so only they may be swept and hashed.
 SWEEPABLE_SECTIONS = ("model", "data", "train")
 
@@ -295,12 +296,6 @@ class ResourcesSpec(Section):
     max_concurrent_trials: PositiveInt | None = None
 
 
-# What each suite needs from the eval section; checked when the manifest loads, so a sweep never
-# trains for an hour and then finds its metric cannot be computed.
-SUITE_NEEDS = {"clip_r_precision": "clip", "fid_clip": "clip", "fid": "fid_weights", "drawbench": "clip"}
-# Suites that score captions against images: with the model when it is a matcher, else with
-# eval.clip (the capability check in experiment.py asks the variant's spec which it is).
-SCORER_SUITES = ("winoground", "matching")
 # Benchmarks a matcher trains on and the matching suite reads: text choices, and the image choices
 # of ComVG and of its shapes-world miniature (shapes-comvg, generated: `n` scenes).
 MATCHING_KINDS = CHOICE_KINDS + ("comvg", "shapes-comvg")
@@ -312,9 +307,10 @@ EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",
 class DrawBenchSpec(Section):
     """The drawbench suite's options: where its CSV is, which categories, K images per prompt."""
     ALWAYS_DUMPED = frozenset({"file", "categories", "per_prompt"})  # the fields ids were first hashed with (Section)
-    file: str                         # DrawBench CSV (Prompts|Prompt, Category): a path or blob key
-    categories: list[str] | None = None  # None: the suite's default, Lin & Srikanth's two
-    per_prompt: Annotated[int, Field(ge=1, le=64)] = 4
+    file: str = Field(description="DrawBench CSV (Prompts|Prompt, Category): path, URI or blob key.")
+    categories: list[str] | None = Field(None, description="Categories to run; unset: Lin & Srikanth's two "
+                                                           "(Counting, Positional).")
+    per_prompt: Annotated[int, Field(ge=1, le=64)] = Field(4, description="Images per prompt (paired noise).")
 
     @field_validator("file")
     @classmethod
@@ -334,31 +330,52 @@ class EvalSpec(Section):
     ALWAYS_DUMPED = frozenset({"suites", "every", "samples", "best_of", "clip", "fid_weights", "fid_reference",
                                "winoground", "drawbench", "kid_subsets", "reference_resamples", "reference_scenes",
                                "oracle", "evaluate_base", "consistency_embeddings", "consistency_images"})
+    # The one definition of every evaluation setting: the Evaluator actor maps this section to the
+    # suites' options (eval/context.py EvalOptions, whose defaults are these), and `orch eval`'s
+    # flags are derived from these fields (their help is each field's description).
     suites: list[Literal[SUITES]] = []  # type: ignore[valid-type]
     every: PositiveInt | None = None  # evaluate every N steps as checkpoints land; None: at the end only
-    samples: PositiveInt = 64         # held-out prompts = generated images per evaluation
-    best_of: PositiveInt = 1          # K images per prompt, the one the CLIP ranks highest kept
-    clip: str | None = None           # CLIP directory in transformers' format (e.g. `orch clip train`)
-    fid_weights: str | None = None    # pt_inception-2015-12-05-6726825d.pth, local path or blob URI
-    fid_reference: str | None = None  # reference statistics .npz (mu, sigma); else computed and cached
-    winoground: str | None = None     # a Winoground-layout directory; default: shapes-world pairs
+    samples: PositiveInt = Field(64, description="Held-out prompts (= generated images) per evaluation.")
+    seed: Annotated[int, Field(ge=0)] = Field(
+        1234, description="Generation noise (the same for every model: paired) and the protocols' sampling.")
+    sampler: Literal[SAMPLERS] = Field("ddim", description="How images are sampled.")  # type: ignore[valid-type]
+    steps: PositiveInt = Field(25, description="Sampling steps.")
+    guidance_scale: Annotated[float, Field(ge=0)] = Field(
+        3.0, description="Classifier-free guidance scale (<= 1: conditional sampling only).")
+    # 64, the Evaluator actor's batch before this was a setting: a batch of 16 moves the demo base's
+    # pixels by up to 3e-6 (docs/evaluation.md), so its journaled numbers keep their batch.
+    batch_size: PositiveInt = Field(
+        64, description="Prompts per generation batch (lower it where memory is short). Float sums differ across "
+                        "batch sizes, and a sampler that draws noise at every step (ddpm) draws it per batch, so "
+                        "it is recorded with the results.")
+    best_of: PositiveInt = Field(1, description="Generate K images per prompt, keep the one the CLIP ranks highest "
+                                               "(needs clip).")
+    clip: str | None = Field(None, description="CLIP directory (transformers' format, e.g. `orch clip train`): "
+                                               "path, URI or blob key.")
+    fid_weights: str | None = Field(None, description="pt_inception-2015-12-05-6726825d.pth: path, URI or blob key.")
+    fid_reference: str | None = Field(None, description="FID reference statistics .npz (mu, sigma); unset: "
+                                                        "computed from held-out scenes and cached.")
+    winoground: str | None = Field(None, description="A Winoground-layout directory; unset: shapes-world pairs.")
     drawbench: DrawBenchSpec | None = None  # the drawbench suite's CSV, categories, images per prompt
-    kid_subsets: PositiveInt = 100    # KID's random subsets (of min(n, 1000) images each)
-    reference_resamples: Annotated[int, Field(ge=0)] = 3  # bootstrap resamplings of FID's reference (spread)
-    # FID's real images: the held-out scenes stating a relation (prompted: text-to-image models) or
-    # every held-out scene (all: the data's own distribution, for a chain that follows no prompt).
-    reference_scenes: Literal["prompted", "all"] = "prompted"
+    kid_subsets: PositiveInt = Field(100, description="KID's random subsets (of min(n, 1000) images each).")
+    reference_resamples: Annotated[int, Field(ge=0)] = Field(
+        3, description="Bootstrap resamplings of FID's reference (its spread; 0: none).")
+    reference_scenes: Literal["prompted", "all"] = Field(
+        "prompted", description="FID's real images: prompted (held-out scenes stating a relation: text-to-image "
+                                "models) or all (every held-out scene: a chain that follows no prompt).")
     # The oracle arm of a conditioned chain (VCDM): fid/fid_clip also score images generated from
     # the model's own CLIP's embeddings of held-out real images (model.vcdm.clip), as oracle_*.
     oracle: bool = False
     # Evaluate the base model too (what each trial is compared against); false where the base
     # is tiny-random and its numbers would only cost time.
     evaluate_base: bool = True
-    consistency_embeddings: Annotated[int, Field(ge=2)] = 50  # consistency suite: prior samples ...
-    consistency_images: Annotated[int, Field(ge=2)] = 4       # ... and images generated from each
-    # The shapes world of the held-out prompts (and FID's real images), as data.train's `world`
-    # picks the training scenes' (data.worlds; unset: mixed).
-    world: Literal[WORLD_NAMES] | None = None  # type: ignore[valid-type]
+    consistency_embeddings: Annotated[int, Field(ge=2)] = Field(
+        50, description="Consistency suite: embeddings drawn from the chain's prior ...")
+    consistency_images: Annotated[int, Field(ge=2)] = Field(
+        4, description="... and images generated from each, with their own noise.")
+    world: Literal[WORLD_NAMES] | None = Field(  # type: ignore[valid-type]
+        None, description="Shapes world of the held-out prompts and FID's real images (as data.train's world; "
+                          "unset: mixed).")
 
     @field_validator("suites")
     @classmethod

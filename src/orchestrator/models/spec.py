@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from orchestrator.manifest.schema import variant_name_problem
 from orchestrator.manifest.section import PathOption, VariantOptions, path_options
+from orchestrator.manifest.suites import check_suite_names
 
 __all__ = ["GENERATING_KINDS", "Kind", "PathOption", "VariantOptions", "VariantSpec"]
 
@@ -88,6 +89,7 @@ class VariantSpec:
             raise ValueError(f"variant {self.name!r} is a {self.kind}: it needs generate")
         if self.kind == "matcher" and self.score is None:
             raise ValueError(f"variant {self.name!r} is a matcher: it needs score")
+        check_suite_names(self.suites, f"variant {self.name!r}")
         options = self.options
         if options is not None and not (isinstance(options, type) and issubclass(options, VariantOptions)):
             raise TypeError(f"variant {self.name!r}: options must be a VariantOptions subclass, not {options!r}")
