@@ -15,8 +15,8 @@ export RAY_USAGE_STATS_ENABLED := 0
 .PHONY: help install services prometheus browser demo vcdm test bench lock clean
 
 help:
-	@echo "make demo    run the shapes-world demo manifest"
-	@echo "make vcdm    Visual-CoT: unconditional vs VCDM vs oracle (examples/vcdm-shapes.yaml)"
+	@echo "make demo    run the shapes-world demo (examples/shapes-demo/manifest.yaml)"
+	@echo "make vcdm    Visual-CoT: unconditional vs VCDM vs oracle (examples/vcdm-shapes/manifest.yaml)"
 	@echo "make test    run the test suite (PostgreSQL, Azurite, Ray: all real, all local)"
 	@echo "make bench   run benchmarks/ and print the measured ratios"
 	@echo "make install create or refresh .venv and node_modules (idempotent)"
@@ -66,10 +66,10 @@ browser:
 # scripts/build_demo_base.sh rebuilds it) and prints the paired comparison; grids land in runs/grids.
 demo: install
 	$(PY) scripts/verify_demo_base.py
-	$(VENV)/bin/orch validate examples/shapes-demo.yaml
-	$(VENV)/bin/orch run examples/shapes-demo.yaml --paired data.train.captions --grids runs/grids
+	$(VENV)/bin/orch validate examples/shapes-demo/manifest.yaml
+	$(VENV)/bin/orch run examples/shapes-demo/manifest.yaml --paired data.train.captions --grids runs/grids
 
-# Visual-CoT's three arms (examples/vcdm-shapes.yaml): the two tiny CLIPs it needs (one the chain
+# Visual-CoT's three arms (examples/vcdm-shapes/manifest.yaml): the two tiny CLIPs it needs (one the chain
 # is conditioned on, a second, other seed and data, that judges it by fid_clip), then the sweep.
 VCDM_CLIPS := runs/vcdm-clips
 $(VCDM_CLIPS)/condition/config.json: | install
@@ -77,8 +77,8 @@ $(VCDM_CLIPS)/condition/config.json: | install
 $(VCDM_CLIPS)/judge/config.json: | install
 	$(VENV)/bin/orch clip train --out $(VCDM_CLIPS)/judge --seed 1 --data-seed 1
 vcdm: install $(VCDM_CLIPS)/condition/config.json $(VCDM_CLIPS)/judge/config.json
-	$(VENV)/bin/orch validate examples/vcdm-shapes.yaml
-	$(VENV)/bin/orch run examples/vcdm-shapes.yaml
+	$(VENV)/bin/orch validate examples/vcdm-shapes/manifest.yaml
+	$(VENV)/bin/orch run examples/vcdm-shapes/manifest.yaml
 
 # One BLAS thread: on 2 cores a second one only spin-waits against torch and the services.
 test: install services prometheus browser

@@ -350,7 +350,7 @@ def test_glide_mini_beside_sd_as_a_sweep_axis_with_every_generating_suite(tmp_pa
 
 
 def test_vcdm_arms_as_a_sweep_axis_with_the_oracle_and_no_base_evaluation(tmp_path, eval_assets):
-    """Visual-CoT's arms in one experiment (examples/vcdm-shapes.yaml in miniature): the VCDM trial
+    """Visual-CoT's arms in one experiment (examples/vcdm-shapes/manifest.yaml in miniature): the VCDM trial
     reports fid_clip, its oracle arm and consistency; the unconditional trial fid_clip alone, its
     oracle arm journaled as not applicable; evaluate_base: false evaluates no base (tiny-random)."""
     from orchestrator.models.clip import ClipEncoder, Preprocess, build_tiny_clip, preprocessor_config, save_clip

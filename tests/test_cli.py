@@ -12,23 +12,24 @@ from orchestrator.cli import app
 from orchestrator.manifest import expand, load_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEMO, BAD = EXAMPLES / "shapes-demo" / "manifest.yaml", EXAMPLES / "bad-manifest" / "manifest.yaml"
 runner = CliRunner()
 
 
 def test_validate_good_and_bad_exit_codes_through_the_console_script():
     orch = Path(sys.executable).with_name("orch")
-    good = subprocess.run([orch, "validate", EXAMPLES / "shapes-demo.yaml"], capture_output=True, text=True)
+    good = subprocess.run([orch, "validate", DEMO], capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert "4 trial(s)" in good.stdout
-    bad = subprocess.run([orch, "validate", EXAMPLES / "bad-manifest.yaml"], capture_output=True, text=True)
+    bad = subprocess.run([orch, "validate", BAD], capture_output=True, text=True)
     assert bad.returncode == 2
     # one line per problem: file:line: field: message
-    assert "bad-manifest.yaml:12: train.learning_rate: unknown key" in bad.stderr
-    assert "bad-manifest.yaml:4: model.variant:" in bad.stderr
+    assert "bad-manifest/manifest.yaml:12: train.learning_rate: unknown key" in bad.stderr
+    assert "bad-manifest/manifest.yaml:4: model.variant:" in bad.stderr
 
 
 def test_validate_json_lists_all_errors():
-    result = runner.invoke(app, ["validate", str(EXAMPLES / "bad-manifest.yaml"), "--format", "json"])
+    result = runner.invoke(app, ["validate", str(BAD), "--format", "json"])
     assert result.exit_code == 2
     doc = json.loads(result.stdout)
     assert doc["valid"] is False
@@ -37,16 +38,16 @@ def test_validate_json_lists_all_errors():
 
 
 def test_plan_json_matches_the_library_and_is_stable():
-    first = runner.invoke(app, ["plan", str(EXAMPLES / "shapes-demo.yaml"), "--format", "json"])
-    second = runner.invoke(app, ["plan", str(EXAMPLES / "shapes-demo.yaml"), "--format", "json"])
+    first = runner.invoke(app, ["plan", str(DEMO), "--format", "json"])
+    second = runner.invoke(app, ["plan", str(DEMO), "--format", "json"])
     assert first.exit_code == 0
     doc = json.loads(first.stdout)
     assert doc == json.loads(second.stdout)
-    assert [t["id"] for t in doc["trials"]] == [t.id for t in expand(load_manifest(EXAMPLES / "shapes-demo.yaml"))]
+    assert [t["id"] for t in doc["trials"]] == [t.id for t in expand(load_manifest(DEMO))]
 
 
 def test_plan_table_shows_swept_columns():
-    result = runner.invoke(app, ["plan", str(EXAMPLES / "shapes-demo.yaml")], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["plan", str(DEMO)], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "data.train.captions" in result.stdout and "train.lr" in result.stdout
     assert result.stdout.count("spatial") == 2

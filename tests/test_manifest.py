@@ -10,6 +10,7 @@ import orchestrator.models  # noqa: F401  (the variant catalog: `model.<variant>
 from orchestrator.manifest import ManifestError, expand, experiment_id, load_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEMO, BAD = EXAMPLES / "shapes-demo" / "manifest.yaml", EXAMPLES / "bad-manifest" / "manifest.yaml"
 
 BASE = """\
 name: unit
@@ -36,8 +37,8 @@ def issues_of(path: Path) -> list[tuple[str, int | None, str]]:
 
 
 def test_demo_manifest_expands_to_four_trials_with_stable_ids():
-    first = expand(load_manifest(EXAMPLES / "shapes-demo.yaml"))
-    second = expand(load_manifest(EXAMPLES / "shapes-demo.yaml"))
+    first = expand(load_manifest(DEMO))
+    second = expand(load_manifest(DEMO))
     assert len(first) == 4
     assert [t.id for t in first] == [t.id for t in second]
     assert len({t.id for t in first}) == 4
@@ -90,7 +91,7 @@ def test_grid_trials_and_seeds_cross(tmp_path):
 
 
 def test_bad_example_lists_every_problem_with_its_line():
-    found = {(path, line) for path, line, _ in issues_of(EXAMPLES / "bad-manifest.yaml")}
+    found = {(path, line) for path, line, _ in issues_of(BAD)}
     assert {
         ("name", 2), ("model.variant", 4), ("model.base", 5), ("data.train", 7), ("train.steps", 9),
         ("train.batch_size", 10), ("train.lr", 11), ("train.learning_rate", 12),

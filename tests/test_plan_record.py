@@ -27,9 +27,10 @@ def _dumps(trials) -> list:
     return [(t.id, t.index, t.overrides, t.label, t.manifest.model_dump(mode="json")) for t in trials]
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml") if p.name != "bad-manifest.yaml"))
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in EXAMPLES.glob("*/manifest.yaml")
+                                         if p.parent.name != "bad-manifest"))
 def test_every_example_sweep_reads_back_as_the_same_trials(name):
-    loaded = load_manifest(EXAMPLES / name, check_files=False)
+    loaded = load_manifest(EXAMPLES / name / "manifest.yaml", check_files=False)
     trials = expand(loaded, check_files=False)
     back = SweepRecord.from_json(SweepRecord(loaded.manifest, trials, loaded.base_dir).to_json())
     assert _dumps(back.trials) == _dumps(trials)

@@ -1,8 +1,8 @@
 """Trial and experiment ids are content hashes of the canonical dump of a manifest, so they must
 not move when the code changes: journals, blob prefixes and reports are keyed by them. Pinned here
-for every manifest under examples/ (a change that moves one is a change in what the manifests
-mean; if it is meant, the closing note lists old and new ids and journals resume from their
-recorded plans)."""
+for every manifest under examples/ (examples/<name>/manifest.yaml; a change that moves one is a
+change in what the manifests mean; if it is meant, the closing note lists old and new ids and
+journals resume from their recorded plans)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,23 +12,24 @@ import pytest
 from orchestrator.manifest import expand, experiment_id, load_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-PINNED = {
-    "discffusion-comvg.yaml": ("e3d626cbda9f8", ["tde8be4cdb0c7"]),
-    "discffusion-shapes.yaml": ("ee39dab543b17", ["t09ddacee9e51", "te619c32e8af8", "t8362652eaf63"]),
-    "glide-mini-spatial.yaml": ("eea37dbf250c8", ["tbbf900676415", "t29bcf33b3ead", "tb2e9c6354305",
-                                                  "tcf5164dbdd49"]),
-    "shapes-demo.yaml": ("e5abb0733e67d", ["tff2a64a4c97a", "te7276e3045c1", "tdc83f03272d5", "t8dbda5c7f35b"]),
-    "vcdm-shapes.yaml": ("e5bee6ec3f380", ["t634c2ca00e41", "t532c16989c60"]),
+PINNED = {  # keyed by the example's folder: examples/<name>/manifest.yaml
+    "discffusion-comvg": ("e9d9ced9c5d4a", ["t58ea78aa4a25"]),
+    "discffusion-shapes": ("e4934663c964a", ["t3465c9d97e40", "te6c45132005c", "t605bef7b1dbe"]),
+    "glide-mini-spatial": ("ebb185a691f7a", ["tf2b86ef90d01", "t97ccfbe9e0f4", "tb2e9c6354305", "tcf5164dbdd49"]),
+    "shapes-demo": ("e194a02c3442d", ["t5ef20f0503f9", "t12974eef0b07", "te886eaecbd92", "t69edee4941d0"]),
+    "vcdm-shapes": ("e13c6906dda5d", ["t3849e5242379", "t448237b20528"]),
 }
 
 
 def test_every_example_is_pinned():
-    assert sorted(PINNED) == sorted(p.name for p in EXAMPLES.glob("*.yaml") if p.name != "bad-manifest.yaml")
+    assert sorted(PINNED) == sorted(p.parent.name for p in EXAMPLES.glob("*/manifest.yaml")
+                                    if p.parent.name != "bad-manifest")
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_example_ids_do_not_move(name):
-    loaded = load_manifest(EXAMPLES / name, check_files=False)  # the weights and data of some live elsewhere
+    # check_files=False: the weights and data of some live elsewhere
+    loaded = load_manifest(EXAMPLES / name / "manifest.yaml", check_files=False)
     trials = expand(loaded, check_files=False)
     assert (experiment_id(loaded, trials), [t.id for t in trials]) == (PINNED[name][0], PINNED[name][1])
 

@@ -30,11 +30,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from orchestrator.data.shapes import make_example  # noqa: E402
-from orchestrator.eval.plots import Series, bar_plot, line_plot, moving_average  # noqa: E402
 from orchestrator.eval.spatial import heldout_spatial_prompts, mcnemar, score_spatial, wilson_interval  # noqa: E402
 from orchestrator.manifest import expand, load_manifest  # noqa: E402
 from orchestrator.models.common.images import to_pil  # noqa: E402
 from orchestrator.models.sd import generate, load_components, save_grid  # noqa: E402
+from orchestrator.report.figures import moving_average  # noqa: E402
 from orchestrator.storage import open_store  # noqa: E402
 from orchestrator.training import TINY_BASE_PREFIX, LoopConfig, RunControl, pretrain_base, train_trial  # noqa: E402
 
@@ -194,30 +194,61 @@ def _subset(outcomes, idx: list[int]) -> dict:
             "accuracy_ci": wilson_interval(k, len(idx))}
 
 
+def _chart(path: Path, title: str, ylabel: str, draw) -> Path:
+    """One matplotlib chart (what report/figures.py draws with), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    draw(ax)
+    ax.set(title=title, ylabel=ylabel)
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.14, top=0.88)
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
 def figures(out: Path, results: dict) -> list[str]:
     pre = read_csv(out / "pretrain_loss.csv")
     w = max(1, len(pre) // 60)
-    paths = [line_plot([Series(f"denoiser loss (moving mean of {w})", [r["step"] for r in pre],
-                               moving_average([r["loss"] for r in pre], w))],
-                       out / "pretrain_loss.png", title="Tiny base: pretraining on generic captions",
-                       xlabel="step", ylabel="noise-prediction MSE")]
+
+    def pretrain_curve(ax):
+        ax.plot([r["step"] for r in pre], moving_average([r["loss"] for r in pre], w),
+                label=f"denoiser loss (moving mean of {w})")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+
+    paths = [_chart(out / "pretrain_loss.png", "Tiny base: pretraining on generic captions",
+                    "noise-prediction MSE", pretrain_curve)]
     curves = {c: read_csv(out / f"finetune_{c}_loss.csv") for c in CAPTIONS}
-    w = max(1, len(curves["generic"]) // 30)
-    paths.append(line_plot([Series(f"{c} captions", [r["step"] for r in rows],
-                                   moving_average([r["loss"] for r in rows], w))
-                            for c, rows in curves.items()],
-                           out / "finetune_loss.png", title=f"Finetuning from the base (moving mean of {w})",
-                           xlabel="step", ylabel="noise-prediction MSE"))
+    w_ft = max(1, len(curves["generic"]) // 30)
+
+    def finetune_curves(ax):
+        for c, rows in curves.items():
+            ax.plot([r["step"] for r in rows], moving_average([r["loss"] for r in rows], w_ft), label=f"{c} captions")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+
+    paths.append(_chart(out / "finetune_loss.png", f"Finetuning from the base (moving mean of {w_ft})",
+                        "noise-prediction MSE", finetune_curves))
     gs = next(iter(results["eval"]["by_guidance"]))
     sc = results["eval"]["by_guidance"][gs]["scores"]
     names = ["base", "generic", "spatial"]
-    paths.append(bar_plot([f"{n}-finetuned" if n != "base" else n for n in names],
-                          [sc[n]["accuracy"] for n in names], out / "spatial_accuracy.png",
-                          errors=[tuple(sc[n]["accuracy_ci"]) for n in names],
-                          title=f"Spatial accuracy, {results['eval']['n_prompts']} held-out prompts (CFG {gs})",
-                          ylabel="GenEval position accuracy (95% Wilson CI)",
-                          reference=(f"rendered ground truth: {results['eval']['ground_truth']['accuracy']:.2f}",
-                                     results["eval"]["ground_truth"]["accuracy"])))
+    truth = results["eval"]["ground_truth"]["accuracy"]
+
+    def accuracy_bars(ax):
+        acc = [sc[n]["accuracy"] for n in names]
+        low = [a - sc[n]["accuracy_ci"][0] for a, n in zip(acc, names)]
+        high = [sc[n]["accuracy_ci"][1] - a for a, n in zip(acc, names)]
+        ax.bar([f"{n}-finetuned" if n != "base" else n for n in names], acc, yerr=[low, high], capsize=4)
+        ax.axhline(truth, color="grey", ls="--", label=f"rendered ground truth: {truth:.2f}")
+        ax.legend(fontsize=8)
+
+    paths.append(_chart(out / "spatial_accuracy.png",
+                        f"Spatial accuracy, {results['eval']['n_prompts']} held-out prompts (CFG {gs})",
+                        "GenEval position accuracy (95% Wilson CI)", accuracy_bars))
     return [str(p) for p in paths]
 
 

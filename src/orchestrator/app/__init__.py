@@ -13,7 +13,7 @@ actors/launch.py: nothing here imports Ray).
     grading.py    human evaluation: build a grading task from experiments, tally its grades
     defaults.py   the default journal
 
-    eid = run_experiment("examples/shapes-demo.yaml")          # embedded Ray, blocks, shows progress
+    eid = run_experiment("examples/shapes-demo/manifest.yaml") # embedded Ray, blocks, shows progress
     print(results("sqlite:///runs/journal.db", eid, "table"))
 
 The names below are imported on first use: the journal's SQL stack is slow to import, and

@@ -56,13 +56,17 @@ class SweepPlan:
         so the same manifest submitted from another path or with other comments is the same experiment."""
         return canonical_json(self.manifest.model_dump(mode="json", exclude={"storage", "description"}))
 
+    @property
+    def sweep(self) -> SweepRecord:
+        """The sweep by value, as the journal records it."""
+        return SweepRecord(self.manifest, self.trials, self.base_dir)
+
     def trial(self, trial_id: str) -> ResolvedTrial:
-        [t] = [t for t in self.trials if t.id == trial_id]
-        return ResolvedTrial(t.id, t.manifest, self.base_dir)
+        return self.sweep.trial(trial_id)
 
     def to_json(self) -> dict[str, Any]:
         """The plan by value: the sweep record plus its id and where it came from."""
-        return {**SweepRecord(self.manifest, self.trials, self.base_dir).to_json(),
+        return {**self.sweep.to_json(),
                 "experiment_id": self.experiment_id, "source": None if self.source is None else str(self.source)}
 
     @classmethod
