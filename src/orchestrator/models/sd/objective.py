@@ -1,5 +1,6 @@
 """SD finetuning's objective (diffusers' train_text_to_image): the U-Net (and, if asked, the text
 encoder) trained on the ε- or v-prediction loss of a noised VAE latent; the VAE stays frozen.
+With `lora` only the U-Net's adapters train (train_text_to_image_lora).
 
 With the cache, VAE latent distributions (mean, std) and, for a frozen text encoder, caption
 embeddings are computed once per (data content, encoder weights) and kept in the blob store;
@@ -26,6 +27,13 @@ class SDObjective:
         self.c, self.data, self.spec, self.options, self.device = c, data, spec, options, device
         c.freeze_encoders()
         self.modules: dict[str, torch.nn.Module] = {"unet": c.unet}
+        if options.lora is not None:
+            # Only the adapters train (the U-Net's own weights stay frozen): the loop's optimiser,
+            # EMA and checkpoints see them alone.
+            if c.lora is None:
+                raise ValueError("model.sd.lora is set but the U-Net carries no adapters: load the base "
+                                 "through the variant's load_base (configure) so they are put on")
+            self.modules = {"unet_lora": c.lora}
         if options.train_text_encoder:
             c.text_encoder.requires_grad_(True).train()
             self.modules["text_encoder"] = c.text_encoder

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from orchestrator.manifest.section import VariantOptions
+from orchestrator.models.common.lora_options import LoraSpec
+
+
+class SDLora(LoraSpec):
+    """`model.sd.lora`: LoRA / DoRA on the U-Net (common/lora_options.py)."""
+    # q, k, v and out of every attention, self and cross: diffusers' train_text_to_image_lora.py.
+    DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 class SDOptions(VariantOptions):
@@ -19,3 +26,13 @@ class SDOptions(VariantOptions):
     train_text_encoder: bool = False
     # Share of training captions replaced by "" so classifier-free guidance keeps working.
     caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # LoRA / DoRA adapters on the U-Net, trained alone (the U-Net's own weights frozen); None: the
+    # U-Net is finetuned whole.
+    lora: SDLora | None = None
+
+    @model_validator(mode="after")
+    def _lora_alone(self) -> "SDOptions":
+        if self.lora is not None and self.train_text_encoder:
+            raise ValueError("lora trains adapters on the U-Net with every other weight frozen: "
+                             "train_text_encoder cannot be true with it")
+        return self

@@ -5,6 +5,11 @@ unet/, vae/, text_encoder/, tokenizer/, scheduler/ with safetensors weights. The
 reads SD v1-5 / v2-1 directories and the project's tiny base, from a local path or a blob prefix
 (downloaded to a temporary directory first, since diffusers loads from files). Our own directories
 also name the variant in model_index.json (`_orch_variant`), which diffusers ignores.
+
+With LoRA (`model.sd.lora`, components.lora set) the directory holds the base's U-Net and the
+adapters in diffusers' LoRA file beside it (pytorch_lora_weights.safetensors, what
+`StableDiffusionPipeline.load_lora_weights` reads; the loader here reads it too), or, with
+`merge_on_export`, the U-Net with the adapters fused into its weights and no LoRA file.
 """
 from __future__ import annotations
 
@@ -18,12 +23,14 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
+from orchestrator.models.common import lora as lora_tools
 from orchestrator.models.common.serialize import module_hash  # noqa: F401 - re-exported (sd.module_hash)
 from orchestrator.models.common.shapes_tokenizer import build_tokenizer
 from orchestrator.models.registry import INDEX_KEY
 from orchestrator.storage.location import put_dir, resolve_location, strip_file_scheme
 
 from . import tiny_config
+from .options import SDLora
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -35,6 +42,7 @@ class SDComponents:
     text_encoder: CLIPTextModel
     tokenizer: Any
     scheduler: DDPMScheduler  # the training noise schedule; samplers are built from its config
+    lora: lora_tools.Adapters | None = None   # the U-Net's LoRA / DoRA adapters, when it carries them
 
     @property
     def latent_scale(self) -> float:
@@ -59,7 +67,7 @@ class SDComponents:
         """Write the diffusers layout (safetensors); loadable by `load_components` and diffusers."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.unet.save_pretrained(out / "unet", safe_serialization=True)
+        self._save_unet(out)
         self.vae.save_pretrained(out / "vae", safe_serialization=True)
         self.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
         self.tokenizer.save_pretrained(out / "tokenizer")
@@ -81,6 +89,20 @@ class SDComponents:
         }
         (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         return out
+
+    def _save_unet(self, out: Path) -> None:
+        """unet/ in diffusers' layout; with adapters, the base's weights and the LoRA file beside
+        them, or the adapters fused in (merge_on_export)."""
+        def save() -> None:
+            self.unet.save_pretrained(out / "unet", safe_serialization=True)
+
+        if self.lora is None:
+            save()
+        else:
+            from diffusers import StableDiffusionPipeline
+
+            lora_tools.save_with_adapters(self.unet, self.lora, save, StableDiffusionPipeline.save_lora_weights,
+                                          out, "unet")
 
 
 def _tokenizer_class_name(tokenizer: Any) -> str:
@@ -147,7 +169,9 @@ def _load_dir(path: Path, dtype: torch.dtype | None) -> SDComponents:
     # Train with DDPM's forward process whatever sampler the directory ships (SD ships PNDM).
     sched_cfg = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     scheduler = DDPMScheduler.from_config(sched_cfg)
-    return SDComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+    adapters = lora_tools.load_diffusers_file(unet, path, "unet", SDLora)  # None: no LoRA file
+    return SDComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                        lora=adapters)
 
 
 def save_components(components: SDComponents, dest: str | Path, store=None) -> str:

@@ -50,17 +50,28 @@ def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> "SDCompon
 
 
 def configure(c: "SDComponents", options: "SDOptions | None") -> "SDComponents":
-    """Apply `model.sd`: a prediction type other than the base's retargets its noise schedule."""
+    """Apply `model.sd`: a prediction type other than the base's retargets its noise schedule;
+    `lora` puts fresh adapters on the U-Net. A base that carries adapters (a LoRA export used as
+    a base) has them fused into its weights first: a base is a plain model."""
     if options is not None and options.prediction_type and options.prediction_type != \
             c.scheduler.config.prediction_type:
         from diffusers import DDPMScheduler
 
         c.scheduler = DDPMScheduler.from_config(c.scheduler.config, prediction_type=options.prediction_type)
+    if c.lora is not None or (options is not None and options.lora is not None):
+        from orchestrator.models.common import lora
+
+        c.lora = lora.configure(c.unet, c.lora, options.lora if options is not None else None)
     return c
 
 
 def modules(c: "SDComponents") -> dict[str, "torch.nn.Module"]:
-    return {"unet": c.unet, "vae": c.vae, "text_encoder": c.text_encoder}
+    """Its modules; with LoRA also the adapters (`unet_lora`, inside the U-Net too), which are
+    then what is trained and checkpointed: a LoRA checkpoint holds `unet_lora` alone."""
+    parts = {"unet": c.unet, "vae": c.vae, "text_encoder": c.text_encoder}
+    if c.lora is not None:
+        parts["unet_lora"] = c.lora
+    return parts
 
 
 def objective(c: "SDComponents", data: "ImageTextData", spec: "TrainSpec", options: "SDOptions | None", *,
