@@ -105,12 +105,13 @@ def sample(
     prompt: list[str] = typer.Option(..., "--prompt", help="Repeat for several prompts."),
     out_file: Path = typer.Option(..., "--out", help="PNG grid to write."),
     blobs: str = typer.Option(None, "--blobs", help="Blob store holding --model (e.g. trials/<id>/model)."),
-    sampler: SamplerName = typer.Option(None, "--sampler", help="Default: the variant's (SD: ddim; GLIDE-mini: ddpm)."),
+    sampler: SamplerName = typer.Option(None, "--sampler", help="Default: the variant's (SD: ddim; GLIDE-mini: "
+                                        "ddpm; SD3: flow-matching Euler, ddpm its stochastic step)."),
     steps: int = typer.Option(None, "--steps", min=1,
-                              help="Default: the variant's (SD: 50; GLIDE-mini: 100 respaced)."),
+                              help="Default: the variant's (SD: 50; GLIDE-mini: 100 respaced; SD3: 28)."),
     guidance: float = typer.Option(None, "--guidance", min=0.0,
                                    help="Classifier-free guidance scale. Default: the variant's "
-                                   "(SD: 7.5; GLIDE-mini: 3)."),
+                                   "(SD: 7.5; GLIDE-mini: 3; SD3: 7)."),
     per_prompt: int = typer.Option(1, "--per-prompt", min=1, help="Images per prompt."),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:

@@ -1,4 +1,4 @@
-"""Model variants, one package each (sd, glide_mini, discffusion, vcdm), plus shared parts.
+"""Model variants, one package each (sd, sd3, glide_mini, discffusion, vcdm), plus shared parts.
 
 Importing this package installs the variant registry as the manifest's catalog (see
 registry.py): import it before reading a manifest.

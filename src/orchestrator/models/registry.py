@@ -41,6 +41,7 @@ _VARIANTS: dict[str, _Entry] = {
     "glide_mini": _Entry("orchestrator.models.glide_mini"),
     "discffusion": _Entry("orchestrator.models.discffusion"),
     "vcdm": _Entry("orchestrator.models.vcdm"),
+    "sd3": _Entry("orchestrator.models.sd3"),
 }
 _plugged: dict[str, VariantSpec] = {}
 
