@@ -397,3 +397,32 @@ def test_two_gloo_ranks_train_as_one_process(tmp_path):
     b = single.objective.modules["transformer"].state_dict()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-4, worst  # the same step up to float summation order
+
+
+# ---------------------------------------------------------------------------- the tiny base
+def test_orch_pretrain_builds_the_tiny_sd3_base_from_an_init_with_a_trained_vae(tmp_path):
+    """`orch pretrain --variant sd3` trains the transformer and both text encoders through the
+    variant's objective from --init (its VAE kept: the objective trains none), and refuses to start
+    without one; `model.base: null` then loads the base it saved."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from orchestrator.manifest.schema import ModelSpec
+
+    runner = CliRunner()
+    blobs = f"file://{tmp_path}/blobs"
+    common = ["pretrain", "--variant", "sd3", "--blobs", blobs, "--steps", "2", "--n", "8", "--batch-size", "4",
+              "--data-dir", str(tmp_path / "data")]
+    refused = runner.invoke(app, common)
+    assert refused.exit_code == 2 and "--init" in refused.output and "VAE" in refused.output
+    init = build_tiny(seed=0, shift=1.0)
+    init.save(tmp_path / "init")
+    built = runner.invoke(app, [*common, "--init", str(tmp_path / "init")])
+    assert built.exit_code == 0, built.output
+    store = open_store(blobs)
+    base = load_model(None, spec=ModelSpec.model_validate({"variant": "sd3", "base": None}), store=store).model
+    assert torch.equal(base.vae.decoder.conv_out.weight, init.vae.decoder.conv_out.weight)   # the VAE kept
+    for name in ("transformer", "text_encoder", "text_encoder_2"):                           # the rest trained
+        assert not all(torch.equal(a, b) for a, b in zip(getattr(base, name).state_dict().values(),
+                                                         getattr(init, name).state_dict().values())), name
+    assert base.scheduler.config.shift == 1.0

@@ -65,9 +65,11 @@ def pretrain(
     lr: float = typer.Option(5e-4, "--lr", help="Denoiser learning rate."),
     ema_decay: float = typer.Option(None, "--ema-decay", help="Save an EMA of the denoiser's weights."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads (deterministic kernels)."),
-    variant: str = typer.Option("sd", "--variant", help="Model variant whose tiny base to build (sd, glide_mini)."),
-    init: Path = typer.Option(None, "--init", help="SD base directory to build on: its VAE kept, its denoiser "
-                              "trained --steps more (or a new one, with --denoiser)."),
+    variant: str = typer.Option("sd", "--variant", help="Model variant whose tiny base to build (sd, sd3, "
+                                "glide_mini)."),
+    init: Path = typer.Option(None, "--init", help="Base directory to build on. SD: its VAE kept, its denoiser "
+                              "trained --steps more (or a new one, with --denoiser); other variants: the model "
+                              "their objective trains from (sd3 needs one, with a trained VAE)."),
     denoiser: str = typer.Option(None, "--denoiser", help="SD denoiser size (tiny, small): a new U-Net and text "
                                  "encoder of that size. Default: tiny, or --init's own."),
     latent_downsample: int = typer.Option(None, "--latent-downsample", help="SD from scratch: image side / latent "

@@ -66,6 +66,10 @@ class VariantSpec:
     # options, every module trained (training/pretrain.py); None: the latent staged recipe there
     # (VAE, latent scale, then U-Net and text encoder: SD's components).
     pretrain_options: Callable[[], VariantOptions] | None = None
+    # What `orch pretrain --init DIR` must name for this variant, and why; None: it builds from
+    # scratch (build_tiny) when --init is left out. (sd3: its objective trains no VAE, so it starts
+    # from a directory whose VAE is already trained.)
+    pretrain_init: str | None = None
     # ------------------------------------------------------------ optional hooks
     # (model) -> module_hash of the CLIP it is conditioned on, or None (fid_clip refuses to judge a
     # model with that same CLIP).

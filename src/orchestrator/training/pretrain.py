@@ -205,10 +205,12 @@ def pretrain_base(
     if v.pretrain_options is not None:
         if store is None:
             raise ValueError(f"pretraining {variant} runs the generic trainer, which checkpoints to a blob store")
-        if init is not None or denoiser is not None or latent_downsample is not None:
-            raise ValueError(f"--init/--denoiser/--latent-downsample: implemented for sd's staged pretraining, "
-                             f"not {variant}")
-        return _pretrain_objective(v, out, data, steps, batch_size, lr, seed, size, store, on_metrics, **recipe)
+        if denoiser is not None or latent_downsample is not None:
+            raise ValueError(f"--denoiser/--latent-downsample: implemented for sd's staged pretraining, not {variant}")
+        if init is None and v.pretrain_init is not None:
+            raise ValueError(f"--init: pretraining {variant} starts from {v.pretrain_init}")
+        return _pretrain_objective(v, out, data, steps, batch_size, lr, seed, size, store, on_metrics, init=init,
+                                   **recipe)
     if init is not None:
         if latent_downsample is not None:
             raise ValueError("--latent-downsample builds a new VAE; --init keeps its base's (and its latent grid)")
@@ -232,8 +234,11 @@ def pretrain_base(
 
 
 def _pretrain_objective(v, out: str, data: ImageTextData, steps: int, batch_size: int, lr: float, seed: int,
-                        size: int, store, on_metrics: MetricsCallback | None, ema_decay: float | None = None) -> str:
-    model = v.build_tiny(seed, size, data.captions)
+                        size: int, store, on_metrics: MetricsCallback | None, init: str | Path | None = None,
+                        ema_decay: float | None = None) -> str:
+    """The variant's own objective on its tiny architecture (fresh, or the model directory `init`),
+    with its pretrain_options."""
+    model = v.load(Path(init)) if init is not None else v.build_tiny(seed, size, data.captions)
     spec = TrainSpec(steps=steps, batch_size=batch_size, lr=lr, seed=seed, ema_decay=ema_decay,
                      checkpoint_every=max(1, min(500, steps)))
 

@@ -242,26 +242,32 @@ def _tiny_t5(tokenizer: T5Tokenizer) -> T5EncoderModel:
 
 def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None, *,
                flavour: str = "sd3", with_t5: bool = False, latent_channels: int = 4,
-               latent_downsample: int = 4) -> SD3Components:
+               latent_downsample: int = 4, vae: AutoencoderKL | None = None, shift: float = 3.0) -> SD3Components:
     """A randomly initialised tiny SD3 (flavour "sd3") or SD3.5 ("sd35") in the real layout,
     over the shapes vocabulary (word-level CLIP tokenizers as the tiny SD's, a T5 tokenizer with
     `with_t5`); the same arguments give bitwise the same weights. The VAE is the tiny SD's
-    (models/sd/tiny_config), with `latent_channels` (4 as the shapes VAEs, or 16 as SD3's)."""
+    (models/sd/tiny_config), with `latent_channels` (4 as the shapes VAEs, or 16 as SD3's), or
+    `vae`, a trained one (its latent channels and grid then set the transformer's). `shift`: the
+    flow-matching schedule's (SD3's 3.0 was chosen for 1024 px; 1.0 leaves σ unshifted)."""
     from orchestrator.models.sd import tiny_config
 
     texts = list(caption_texts or [])
     tokenizer, tokenizer_2 = build_tokenizer(texts), build_tokenizer(texts)
     tokenizer_3 = build_t5_tokenizer(texts) if with_t5 else None
+    if vae is not None:
+        latent_channels = int(vae.config.latent_channels)
+        latent_downsample = 2 ** (len(vae.config.block_out_channels) - 1)
     latent_side = resolution // latent_downsample
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderKL(**{**tiny_config.vae_config(resolution, latent_downsample),
-                               "latent_channels": latent_channels, "shift_factor": 0.0})
+        if vae is None:
+            vae = AutoencoderKL(**{**tiny_config.vae_config(resolution, latent_downsample),
+                                   "latent_channels": latent_channels, "shift_factor": 0.0})
         text_encoder = _tiny_clip(tokenizer, TINY_CLIP_WIDTH[0], TINY_CLIP_PROJ[0])
         text_encoder_2 = _tiny_clip(tokenizer_2, TINY_CLIP_WIDTH[1], TINY_CLIP_PROJ[1])
         text_encoder_3 = _tiny_t5(tokenizer_3) if with_t5 else None
         transformer = SD3Transformer2DModel(**tiny_transformer_config(latent_side, latent_channels, flavour))
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)  # SD3's shift
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     return SD3Components(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                          text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=text_encoder_3,
                          tokenizer_3=tokenizer_3, scheduler=scheduler, max_sequence_length=MAX_TOKENS)

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 TINY_BASE = "models/tiny-sd3-base"  # blob prefix of the tiny shapes base (`orch pretrain --variant sd3`)
 
 
+def pretrain_options() -> SD3Options:
+    """How `orch pretrain --variant sd3` trains the tiny base: the transformer and both text
+    encoders from scratch (random frozen encoders would give it no word order to learn from),
+    with caption dropout for classifier-free guidance."""
+    return SD3Options(train_text_encoders=True, caption_dropout=0.1)
+
+
 def load_base(spec: "ModelSpec", store: Any, base_dir: Path | None) -> "SD3Components":
     """The manifest's base: an SD3 directory (path, file://, az:// or a prefix in `store`), the
     tiny shapes base in `store` (base: null), or the tiny architecture freshly initialised
@@ -125,4 +132,7 @@ SPEC = VariantSpec(
     pipeline_classes=("StableDiffusion3Pipeline",),
     tiny_base=TINY_BASE,
     build_tiny=build_tiny,
+    pretrain_options=pretrain_options,
+    pretrain_init="an SD3 directory whose VAE is trained (the objective trains the transformer and text encoders "
+                  "only): scripts/build_sd3_base.sh writes one over the demo base's VAE",
 )
