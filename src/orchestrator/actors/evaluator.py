@@ -4,7 +4,8 @@ It runs in its own process, so training never waits on it; the coordinator journ
 returns. The suites are `orchestrator.eval.suites`, the same code `orch eval` runs: this actor
 only picks the weights (base, checkpoint or exported model), maps the manifest's `eval` section
 to the suites' options, keeps the CLIP and Inception networks loaded between calls and saves a
-sample grid of the images the suites judged (and the suites' sheets, `<label>-drawbench-*.png`).
+sample grid of the images the suites judged, `<label>.png` (judged: prompt and verdict under each
+image, where the spatial suite ran), and the suites' sheets (`<label>-drawbench-*.png`).
 """
 from __future__ import annotations
 
@@ -59,6 +60,19 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
         matching=src.model_dump(mode="json") if src is not None and "matching" in e.suites else None,
         matching_base_dir=str(base_dir) if base_dir is not None else None,
         oracle_clip=_resolve(declared_conditioning_clip(manifest.model), base_dir) if e.oracle else None)
+
+
+def grid_picture(images: Any, prompts: list, suites: list[str], title: str) -> Any:
+    """The sample grid of an evaluation: where the `spatial` suite ran, the judged sheet (each image
+    upscaled, its prompt and the judge's verdict under it: orchestrator.eval.sheet); otherwise the
+    plain tiles. `images` are the first generated ones, in the held-out prompts' order."""
+    if "spatial" in suites:
+        from orchestrator.eval.sheet import judged_sheet
+
+        return judged_sheet(images, prompts[:len(images)], limit=None, cols=8, title=title)
+    from orchestrator.models.common.images import image_grid
+
+    return image_grid(images, cols=8)
 
 
 def describe(source: dict) -> str:
@@ -116,10 +130,10 @@ class Evaluator:
                 self._nets[key] = loaded[what]
         grid_key = None
         if loaded["generated"] is not None:
-            from orchestrator.models.common.images import image_grid
-
             buf = io.BytesIO()
-            image_grid(loaded["generated"][:GRID_IMAGES], cols=8).save(buf, format="PNG")
+            what = label if describe(source) == label else f"{label} ({describe(source)})"
+            grid_picture(loaded["generated"][:GRID_IMAGES], ctx.prompts(), [r.suite for r in results],
+                         f"{what}: held-out prompts and the spatial judge's verdicts").save(buf, format="PNG")
             grid_key = f"{self.grids_prefix}/{label}.png"
             self.store.put(grid_key, buf.getvalue())
         store_artifacts(self.store, f"{self.grids_prefix}/{label}", results)  # DrawBench sheets, beside the grid
