@@ -417,7 +417,7 @@ def test_orch_pretrain_builds_the_tiny_sd3_base_from_an_init_with_a_trained_vae(
     assert refused.exit_code == 2 and "--init" in refused.output and "VAE" in refused.output
     init = build_tiny(seed=0, shift=1.0)
     init.save(tmp_path / "init")
-    built = runner.invoke(app, [*common, "--init", str(tmp_path / "init")])
+    built = runner.invoke(app, [*common, "--init", str(tmp_path / "init"), "--warmup-steps", "1"])
     assert built.exit_code == 0, built.output
     store = open_store(blobs)
     base = load_model(None, spec=ModelSpec.model_validate({"variant": "sd3", "base": None}), store=store).model

@@ -180,6 +180,7 @@ def pretrain_base(
     latent_downsample: int | None = None,
     captions: str = "generic",
     world: str = DEFAULT_WORLD,
+    warmup_steps: int = 0,
     **recipe,
 ) -> str:
     """Pretrain the variant's tiny base and save it: to directory `out`, or to blob prefix `out` if
@@ -207,10 +208,15 @@ def pretrain_base(
             raise ValueError(f"pretraining {variant} runs the generic trainer, which checkpoints to a blob store")
         if denoiser is not None or latent_downsample is not None:
             raise ValueError(f"--denoiser/--latent-downsample: implemented for sd's staged pretraining, not {variant}")
+        if warmup_steps >= steps:
+            raise ValueError(f"--warmup-steps ({warmup_steps}) must be below --steps ({steps})")
         if init is None and v.pretrain_init is not None:
             raise ValueError(f"--init: pretraining {variant} starts from {v.pretrain_init}")
         return _pretrain_objective(v, out, data, steps, batch_size, lr, seed, size, store, on_metrics, init=init,
-                                   **recipe)
+                                   warmup_steps=warmup_steps, **recipe)
+    if warmup_steps:
+        raise ValueError(f"--warmup-steps: implemented for pretraining through a variant's objective, not {variant}'s "
+                         f"staged recipe")
     if init is not None:
         if latent_downsample is not None:
             raise ValueError("--latent-downsample builds a new VAE; --init keeps its base's (and its latent grid)")
@@ -235,12 +241,12 @@ def pretrain_base(
 
 def _pretrain_objective(v, out: str, data: ImageTextData, steps: int, batch_size: int, lr: float, seed: int,
                         size: int, store, on_metrics: MetricsCallback | None, init: str | Path | None = None,
-                        ema_decay: float | None = None) -> str:
+                        warmup_steps: int = 0, ema_decay: float | None = None) -> str:
     """The variant's own objective on its tiny architecture (fresh, or the model directory `init`),
     with its pretrain_options."""
     model = v.load(Path(init)) if init is not None else v.build_tiny(seed, size, data.captions)
     spec = TrainSpec(steps=steps, batch_size=batch_size, lr=lr, seed=seed, ema_decay=ema_decay,
-                     checkpoint_every=max(1, min(500, steps)))
+                     warmup_steps=warmup_steps, checkpoint_every=max(1, min(500, steps)))
 
     def report(m: StepMetrics) -> None:
         if m.step % 50 == 0:
