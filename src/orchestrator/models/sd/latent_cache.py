@@ -41,6 +41,8 @@ class EncodedShard:
 
 @torch.no_grad()
 def encode_latents(c: SDComponents, data: ImageTextData, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the VAE's latent distribution of every image; `c` needs only a `vae` (sd3
+    encodes with this too)."""
     dev, dtype = c.vae.device, c.vae.dtype
     means, stds = [], []
     for i in range(0, len(data), batch_size):
@@ -111,3 +113,23 @@ class LatentCache:
         except Exception as exc:  # noqa: BLE001 - a bad cache entry is recomputed, never fatal
             log.warning("recomputing cache entry %s: %s", key, exc)
             return None
+
+
+def latent_dist(vae, data: ImageTextData, idx: torch.Tensor, flip: torch.Tensor | None, device: torch.device,
+                encoded=None, flipped=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's latent distribution of examples `idx` (mirrored where `flip` says): from the cached
+    shards `encoded` / `flipped` (their mirror images) when given, else encoded now."""
+    if encoded is not None:
+        dev_idx = idx.to(device)
+        mean, std = encoded.latent_mean[dev_idx], encoded.latent_std[dev_idx]
+        if flip is not None:
+            f = flip.to(device)[:, None, None, None]
+            mean = torch.where(f, flipped.latent_mean[dev_idx], mean)
+            std = torch.where(f, flipped.latent_std[dev_idx], std)
+        return mean, std
+    pixels = data.pixels(idx)
+    if flip is not None:
+        pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    with torch.no_grad():
+        dist = vae.encode(pixels.to(device, vae.dtype)).latent_dist
+    return dist.mean.float(), dist.std.float()

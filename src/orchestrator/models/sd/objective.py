@@ -16,7 +16,7 @@ from orchestrator.models.common.diffusion import diffusion_loss, min_snr_weights
 from orchestrator.models.common.objective import Batch
 from orchestrator.models.common.shapes_tokenizer import tokenize
 
-from .latent_cache import EncodedShard, LatentCache
+from .latent_cache import EncodedShard, LatentCache, latent_dist
 from .options import SDOptions
 from .pipeline import SDComponents
 
@@ -67,21 +67,7 @@ class SDObjective:
     # ---- inputs ----------------------------------------------------------------------
     def _latent_dist(self, idx: torch.Tensor, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The VAE's latent distribution of the examples' images (mirrored where `flip` says)."""
-        if self.encoded is not None:
-            dev_idx = idx.to(self.device)
-            mean, std = self.encoded.latent_mean[dev_idx], self.encoded.latent_std[dev_idx]
-            if flip is not None:
-                f = flip.to(self.device)[:, None, None, None]
-                mean = torch.where(f, self.flipped.latent_mean[dev_idx], mean)
-                std = torch.where(f, self.flipped.latent_std[dev_idx], std)
-            return mean, std
-        pixels = self.data.pixels(idx)
-        if flip is not None:
-            pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
-        with torch.no_grad():
-            vae = self.c.vae
-            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
-        return dist.mean.float(), dist.std.float()
+        return latent_dist(self.c.vae, self.data, idx, flip, self.device, self.encoded, self.flipped)
 
     def _text(self, idx: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
         """Per-token embeddings of the examples' captions, "" where `drop` says (caption dropout)."""

@@ -17,6 +17,7 @@ import torch
 
 from orchestrator.data.image_text import ImageTextData
 from orchestrator.models.common.serialize import from_bytes, module_hash, to_bytes
+from orchestrator.models.sd.latent_cache import encode_latents
 
 from .components import SD3Components, encode_prompt
 
@@ -37,18 +38,6 @@ class EncodedShard:
         return EncodedShard(*(None if t is None else t.to(device) for t in (
             self.latent_mean, self.latent_std, self.text_index, self.text_emb, self.pooled, self.uncond_emb,
             self.uncond_pooled)))
-
-
-@torch.no_grad()
-def encode_latents(c: SD3Components, data: ImageTextData, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    dev, dtype = c.vae.device, c.vae.dtype
-    means, stds = [], []
-    for i in range(0, len(data), batch_size):
-        idx = torch.arange(i, min(i + batch_size, len(data)))
-        dist = c.vae.encode(data.pixels(idx).to(dev, dtype)).latent_dist
-        means.append(dist.mean.float().cpu())
-        stds.append(dist.std.float().cpu())
-    return torch.cat(means), torch.cat(stds)
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from orchestrator.data.image_text import ImageTextData
 from orchestrator.manifest.schema import TrainSpec
 from orchestrator.models.common.diffusion import sample_noise
 from orchestrator.models.common.objective import Batch
+from orchestrator.models.sd.latent_cache import latent_dist
 
 from .cache import EncodedShard, SD3Cache
 from .components import SD3Components, encode_prompt
@@ -116,21 +117,7 @@ class SD3Objective:
     # ---- inputs ----------------------------------------------------------------------
     def _latent_dist(self, idx: torch.Tensor, flip: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The VAE's latent distribution of the examples' images (mirrored where `flip` says)."""
-        if self.encoded is not None:
-            dev_idx = idx.to(self.device)
-            mean, std = self.encoded.latent_mean[dev_idx], self.encoded.latent_std[dev_idx]
-            if flip is not None:
-                f = flip.to(self.device)[:, None, None, None]
-                mean = torch.where(f, self.flipped.latent_mean[dev_idx], mean)
-                std = torch.where(f, self.flipped.latent_std[dev_idx], std)
-            return mean, std
-        pixels = self.data.pixels(idx)
-        if flip is not None:
-            pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
-        with torch.no_grad():
-            vae = self.c.vae
-            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
-        return dist.mean.float(), dist.std.float()
+        return latent_dist(self.c.vae, self.data, idx, flip, self.device, self.encoded, self.flipped)
 
     def _text(self, idx: torch.Tensor, drop: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-token, pooled) prompt embeddings of the examples' captions, ""'s where `drop` says."""
