@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,13 @@ runner = CliRunner()
 
 def test_validate_good_and_bad_exit_codes_through_the_console_script():
     orch = Path(sys.executable).with_name("orch")
-    good = subprocess.run([orch, "validate", DEMO], capture_output=True, text=True)
+    # A narrow terminal: each message must still be one line (a long checkout path once split
+    # "4 \ntrial(s)" when rich wrapped the output at 80 columns).
+    env = {**os.environ, "COLUMNS": "40"}
+    good = subprocess.run([orch, "validate", DEMO], capture_output=True, text=True, env=env)
     assert good.returncode == 0, good.stderr
-    assert "4 trial(s)" in good.stdout
-    bad = subprocess.run([orch, "validate", BAD], capture_output=True, text=True)
+    assert good.stdout.count("\n") == 1 and "4 trial(s)" in good.stdout
+    bad = subprocess.run([orch, "validate", BAD], capture_output=True, text=True, env=env)
     assert bad.returncode == 2
     # one line per problem: file:line: field: message
     assert "bad-manifest/manifest.yaml:12: train.learning_rate: unknown key" in bad.stderr

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from ..api.client import Head
     from ..app.backend import Backend
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a line printed to a pipe stays one line (a long path must not split
+# where scripts grep it); tables still fit the terminal width.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 BLOBS_HELP = "Blob store URI: file://DIR, a path, or az://container/prefix."
 JOURNAL_HELP = f"Journal URL (default: ${JOURNAL_ENV} or {FALLBACK_JOURNAL})."
