@@ -23,6 +23,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transfo
 from transformers import (
     AutoTokenizer,
     CLIPTextConfig,
+    CLIPTextModel,
     CLIPTextModelWithProjection,
     T5Config,
     T5EncoderModel,
@@ -221,6 +222,15 @@ def _tiny_clip(tokenizer: Any, width: int, proj: int) -> CLIPTextModelWithProjec
         eos_token_id=ids(tokenizer.eos_token)))
 
 
+def _load_clip_weights(target: CLIPTextModelWithProjection, source: CLIPTextModel, vocab: int) -> None:
+    if source.config.vocab_size != vocab or source.config.hidden_size != target.config.hidden_size:
+        raise ValueError(f"clip_from: a text encoder of vocabulary {source.config.vocab_size} and width "
+                         f"{source.config.hidden_size} cannot start one of {vocab} and {target.config.hidden_size}")
+    # The stand-in wraps the same text transformer (transformers 5: CLIPTextModel is one itself)
+    # and adds a projection, which stays fresh.
+    target.text_model.load_state_dict(getattr(source, "text_model", source).state_dict())
+
+
 def build_t5_tokenizer(extra_texts: list[str] | tuple[str, ...] = ()) -> T5Tokenizer:
     """A T5 tokenizer (transformers' own class, a Unigram model as T5's sentencepiece one) over
     the shapes words plus any word of `extra_texts` as whole pieces, single characters as the
@@ -242,13 +252,16 @@ def _tiny_t5(tokenizer: T5Tokenizer) -> T5EncoderModel:
 
 def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None, *,
                flavour: str = "sd3", with_t5: bool = False, latent_channels: int = 4,
-               latent_downsample: int = 4, vae: AutoencoderKL | None = None, shift: float = 3.0) -> SD3Components:
+               latent_downsample: int = 4, vae: AutoencoderKL | None = None, shift: float = 3.0,
+               clip_from: CLIPTextModel | None = None) -> SD3Components:
     """A randomly initialised tiny SD3 (flavour "sd3") or SD3.5 ("sd35") in the real layout,
     over the shapes vocabulary (word-level CLIP tokenizers as the tiny SD's, a T5 tokenizer with
     `with_t5`); the same arguments give bitwise the same weights. The VAE is the tiny SD's
     (models/sd/tiny_config), with `latent_channels` (4 as the shapes VAEs, or 16 as SD3's), or
     `vae`, a trained one (its latent channels and grid then set the transformer's). `shift`: the
-    flow-matching schedule's (SD3's 3.0 was chosen for 1024 px; 1.0 leaves σ unshifted)."""
+    flow-matching schedule's (SD3's 3.0 was chosen for 1024 px; 1.0 leaves σ unshifted).
+    `clip_from`: a trained tiny SD text encoder over the same vocabulary (the demo base's) whose
+    weights start the CLIP-L stand-in; its projection, which SD's encoder lacks, stays fresh."""
     from orchestrator.models.sd import tiny_config
 
     texts = list(caption_texts or [])
@@ -265,6 +278,8 @@ def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | N
                                    "latent_channels": latent_channels, "shift_factor": 0.0})
         text_encoder = _tiny_clip(tokenizer, TINY_CLIP_WIDTH[0], TINY_CLIP_PROJ[0])
         text_encoder_2 = _tiny_clip(tokenizer_2, TINY_CLIP_WIDTH[1], TINY_CLIP_PROJ[1])
+        if clip_from is not None:
+            _load_clip_weights(text_encoder, clip_from, len(tokenizer))
         text_encoder_3 = _tiny_t5(tokenizer_3) if with_t5 else None
         transformer = SD3Transformer2DModel(**tiny_transformer_config(latent_side, latent_channels, flavour))
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
