@@ -4,6 +4,10 @@ shipped sd3 base: >= 0.6 on 200 held-out prompts; chance 0.28).
 
     .venv/bin/python scripts/sd3_relations_probe.py --out runs/sd3-probe [--steps 6300] [--stages 3]
 
+With `--base DIR` it finetunes that directory instead (e.g. the shipped web-caption base, to size
+the demo: how many steps of spatial captions teach it relations), with `--captions`, `--lr`,
+`--batch-size`, `--ema` and `--frozen-text` as the demo's trials set them.
+
 What it does, all through the project (`model.variant: sd3`, the generic loop, the spatial suite):
 1. a base directory: the tiny SD3 architecture (models/sd3 build_tiny: 4 MMDiT layers, 4 heads x
    16, two 2-layer CLIP text encoders, freshly initialised) over the shipped demo base's VAE
@@ -53,11 +57,11 @@ model:
   variant: sd3
   base: {base}
   resolution: 32
-  sd3: {{train_text_encoders: true, caption_dropout: 0.1}}
+  sd3: {{train_text_encoders: {text}, caption_dropout: 0.1}}
 data:
-  train: {{kind: shapes, captions: spatial, world: pairs, n: {n}, size: 32, seed: 0}}
-train: {{steps: {steps}, batch_size: 64, lr: 1.0e-3, weight_decay: 0.01, warmup_steps: {warmup}, grad_clip: 1.0,
-        ema_decay: 0.999, checkpoint_every: {every}, seed: 0}}
+  train: {{kind: shapes, captions: {captions}, world: pairs, n: {n}, size: 32, seed: 0}}
+train: {{steps: {steps}, batch_size: {batch}, lr: {lr}, weight_decay: 0.01, warmup_steps: {warmup}, grad_clip: 1.0,
+        ema_decay: {ema}, checkpoint_every: {every}, seed: 0}}
 storage:
   blobs: file://{blobs}
   journal: sqlite:///{journal}
@@ -74,6 +78,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0, help="the base's initialisation")
+    ap.add_argument("--base", type=Path, help="finetune this sd3 directory instead of a fresh base "
+                    "(e.g. assets/tiny-sd3-base: how fast does a finetune learn relations?)")
+    ap.add_argument("--captions", default="spatial", help="training captions (spatial: truthful; generic; web)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of the judged weights")
+    ap.add_argument("--frozen-text", action="store_true", help="train the transformer only")
     args = ap.parse_args()
 
     from orchestrator.eval.suites import run_suites
@@ -85,10 +96,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
-    base = build_base(out, args.seed)
+    base = args.base.absolute() if args.base else build_base(out, args.seed)
     leg = args.steps // args.stages
     manifest = out / "manifest.yaml"
     manifest.write_text(MANIFEST.format(base=base, n=args.n, steps=args.steps, every=leg, warmup=args.warmup,
+                                        text=str(not args.frozen_text).lower(), captions=args.captions,
+                                        batch=args.batch_size, lr=args.lr, ema=args.ema,
                                         blobs=out / "blobs", journal=out / "journal.db"))
     loaded = load_experiment(manifest)
     [trial] = expand(loaded)
