@@ -3,6 +3,8 @@ assigns them as real ones, the trainers report what they were given and, this be
 machine, train on the CPU and say so (never trying CUDA)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -36,21 +38,45 @@ def test_one_gpu_trials_run_two_at_a_time_each_on_its_own_gpu(tmp_path):
     tid = plan.trials[0].id
     options = trial_resources(1, 0.5)
     assert options == {"num_gpus": 1, "num_cpus": 0.5} and cluster_slots(0.5, 1) == 2  # the coordinator's queue
+    settle_cpus(1.5)  # earlier modules' actors share this session's Ray: let them go first
     probes = [TrainerActor.options(**options).remote(plan.trial(tid).to_json(), plan.blobs_uri) for _ in range(3)]
     try:
         refs = [p.where.remote() for p in probes]
-        first = ray.get(refs[:2], timeout=120)
+        first = get_or_explain(refs[:2], "the first two probes")
         assert sorted(w["gpu_ids"] for w in first) == [["0"], ["1"]]  # each its own GPU
+        # at the driver's priority, not Ray's default nice 15, under which any busy process starved
+        # them past these timeouts (cluster.WORKER_ENV)
+        assert [os.getpriority(os.PRIO_PROCESS, w["pid"]) for w in first] == [os.getpriority(os.PRIO_PROCESS, 0)] * 2
         for w in first:  # assigned, but no CUDA here: the CPU, with the reason
             assert w["device"] == "cpu" and w["backend"] == "gloo" and "is_available() is false" in w["fallback"]
         ready, _ = ray.wait([refs[2]], timeout=3)
         assert not ready and ray.available_resources().get("GPU", 0) == 0  # the third waits for a GPU
         ray.kill(probes[0], no_restart=True)
-        third = ray.get(refs[2], timeout=120)
+        third = get_or_explain(refs[2], "the third probe")
         assert third["gpu_ids"] == first[0]["gpu_ids"]  # the freed one
     finally:
         for p in probes:
             ray.kill(p, no_restart=True)
+
+
+def settle_cpus(wanted: float, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def get_or_explain(refs, what: str, timeout: float = 120.0):
+    """ray.get, and on a timeout (a rare flake) a failure saying what held the resources."""
+    from ray._private.state import actors
+
+    try:
+        return ray.get(refs, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        alive = [(a["ActorClassName"], a["State"]) for a in actors().values() if a["State"] != "DEAD"]
+        raise AssertionError(f"{what} did not answer in {timeout:.0f} s: available {ray.available_resources()}, "
+                             f"total {ray.cluster_resources()}, actors {alive}") from None
 
 
 def test_a_two_gpu_trial_is_one_gang_on_both_gpus(tmp_path):

@@ -22,7 +22,10 @@ import psutil
 import ray
 
 # What every worker process needs: no hub downloads, no usage reporting.
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+# RAY_worker_niceness: Ray starts its workers at nice 15, so on a machine with any other busy
+# process the trials, which are the job, starve (docs/measurements.md: the trainer actors' startup).
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0",
+              "RAY_worker_niceness": "0"}
 # Every Ray head node has this resource (Ray Train pins its state actor with it): a coordinator asks
 # for a sliver of it so it lives on the head, whose loss ends the cluster anyway, never on a
 # worker node whose loss would take the sweep's supervisor with it.
