@@ -15,6 +15,7 @@ import kubernetes_validate  # a test dependency (pyproject: test); missing is an
 import ray
 import yaml
 
+from orchestrator.actors.cluster import WORKER_ENV
 from orchestrator.models.registry import load_checked_manifest
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
@@ -98,6 +99,7 @@ def test_the_environment_file_template_sources_as_the_nodes_source_it():
     env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     assert env["AZURE_STORAGE_CONNECTION_STRING"].endswith(";EndpointSuffix=core.windows.net")  # not cut at a ;
     assert env["ORCH_JOURNAL"].startswith("postgresql://") and "ORCH_SHARED_NFS" in env
+    assert env["RAY_worker_niceness"] == WORKER_ENV["RAY_worker_niceness"]  # as the local head runs trials
 
 
 def test_kuberay_manifests_validate():
