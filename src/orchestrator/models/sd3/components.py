@@ -253,7 +253,7 @@ def _tiny_t5(tokenizer: T5Tokenizer) -> T5EncoderModel:
 def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None, *,
                flavour: str = "sd3", with_t5: bool = False, latent_channels: int = 4,
                latent_downsample: int = 4, vae: AutoencoderKL | None = None, shift: float = 3.0,
-               clip_from: CLIPTextModel | None = None) -> SD3Components:
+               clip_from: CLIPTextModel | None = None, max_sequence_length: int = MAX_TOKENS) -> SD3Components:
     """A randomly initialised tiny SD3 (flavour "sd3") or SD3.5 ("sd35") in the real layout,
     over the shapes vocabulary (word-level CLIP tokenizers as the tiny SD's, a T5 tokenizer with
     `with_t5`); the same arguments give bitwise the same weights. The VAE is the tiny SD's
@@ -261,7 +261,9 @@ def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | N
     `vae`, a trained one (its latent channels and grid then set the transformer's). `shift`: the
     flow-matching schedule's (SD3's 3.0 was chosen for 1024 px; 1.0 leaves σ unshifted).
     `clip_from`: a trained tiny SD text encoder over the same vocabulary (the demo base's) whose
-    weights start the CLIP-L stand-in; its projection, which SD's encoder lacks, stays fresh."""
+    weights start the CLIP-L stand-in; its projection, which SD's encoder lacks, stays fresh.
+    `max_sequence_length`: T5's part of the prompt (zeros without T5): its tokens cost every joint
+    block's text stream as much as CLIP's do."""
     from orchestrator.models.sd import tiny_config
 
     texts = list(caption_texts or [])
@@ -285,7 +287,7 @@ def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | N
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     return SD3Components(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                          text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=text_encoder_3,
-                         tokenizer_3=tokenizer_3, scheduler=scheduler, max_sequence_length=MAX_TOKENS)
+                         tokenizer_3=tokenizer_3, scheduler=scheduler, max_sequence_length=max_sequence_length)
 
 
 # ---------------------------------------------------------------------------- load
