@@ -53,8 +53,8 @@ def test_plan_json_matches_the_library_and_is_stable():
 def test_plan_table_shows_swept_columns():
     result = runner.invoke(app, ["plan", str(DEMO)], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    assert "data.train.captions" in result.stdout and "train.lr" in result.stdout
-    assert result.stdout.count("spatial") == 2
+    assert "data.train.captions" in result.stdout and "model.variant" in result.stdout
+    assert result.stdout.count("spatial") == 2 and result.stdout.count("sd3 ") == 2
 
 
 def test_plan_of_missing_file_is_bad_input(tmp_path):

@@ -42,12 +42,16 @@ def test_demo_manifest_expands_to_four_trials_with_stable_ids():
     assert len(first) == 4
     assert [t.id for t in first] == [t.id for t in second]
     assert len({t.id for t in first}) == 4
-    assert {(t.overrides["data.train.captions"], t.overrides["train.lr"]) for t in first} == {
-        ("generic", 3e-4), ("generic", 1e-3), ("spatial", 3e-4), ("spatial", 1e-3)}
-    # the override really lands in the trial's resolved config
+    assert {(t.overrides["model.variant"], t.overrides["data.train.captions"]) for t in first} == {
+        ("sd", "generic"), ("sd", "spatial"), ("sd3", "generic"), ("sd3", "spatial")}
+    # the overrides really land in the trial's resolved config, each variant with its own options
     for t in first:
-        assert t.config["train"]["lr"] == t.overrides["train.lr"]
+        assert t.config["model"]["variant"] == t.overrides["model.variant"]
         assert t.config["data"]["train"]["captions"] == t.overrides["data.train.captions"]
+        variant = t.config["model"]["variant"]
+        assert t.config["model"]["base"].endswith({"sd": "demo-base", "sd3": "tiny-sd3-base"}[variant])
+        text = {"sd": "train_text_encoder", "sd3": "train_text_encoders"}[variant]
+        assert t.config["model"][variant][text] is True and t.config["train"]["lr"] == 1e-3
 
 
 def test_field_order_and_number_spelling_do_not_change_ids(tmp_path):

@@ -94,3 +94,24 @@ def test_paired_mcnemar_between_trials_that_differ_in_one_field(tmp_path):
     assert {t.metric for t in tests} == {"spatial.accuracy", "spatial.object_accuracy"}
     text = render_paired(tests)
     assert "McNemar" in text and "6/10" in text and "0.125" in text
+
+
+def test_a_sweep_over_variants_shows_only_what_differs_within_each(tmp_path):
+    """sd and sd3 trials carry their own options sections: `model.sd.*` is compared among the sd
+    trials only, so the variant's defaults are not columns; what differs within a variant still is."""
+    from orchestrator.results.table import swept_paths
+
+    def config(variant: str, captions: str, options: dict) -> dict:
+        return {"model": {"variant": variant, "base": f"assets/{variant}", variant: options},
+                "data": {"train": {"captions": captions}}}
+
+    configs = {"t1": config("sd", "generic", {"caption_dropout": 0.0, "lora": None}),
+               "t2": config("sd", "spatial", {"caption_dropout": 0.0, "lora": {"rank": 4}}),
+               "t3": config("sd3", "generic", {"train_text_encoders": True}),
+               "t4": config("sd3", "spatial", {"train_text_encoders": True})}
+    with open_journal(f"sqlite:///{tmp_path / 'j.db'}") as j:
+        j.register_experiment("e3", "unit", "{}")
+        j.register_trials("e3", configs)
+        swept = swept_paths(j.experiment_state("e3"))
+    assert sorted(swept) == ["data.train.captions", "model.base", "model.sd.lora", "model.sd.lora.rank",
+                             "model.variant"]

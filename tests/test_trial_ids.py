@@ -16,7 +16,7 @@ PINNED = {  # keyed by the example's folder: examples/<name>/manifest.yaml
     "discffusion-comvg": ("e9d9ced9c5d4a", ["t58ea78aa4a25"]),
     "discffusion-shapes": ("e4934663c964a", ["t3465c9d97e40", "te6c45132005c", "t605bef7b1dbe"]),
     "glide-mini-spatial": ("ebb185a691f7a", ["tf2b86ef90d01", "t97ccfbe9e0f4", "tb2e9c6354305", "tcf5164dbdd49"]),
-    "shapes-demo": ("e194a02c3442d", ["t5ef20f0503f9", "t12974eef0b07", "te886eaecbd92", "t69edee4941d0"]),
+    "shapes-demo": ("e860dff16eac5", ["t41f252475e79", "t438d471319be", "t5eaf6628c7fe", "tce02cf086e68"]),
     "vcdm-shapes": ("e13c6906dda5d", ["t3849e5242379", "t448237b20528"]),
 }
 

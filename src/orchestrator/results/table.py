@@ -86,7 +86,9 @@ def field_values(config: dict, paths: list[str]) -> dict[str, Any]:
 
 
 def swept_paths(state: ExperimentState) -> list[str]:
-    """Leaf fields whose value differs between the experiment's trials."""
+    """Leaf fields whose value differs between the experiment's trials. A variant's own options
+    (`model.<variant>.*`) are compared among that variant's trials only: in a sweep over variants
+    (sd and sd3) the sd trials' `model.sd.*` is not "swept" because sd3 trials have none."""
     def leaves(d: Any, prefix: str = "") -> dict[str, Any]:
         if not isinstance(d, dict):
             return {prefix: json.dumps(d, sort_keys=True)}
@@ -94,9 +96,17 @@ def swept_paths(state: ExperimentState) -> list[str]:
         for k, v in d.items():
             out.update(leaves(v, f"{prefix}.{k}" if prefix else k))
         return out
-    flat = [leaves(t.config or {}) for t in state.trials.values()]
+    configs = [t.config or {} for t in state.trials.values()]
+    flat = [leaves(c) for c in configs]
+    variant_of = [(c.get("model") or {}).get("variant") for c in configs]
+    variants = set(variant_of) - {None}
     keys = list(dict.fromkeys(k for f in flat for k in f))
-    return [k for k in keys if len({f.get(k) for f in flat}) > 1]
+
+    def applies(key: str, variant: str | None) -> bool:
+        parts = key.split(".")
+        return not (len(parts) >= 2 and parts[0] == "model" and parts[1] in variants and parts[1] != variant)
+
+    return [k for k in keys if len({f.get(k) for f, v in zip(flat, variant_of) if applies(k, v)}) > 1]
 
 
 def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
