@@ -62,8 +62,9 @@ browser:
 	  apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
-# The demo finetunes the shipped base (assets/demo-base, checked against its recorded sha256s;
-# scripts/build_demo_base.sh rebuilds it) and prints the paired comparison; grids land in runs/grids.
+# The demo finetunes the shipped bases (assets/demo-base and assets/tiny-sd3-base, checked against
+# their recorded sha256s; scripts/build_demo_base.sh and build_sd3_base.sh rebuild them) and prints
+# the paired comparison per variant; grids land in runs/grids.
 demo: install
 	$(PY) scripts/verify_demo_base.py
 	$(VENV)/bin/orch validate examples/shapes-demo/manifest.yaml
