@@ -426,3 +426,26 @@ def test_orch_pretrain_builds_the_tiny_sd3_base_from_an_init_with_a_trained_vae(
         assert not all(torch.equal(a, b) for a, b in zip(getattr(base, name).state_dict().values(),
                                                          getattr(init, name).state_dict().values())), name
     assert base.scheduler.config.shift == 1.0
+
+
+def test_the_tiny_base_can_start_its_clip_from_the_sd_bases_text_encoder_and_shorten_t5():
+    """build_sd3_base.sh's init: the CLIP-L stand-in takes the shipped SD base's trained text
+    encoder (same vocabulary and width; its projection stays fresh), and `max_sequence_length`
+    sets the length of T5's zeros in the prompt."""
+    from transformers import CLIPTextModel
+
+    root = Path(__file__).resolve().parents[1] / "assets" / "demo-base"
+    sd_text = CLIPTextModel.from_pretrained(root / "text_encoder")
+    fresh, started = build_tiny(seed=0), build_tiny(seed=0, clip_from=sd_text, max_sequence_length=1)
+    theirs, ours = sd_text.state_dict(), started.text_encoder.text_model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert torch.equal(started.text_encoder.text_projection.weight, fresh.text_encoder.text_projection.weight)
+    assert torch.equal(started.transformer.pos_embed.proj.weight, fresh.transformer.pos_embed.proj.weight)
+    assert not torch.equal(started.text_encoder.text_model.embeddings.token_embedding.weight,
+                           fresh.text_encoder.text_model.embeddings.token_embedding.weight)
+    embeds, _ = encode_prompt(started, ["a red circle to the left of a blue square"])
+    assert embeds.shape[1] == started.tokenizer.model_max_length + 1  # CLIP's tokens, then one of T5's zeros
+    narrow = CLIPTextModel(sd_text.config.__class__(**{**sd_text.config.to_dict(), "hidden_size": 16,
+                                                        "intermediate_size": 32}))
+    with pytest.raises(ValueError, match="clip_from: a text encoder of vocabulary .* width 16"):
+        build_tiny(seed=0, clip_from=narrow)
