@@ -30,8 +30,9 @@ def test_known_by_construction():
         scores[i, i] = 1.0 if i in winners else -1.0
     res = r_precision(scores, range(n), texts, seed=5)
     assert res.hits == len(winners) and res.n == n and res.candidates == 100
-    # chunks are contiguous blocks of 20 images
-    want_chunks = [sum(i in winners for i in range(c * 20, c * 20 + 20)) / 20 for c in range(10)]
+    # chunks of 20 images each, after the seeded shuffle of the reference
+    order = np.random.default_rng((5, 1)).permutation(n)
+    want_chunks = [sum(int(i) in winners for i in order[c * 20:c * 20 + 20]) / 20 for c in range(10)]
     assert res.chunk_values == pytest.approx(want_chunks)
     assert res.value == pytest.approx(np.mean(want_chunks))
     assert res.std == pytest.approx(math.sqrt(np.mean((np.array(want_chunks) - np.mean(want_chunks)) ** 2)))
@@ -73,11 +74,22 @@ def test_negative_sampling_rules():
         sample_negatives([0], ["a"] * 50 + [f"b{i}" for i in range(50)])
 
 
-def test_chunks_of_unequal_size():
-    outcomes = np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0])  # 13 images in 4 chunks: 4, 3, 3, 3
-    mean, std, values = chunk_stats(outcomes, 4)
-    assert values == pytest.approx((3 / 4, 1 / 3, 2 / 3, 1 / 3))
-    assert mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values))
+def test_chunks_follow_the_reference_shuffle_and_floor_size():
+    """Park et al.'s code: shuffle the outcomes, cut chunks of floor(N/10), mean and population std.
+    The issue's example: 400 hits then 600 misses. Contiguous chunks gave std 0.490 (four chunks
+    all hits, six all misses); shuffled, each chunk holds ~40% hits."""
+    ordered = np.array([1] * 400 + [0] * 600)
+    mean, std, values = chunk_stats(ordered, 10, seed=0)
+    assert len(values) == 10 and mean == pytest.approx(0.4)  # 10 chunks of 100: every image counted
+    assert std == pytest.approx(np.std(values)) and 0.01 < std < 0.12
+    assert chunk_stats(ordered, 10, seed=0) == (mean, std, values)  # seeded
+    assert chunk_stats(ordered, 10, seed=1)[2] != values
+    assert std < 0.2 < float(np.std([ordered[i * 100:(i + 1) * 100].mean() for i in range(10)]))
+    # 13 images in 4 chunks: chunks of 3, the 13th image in none
+    outcomes = np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0])
+    order = np.random.default_rng((7, 1)).permutation(13)
+    mean, std, values = chunk_stats(outcomes, 4, seed=7)
+    assert values == pytest.approx(tuple(outcomes[order[i * 3:(i + 1) * 3]].mean() for i in range(4)))
     with pytest.raises(ValueError, match="chunks"):
         chunk_stats(outcomes[:5], 10)
 

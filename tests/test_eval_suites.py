@@ -66,6 +66,8 @@ def test_all_suites_on_a_checkpoint_directory(assets, tmp_path):
     assert acc["accuracy"].n == 4 and 0 <= acc["accuracy"].ci_low <= acc["accuracy"].value <= acc["accuracy"].ci_high
     (rp,) = by["clip_r_precision"].metrics
     assert rp.n == 4 and rp.std is not None and by["clip_r_precision"].info["candidates"] == 100
+    rp_info = by["clip_r_precision"].info
+    assert rp_info["chunking"].startswith("shuffled") and "miss" in rp_info["ties"]  # the conventions, said
     assert by["spatial"].info["best_of"] == 2 and sum(by["spatial"].info["best_of_picks"]) == 4
     wino = {m.name for m in by["winoground"].metrics}
     assert {"text", "image", "group"} <= wino and any("/" in m for m in wino)  # per collapsed_tag

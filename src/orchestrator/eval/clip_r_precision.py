@@ -2,8 +2,14 @@
 
 Per generated image: 100 candidate captions, its own prompt plus 99 captions sampled (without
 replacement, seeded) from the other captions of the evaluation set; the image counts as a hit when
-CLIP scores its own caption strictly above all 99 (a tie is a miss: it did not rank first). R@1 is
-reported as the mean ± std (numpy's population std, as the paper's code) over 10 chunks of the images.
+CLIP scores its own caption strictly above all 99. R@1 is reported as the paper's code reports it:
+the per-image outcomes shuffled (here seeded), cut into 10 chunks of ⌊N/10⌋ images (the N mod 10
+left over are not in any chunk), and the mean ± population std (ddof 0) of the chunks' R@1.
+
+Ties: an image whose own caption ties with a negative is a miss (it did not rank first). The
+paper's code takes an argmax, which leaves a tie to the order of the candidates; the project's rule
+is the conservative one and does not depend on that order. Each result's info says both
+conventions (CHUNKING, TIES).
 
 One deviation, kept because the shapes world needs it: negatives are sampled among captions whose
 text differs from the image's own. COCO captions almost never repeat, but shapes captions do
@@ -24,6 +30,8 @@ from .spatial import wilson_interval
 
 NEGATIVES = 99
 CHUNKS = 10
+CHUNKING = "shuffled (seeded), chunks of floor(N/chunks), population std (Park et al.'s code)"
+TIES = "a tie with a negative is a miss"
 
 
 @dataclass(frozen=True)
@@ -55,10 +63,17 @@ def sample_negatives(own: Sequence[int], pool_texts: Sequence[str], n_negatives:
     return out
 
 
-def chunk_stats(outcomes: np.ndarray, chunks: int = CHUNKS) -> tuple[float, float, tuple[float, ...]]:
-    if len(outcomes) < chunks:
+def chunk_stats(outcomes: np.ndarray, chunks: int = CHUNKS, seed: int = 0) -> tuple[float, float, tuple[float, ...]]:
+    """(mean, population std, per-chunk values) of `outcomes` shuffled by `seed` and cut into
+    `chunks` chunks of ⌊N/chunks⌋, as the reference does: a chunk's value does not depend on the
+    order the images were generated in."""
+    outcomes = np.asarray(outcomes, dtype=np.float64)
+    size = len(outcomes) // chunks
+    if size == 0:
         raise ValueError(f"{len(outcomes)} images cannot be split into {chunks} chunks")
-    values = tuple(float(c.mean()) for c in np.array_split(np.asarray(outcomes, dtype=np.float64), chunks))
+    # Its own stream ((seed, 1)), apart from the negatives' (seed): the two draws stay independent.
+    shuffled = outcomes[np.random.default_rng((seed, 1)).permutation(len(outcomes))]
+    values = tuple(float(shuffled[i * size:(i + 1) * size].mean()) for i in range(chunks))
     return float(np.mean(values)), float(np.std(values)), values
 
 
@@ -73,7 +88,7 @@ def r_precision(scores: np.ndarray, own: Sequence[int], pool_texts: Sequence[str
     rows = np.arange(len(own))
     positive = scores[rows, own]
     hits = positive > scores[rows[:, None], negs].max(axis=1)
-    mean, std, values = chunk_stats(hits, chunks)
+    mean, std, values = chunk_stats(hits, chunks, seed)
     k = int(hits.sum())
     return RPrecision(mean, std, values, k, len(own), wilson_interval(k, len(own)), n_negatives + 1,
                       tuple(bool(h) for h in hits))
@@ -131,5 +146,5 @@ class ClipRPrecisionSuite:
                                n_negatives=o.r_precision_negatives, chunks=o.r_precision_chunks, seed=o.seed)
         metric = MetricValue("r_at_1", res.value, res.n, res.ci[0], res.ci[1], res.std)
         info = {"clip": enc.name, "hits": res.hits, "candidates": res.candidates, "chunks": list(res.chunk_values),
-                "pool": len(pool), **ctx.generation_info}
+                "chunking": CHUNKING, "ties": TIES, "pool": len(pool), **ctx.generation_info}
         return SuiteResult(self.name, [metric], info, time.perf_counter() - started)

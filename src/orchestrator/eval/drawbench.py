@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .clip_r_precision import clip_r_precision
+from .clip_r_precision import CHUNKING, TIES, clip_r_precision
 
 MIN_CELL = 96        # images are scaled up (nearest) to at least this side, so a sheet is readable
 PAD = 2
@@ -183,7 +183,8 @@ class DrawBenchSuite:
             contact_sheet(images[rows], [chosen[r].prompt for r in rows]).save(buf, format="PNG")
             artifacts[f"drawbench-{slug(cat)}.png"] = buf.getvalue()
         info = {"clip": enc.name, "file": o.drawbench, "categories": per_category, "per_prompt": k,
-                "candidates": overall.candidates, "pool": len(pool), "sampler": o.sampler, "steps": o.steps,
+                "candidates": overall.candidates, "chunking": CHUNKING, "ties": TIES, "pool": len(pool),
+                "sampler": o.sampler, "steps": o.steps,
                 "guidance_scale": o.guidance_scale, "seed": o.seed,
                 "sheets": {cat: f"drawbench-{slug(cat)}.png" for cat in categories}}
         return SuiteResult(self.name, metrics, info, time.perf_counter() - started, artifacts=artifacts)
