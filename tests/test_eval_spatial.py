@@ -92,18 +92,43 @@ def test_colour_shape_and_size_must_match():
     assert not judge(img, replace(left, subject=("circle", ("large", "red")))).subject_found
 
 
-def test_every_fitting_pair_must_hold():
-    # GenEval's strictness: a second red circle on the wrong side makes the image wrong.
+def test_all_pairs_rule_needs_every_fitting_pair_to_hold():
+    # The stricter rule: a second red circle on the wrong side makes the image wrong.
     b = ShapeObject("square", "blue", "small", 12, 12, 8, 8)
     left = ShapeObject("circle", "red", "small", 1, 12, 8, 8)
     right = ShapeObject("circle", "red", "small", 23, 12, 8, 8)
     prompt = SpatialPrompt("", ("circle", ("red",)), "left of", ("square", ("blue",)))
-    assert judge(render(Scene(32, (left, b))), prompt).correct
-    assert not judge(render(Scene(32, (left, b, right))), prompt).correct
-    # One object cannot stand on both sides of a relation.
+    assert judge(render(Scene(32, (left, b))), prompt, "all_pairs").correct
+    assert not judge(render(Scene(32, (left, b, right))), prompt, "all_pairs").correct
+    # One object cannot stand on both sides of a relation (either rule).
     same = SpatialPrompt("", ("circle", ("red",)), "left of", ("circle", ("red",)))
-    assert not judge(render(Scene(32, (left, b))), same).both_present
-    assert judge(render(Scene(32, (left, b, right))), same).both_present
+    for rule in ("geneval", "all_pairs"):
+        assert not judge(render(Scene(32, (left, b))), same, rule).both_present
+        assert judge(render(Scene(32, (left, b, right))), same, rule).both_present
+    with pytest.raises(ValueError, match="spatial rule must be one of geneval, all_pairs"):
+        judge(render(Scene(32, (left, b))), prompt, "every_pair")
+
+
+def test_geneval_rule_judges_the_most_confident_detection_of_each_object():
+    """Issue 31's example: a blue square, a red circle left of it and a small red fragment right of
+    it, prompt "a red circle to the left of a blue square". GenEval keeps the most confident
+    detection per described object (here the larger circle) and scores it right; all pairs, wrong."""
+    square = ShapeObject("square", "blue", "large", 24, 20, 16, 16)
+    circle = ShapeObject("circle", "red", "large", 2, 20, 16, 16)
+    fragment = ShapeObject("circle", "red", "small", 48, 24, 7, 7)  # 7x7 at 64 px: above min_area, smaller
+    prompt = SpatialPrompt("", ("circle", ("red",)), "left of", ("square", ("blue",)))
+    image = render(Scene(64, (square, circle, fragment)))
+    assert judge(image, prompt).correct and judge(image, prompt, "geneval").correct
+    assert not judge(image, prompt, "all_pairs").correct
+    # the most confident is the larger blob, not the first found: the fragment on the left now
+    moved = render(Scene(64, (square, replace(circle, x=48, y=20), replace(fragment, x=2))))
+    assert not judge(moved, prompt).correct and judge(moved, prompt).both_present
+    # score_spatial takes the rule through; the all-pairs score is never above the GenEval one
+    ex = _examples(20, 64)
+    images = [render(e.scene) for e in ex] + [image]
+    prompts = [SpatialPrompt.from_fact(e.spatial_fact) for e in ex] + [prompt]
+    g, a = score_spatial(images, prompts), score_spatial(images, prompts, "all_pairs")
+    assert g.correct == a.correct + 1 == len(images)
 
 
 def test_wilson_interval_known_values():

@@ -69,6 +69,7 @@ def test_all_suites_on_a_checkpoint_directory(assets, tmp_path):
     rp_info = by["clip_r_precision"].info
     assert rp_info["chunking"].startswith("shuffled") and "miss" in rp_info["ties"]  # the conventions, said
     assert by["spatial"].info["best_of"] == 2 and sum(by["spatial"].info["best_of_picks"]) == 4
+    assert by["spatial"].info["rule"] == "geneval"  # eval.spatial_rule's default, recorded
     wino = {m.name for m in by["winoground"].metrics}
     assert {"text", "image", "group"} <= wino and any("/" in m for m in wino)  # per collapsed_tag
     fid_metrics = {m.name: m for m in by["fid"].metrics}  # the names the fid suites report

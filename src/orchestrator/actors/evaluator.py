@@ -62,14 +62,15 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
         oracle_clip=_resolve(declared_conditioning_clip(manifest.model), base_dir) if e.oracle else None)
 
 
-def grid_picture(images: Any, prompts: list, suites: list[str], title: str) -> Any:
+def grid_picture(images: Any, prompts: list, suites: list[str], title: str, rule: str = "geneval") -> Any:
     """The sample grid of an evaluation: where the `spatial` suite ran, the judged sheet (each image
     upscaled, its prompt and the judge's verdict under it: orchestrator.eval.sheet); otherwise the
-    plain tiles. `images` are the first generated ones, in the held-out prompts' order."""
+    plain tiles. `images` are the first generated ones, in the held-out prompts' order; `rule` the
+    spatial suite's (eval.spatial_rule)."""
     if "spatial" in suites:
         from orchestrator.eval.sheet import judged_sheet
 
-        return judged_sheet(images, prompts[:len(images)], limit=None, cols=8, title=title)
+        return judged_sheet(images, prompts[:len(images)], limit=None, cols=8, title=title, rule=rule)
     from orchestrator.models.common.images import image_grid
 
     return image_grid(images, cols=8)
@@ -133,7 +134,8 @@ class Evaluator:
             buf = io.BytesIO()
             what = label if describe(source) == label else f"{label} ({describe(source)})"
             grid_picture(loaded["generated"][:GRID_IMAGES], ctx.prompts(), [r.suite for r in results],
-                         f"{what}: held-out prompts and the spatial judge's verdicts").save(buf, format="PNG")
+                         f"{what}: held-out prompts and the spatial judge's verdicts",
+                         ctx.options.spatial_rule).save(buf, format="PNG")
             grid_key = f"{self.grids_prefix}/{label}.png"
             self.store.put(grid_key, buf.getvalue())
         store_artifacts(self.store, f"{self.grids_prefix}/{label}", results)  # DrawBench sheets, beside the grid

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any, get_args
 
 from orchestrator.data.worlds import DEFAULT_WORLD, get_world
-from orchestrator.manifest.schema import EVAL_INPUTS, R_PRECISION_CHUNKS, DrawBenchSpec, EvalSpec
+from orchestrator.manifest.schema import EVAL_INPUTS, R_PRECISION_CHUNKS, SPATIAL_RULES, DrawBenchSpec, EvalSpec
 
 DEFAULT_EVAL_SEED = 1000  # shapes-world dataset seed of the held-out prompts: not a training seed
 REFERENCE_SCENES: tuple[str, ...] = get_args(EvalSpec.model_fields["reference_scenes"].annotation)
@@ -34,6 +34,7 @@ class EvalOptions:
     guidance_scale: float = _setting("guidance_scale")
     batch_size: int = _setting("batch_size")
     best_of: int = _setting("best_of")
+    spatial_rule: str = _setting("spatial_rule")
     clip: str | None = _setting("clip")
     fid_weights: str | None = _setting("fid_weights")
     fid_reference: str | None = _setting("fid_reference")
@@ -95,6 +96,8 @@ class EvalOptions:
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2 ({why}), got {getattr(self, name)}")
         get_world(self.world)  # an unknown world fails here, naming the known ones
+        if self.spatial_rule not in SPATIAL_RULES:
+            raise ValueError(f"spatial_rule must be one of {', '.join(SPATIAL_RULES)}, got {self.spatial_rule!r}")
         if self.reference_scenes not in REFERENCE_SCENES:
             raise ValueError(f"reference_scenes must be one of {', '.join(REFERENCE_SCENES)}, "
                              f"got {self.reference_scenes!r}")

@@ -146,11 +146,13 @@ def _as_pil(images: Any) -> list[Image.Image]:
 
 
 def judged_sheet(images: Any, prompts: Sequence[SpatialPrompt], *, judgements: Sequence[Judgement] | None = None,
-                 limit: int | None = 32, cols: int = 8, min_px: int = 128, title: str | None = None) -> Image.Image:
+                 limit: int | None = 32, cols: int = 8, min_px: int = 128, title: str | None = None,
+                 rule: str = "geneval") -> Image.Image:
     """The first `limit` images (all when None) with their prompts (same order) judged: each image
     upscaled by an integer factor (nearest) to at least `min_px` a side, its caption lines under it.
     `judgements` (one per image, as `spatial.judge` returns them) skips the detector; by default
-    each image is judged here. `title`, if given, heads the sheet with a count of the verdicts shown."""
+    each image is judged here by `rule` (spatial.judge's). `title`, if given, heads the sheet with a
+    count of the verdicts shown."""
     pics = _as_pil(images)
     if len(pics) != len(prompts):
         raise ValueError(f"{len(pics)} images for {len(prompts)} prompts")
@@ -160,7 +162,7 @@ def judged_sheet(images: Any, prompts: Sequence[SpatialPrompt], *, judgements: S
     if k == 0:
         raise ValueError("no images to draw")
     pics, prompts = pics[:k], list(prompts[:k])
-    verdicts = list(judgements[:k]) if judgements is not None else [judge(im, p) for im, p in zip(pics, prompts)]
+    verdicts = list(judgements[:k]) if judgements is not None else [judge(im, p, rule) for im, p in zip(pics, prompts)]
 
     side = max(max(im.size) for im in pics)
     scale = max(1, math.ceil(min_px / side))

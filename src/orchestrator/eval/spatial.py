@@ -1,10 +1,16 @@
 """Spatial accuracy of generated images, judged by detection (GenEval's position task, VISOR's splits).
 
-For a prompt stating "A <relation> B", the shapes detector finds the objects in the image; the
-detections that fit A's description (shape, colour, and size when the description names one) and
-those that fit B's are paired, and GenEval's rule (`spatial_rule.relation`) decides each pair.
-As in GenEval, the image is correct only if the relation holds for *every* such pair, so a
-duplicated or fragmented object that lands on the wrong side counts against it.
+For a prompt stating "A <relation> B", the shapes detector finds the objects in the image and keeps
+those that fit A's description (shape, colour, and size when the description names one) and those
+that fit B's. Two rules (`eval.spatial_rule`) then decide with GenEval's relation test
+(`spatial_rule.relation`):
+- "geneval" (the default): as GenEval's `evaluate_images.py`, only the most confident detection of
+  each described object counts (a prompt names one of each, and GenEval keeps the first `count`
+  detections by confidence); the relation must hold between those two. The shapes detector's
+  confidence (`confidence`) is a blob's pixel area, then how close its fill ratio is to its shape's
+  (a square fills its box, a circle pi/4 of it, a triangle half): a fragment is small.
+- "all_pairs" (stricter, the project's rule before 2026-12-07): every pair of fitting detections
+  must hold the relation, so a duplicated or fragmented object on the wrong side fails the image.
 
 Three rates, after VISOR (Gokhale et al. 2022):
 - object accuracy: both A and B were generated (at least one distinct detection each);
@@ -32,6 +38,7 @@ from orchestrator.data.captions import SpatialFact
 from orchestrator.data.detector import Detection, detect
 from orchestrator.data.shapes import COLOURS, SIZE_FRACTION, make_example
 from orchestrator.data.worlds import DEFAULT_WORLD
+from orchestrator.manifest.schema import SPATIAL_RULES
 
 Desc = tuple[str, tuple[str, ...]]  # (shape name, attributes), as captions.SpatialFact carries them
 Z95 = 1.959963984540054
@@ -98,13 +105,30 @@ def fits(det: Detection, desc: Desc, image_size: int) -> bool:
     return True
 
 
-def judge(image: Image.Image | np.ndarray, prompt: SpatialPrompt, **detect_kw: Any) -> Judgement:
-    """Detect objects in one image and judge the prompt's relation by GenEval's rule."""
+IDEAL_FILL = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}
+
+
+def confidence(det: Detection) -> tuple[int, float]:
+    """The shapes detector's confidence in a detection, for ranking: its pixel area first (a
+    fragment or speck is small), then how close its fill ratio is to its shape's ideal."""
+    return det.area, -abs(det.fill - IDEAL_FILL.get(det.shape, det.fill))
+
+
+def judge(image: Image.Image | np.ndarray, prompt: SpatialPrompt, rule: str = SPATIAL_RULES[0],
+          **detect_kw: Any) -> Judgement:
+    """Detect objects in one image and judge the prompt's relation by `rule` (module docstring)."""
+    if rule not in SPATIAL_RULES:
+        raise ValueError(f"spatial rule must be one of {', '.join(SPATIAL_RULES)}, got {rule!r}")
     dets = detect(image, **detect_kw)
     side = max(np.asarray(image).shape[:2]) if not isinstance(image, Image.Image) else max(image.size)
     subj = [d for d in dets if fits(d, prompt.subject, side)]
     obj = [d for d in dets if fits(d, prompt.object, side)]
-    pairs = [(a, b) for a in subj for b in obj if a is not b]
+    if rule == "all_pairs":
+        pairs = [(a, b) for a in subj for b in obj if a is not b]
+    else:  # the most confident of each; stable sort keeps the detector's order among equals
+        top_a = max(subj, key=confidence, default=None)
+        top_b = max((b for b in obj if b is not top_a), key=confidence, default=None)
+        pairs = [(top_a, top_b)] if top_a is not None and top_b is not None else []
     rels = [spatial_rule.relation(a.box, b.box) for a, b in pairs]
     correct = bool(pairs) and all(prompt.relation in r for r in rels)
     axis = bool(pairs) and all(any(AXIS[x] == AXIS[prompt.relation] for x in r) for r in rels)
@@ -179,12 +203,12 @@ def mean_ci(xs: Sequence[float], z: float = Z95) -> tuple[float, tuple[float, fl
 
 
 def score_spatial(images: Iterable[Image.Image | np.ndarray], prompts: Sequence[SpatialPrompt],
-                  **detect_kw: Any) -> SpatialScore:
-    """Judge each image against its prompt (same order) and aggregate."""
+                  rule: str = SPATIAL_RULES[0], **detect_kw: Any) -> SpatialScore:
+    """Judge each image against its prompt (same order) by `rule` and aggregate."""
     images = list(images)
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
-    return score_judgements([judge(im, p, **detect_kw) for im, p in zip(images, prompts)])
+    return score_judgements([judge(im, p, rule, **detect_kw) for im, p in zip(images, prompts)])
 
 
 def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:

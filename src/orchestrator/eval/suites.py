@@ -51,7 +51,8 @@ class SpatialSuite:
         from orchestrator.models.common.images import to_pil
 
         started = time.perf_counter()
-        s = score_spatial(to_pil(ctx.generated()), ctx.prompts())
+        rule = ctx.options.spatial_rule
+        s = score_spatial(to_pil(ctx.generated()), ctx.prompts(), rule)
         metrics = [
             MetricValue("accuracy", s.accuracy, s.n, *s.accuracy_ci),
             MetricValue("object_accuracy", s.object_accuracy, s.n, *s.object_accuracy_ci),
@@ -60,7 +61,7 @@ class SpatialSuite:
         # Per-prompt outcomes as "0"/"1" strings, in prompt order: what a paired test between two
         # models judged on the same prompts and noise needs (orch results --paired).
         outcomes = {"accuracy": _bits(s.outcomes), "object_accuracy": _bits(s.object_outcomes)}
-        return SuiteResult(self.name, metrics, {"correct": s.correct, "both_present": s.both_present,
+        return SuiteResult(self.name, metrics, {"rule": rule, "correct": s.correct, "both_present": s.both_present,
                                                 "outcomes": outcomes, **ctx.generation_info},
                            time.perf_counter() - started)
 

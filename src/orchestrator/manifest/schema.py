@@ -27,6 +27,9 @@ from .variants import VARIANT_NAME, options_of, sections
 CAPTION_STYLES = ("generic", "spatial", "counting", "described", "web")  # captions.jsonl fields
 WORLD_NAMES = ("mixed", "pairs")                                        # data/worlds.py WORLDS
 SAMPLERS = ("ddim", "ddpm")  # what every generating variant's `generate` takes as sampler=
+# How the spatial judge applies the relation (eval/spatial.py judge): GenEval's rule on the most
+# confident detection of each described object, or on every pair of matching detections (stricter).
+SPATIAL_RULES = ("geneval", "all_pairs")
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground", "shapes-comvg")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
 IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
@@ -350,6 +353,10 @@ class EvalSpec(Section):
                         "it is recorded with the results.")
     best_of: PositiveInt = Field(1, description="Generate K images per prompt, keep the one the CLIP ranks highest "
                                                "(needs clip).")
+    spatial_rule: Literal[SPATIAL_RULES] = Field(  # type: ignore[valid-type]
+        "geneval", description="Spatial judge: geneval (the relation between the most confident detection of each "
+                               "described object, as GenEval) or all_pairs (it must hold for every pair of matching "
+                               "detections: a stray fragment on the wrong side fails the image).")
     clip: str | None = Field(None, description="CLIP directory (transformers' format, e.g. `orch clip train`): "
                                                "path, URI or blob key.")
     fid_weights: str | None = Field(None, description="pt_inception-2015-12-05-6726825d.pth: path, URI or blob key.")
