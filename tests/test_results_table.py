@@ -92,8 +92,19 @@ def test_paired_mcnemar_between_trials_that_differ_in_one_field(tmp_path):
     assert acc[1].p_value == pytest.approx(0.125)  # 4 discordant, all one way: 2 * 0.5**4
     assert acc[2].only_a == acc[2].only_b == 0 and acc[2].p_value == 1.0
     assert {t.metric for t in tests} == {"spatial.accuracy", "spatial.object_accuracy"}
+    # Holm over the table's 4 tests: 0.125 is the smallest, times 4; the three 1.0s stay 1
+    assert acc[1].p_holm == pytest.approx(0.5) and acc[2].p_holm == 1.0
+    assert all(t.test == "McNemar exact, two-sided" for t in tests)
     text = render_paired(tests)
-    assert "McNemar" in text and "6/10" in text and "0.125" in text
+    assert "McNemar" in text and "6/10" in text and "0.125" in text and "p (Holm)" in text and "0.5" in text
+
+
+def test_holm_adjustment_by_hand():
+    from orchestrator.results.paired import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone: 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.2]) == [0.2] and holm([0.6, 0.7]) == [1.0, 1.0] and holm([]) == []
 
 
 def test_a_sweep_over_variants_shows_only_what_differs_within_each(tmp_path):

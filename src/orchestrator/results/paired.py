@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .render import format_field
@@ -33,6 +33,22 @@ class PairedTest:
     only_a: int
     only_b: int
     p_value: float
+    test: str = "McNemar exact, two-sided"
+    # Holm's step-down adjustment over every test of the table (all pairs and metrics), which
+    # controls the family-wise error rate; equal to p_value when only one test is made.
+    p_holm: float | None = None
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-adjusted p-values, in the input order: the i-th smallest of m is multiplied by
+    (m - i + 1), capped at 1, and kept monotone (never below an adjusted smaller one)."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: p_values[k])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _final_outcomes(journal: Journal, experiment_id: str, trial_id: str) -> dict[str, str] | None:
@@ -80,7 +96,7 @@ def paired_tests(journal: Journal, experiment_id: str, field: str) -> list[Paire
                                         m["only_a"], m["only_b"], m["p_value"]))
     if not tests:
         raise ValueError(f"no two finished trials of {experiment_id} differ only in {field}")
-    return tests
+    return [replace(t, p_holm=q) for t, q in zip(tests, holm([t.p_value for t in tests]))]
 
 
 def render_paired(tests: list[PairedTest], width: int = 1000) -> str:
@@ -88,15 +104,16 @@ def render_paired(tests: list[PairedTest], width: int = 1000) -> str:
     from rich.table import Table
 
     field = tests[0].field
-    t = Table(title=f"paired: {field} (same prompts and noise; McNemar exact test, two-sided)")
+    t = Table(title=f"paired: {field} (same prompts and noise; p (Holm): adjusted over the {len(tests)} tests shown)")
     shared = list(tests[0].fields)
     for k in shared:
         t.add_column(k, no_wrap=True)
-    for col in ("metric", "a", "b", "a correct", "b correct", "only a", "only b", "p"):
+    for col in ("metric", "a", "b", "a correct", "b correct", "only a", "only b", "test", "p", "p (Holm)"):
         t.add_column(col, no_wrap=True, justify="left" if col in ("metric", "a", "b") else "right")
     for x in tests:
         t.add_row(*[format_field(x.fields[k]) for k in shared], x.metric, format_field(x.a), format_field(x.b),
-                  f"{x.a_correct}/{x.n}", f"{x.b_correct}/{x.n}", str(x.only_a), str(x.only_b), f"{x.p_value:.3g}")
+                  f"{x.a_correct}/{x.n}", f"{x.b_correct}/{x.n}", str(x.only_a), str(x.only_b), x.test,
+                  f"{x.p_value:.3g}", "" if x.p_holm is None else f"{x.p_holm:.3g}")
     console = Console(width=width, record=True, file=io.StringIO())
     console.print(t)
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
