@@ -125,7 +125,7 @@ def judge(image: Image.Image | np.ndarray, prompt: SpatialPrompt, rule: str = SP
     obj = [d for d in dets if fits(d, prompt.object, side)]
     if rule == "all_pairs":
         pairs = [(a, b) for a in subj for b in obj if a is not b]
-    else:  # the most confident of each; stable sort keeps the detector's order among equals
+    else:  # the most confident of each; among equals max() keeps the first in the detector's order
         top_a = max(subj, key=confidence, default=None)
         top_b = max((b for b in obj if b is not top_a), key=confidence, default=None)
         pairs = [(top_a, top_b)] if top_a is not None and top_b is not None else []
