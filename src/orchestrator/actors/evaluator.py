@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from orchestrator.manifest import Manifest
-from orchestrator.manifest.schema import is_remote, local_path
+from orchestrator.manifest.schema import SPATIAL_RULES, is_remote, local_path
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
@@ -62,7 +62,7 @@ def eval_options(manifest: Manifest, base_dir: Path | None) -> EvalOptions:
         oracle_clip=_resolve(declared_conditioning_clip(manifest.model), base_dir) if e.oracle else None)
 
 
-def grid_picture(images: Any, prompts: list, suites: list[str], title: str, rule: str = "geneval") -> Any:
+def grid_picture(images: Any, prompts: list, suites: list[str], title: str, rule: str = SPATIAL_RULES[0]) -> Any:
     """The sample grid of an evaluation: where the `spatial` suite ran, the judged sheet (each image
     upscaled, its prompt and the judge's verdict under it: orchestrator.eval.sheet); otherwise the
     plain tiles. `images` are the first generated ones, in the held-out prompts' order; `rule` the

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from orchestrator.data.shapes import SIZE_FRACTION
+from orchestrator.manifest.schema import SPATIAL_RULES
 
 from .spatial import Desc, Judgement, SpatialPrompt, judge
 
@@ -147,7 +148,7 @@ def _as_pil(images: Any) -> list[Image.Image]:
 
 def judged_sheet(images: Any, prompts: Sequence[SpatialPrompt], *, judgements: Sequence[Judgement] | None = None,
                  limit: int | None = 32, cols: int = 8, min_px: int = 128, title: str | None = None,
-                 rule: str = "geneval") -> Image.Image:
+                 rule: str = SPATIAL_RULES[0]) -> Image.Image:
     """The first `limit` images (all when None) with their prompts (same order) judged: each image
     upscaled by an integer factor (nearest) to at least `min_px` a side, its caption lines under it.
     `judgements` (one per image, as `spatial.judge` returns them) skips the detector; by default
