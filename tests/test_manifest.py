@@ -104,10 +104,10 @@ def test_bad_example_lists_every_problem_with_its_line():
 
 
 def test_unknown_key_names_the_allowed_ones(tmp_path):
-    p = write(tmp_path, BASE.replace("  lr: 1e-4\n", "  lr: 1e-4\n  lr_schedule: cosine\n"))
+    p = write(tmp_path, BASE.replace("  lr: 1e-4\n", "  lr: 1e-4\n  lr_decay: cosine\n"))
     [(path, line, message)] = issues_of(p)
-    assert (path, line) == ("train.lr_schedule", 8)
-    assert "unknown key 'lr_schedule'" in message and "warmup_steps" in message
+    assert (path, line) == ("train.lr_decay", 8)
+    assert "unknown key 'lr_decay'" in message and "warmup_steps" in message
 
 
 def test_bad_swept_value_points_at_the_sweep_entry(tmp_path):

@@ -95,6 +95,40 @@ def test_exact_resume_in_process(tmp_path, data):
     assert sorted(split_hashes) == [3, 4, 6] and all(split_hashes[s] == ref_hashes[s] for s in (4, 6))
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_schedule_decays_to_zero_at_the_last_step_and_resumes_on_it(tmp_path, data, schedule):
+    spec = SPEC.model_copy(update={"lr_schedule": schedule})  # warm-up over 2 of the 6 steps
+    store = open_store(tmp_path / "blobs")
+
+    def make(prefix, on_metrics=None):
+        return Trainer(get_variant("sd"), build_tiny(seed=0), data, spec, store, prefix,
+                       options=SDOptions(caption_dropout=0.2), config=LoopConfig(export_model=False),
+                       control=RunControl(on_metrics=on_metrics))
+
+    lrs = {}
+    ref = make("ref", lambda m: lrs.update({m.step: ref.opt.param_groups[0]["lr"]}))
+    assert ref.opt.param_groups[0]["lr"] == pytest.approx(0.5e-3)  # the first warm-up step
+    ref.run()
+    decay = {"cosine": lambda done: 0.5 * (1 + np.cos(np.pi * done)), "linear": lambda done: 1 - done}[schedule]
+    # the rate the next step will use, after each step: the warm-up's end, then the decay over 4 steps
+    assert [lrs[k] for k in range(1, 7)] == pytest.approx([1e-3 * decay(d) for d in (0, 0, 0.25, 0.5, 0.75, 1)])
+    assert lrs[6] == 0.0
+    make("split").run(max_steps=3)
+    resumed = make("split")
+    resumed.run()
+    assert resumed.opt.param_groups[0]["lr"] == 0.0
+    assert_same_state(ref, resumed)
+
+
+def test_a_decaying_schedule_needs_steps_beyond_the_warm_up():
+    from orchestrator.training.optim import WarmupThenDecay
+    with pytest.raises(ValueError, match="unknown lr schedule 'step'"):
+        WarmupThenDecay(2, 6, "step")
+    with pytest.raises(ValueError, match="needs total_steps"):
+        WarmupThenDecay(6, 6, "cosine")
+    assert WarmupThenDecay(3, 0, "constant")(10) == 1.0  # constant needs no total
+
+
 @pytest.mark.faults
 def test_checkpoint_bytes_are_a_function_of_the_training_state(tmp_path, data):
     """Trained twice, with the process's global RNGs left in different states, and stopped and

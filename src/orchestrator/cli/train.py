@@ -66,6 +66,8 @@ def pretrain(
     ema_decay: float = typer.Option(None, "--ema-decay", help="Save an EMA of the denoiser's weights."),
     warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Linear learning-rate warm-up (variants "
                                      "pretrained through their objective: sd3, glide_mini)."),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="After the warm-up: constant, or cosine or "
+                                    "linear decay to zero at --steps (as --warmup-steps)."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads (deterministic kernels)."),
     variant: str = typer.Option("sd", "--variant", help="Model variant whose tiny base to build (sd, sd3, "
                                 "glide_mini)."),
@@ -99,8 +101,9 @@ def pretrain(
             set_deterministic(threads)
         where = pretrain_base(prefix, data_dir, steps=steps, seed=seed, n=n, size=size,
                               vae_steps=vae_steps, batch_size=batch_size, lr=lr, store=open_store(blobs),
-                              ema_decay=ema_decay, warmup_steps=warmup_steps, variant=variant, init=init,
-                              denoiser=denoiser, latent_downsample=latent_downsample, captions=captions, world=world)
+                              ema_decay=ema_decay, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
+                              variant=variant, init=init, denoiser=denoiser, latent_downsample=latent_downsample,
+                              captions=captions, world=world)
     out.print(f"[green]saved[/] tiny {variant} base to {blobs} at {where}")
 
 

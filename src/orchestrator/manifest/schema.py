@@ -30,6 +30,8 @@ SAMPLERS = ("ddim", "ddpm")  # what every generating variant's `generate` takes 
 # How the spatial judge applies the relation (eval/spatial.py judge): GenEval's rule on the most
 # confident detection of each described object, or on every pair of matching detections (stricter).
 SPATIAL_RULES = ("geneval", "all_pairs")
+# train.lr_schedule: after the warm-up, the learning rate stays, or decays to zero at train.steps.
+LR_SCHEDULES = ("constant", "cosine", "linear")
 SYNTHETIC_KINDS = ("shapes", "shapes-winoground", "shapes-comvg")
 # The kinds that pair each image with a caption describing it: what a generator can train on.
 IMAGE_TEXT_KINDS = ("shapes", "imagefolder", "gqa-captions", "winoground")
@@ -258,6 +260,7 @@ class TrainSpec(Section):
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-4
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-2
     warmup_steps: Annotated[int, Field(ge=0)] = 0
+    lr_schedule: Literal[LR_SCHEDULES] = "constant"  # type: ignore[valid-type]
     grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -144,7 +144,7 @@ class Trainer:
         self.cursor = DataCursor()
         self.params = [p for p in self.trained.parameters() if p.requires_grad]
         self.opt = make_optimizer(self.params, spec.optimizer, spec.lr, spec.weight_decay, self.device)
-        self.lr_sched = make_scheduler(self.opt, spec.warmup_steps)
+        self.lr_sched = make_scheduler(self.opt, spec.warmup_steps, spec.steps, spec.lr_schedule)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=spec.precision == "fp16")
         self.ema = EMA(self.trained, spec.ema_decay) if spec.ema_decay else None
         self.autocast = partial(_autocast, self.device, spec.precision)

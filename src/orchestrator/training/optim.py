@@ -6,8 +6,11 @@ once and uses torch's AdamW, so a manifest written for a GPU host still runs on 
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
+
+from orchestrator.manifest.schema import LR_SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +35,34 @@ def make_optimizer(params, kind: str, lr: float, weight_decay: float, device: to
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=False)
 
 
-class WarmupConstant:
-    """LR multiplier: linear warm-up over `warmup_steps` optimiser steps, then constant.
+class WarmupThenDecay:
+    """LR multiplier: linear warm-up over `warmup_steps` optimiser steps, then constant, or decaying
+    to zero at `total_steps` along a half cosine or a line (diffusers' `cosine` and `linear`).
 
     A class rather than a lambda so the schedule is picklable and its state is plain data.
     """
 
-    def __init__(self, warmup_steps: int):
+    def __init__(self, warmup_steps: int, total_steps: int = 0, decay: str = "constant"):
+        if decay not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr schedule {decay!r} ({', '.join(LR_SCHEDULES)})")
+        if decay != "constant" and total_steps <= warmup_steps:
+            raise ValueError(f"a {decay} schedule needs total_steps ({total_steps}) above warmup_steps "
+                             f"({warmup_steps})")
         self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.decay = decay
 
     def __call__(self, step: int) -> float:
-        if self.warmup_steps <= 0:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.decay == "constant":
             return 1.0
-        return min(1.0, (step + 1) / self.warmup_steps)
+        done = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        if self.decay == "linear":
+            return 1.0 - done
+        return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupConstant(warmup_steps))
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int = 0,
+                   decay: str = "constant") -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupThenDecay(warmup_steps, total_steps, decay))

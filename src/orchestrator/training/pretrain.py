@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from orchestrator.data.captions import CAPTION_STYLES
 from orchestrator.data.image_text import ImageTextData, load_image_text_dir
 from orchestrator.data.worlds import DEFAULT_WORLD
-from orchestrator.manifest.schema import TrainSpec
+from orchestrator.manifest.schema import LR_SCHEDULES, TrainSpec
 from orchestrator.models.common.diffusion import diffusion_loss, training_target
 from orchestrator.models.common.shapes_tokenizer import tokenize
 from orchestrator.models.registry import get_variant
@@ -181,6 +181,7 @@ def pretrain_base(
     captions: str = "generic",
     world: str = DEFAULT_WORLD,
     warmup_steps: int = 0,
+    lr_schedule: str = "constant",
     **recipe,
 ) -> str:
     """Pretrain the variant's tiny base and save it: to directory `out`, or to blob prefix `out` if
@@ -200,6 +201,8 @@ def pretrain_base(
     it is drawn from (data.worlds: mixed, or pairs, the demo's: two distinct objects per scene)."""
     if captions not in CAPTION_STYLES:
         raise ValueError(f"--captions: {captions!r} is not a shapes caption style; styles: {', '.join(CAPTION_STYLES)}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"--lr-schedule: {lr_schedule!r} is not a schedule; schedules: {', '.join(LR_SCHEDULES)}")
     torch.manual_seed(seed)
     data = _data(data_dir, n, seed, size, captions, world)
     v = get_variant(variant)
@@ -213,10 +216,10 @@ def pretrain_base(
         if init is None and v.pretrain_init is not None:
             raise ValueError(f"--init: pretraining {variant} starts from {v.pretrain_init}")
         return _pretrain_objective(v, out, data, steps, batch_size, lr, seed, size, store, on_metrics, init=init,
-                                   warmup_steps=warmup_steps, **recipe)
-    if warmup_steps:
-        raise ValueError(f"--warmup-steps: implemented for pretraining through a variant's objective, not {variant}'s "
-                         f"staged recipe")
+                                   warmup_steps=warmup_steps, lr_schedule=lr_schedule, **recipe)
+    if warmup_steps or lr_schedule != "constant":
+        raise ValueError(f"--warmup-steps/--lr-schedule: implemented for pretraining through a variant's objective, "
+                         f"not {variant}'s staged recipe")
     if init is not None:
         if latent_downsample is not None:
             raise ValueError("--latent-downsample builds a new VAE; --init keeps its base's (and its latent grid)")
@@ -241,12 +244,13 @@ def pretrain_base(
 
 def _pretrain_objective(v, out: str, data: ImageTextData, steps: int, batch_size: int, lr: float, seed: int,
                         size: int, store, on_metrics: MetricsCallback | None, init: str | Path | None = None,
-                        warmup_steps: int = 0, ema_decay: float | None = None) -> str:
+                        warmup_steps: int = 0, lr_schedule: str = "constant",
+                        ema_decay: float | None = None) -> str:
     """The variant's own objective on its tiny architecture (fresh, or the model directory `init`),
     with its pretrain_options."""
     model = v.load(Path(init)) if init is not None else v.build_tiny(seed, size, data.captions)
     spec = TrainSpec(steps=steps, batch_size=batch_size, lr=lr, seed=seed, ema_decay=ema_decay,
-                     warmup_steps=warmup_steps, checkpoint_every=max(1, min(500, steps)))
+                     warmup_steps=warmup_steps, lr_schedule=lr_schedule, checkpoint_every=max(1, min(500, steps)))
 
     def report(m: StepMetrics) -> None:
         if m.step % 50 == 0:
