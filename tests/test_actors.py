@@ -136,6 +136,9 @@ def test_sweep_runs_every_suite_and_resubmission_is_idempotent(tmp_path, eval_as
     assert {p.name for p in pngs} >= {"base.png"} and all(Image.open(p).format == "PNG" for p in pngs)
     paired = api.results(plan.journal_url, eid, "table", paired="train.lr")  # the two lrs, prompt by prompt
     assert "McNemar" in paired and "/10" in paired
+    # FID from the features each final evaluation kept beside its grid, winoground and R-precision too
+    assert "paired bootstrap" in paired and "winoground.group" in paired and "clip_r_precision.r_at_1" in paired
+    assert any(k.endswith("-fid-features.npz") for k in store.list(f"experiments/{eid}/grids/"))
     assert api.run_experiment(path, progress=False) == eid  # resubmission: nothing runs again
     with open_journal(plan.journal_url) as journal:
         assert all(e.kind is EventKind.RESUMED or e.trial_id is None for e in journal.events(eid, after_seq=seq)) or \

@@ -237,7 +237,7 @@ def test_matching_suite_on_comvg_and_shapes_pairs_with_a_matcher_and_with_clip(t
     by = {mv.name: mv for mv in res.metrics}
     assert by["accuracy"].n == 3 and set(by) == {"accuracy", "accuracy/object", "accuracy/subject", "accuracy/verb"}
     assert by["accuracy"].ci_low <= by["accuracy"].value <= by["accuracy"].ci_high
-    assert res.info["scorer"].startswith("discffusion") and len(res.info["outcomes"]) == 3
+    assert res.info["scorer"].startswith("discffusion") and len(res.info["outcomes"]["accuracy"]) == 3
 
     pairs = {"kind": "shapes-winoground", "n": 60, "seed": 1000}
     model, tok = build_tiny_clip(seed=0)

@@ -64,6 +64,10 @@ def test_sheets_and_per_category_r_precision(assets, sd, tmp_path):
         img = Image.open(io.BytesIO(store.get(key)))
         assert img.format == "PNG" and img.size == sheet_size(len(prompts), 2, 32)  # one row per prompt
     assert res.info["pool"] == len(COLOURS) + len(COUNTING) + len(POSITIONAL) and res.info["candidates"] == 9
+    outcomes = res.info["outcomes"]  # per image, in prompt order: for paired tests
+    assert {k: len(v) for k, v in outcomes.items()} == {"r_at_1": 10, "r_at_1/Counting": 6, "r_at_1/Positional": 4}
+    assert all(outcomes[f"r_at_1/{cat}"].count("1") == res.info["categories"][cat]["hits"]
+               for cat in ("Counting", "Positional"))
 
 
 def test_noise_is_paired_by_prompt_and_seed(assets, sd):

@@ -91,6 +91,28 @@ def test_all_suites_on_a_checkpoint_directory(assets, tmp_path):
     assert again[0].info["reference_cached"] is True
     for a, b in zip(again[0].metrics, by["fid_clip"].metrics):
         assert a.value == pytest.approx(b.value, rel=1e-9, abs=1e-12)
+    # per-sample outcomes for paired tests, in sample order: what each rate counts
+    rp_bits = rp_info["outcomes"]["r_at_1"]
+    assert len(rp_bits) == 4 and rp_bits.count("1") == rp_info["hits"]
+    wino_bits = by["winoground"].info["outcomes"]
+    rates = {m.name: m for m in by["winoground"].metrics}
+    assert set(wino_bits) == set(rates)  # every rate, per tag too
+    assert all(len(wino_bits[k]) == rates[k].n and wino_bits[k].count("1") == round(rates[k].value * rates[k].n)
+               for k in rates)
+    assert all(a == "1" and b == "1" for k in ("text", "group") for a, b in zip(wino_bits["group"], wino_bits[k])
+               if a == "1")  # a group pass is a text (and image) pass
+    # the generated features kept (as an artifact, for the paired bootstrap), equal to what FID used
+    from orchestrator.eval.fid import features_in, stats_of
+    from orchestrator.eval.frechet import distance
+    from orchestrator.eval.results import store_artifacts
+
+    keys = store_artifacts(store, "experiments/e/grids/step-1", results)
+    kept = features_in(store.get(keys["fid"][by["fid"].info["features"]]))
+    assert kept.shape == (4, 64) and "fid_clip" in keys
+    ref_x = features_in(store.get(by["fid_clip"].info["reference"]))
+    assert ref_x is not None
+    fid_clip_kept = features_in(store.get(keys["fid_clip"][by["fid_clip"].info["features"]]))
+    assert distance(stats_of(fid_clip_kept), stats_of(ref_x)) == pytest.approx(by["fid_clip"].metrics[0].value)
     flat = flatten_metrics(results)
     assert flat["fid.n"] == 4 and "fid.ci_low" not in flat and "clip_r_precision.r_at_1.std" in flat
     assert flat["fid.n_reference"] == 4 and flat["fid_clip.kid.n_reference"] == 4 and "fid.kid.std" in flat

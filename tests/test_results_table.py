@@ -126,3 +126,59 @@ def test_a_sweep_over_variants_shows_only_what_differs_within_each(tmp_path):
         swept = swept_paths(j.experiment_state("e3"))
     assert sorted(swept) == ["data.train.captions", "model.base", "model.sd.lora", "model.sd.lora.rank",
                              "model.variant"]
+
+
+def test_paired_tests_cover_every_recorded_metric_with_the_test_that_fits(tmp_path):
+    """Pass/fail outcomes of any suite get McNemar, per-sample scores the permutation test, FID and
+    KID the paired bootstrap from the features each evaluation kept in the blob store; per-tag
+    breakdowns only when selected; a pair scored against different references is refused."""
+    import numpy as np
+
+    from orchestrator.eval.fid import features_to_bytes
+    from orchestrator.results import paired_tests, render_paired
+    from orchestrator.storage import LocalBlobStore
+
+    store = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    rng = np.random.default_rng(0)
+    ref_x = rng.standard_normal((60, 8))
+    store.put("cache/ref.npz", features_to_bytes(ref_x))
+    base = rng.standard_normal((40, 8))
+    sides = {"generic": (base, "0" * 30 + "1" * 10, [1.0] * 40),
+             "spatial": (base + 3.0, "1" * 40, [2.0 + 0.01 * i for i in range(40)])}
+
+    def info(captions: str, reference: str = "cache/ref.npz") -> dict:
+        feats, bits, scores = sides[captions]
+        key = f"experiments/e4/grids/{captions}-final-fid-features.npz"
+        store.put(key, features_to_bytes(feats))
+        return {"clip_r_precision": {"outcomes": {"r_at_1": bits}},
+                "winoground": {"outcomes": {"group": bits, "group/Relation": bits[:20]}},
+                "scorer": {"outcomes": {"score": scores}},
+                "fid": {"reference": reference, "weights_sha256": "w", "features": "fid-features.npz",
+                        "artifacts": {"fid-features.npz": key}}}
+
+    with open_journal(f"sqlite:///{tmp_path / 'j.db'}") as j:
+        j.register_experiment("e4", "unit", "{}")
+        j.register_trials("e4", {f"t-{c}": {"data": {"captions": c}} for c in sides})
+        for c in sides:
+            for i, kind in enumerate(["queued", "running", "evaluating"]):
+                j.append(Event.for_trial("e4", f"t-{c}", kind, f"{c}-{i}"))
+            j.append(Event.for_trial("e4", f"t-{c}", "evaluated", f"{c}-final", step=10, metrics={}, info=info(c)))
+            j.append(Event.for_trial("e4", f"t-{c}", "done", f"{c}-done"))
+        tests = {t.metric: t for t in paired_tests(j, "e4", "data.captions", store=store, resamples=200)}
+        tagged = paired_tests(j, "e4", "data.captions", ["winoground.*"], store=store)
+        j.append(Event.for_trial("e4", "t-spatial", "evaluated", "spatial-later", step=20, metrics={},
+                                 info=info("spatial", reference="cache/other.npz")))
+        with pytest.raises(ValueError, match="different reference"):
+            paired_tests(j, "e4", "data.captions", ["fid"], store=store)
+    assert set(tests) == {"clip_r_precision.r_at_1", "winoground.group", "scorer.score", "fid", "fid.kid"}
+    rp = tests["clip_r_precision.r_at_1"]
+    assert rp.test.startswith("McNemar") and (rp.a_correct, rp.b_correct, rp.only_a, rp.only_b) == (10, 40, 0, 30)
+    score = tests["scorer.score"]
+    assert score.test.startswith("paired sign-flip") and score.p_value < 0.01 and score.ci_low > 0
+    assert (score.a_value, score.b_value) == (1.0, pytest.approx(2.195))
+    fid = tests["fid"]
+    assert fid.test.startswith("paired bootstrap") and fid.b_value > fid.a_value and fid.ci_low > 0
+    assert fid.p_value == pytest.approx(2 / 201) and tests["fid.kid"].p_value == pytest.approx(2 / 201)
+    assert sorted(t.metric for t in tagged) == ["winoground.group", "winoground.group/Relation"]
+    text = render_paired(list(tests.values()))
+    assert "10/40" in text and "sign-flip" in text and "bootstrap" in text and "+" in text

@@ -46,7 +46,8 @@ def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: l
             paired: str | None = None) -> str:
     """The results table rendered as 'table', 'json' or 'csv'; `metrics` are glob patterns of the
     metric columns to keep (default: every metric in JSON and CSV, the headline ones in a table).
-    `paired` (a swept field) adds McNemar's test between trials that differ only in it."""
+    `paired` (a swept field) adds paired tests between trials that differ only in it, on the
+    metrics `metrics` selects (results/paired.py says which test each metric gets)."""
     renderers = {"table": render_table, "json": render_json, "csv": render_csv}
     if fmt not in renderers:
         raise ValueError(f"unknown format {fmt!r}: use table, json or csv")
@@ -54,7 +55,7 @@ def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: l
         raise ValueError("paired tests print as a table or json, not csv")
     with open_journal(journal_url, create=False) as journal:
         table = build_table(journal, experiment_id)
-        tests = paired_tests(journal, experiment_id, paired) if paired else None
+        tests = paired_tests(journal, experiment_id, paired, metrics) if paired else None
     if metrics is not None or fmt == "table":
         table = select_metrics(table, metrics)
     text = renderers[fmt](table)
@@ -89,6 +90,8 @@ def export_grids(blobs_uri: str, experiment_id: str, out_dir: Path) -> list[Path
     prefix = f"experiments/{experiment_id}/grids/"
     written = []
     for key in store.list(prefix):
+        if not key.endswith(".png"):  # kept features (.npz) for paired tests live beside the pictures
+            continue
         dest = Path(out_dir) / experiment_id / key[len(prefix):]
         store.get_file(key, dest)
         written.append(dest)

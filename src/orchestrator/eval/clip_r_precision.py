@@ -135,7 +135,7 @@ class ClipRPrecisionSuite:
     def run(self, ctx: Any):
         import time
 
-        from .results import MetricValue, SuiteResult
+        from .results import OUTCOMES, MetricValue, SuiteResult, bits
 
         started = time.perf_counter()
         o = ctx.options
@@ -146,5 +146,6 @@ class ClipRPrecisionSuite:
                                n_negatives=o.r_precision_negatives, chunks=o.r_precision_chunks, seed=o.seed)
         metric = MetricValue("r_at_1", res.value, res.n, res.ci[0], res.ci[1], res.std)
         info = {"clip": enc.name, "hits": res.hits, "candidates": res.candidates, "chunks": list(res.chunk_values),
-                "chunking": CHUNKING, "ties": TIES, "pool": len(pool), **ctx.generation_info}
+                "chunking": CHUNKING, "ties": TIES, "pool": len(pool), OUTCOMES: {"r_at_1": bits(res.outcomes)},
+                **ctx.generation_info}
         return SuiteResult(self.name, [metric], info, time.perf_counter() - started)

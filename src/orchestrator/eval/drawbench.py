@@ -152,7 +152,7 @@ class DrawBenchSuite:
         return torch.stack(rows)
 
     def run(self, ctx: Any):
-        from .results import MetricValue, SuiteResult
+        from .results import OUTCOMES, MetricValue, SuiteResult, bits
 
         started = time.perf_counter()
         o = ctx.options
@@ -172,12 +172,14 @@ class DrawBenchSuite:
 
         overall = score(list(range(len(chosen))))
         metrics = [MetricValue("r_at_1", overall.value, overall.n, *overall.ci, overall.std)]
+        outcomes = {"r_at_1": bits(overall.outcomes)}
         artifacts: dict[str, bytes] = {}
         per_category: dict[str, Any] = {}
         for cat in categories:
             rows = [i for i, p in enumerate(chosen) if p.category == cat]
             res = score(rows)
             metrics.append(MetricValue(f"r_at_1/{cat}", res.value, res.n, *res.ci, res.std))
+            outcomes[f"r_at_1/{cat}"] = bits(res.outcomes)
             per_category[cat] = {"prompts": len(rows), "hits": res.hits}
             buf = io.BytesIO()
             contact_sheet(images[rows], [chosen[r].prompt for r in rows]).save(buf, format="PNG")
@@ -186,6 +188,6 @@ class DrawBenchSuite:
                 "candidates": overall.candidates, "chunking": CHUNKING, "ties": TIES, "pool": len(pool),
                 "sampler": o.sampler, "steps": o.steps,
                 "guidance_scale": o.guidance_scale, "seed": o.seed,
-                "sheets": {cat: f"drawbench-{slug(cat)}.png" for cat in categories}}
+                "sheets": {cat: f"drawbench-{slug(cat)}.png" for cat in categories}, OUTCOMES: outcomes}
         return SuiteResult(self.name, metrics, info, time.perf_counter() - started, artifacts=artifacts)
 

@@ -211,19 +211,23 @@ class _FrechetSuite:
         ref, ref_x, ref_info = self.reference(ctx, extract, dim, weights_id)
         if ref.dim != dim:
             raise ValueError(f"{self.name}: reference statistics are {ref.dim}-d but the features are {dim}-d")
-        metrics, scored = self.score(ctx, ctx.generated(), extract, dim, ref, ref_x)
-        info.update(ref_info, reference_n=ref.n, **ctx.generation_info, **scored)
+        metrics, scored, gen_x = self.score(ctx, ctx.generated(), extract, dim, ref, ref_x)
+        # The generated features, kept beside the evaluation (a blob, not the journal: n x d floats) for
+        # a paired bootstrap against another model judged on the same prompts and noise.
+        artifacts = {f"{self.name}-features.npz": features_to_bytes(gen_x)}
+        info.update(ref_info, reference_n=ref.n, **ctx.generation_info, **scored,
+                    features=f"{self.name}-features.npz")
         oracle = ctx.oracle_generated()
         if oracle is not None:
-            oracle_metrics, _ = self.score(ctx, oracle, extract, dim, ref, ref_x)
+            oracle_metrics, _, _ = self.score(ctx, oracle, extract, dim, ref, ref_x)
             metrics += [replace(m, name="oracle" if m.name == self.name else f"oracle_{m.name}")
                         for m in oracle_metrics]
         info.update(ctx.oracle_info)
-        return SuiteResult(self.name, metrics, info, time.perf_counter() - started)
+        return SuiteResult(self.name, metrics, info, time.perf_counter() - started, artifacts=artifacts)
 
     def score(self, ctx: "EvalContext", images: torch.Tensor, extract: FeatureFn, dim: int, ref: FeatureStats,
-              ref_x: np.ndarray | None) -> tuple[list, dict[str, Any]]:
-        """FID (with its spread over reference resamplings) and KID of one set of images."""
+              ref_x: np.ndarray | None) -> tuple[list, dict[str, Any], np.ndarray]:
+        """FID (with its spread over reference resamplings) and KID of one set of images, and its features."""
         from .results import MetricValue
 
         o = ctx.options
@@ -232,7 +236,7 @@ class _FrechetSuite:
         n, n_ref = gen.n, ref.n
         fid = MetricValue(self.name, distance(gen, ref), n, n_reference=n_ref)
         if ref_x is None:
-            return [fid], {"reference_resamples": NO_FEATURES, "kid": NO_FEATURES}
+            return [fid], {"reference_resamples": NO_FEATURES, "kid": NO_FEATURES}, gen_x
         spread = resampled_distances(gen, ref_x, o.reference_resamples, o.seed)
         k = kid(gen_x, ref_x, subsets=o.kid_subsets, seed=o.seed)
         info = {"reference_resamples": {"method": "bootstrap: drawn with replacement, n_reference each",
@@ -244,7 +248,7 @@ class _FrechetSuite:
             metrics += [MetricValue("reference_resample_min", min(spread), n, n_reference=n_ref),
                         MetricValue("reference_resample_max", max(spread), n, n_reference=n_ref)]
         metrics.append(MetricValue("kid", k.mean, n, std=k.std, n_reference=n_ref))
-        return metrics, info
+        return metrics, info, gen_x
 
 
 class FIDSuite(_FrechetSuite):

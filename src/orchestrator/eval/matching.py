@@ -21,7 +21,7 @@ from orchestrator.data.choices import labelled_choices
 from orchestrator.data.loaders.base import ImageChoice
 from orchestrator.manifest.schema import DataSource
 
-from .results import MetricValue, SuiteResult
+from .results import OUTCOMES, MetricValue, SuiteResult, bits
 from .spatial import wilson_interval
 
 
@@ -82,6 +82,8 @@ class MatchingSuite:
             if category:
                 by_cat[category].append(ok)
         metrics += [_rate(f"accuracy/{cat}", flags) for cat, flags in sorted(by_cat.items())]
-        info = {"scorer": scorer.name, "data": src.kind, "choices": len(labelled),
-                "outcomes": "".join("1" if ok else "0" for ok in top1)}
+        outcomes = {"accuracy": bits(top1), **{f"accuracy/{cat}": bits(flags) for cat, flags in sorted(by_cat.items())}}
+        if any(t is not None for t in top5):
+            outcomes["top5"] = bits([bool(t) for t in top5 if t is not None])
+        info = {"scorer": scorer.name, "data": src.kind, "choices": len(labelled), OUTCOMES: outcomes}
         return SuiteResult(self.name, metrics, info, time.perf_counter() - started)

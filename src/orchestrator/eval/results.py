@@ -7,6 +7,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+# info["outcomes"] of a suite: {metric name: per-sample results in the suite's fixed sample order}, a
+# "0"/"1" string for pass/fail metrics, a list of floats for continuous per-sample scores. Two models
+# judged on the same samples (prompts and noise) pair up by position: results/paired.py tests them.
+OUTCOMES = "outcomes"
+
+
+def bits(flags: Sequence[bool]) -> str:
+    """Per-sample pass/fail as a "0"/"1" string (compact in the journal)."""
+    return "".join("1" if f else "0" for f in flags)
+
 
 class MetricUnavailable(RuntimeError):
     """A requested metric cannot be computed as configured (and is not silently skipped)."""

@@ -21,7 +21,16 @@ from orchestrator.manifest.suites import SUITE_TABLE
 
 from .context import EvalContext, HeldOut
 from .options import DEFAULT_EVAL_SEED, EvalOptions
-from .results import MetricUnavailable, MetricValue, SuiteResult, flatten_metrics, jsonable, store_artifacts
+from .results import (
+    OUTCOMES,
+    MetricUnavailable,
+    MetricValue,
+    SuiteResult,
+    bits,
+    flatten_metrics,
+    jsonable,
+    store_artifacts,
+)
 from .spatial import score_spatial
 
 __all__ = ["DEFAULT_EVAL_SEED", "EvalContext", "EvalOptions", "HeldOut", "MetricUnavailable", "MetricValue",
@@ -60,14 +69,10 @@ class SpatialSuite:
         ]
         # Per-prompt outcomes as "0"/"1" strings, in prompt order: what a paired test between two
         # models judged on the same prompts and noise needs (orch results --paired).
-        outcomes = {"accuracy": _bits(s.outcomes), "object_accuracy": _bits(s.object_outcomes)}
+        outcomes = {"accuracy": bits(s.outcomes), "object_accuracy": bits(s.object_outcomes)}
         return SuiteResult(self.name, metrics, {"rule": rule, "correct": s.correct, "both_present": s.both_present,
-                                                "outcomes": outcomes, **ctx.generation_info},
+                                                OUTCOMES: outcomes, **ctx.generation_info},
                            time.perf_counter() - started)
-
-
-def _bits(flags: Sequence[bool]) -> str:
-    return "".join("1" if f else "0" for f in flags)
 
 
 # ---------------------------------------------------------------- registry

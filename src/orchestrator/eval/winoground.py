@@ -20,6 +20,7 @@ import numpy as np
 
 from orchestrator.data.loaders.winoground import WinogroundExample, shapes_pairs
 
+from .results import bits
 from .spatial import wilson_interval
 
 KINDS = ("text", "image", "group")
@@ -92,6 +93,8 @@ class WinogroundScore:
     n: int
     rates: dict[str, Rate]                                           # text, image, group
     per_tag: dict[str, dict[str, Rate]] = field(default_factory=dict)  # collapsed_tag -> rates
+    # metric name (text, image, group, "text/<tag>", ...) -> per-example "0"/"1", in example order
+    outcomes: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         def dump(rates: dict[str, Rate]) -> dict[str, Any]:
@@ -108,7 +111,9 @@ def summarise(scores: np.ndarray, tags: Sequence[str]) -> WinogroundScore:
     tags_arr = np.asarray(tags, dtype=object)
     everything = np.ones(len(tags_arr), dtype=bool)
     per_tag = {t: _rates(passed, tags_arr == t) for t in sorted(set(tags)) if t}
-    return WinogroundScore(len(tags_arr), _rates(passed, everything), per_tag)
+    per_example = {k: bits(passed[k]) for k in KINDS}
+    per_example |= {f"{k}/{t}": bits(passed[k][tags_arr == t]) for t in per_tag for k in KINDS}
+    return WinogroundScore(len(tags_arr), _rates(passed, everything), per_tag, per_example)
 
 
 def evaluate_winoground(examples: Sequence[WinogroundExample], scorer: Any) -> WinogroundScore:
@@ -132,7 +137,7 @@ class WinogroundSuite:
     def run(self, ctx: Any):
         import time
 
-        from .results import MetricValue, SuiteResult
+        from .results import OUTCOMES, MetricValue, SuiteResult
 
         started = time.perf_counter()
         o = ctx.options
@@ -144,5 +149,5 @@ class WinogroundSuite:
         for tag, rates in res.per_tag.items():
             metrics += [MetricValue(f"{k}/{tag}", r.value, r.n, *r.ci) for k, r in rates.items()]
         info = {"scorer": scorer.name, "data": o.winoground or f"shapes seed {o.eval_seed}",
-                "examples": res.n}
+                "examples": res.n, OUTCOMES: res.outcomes}
         return SuiteResult(self.name, metrics, info, time.perf_counter() - started)
