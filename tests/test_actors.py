@@ -89,7 +89,7 @@ def eval_assets(tmp_path_factory):
 
 def test_sweep_runs_every_suite_and_resubmission_is_idempotent(tmp_path, eval_assets):
     path = write(tmp_path, "sweep", steps=6, every=2, sweep="{grid: {train.lr: [1.0e-3, 3.0e-4]}}",
-                 eval=f"{{suites: [spatial, clip_r_precision, winoground, fid], every: 4, samples: 10, "
+                 eval=f"{{suites: [spatial, clip_r_precision, clip_score, winoground, fid], every: 4, samples: 10, "
                       f"clip: {eval_assets / 'clip'}, fid_weights: {eval_assets / 'inception.pth'}}}")
     eid = api.run_experiment(path, progress=False)
     plan = plan_sweep(path)
@@ -138,6 +138,7 @@ def test_sweep_runs_every_suite_and_resubmission_is_idempotent(tmp_path, eval_as
     assert "McNemar" in paired and "/10" in paired
     # FID from the features each final evaluation kept beside its grid, winoground and R-precision too
     assert "paired bootstrap" in paired and "winoground.group" in paired and "clip_r_precision.r_at_1" in paired
+    assert "clip_score" in paired and "sign-flip permutation" in paired  # CLIPScore: per-image, continuous
     assert any(k.endswith("-fid-features.npz") for k in store.list(f"experiments/{eid}/grids/"))
     assert api.run_experiment(path, progress=False) == eid  # resubmission: nothing runs again
     with open_journal(plan.journal_url) as journal:

@@ -1,0 +1,52 @@
+"""CLIPScore (Hessel et al., EMNLP 2021): how well each generated image fits its prompt by the
+evaluation's CLIP, with no reference image: CLIP-S(c, v) = w · max(cos(E_c, E_v), 0), w = 2.5 (the
+paper's rescaling). torchmetrics' `CLIPScore` reports 100 · max(cos, 0), i.e. 40 times this.
+
+The suite scores the held-out prompts' generated images (the images every generating suite judges),
+reports the mean over images with a 95% normal interval (1.96 · sd / √n) and the images' sd, and
+keeps every image's score in `info.outcomes` for the paired permutation test between two models
+(results/paired.py).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from .results import OUTCOMES, MetricValue, SuiteResult
+
+W = 2.5
+FORMULA = "w * max(cos(text, image), 0), w = 2.5 (Hessel et al. 2021)"
+
+
+def clip_scores(encoder: Any, images: Any, prompts: Sequence[str]) -> np.ndarray:
+    """CLIP-S of image k against prompt k, float64 [N]; `encoder.score_pairs` gives the cosines."""
+    cos = np.asarray(encoder.score_pairs(list(prompts), images), dtype=np.float64)
+    if cos.shape != (len(prompts),):
+        raise ValueError(f"the scorer returned {cos.shape} scores for {len(prompts)} image-prompt pairs")
+    return W * np.maximum(cos, 0.0)
+
+
+def mean_with_interval(name: str, scores: np.ndarray) -> MetricValue:
+    """The mean of per-sample scores with a 95% normal interval and the samples' sd (ddof 1)."""
+    n = len(scores)
+    mean = float(scores.mean())
+    sd = float(scores.std(ddof=1)) if n > 1 else 0.0
+    half = 1.96 * sd / np.sqrt(n)
+    return MetricValue(name, mean, n, mean - half, mean + half, sd)
+
+
+class ClipScoreSuite:
+    name = "clip_score"
+
+    def requirements(self, ctx: Any) -> list[str]:
+        return ctx.generation_problems(self.name) + ctx.clip_problems(self.name)
+
+    def run(self, ctx: Any) -> SuiteResult:
+        started = time.perf_counter()
+        enc = ctx.clip()
+        scores = clip_scores(enc, ctx.generated(), [p.text for p in ctx.prompts()])
+        info = {"clip": enc.name, "formula": FORMULA, "interval": "normal: mean ± 1.96 sd / sqrt(n)",
+                OUTCOMES: {self.name: [float(s) for s in scores]}, **ctx.generation_info}
+        return SuiteResult(self.name, [mean_with_interval(self.name, scores)], info, time.perf_counter() - started)
