@@ -114,6 +114,7 @@ class Evaluator:
         return out
 
     def _evaluate(self, manifest_json: dict, base_dir: str | None, source: dict, label: str):
+        from orchestrator.eval.receipt import make_receipt
         from orchestrator.eval.suites import build_context, flatten_metrics, jsonable, run_in_context, store_artifacts
 
         manifest = Manifest.model_validate(manifest_json, context={"check_files": False})
@@ -140,6 +141,7 @@ class Evaluator:
             self.store.put(grid_key, buf.getvalue())
         store_artifacts(self.store, f"{self.grids_prefix}/{label}", results)  # DrawBench sheets, beside the grid
         return {"metrics": flatten_metrics(results), "grid": grid_key, "weights": describe(source),
+                "receipt": jsonable(make_receipt(ctx, results)),
                 "suites": [r.suite for r in results], "options": jsonable(asdict(options)),
                 "info": {r.suite: jsonable({**r.info, "wall_s": round(r.wall_s, 3)}) for r in results}}, results
 

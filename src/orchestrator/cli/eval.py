@@ -60,7 +60,8 @@ def eval_(
     format: TextFormat = typer.Option(TextFormat.text, "--format"),
     **settings: Any,
 ) -> None:
-    """Run evaluation suites on a checkpoint; values with sample counts and 95% intervals."""
+    """Run evaluation suites on a checkpoint; values with sample counts and 95% intervals.
+    Recorded ones (--journal): `orch eval list`, `orch eval diff A B`, `orch eval rerun ID`."""
     from dataclasses import asdict
 
     from ..eval.inception import FIDWeightsError
@@ -89,13 +90,17 @@ def eval_(
                 sheets.mkdir(parents=True, exist_ok=True)
                 (sheets / name).write_bytes(data)
     if journal:
+        from ..eval.receipt import make_receipt
+        from ..eval.record import evaluation_id, evaluation_key
         from ..journal import open_journal
 
+        options = asdict(ctx.options)
         with open_journal(journal) as j:
-            stored = record_results(j, experiment, trial, step, results, weights=checkpoint,
-                                    options=asdict(ctx.options))
-        err.print(f"{'recorded' if stored else 'already recorded (kept the first)'}: evaluation of {checkpoint} "
-                  f"for {trial} at step {step} in {journal}", markup=False, soft_wrap=True)
+            stored = record_results(j, experiment, trial, step, results, weights=checkpoint, options=options,
+                                    receipt=make_receipt(ctx, results))
+        eid = evaluation_id(evaluation_key(experiment, trial, step, checkpoint, [r.suite for r in results], options))
+        err.print(f"{'recorded' if stored else 'already recorded (kept the first)'}: evaluation {eid} of "
+                  f"{checkpoint} for {trial} at step {step} in {journal}", markup=False, soft_wrap=True)
     if format is TextFormat.json:
         emit_json([r.to_json() for r in results])
         return
@@ -140,4 +145,11 @@ eval_.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="eval")(eval_)
+    from . import eval_records as records
+
+    group = typer.Typer(cls=records.EvalGroup, add_completion=False, help=eval_.__doc__)
+    group.command(name=records.RUN, hidden=True)(eval_)
+    group.command(name="list")(records.list_)
+    group.command(name="diff")(records.diff)
+    group.command(name="rerun")(records.rerun)
+    app.add_typer(group, name="eval")

@@ -155,6 +155,10 @@ class EvalContext:
             self._model = load_model(self.checkpoint, store=self.store, base=self.base, device=self.device)
         return self._model
 
+    def model_if_loaded(self) -> LoadedModel | None:
+        """The model under test where this context loaded one (or was given one); never loads."""
+        return self._model
+
     def clip(self) -> Any:
         if self._clip is None:
             if not self.options.clip:

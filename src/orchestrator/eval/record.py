@@ -25,6 +25,11 @@ def evaluation_key(experiment_id: str, trial_id: str, step: int, weights: str, s
     return f"{experiment_id}/{trial_id}/evaluated/{step}/{weights}/{hashlib.sha256(how.encode()).hexdigest()[:16]}"
 
 
+def evaluation_id(key: str) -> str:
+    """The short id `orch eval list/diff/rerun` name an evaluation by: 12 hex of its key's sha256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def record_evaluation(journal: Any, experiment_id: str, trial_id: str, step: int, *, metrics: dict[str, float],
                       suites: Sequence[str], options: dict[str, Any], weights: str,
                       info: dict[str, Any] | None = None, **extra: Any) -> bool:
@@ -32,7 +37,8 @@ def record_evaluation(journal: Any, experiment_id: str, trial_id: str, step: int
     record is kept: a re-run differs only in timings)."""
     key = evaluation_key(experiment_id, trial_id, step, weights, suites, options)
     event = Event.for_trial(experiment_id, trial_id, EventKind.EVALUATED, key, step=int(step), metrics=metrics,
-                            suites=list(suites), weights=weights, info=jsonable(info or {}), **extra)
+                            suites=list(suites), weights=weights, info=jsonable(info or {}),
+                            options=jsonable(options), eval_id=evaluation_id(key), **extra)
     try:
         return journal.append(event)
     except JournalConflict as exc:
@@ -41,8 +47,10 @@ def record_evaluation(journal: Any, experiment_id: str, trial_id: str, step: int
 
 
 def record_results(journal: Any, experiment_id: str, trial_id: str, step: int, results: Sequence[SuiteResult],
-                   *, weights: str, options: dict[str, Any]) -> bool:
-    """`record_evaluation` for suite results as `run_suites` returns them."""
+                   *, weights: str, options: dict[str, Any], receipt: dict[str, Any] | None = None) -> bool:
+    """`record_evaluation` for suite results as `run_suites` returns them, with their receipt
+    (receipt.make_receipt) where the caller has one."""
     return record_evaluation(journal, experiment_id, trial_id, step, metrics=flatten_metrics(results),
                              suites=[r.suite for r in results], options=options, weights=weights,
-                             info={r.suite: {**r.info, "wall_s": round(r.wall_s, 3)} for r in results})
+                             info={r.suite: {**r.info, "wall_s": round(r.wall_s, 3)} for r in results},
+                             receipt=jsonable(receipt or {}))

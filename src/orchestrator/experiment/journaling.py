@@ -58,7 +58,7 @@ class RunJournal:
         try:
             record_evaluation(self.journal, self.eid, trial_id, step, metrics=out["metrics"], suites=out["suites"],
                               options=out["options"], weights=out["weights"], info=out["info"], grid=out["grid"],
-                              **extra)
+                              receipt=out.get("receipt") or {}, **extra)
         except IllegalTransition as exc:  # e.g. a late report about an attempt already requeued
             log.warning("dropping the evaluation of %s at step %d: %s", trial_id, step, exc)
 
