@@ -51,9 +51,9 @@ def evaluate(tmp_path, journal, step: int, *extra: str) -> str:
 
 def test_the_receipt_names_what_the_evaluation_ran_with(setup):
     from orchestrator.eval.receipt import location_digest, model_digest
-    from orchestrator.models.loading import load_model
-    from orchestrator.models.common.serialize import module_hash
     from orchestrator.models.clip import load_clip
+    from orchestrator.models.common.serialize import module_hash
+    from orchestrator.models.loading import load_model
 
     tmp_path, journal = setup
     eid = evaluate(tmp_path, journal, 5)
