@@ -72,3 +72,24 @@ def test_a_manifest_asking_for_clip_score_needs_a_clip(tmp_path):
                  "eval: {suites: [clip_score], samples: 10}\n")
     with pytest.raises(ManifestError, match="clip"):
         load_manifest(p)
+
+
+def test_pick_score_is_the_models_logit_scale_times_the_cosine(clip_dir):
+    """PickScore's formula on a tiny CLIP standing in for PickScore_v1 (the real one is a CLIP-H
+    directory given by path): exp(logit_scale) times the cosine, per image, unclipped."""
+    from orchestrator.models.clip import load_clip
+
+    sd = LoadedModel(get_variant("sd"), build_tiny(seed=0), "in-memory")
+    [res] = run_suites(None, ["pick_score"], model=sd, pick_score=str(clip_dir), samples=6, steps=2, batch_size=6,
+                       device="cpu")
+    enc = load_clip(str(clip_dir))
+    scale = float(enc.model.logit_scale.detach().exp())
+    from orchestrator.eval.suites import build_context
+
+    ctx = build_context(None, model=sd, samples=6, steps=2, batch_size=6, device="cpu")
+    cos = enc.score_pairs([p.text for p in ctx.prompts()], ctx.generated())
+    assert res.info["outcomes"]["pick_score"] == pytest.approx((scale * cos).tolist(), abs=1e-5)
+    assert res.metrics[0].value == pytest.approx(float(np.mean(scale * cos)), abs=1e-5)
+    assert res.info["logit_scale_exp"] == pytest.approx(scale) and scale != 1.0
+    with pytest.raises(Exception, match="pick_score"):
+        run_suites(None, ["pick_score"], model=sd, samples=6, steps=2, device="cpu")

@@ -40,7 +40,7 @@ def test_every_eval_field_is_a_suite_option_or_declared_otherwise():
 
 
 def test_orch_eval_flags_are_the_section_fields_with_their_defaults():
-    command = typer.main.get_command(app).commands["eval"]
+    command = typer.main.get_command(app).commands["eval"].commands["run"]  # `orch eval SOURCE ...`
     by_param = {p.name: p for p in command.params}
     for name in (*SECTION_SETTINGS, "world"):
         p = by_param[name]

@@ -1,6 +1,11 @@
-"""CLIPScore (Hessel et al., EMNLP 2021): how well each generated image fits its prompt by the
-evaluation's CLIP, with no reference image: CLIP-S(c, v) = w · max(cos(E_c, E_v), 0), w = 2.5 (the
-paper's rescaling). torchmetrics' `CLIPScore` reports 100 · max(cos, 0), i.e. 40 times this.
+"""Per-image prompt-image scores, each the mean over the generated images with a 95% interval:
+
+- CLIPScore (Hessel et al., EMNLP 2021): how well each image fits its prompt by the evaluation's
+  CLIP, with no reference image: CLIP-S(c, v) = w · max(cos(E_c, E_v), 0), w = 2.5 (the paper's
+  rescaling). torchmetrics' `CLIPScore` reports 100 · max(cos, 0), i.e. 40 times this.
+- PickScore (Kirstain et al., NeurIPS 2023): a CLIP-H finetuned on human preferences (Pick-a-Pic);
+  the score is its logit scale times the cosine, exp(logit_scale) · cos(E_c, E_v), as its authors'
+  code computes it (about 100 times the cosine), unclipped.
 
 The suite scores the held-out prompts' generated images (the images every generating suite judges),
 reports the mean over images with a 95% normal interval (1.96 · sd / √n) and the images' sd, and
@@ -49,4 +54,22 @@ class ClipScoreSuite:
         scores = clip_scores(enc, ctx.generated(), [p.text for p in ctx.prompts()])
         info = {"clip": enc.name, "formula": FORMULA, "interval": "normal: mean ± 1.96 sd / sqrt(n)",
                 OUTCOMES: {self.name: [float(s) for s in scores]}, **ctx.generation_info}
+        return SuiteResult(self.name, [mean_with_interval(self.name, scores)], info, time.perf_counter() - started)
+
+
+class PickScoreSuite:
+    name = "pick_score"
+
+    def requirements(self, ctx: Any) -> list[str]:
+        return ctx.generation_problems(self.name) + ctx.pick_problems(self.name)
+
+    def run(self, ctx: Any) -> SuiteResult:
+        started = time.perf_counter()
+        model = ctx.pick_scorer()
+        scale = float(model.model.logit_scale.detach().exp())
+        cos = np.asarray(model.score_pairs([p.text for p in ctx.prompts()], ctx.generated()), dtype=np.float64)
+        scores = scale * cos
+        info = {"model": model.name, "formula": "exp(logit_scale) * cos(text, image)", "logit_scale_exp": scale,
+                "interval": "normal: mean ± 1.96 sd / sqrt(n)", OUTCOMES: {self.name: [float(s) for s in scores]},
+                **ctx.generation_info}
         return SuiteResult(self.name, [mean_with_interval(self.name, scores)], info, time.perf_counter() - started)

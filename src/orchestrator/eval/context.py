@@ -80,6 +80,7 @@ class EvalContext:
         self._generated: torch.Tensor | None = None
         self._oracle: torch.Tensor | None = None
         self._oracle_clip: Any = None
+        self._pick: Any = None
         self.oracle_info: dict[str, Any] = {}
         self.generation_info: dict[str, Any] = {}
 
@@ -158,6 +159,22 @@ class EvalContext:
     def model_if_loaded(self) -> LoadedModel | None:
         """The model under test where this context loaded one (or was given one); never loads."""
         return self._model
+
+    def pick_scorer(self) -> Any:
+        """The PickScore model (a CLIP with its own logit scale), loaded once from options.pick_score."""
+        if self._pick is None:
+            if not self.options.pick_score:
+                raise MetricUnavailable("pick_score: no PickScore model configured (pick_score)")
+            from orchestrator.models.clip import load_clip
+
+            self._pick = load_clip(self.options.pick_score, store=self.store, device=self.device)
+        return self._pick
+
+    def pick_problems(self, suite: str) -> list[str]:
+        if not self.options.pick_score:
+            return [f"{suite}: needs a PickScore model (set pick_score to a transformers CLIPModel directory with "
+                    f"its processor files, e.g. PickScore_v1 and the CLIP-H tokenizer and preprocessor config)"]
+        return self._missing(self.options.pick_score, "config.json", f"{suite}: PickScore model")
 
     def clip(self) -> Any:
         if self._clip is None:

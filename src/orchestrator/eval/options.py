@@ -39,6 +39,7 @@ class EvalOptions:
     fid_weights: str | None = _setting("fid_weights")
     fid_reference: str | None = _setting("fid_reference")
     winoground: str | None = _setting("winoground")
+    pick_score: str | None = _setting("pick_score")
     kid_subsets: int = _setting("kid_subsets")
     reference_resamples: int = _setting("reference_resamples")
     reference_scenes: str = _setting("reference_scenes")

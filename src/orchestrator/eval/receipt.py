@@ -20,8 +20,9 @@ from typing import Any, Sequence
 from .results import SuiteResult
 
 # Options naming a location whose content the receipt digests.
-INPUT_OPTIONS = ("clip", "fid_weights", "fid_reference", "winoground", "drawbench", "oracle_clip")
-GENERATING = ("spatial", "clip_r_precision", "clip_score", "fid", "fid_clip", "drawbench", "consistency")
+INPUT_OPTIONS = ("clip", "fid_weights", "fid_reference", "winoground", "drawbench", "oracle_clip", "pick_score")
+GENERATING = ("spatial", "clip_r_precision", "clip_score", "pick_score", "fid", "fid_clip", "drawbench",
+              "consistency")
 CLIP_JUDGED = ("clip_r_precision", "clip_score", "fid_clip", "drawbench", "winoground", "matching")
 EVERY = "every suite"
 
@@ -33,7 +34,7 @@ MOVES: dict[str, tuple[str, ...] | str] = {
     "metric_models.clip": CLIP_JUDGED, "inputs.clip": CLIP_JUDGED,
     "metric_models.inception": ("fid",), "inputs.fid_weights": ("fid",),
     "inputs.fid_reference": ("fid", "fid_clip"), "inputs.winoground": ("winoground",),
-    "inputs.drawbench": ("drawbench",), "inputs.oracle_clip": ("fid", "fid_clip"),
+    "inputs.drawbench": ("drawbench",), "inputs.pick_score": ("pick_score",), "inputs.oracle_clip": ("fid", "fid_clip"),
     "options.samples": GENERATING, "options.seed": GENERATING, "options.sampler": GENERATING,
     "options.steps": GENERATING, "options.guidance_scale": GENERATING, "options.best_of": GENERATING,
     "options.eval_seed": GENERATING + ("winoground",), "options.world": GENERATING + ("winoground",),

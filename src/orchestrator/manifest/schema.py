@@ -307,7 +307,8 @@ class ResourcesSpec(Section):
 MATCHING_KINDS = CHOICE_KINDS + ("comvg", "shapes-comvg")
 R_PRECISION_CHUNKS = 10  # Park et al.'s protocol; orchestrator.eval.suites takes it from here
 EVAL_INPUTS = {"clip": "CLIP directory", "fid_weights": "FID weights file",
-               "fid_reference": "FID reference statistics", "winoground": "Winoground directory"}
+               "fid_reference": "FID reference statistics", "winoground": "Winoground directory",
+               "pick_score": "PickScore model directory"}
 
 
 class DrawBenchSpec(Section):
@@ -366,6 +367,9 @@ class EvalSpec(Section):
     fid_reference: str | None = Field(None, description="FID reference statistics .npz (mu, sigma); unset: "
                                                         "computed from held-out scenes and cached.")
     winoground: str | None = Field(None, description="A Winoground-layout directory; unset: shapes-world pairs.")
+    pick_score: str | None = Field(None, description="PickScore model directory (transformers CLIPModel, e.g. "
+                                                     "PickScore_v1 with its CLIP-H processor files): path, URI or "
+                                                     "blob key.")
     drawbench: DrawBenchSpec | None = None  # the drawbench suite's CSV, categories, images per prompt
     kid_subsets: PositiveInt = Field(100, description="KID's random subsets (of min(n, 1000) images each).")
     reference_resamples: Annotated[int, Field(ge=0)] = Field(
@@ -394,7 +398,7 @@ class EvalSpec(Section):
             raise ValueError("suites must be distinct")
         return v
 
-    @field_validator("clip", "fid_weights", "fid_reference", "winoground")
+    @field_validator("clip", "fid_weights", "fid_reference", "winoground", "pick_score")
     @classmethod
     def _inputs_exist(cls, v: str | None, info: ValidationInfo) -> str | None:
         return _check_exists(v, info, EVAL_INPUTS[info.field_name])

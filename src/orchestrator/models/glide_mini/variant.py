@@ -108,7 +108,7 @@ SPEC = VariantSpec(
     name="glide_mini",
     kind="generator",
     trains_on=IMAGE_TEXT_KINDS,
-    suites=("spatial", "clip_r_precision", "clip_score", "winoground", "fid", "fid_clip", "drawbench"),
+    suites=("spatial", "clip_r_precision", "clip_score", "pick_score", "winoground", "fid", "fid_clip", "drawbench"),
     load_base=load_base, modules=modules, objective=objective, export=export, load=load, resolution=resolution,
     generate=generate,
     options=GlideMiniOptions,
