@@ -5,7 +5,7 @@ One module per command group; this file builds `app` from them, in the order `or
     manifest.py     validate, plan
     experiments.py  run, submit, status, results, report, cancel, resume
     train.py        train, pretrain, sample
-    eval.py         eval
+    eval.py         eval (running suites); eval_records.py: eval list, diff, rerun
     serve.py        serve (the head's HTTP API)
     data.py, journal.py, blobs.py, grade.py, clip.py, metrics.py   the groups of the same names
     common.py       consoles, formats, errors as exit codes, the local-or-HTTP backend choice
