@@ -115,21 +115,30 @@ def detect(image: np.ndarray | Image.Image, *, palette: Mapping[str, tuple[int, 
            min_area: int | None = None) -> list[Detection]:
     """Objects in an image, sorted by (x, y, colour). `min_area` defaults to 1/256 of the image
     (4 px at 32x32, 16 px at 64x64), which drops speckle in generated images."""
+    return [d for d, _ in detect_with_masks(image, palette=palette, background=background, max_distance=max_distance,
+                                            min_area=min_area)]
+
+
+def detect_with_masks(image: np.ndarray | Image.Image, *, palette: Mapping[str, tuple[int, int, int]] = COLOURS,
+                      background: tuple[int, int, int] = BACKGROUND, max_distance: float = 100.0,
+                      min_area: int | None = None) -> list[tuple[Detection, np.ndarray]]:
+    """`detect`'s objects, in its order, each with its blob: a bool mask of the image's size (H x W)."""
     rgb = _as_rgb(image)
     h, w = rgb.shape[:2]
     min_area = max(2, (h * w) // 256) if min_area is None else min_area
     cmap = colour_map(rgb, palette, background, max_distance)
     names = list(palette)
-    out: list[Detection] = []
+    out: list[tuple[Detection, np.ndarray]] = []
     for ci, name in enumerate(names):
         labels, k = label_components(cmap == ci)
         for lab in range(1, k + 1):
-            ys, xs = np.nonzero(labels == lab)
+            mask = labels == lab
+            ys, xs = np.nonzero(mask)
             if len(ys) < min_area:
                 continue
             x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
             bw, bh = x1 - x0 + 1, y1 - y0 + 1
-            blob = labels[y0: y1 + 1, x0: x1 + 1] == lab
-            out.append(Detection(classify_shape(blob), name, (x0, y0, bw, bh),
-                                 (x0 + bw / 2, y0 + bh / 2), len(ys), len(ys) / (bw * bh)))
-    return sorted(out, key=lambda d: (d.box[0], d.box[1], d.colour))
+            blob = mask[y0: y1 + 1, x0: x1 + 1]
+            out.append((Detection(classify_shape(blob), name, (x0, y0, bw, bh),
+                                  (x0 + bw / 2, y0 + bh / 2), len(ys), len(ys) / (bw * bh)), mask))
+    return sorted(out, key=lambda item: (item[0].box[0], item[0].box[1], item[0].colour))

@@ -36,13 +36,26 @@ from orchestrator.data.spatial_rule import GENEVAL_RELATIONS
 
 from .errors import DataFormatError, ErrorPolicy, OnError, SkipReport, quote
 
-__all__ = ["COLORS", "RELATIONS", "TAGS", "ExcludeClause", "GenEvalPrompt", "IncludeClause",
+__all__ = ["COLORS", "OBJECT_NAMES", "RELATIONS", "TAGS", "ExcludeClause", "GenEvalPrompt", "IncludeClause",
            "load_geneval_metadata", "load_geneval_prompt", "parse_record"]
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 # GenEval's colours, in its order (the CLIP colour classifier's class order, too).
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 RELATIONS = GENEVAL_RELATIONS  # "left of", "right of", "above", "below"
+# GenEval's object_names.txt: the 80 COCO instance classes in COCO's (and mmdet's) order, as its prompts name
+# them: mmdet's "mouse", "remote", "keyboard" read "computer mouse", "tv remote", "computer keyboard".
+OBJECT_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "computer mouse", "tv remote",
+    "computer keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock",
+    "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)
 
 _RECORD_KEYS = ("tag", "prompt", "include", "exclude")
 _INCLUDE_KEYS = ("class", "count", "color", "position")

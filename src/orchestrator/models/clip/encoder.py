@@ -126,6 +126,21 @@ class ClipEncoder:
                 for i in range(0, len(x), batch_size)]
         return torch.cat(outs) if outs else torch.zeros(0, self.embed_dim)
 
+    @torch.inference_mode()
+    def encode_image_list(self, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
+        """[N, D] L2-normalised, float32, on the CPU, for images of differing sizes (crops): each is
+        preprocessed on its own (resize, centre crop), as a per-image transform would, then batched."""
+        if not images:
+            return torch.zeros(0, self.embed_dim)
+        pixels = [self.preprocess(images_to_tensor([im]).to(self.device)) for im in images]
+        if len({tuple(p.shape) for p in pixels}) > 1:  # a config without a centre crop: one at a time
+            feats = [_pooled(self.model.get_image_features(pixel_values=p)) for p in pixels]
+        else:
+            x = torch.cat(pixels)
+            feats = [_pooled(self.model.get_image_features(pixel_values=x[i:i + batch_size]))
+                     for i in range(0, len(x), batch_size)]
+        return F.normalize(torch.cat(feats).float(), dim=-1).cpu()
+
     @property
     def embed_dim(self) -> int:
         return int(self.model.config.projection_dim)
