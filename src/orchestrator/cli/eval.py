@@ -1,9 +1,10 @@
 """`orch eval`: evaluation suites on one model, values with their sample counts and intervals.
 
 Its settings are the manifest's eval section: one flag per field (manifest/schema.py EvalSpec,
-`--drawbench`, `--categories`, `--per-prompt` for eval.drawbench's), derived from the fields with
-their defaults, help and bounds, and validated by the section. What a manifest has no key for
-(the model, the blob store, the journal to record in) is written out below.
+`--drawbench`, `--categories`, `--per-prompt` for eval.drawbench's; `--geneval`, `--detector`,
+`--colour-clip`, `--geneval-per-prompt`, `--geneval-tags`, `--geneval-max-prompts` for eval.geneval's),
+derived from the fields with their defaults, help and bounds, and validated by the section. What a
+manifest has no key for (the model, the blob store, the journal to record in) is written out below.
 """
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from ..eval.options import SECTION_SETTINGS
-from ..manifest.schema import DrawBenchSpec, EvalSpec
+from ..manifest.schema import DrawBenchSpec, EvalSpec, GenEvalSpec
 from ..manifest.suites import SUITE_TABLE
 from .common import TextFormat, emit_json, err, out, section_flags
 
 # eval settings with an older flag spelling, kept beside the derived one
 OLDER_FLAGS = {"guidance_scale": ("--guidance",)}
 DRAWBENCH = "drawbench_"  # prefix of the keywords the command gets for eval.drawbench's fields
+GENEVAL = "geneval_"  # ... and for eval.geneval's
+# eval.geneval's flags: its file is --geneval; the rest say whose they are where a bare name would be ambiguous
+GENEVAL_FLAGS = {"metadata": ("--geneval",), "detector": ("--detector",), "clip": ("--colour-clip",),
+                 "per_prompt": ("--geneval-per-prompt",), "tags": ("--geneval-tags",),
+                 "max_prompts": ("--geneval-max-prompts",)}
 
 
 def _flag(name: str) -> tuple[str, ...]:
@@ -33,9 +39,15 @@ def _drawbench_flag(name: str) -> tuple[str, ...]:
     return ("--drawbench",) if name == "file" else _flag(name)
 
 
+def _geneval_flag(name: str) -> tuple[str, ...]:
+    return GENEVAL_FLAGS[name]
+
+
 SETTINGS = [*section_flags(EvalSpec, [*SECTION_SETTINGS, "world"], flag=_flag),
             *section_flags(DrawBenchSpec, list(DrawBenchSpec.model_fields), flag=_drawbench_flag,
-                           param=lambda name: DRAWBENCH + name)]
+                           param=lambda name: DRAWBENCH + name),
+            *section_flags(GenEvalSpec, list(GenEvalSpec.model_fields), flag=_geneval_flag,
+                           param=lambda name: GENEVAL + name)]
 SUITES_HELP = "Comma-separated: " + "; ".join(f"{s.name} ({s.summary})" for s in SUITE_TABLE) + "."
 
 
@@ -51,7 +63,8 @@ def eval_(
     oracle_clip: str = typer.Option(None, "--oracle-clip", help="VCDM: the CLIP it is conditioned on (a manifest's "
                                     "eval.oracle takes model.vcdm.clip); fid/fid_clip also score the oracle arm "
                                     "(images from its embeddings of held-out real images)."),
-    sheets: Path = typer.Option(None, "--sheets", help="Write the DrawBench sheets here as PNG files."),
+    sheets: Path = typer.Option(None, "--sheets", help="Write the suites' files here: the DrawBench sheets (PNG), "
+                                "GenEval's geneval-results.jsonl."),
     journal: str = typer.Option(None, "--journal",
                                 help="Record the results in this journal (with --experiment, --trial, --step)."),
     experiment: str = typer.Option(None, "--experiment"),
@@ -119,14 +132,22 @@ def _section(settings: dict[str, Any]) -> EvalSpec:
     """The flags as an eval section, validated by it (files are checked when the suites open them:
     a flag may name a blob key)."""
     settings = {k: getattr(v, "value", v) for k, v in settings.items()}  # choices arrive as Enum members
-    values = {k: v for k, v in settings.items() if not k.startswith(DRAWBENCH)}
+    values = {k: v for k, v in settings.items() if not k.startswith((DRAWBENCH, GENEVAL))}
     drawbench = {k[len(DRAWBENCH):]: v for k, v in settings.items() if k.startswith(DRAWBENCH)}
+    geneval = {k[len(GENEVAL):]: v for k, v in settings.items() if k.startswith(GENEVAL)}
     if drawbench["categories"] is not None:
         drawbench["categories"] = [c.strip() for c in drawbench["categories"].split(",") if c.strip()]
     if drawbench["file"] is not None:
         values["drawbench"] = drawbench
     elif any(v != DrawBenchSpec.model_fields[k].default for k, v in drawbench.items() if k != "file"):
         raise ValueError("--categories and --per-prompt are the drawbench suite's: they need --drawbench CSV")
+    if geneval.get("tags") is not None:
+        geneval["tags"] = [t.strip() for t in geneval["tags"].split(",") if t.strip()]
+    if geneval.get("metadata") is not None:
+        values["geneval"] = {k: v for k, v in geneval.items() if v is not None}
+    elif any(v is not None and v != GenEvalSpec.model_fields[k].default for k, v in geneval.items()):
+        raise ValueError("--detector, --colour-clip, --geneval-per-prompt, --geneval-tags and --geneval-max-prompts "
+                         "are the geneval suite's: they need --geneval METADATA")
     try:
         return EvalSpec.model_validate(values, context={"check_files": False})
     except ValidationError as exc:
@@ -135,6 +156,8 @@ def _section(settings: dict[str, Any]) -> EvalSpec:
 
 def _flag_of(loc: tuple) -> str:
     """The flag a validation error's field came from."""
+    if len(loc) > 1 and loc[0] == "geneval":
+        return _geneval_flag(str(loc[1]))[0]
     name = str(loc[-1]) if len(loc) > 1 and loc[0] == "drawbench" else str(loc[0])
     return (_drawbench_flag if len(loc) > 1 and loc[0] == "drawbench" else _flag)(name)[0]
 

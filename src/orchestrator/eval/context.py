@@ -126,6 +126,11 @@ class EvalContext:
                     f"pt_inception-2015-12-05-6726825d.pth); FID is never computed with other weights"]
         return self._missing(self.options.fid_weights, None, f"{suite}: FID Inception weights")
 
+    def location_problems(self, source: str, marker: str | None, what: str) -> list[str]:
+        """A suite's own input checked as the context checks its own: a directory holding `marker`, or a file
+        (marker None); [] when there, else one line naming `what` and where it was looked for."""
+        return self._missing(source, marker, what)
+
     def _missing(self, source: str, marker: str | None, what: str) -> list[str]:
         """A cheap existence check of a local path or blob (az:// URIs are checked when loaded)."""
         if source.startswith("az://"):

@@ -29,11 +29,13 @@ What is implemented here, after GenEval's ``evaluation/evaluate_images.py`` and 
   the overall score as the unweighted mean of the tag accuracies, and its side numbers (images, prompts,
   % correct images, % of prompts with at least one correct image).
 
-What a later step plugs in: a `Detector` (GenEval uses mmdet's Mask2Former Swin-S on COCO; here any
-callable returning `ObjectDetection`s for all classes with raw scores and, for colour, instance masks;
-its class names must be GenEval's 80 COCO names) and a `ColourClassifier` (GenEval: open_clip ViT-L-14
-"openai", zero-shot over `COLORS` with `colour_texts(classname)` per colour, embeddings of the three
-texts averaged, on `crop_for_colour` crops). GenEval loads images with ``ImageOps.exif_transpose``.
+What plugs in: a `Detector` (GenEval uses mmdet's Mask2Former Swin-S on COCO; here any callable returning
+`ObjectDetection`s for all classes with raw scores and, for colour, instance masks; its class names must be
+the prompts' (GenEval's 80 COCO names): `detectors.Mask2FormerDetector`, `detectors.ShapesDetector`) and a
+`ColourClassifier` (GenEval: open_clip ViT-L-14 "openai", zero-shot over `COLORS` with `colour_texts(classname)`
+per colour, embeddings of the three texts averaged, on `crop_for_colour` crops:
+`colour_classifiers.ClipColourClassifier`; the shapes world's palette: `ShapesColourClassifier`). The suite
+is `geneval_suite.GenEvalSuite`. GenEval loads images with ``ImageOps.exif_transpose``.
 """
 from __future__ import annotations
 

@@ -10,7 +10,16 @@ from dataclasses import dataclass, fields
 from typing import Any, get_args
 
 from orchestrator.data.worlds import DEFAULT_WORLD, get_world
-from orchestrator.manifest.schema import EVAL_INPUTS, R_PRECISION_CHUNKS, SPATIAL_RULES, DrawBenchSpec, EvalSpec
+from orchestrator.manifest.schema import (
+    EVAL_INPUTS,
+    GENEVAL_TAGS,
+    R_PRECISION_CHUNKS,
+    SHAPES_DETECTOR,
+    SPATIAL_RULES,
+    DrawBenchSpec,
+    EvalSpec,
+    GenEvalSpec,
+)
 
 DEFAULT_EVAL_SEED = 1000  # shapes-world dataset seed of the held-out prompts: not a training seed
 REFERENCE_SCENES: tuple[str, ...] = get_args(EvalSpec.model_fields["reference_scenes"].annotation)
@@ -50,6 +59,12 @@ class EvalOptions:
     # None: Lin & Srikanth's categories as a default (those present are used; none present is an error)
     drawbench_categories: tuple[str, ...] | None = _setting("categories", DrawBenchSpec)
     drawbench_per_prompt: int = _setting("per_prompt", DrawBenchSpec)
+    geneval: str | None = None  # eval.geneval: its metadata file, detector, colour CLIP, per_prompt, tags, max_prompts
+    geneval_detector: str | None = None  # a Mask2Former directory, or "shapes" (schema.SHAPES_DETECTOR)
+    geneval_clip: str | None = _setting("clip", GenEvalSpec)  # None: clip
+    geneval_per_prompt: int = _setting("per_prompt", GenEvalSpec)
+    geneval_tags: tuple[str, ...] | None = _setting("tags", GenEvalSpec)  # None: all six
+    geneval_max_prompts: int | None = _setting("max_prompts", GenEvalSpec)  # None: every prompt
     # ---- what the run fixes around them
     eval_seed: int = DEFAULT_EVAL_SEED  # shapes dataset seed of the held-out prompts and real images
     image_size: int | None = None       # default: the model's resolution
@@ -81,13 +96,21 @@ class EvalOptions:
         if db is not None:
             values.update(drawbench=resolve(db.file), drawbench_per_prompt=db.per_prompt,
                           drawbench_categories=tuple(db.categories) if db.categories else None)
+        ge = spec.geneval
+        if ge is not None:
+            values.update(geneval=resolve(ge.metadata),
+                          geneval_detector=ge.detector if ge.detector == SHAPES_DETECTOR else resolve(ge.detector),
+                          geneval_clip=resolve(ge.clip) if ge.clip is not None else None,
+                          geneval_per_prompt=ge.per_prompt, geneval_max_prompts=ge.max_prompts,
+                          geneval_tags=tuple(ge.tags) if ge.tags else None)
         return cls(**values, **around)
 
     def __post_init__(self) -> None:
-        if self.drawbench_categories is not None:
-            object.__setattr__(self, "drawbench_categories", tuple(self.drawbench_categories))
+        for name in ("drawbench_categories", "geneval_tags"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("samples", "steps", "batch_size", "best_of", "feature_batch_size", "r_precision_chunks",
-                     "drawbench_per_prompt", "kid_subsets"):
+                     "drawbench_per_prompt", "kid_subsets", "geneval_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.reference_resamples < 0:
@@ -96,6 +119,11 @@ class EvalOptions:
                           ("consistency_images", "pairs from one embedding")):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2 ({why}), got {getattr(self, name)}")
+        if self.geneval_max_prompts is not None and self.geneval_max_prompts < 1:
+            raise ValueError(f"geneval_max_prompts must be >= 1 (None: every prompt), got {self.geneval_max_prompts}")
+        if self.geneval_tags is not None and (not self.geneval_tags or set(self.geneval_tags) - set(GENEVAL_TAGS)):
+            raise ValueError(f"geneval_tags must name GenEval tasks ({', '.join(GENEVAL_TAGS)}), got "
+                             f"{list(self.geneval_tags)}")
         get_world(self.world)  # an unknown world fails here, naming the known ones
         if self.spatial_rule not in SPATIAL_RULES:
             raise ValueError(f"spatial_rule must be one of {', '.join(SPATIAL_RULES)}, got {self.spatial_rule!r}")
@@ -105,7 +133,8 @@ class EvalOptions:
 
 
 # The eval section's fields that are EvalOptions fields of the same name; the rest of the section
-# is mapped by from_spec (world, drawbench) or is not a suite option (suites, every, oracle,
+# is mapped by from_spec (world, drawbench, geneval) or is not a suite option (suites, every, oracle,
 # evaluate_base: when and what to evaluate). tests/test_eval_settings.py holds the partition.
+MAPPED_SECTIONS = ("world", "drawbench", "geneval")
 SECTION_SETTINGS: tuple[str, ...] = tuple(
-    n for n in EvalSpec.model_fields if n in {f.name for f in fields(EvalOptions)} and n not in ("world", "drawbench"))
+    n for n in EvalSpec.model_fields if n in {f.name for f in fields(EvalOptions)} and n not in MAPPED_SECTIONS)

@@ -20,10 +20,12 @@ from typing import Any, Sequence
 from .results import SuiteResult
 
 # Options naming a location whose content the receipt digests.
-INPUT_OPTIONS = ("clip", "fid_weights", "fid_reference", "winoground", "drawbench", "oracle_clip", "pick_score")
+INPUT_OPTIONS = ("clip", "fid_weights", "fid_reference", "winoground", "drawbench", "oracle_clip", "pick_score",
+                 "geneval", "geneval_detector", "geneval_clip")
 GENERATING = ("spatial", "clip_r_precision", "clip_score", "pick_score", "fid", "fid_clip", "drawbench",
-              "consistency")
-CLIP_JUDGED = ("clip_r_precision", "clip_score", "fid_clip", "drawbench", "winoground", "matching")
+              "consistency", "geneval")
+# geneval: its colours are judged by eval.clip where eval.geneval.clip is unset
+CLIP_JUDGED = ("clip_r_precision", "clip_score", "fid_clip", "drawbench", "winoground", "matching", "geneval")
 EVERY = "every suite"
 
 # receipt or option field -> the suites whose values it can move (what `orch eval diff` prints)
@@ -47,6 +49,10 @@ MOVES: dict[str, tuple[str, ...] | str] = {
     "options.r_precision_chunks": ("clip_r_precision", "drawbench"), "options.winoground_scenes": ("winoground",),
     "options.drawbench_categories": ("drawbench",), "options.drawbench_per_prompt": ("drawbench",),
     "options.consistency_embeddings": ("consistency",), "options.consistency_images": ("consistency",),
+    "inputs.geneval": ("geneval",), "inputs.geneval_detector": ("geneval",), "inputs.geneval_clip": ("geneval",),
+    "options.geneval": ("geneval",), "options.geneval_detector": ("geneval",), "options.geneval_clip": ("geneval",),
+    "options.geneval_per_prompt": ("geneval",), "options.geneval_tags": ("geneval",),
+    "options.geneval_max_prompts": ("geneval",),
     "suites": "which suites ran",
 }
 

@@ -332,6 +332,55 @@ class DrawBenchSpec(Section):
         return v
 
 
+# GenEval's tasks (data/loaders/geneval.py TAGS implements exactly these: tests/test_geneval_suite.py holds it).
+GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+# `eval.geneval.detector: shapes`: the shapes world's own detector and palette colours instead of a Mask2Former
+# directory (write ./shapes for a directory of that name).
+SHAPES_DETECTOR = "shapes"
+
+
+class GenEvalSpec(Section):
+    """The geneval suite's options: GenEval's prompt metadata, the detector and colour CLIP that judge, K images
+    per prompt, and which prompts."""
+    ALWAYS_DUMPED = frozenset({"metadata", "detector", "clip", "per_prompt", "tags", "max_prompts"})
+    metadata: str = Field(description="GenEval's evaluation_metadata.jsonl (one prompt per line): path, URI or "
+                                      "blob key.")
+    detector: str = Field(description="Mask2Former COCO-instance directory in transformers' format (config.json, "
+                                      "model weights, preprocessor_config.json), e.g. "
+                                      "facebook/mask2former-swin-small-coco-instance downloaded ahead; or 'shapes': "
+                                      "the shapes-world detector and its palette colours.")
+    clip: str | None = Field(None, description="CLIP directory for object colours (GenEval: ViT-L/14, "
+                                               "openai/clip-vit-large-patch14); unset: eval.clip.")
+    per_prompt: Annotated[int, Field(ge=1, le=64)] = Field(4, description="Images per prompt (GenEval's 4; paired "
+                                                                          "noise).")
+    tags: list[Literal[GENEVAL_TAGS]] | None = Field(  # type: ignore[valid-type]
+        None, description="GenEval tasks to run; unset: all six.")
+    max_prompts: PositiveInt | None = Field(None, description="Only the first N prompts of each task (quick runs); "
+                                                              "unset: every prompt.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_exists(cls, v: str, info: ValidationInfo) -> str:
+        return _check_exists(v, info, "GenEval metadata file")
+
+    @field_validator("detector")
+    @classmethod
+    def _detector_exists(cls, v: str, info: ValidationInfo) -> str:
+        return v if v == SHAPES_DETECTOR else _check_exists(v, info, "GenEval detector directory")
+
+    @field_validator("clip")
+    @classmethod
+    def _clip_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _check_exists(v, info, "GenEval colour CLIP directory")
+
+    @field_validator("tags")
+    @classmethod
+    def _some_tags(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("tags must name at least one GenEval task, each once")
+        return v
+
+
 class EvalSpec(Section):
     # The fields ids were first hashed with (see Section): dumped even at their defaults.
     ALWAYS_DUMPED = frozenset({"suites", "every", "samples", "best_of", "clip", "fid_weights", "fid_reference",
@@ -371,6 +420,7 @@ class EvalSpec(Section):
                                                      "PickScore_v1 with its CLIP-H processor files): path, URI or "
                                                      "blob key.")
     drawbench: DrawBenchSpec | None = None  # the drawbench suite's CSV, categories, images per prompt
+    geneval: GenEvalSpec | None = None  # the geneval suite's metadata, detector, colour CLIP, images per prompt
     kid_subsets: PositiveInt = Field(100, description="KID's random subsets (of min(n, 1000) images each).")
     reference_resamples: Annotated[int, Field(ge=0)] = Field(
         3, description="Bootstrap resamplings of FID's reference (its spread; 0: none).")
@@ -412,6 +462,12 @@ class EvalSpec(Section):
                            f"eval.samples must be at least {R_PRECISION_CHUNKS}, got {self.samples}")
         if "drawbench" in self.suites and self.drawbench is None:
             missing.append("suite drawbench needs eval.drawbench: {file: CSV, categories: [...], per_prompt: K}")
+        if "geneval" in self.suites and self.geneval is None:
+            missing.append("suite geneval needs eval.geneval: {metadata: evaluation_metadata.jsonl, detector: "
+                           "Mask2Former directory, clip: colour CLIP directory, per_prompt: 4}")
+        elif "geneval" in self.suites and self.geneval.detector != SHAPES_DETECTOR and \
+                self.geneval.clip is None and self.clip is None:
+            missing.append("suite geneval needs a CLIP for object colours: eval.geneval.clip or eval.clip")
         if self.best_of > 1 and self.clip is None:
             missing.append(f"best_of {self.best_of} needs eval.clip (the CLIP that picks the best image)")
         if missing:

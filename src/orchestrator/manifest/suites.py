@@ -40,6 +40,9 @@ SUITE_TABLE: tuple[SuiteEntry, ...] = (
                "image-text matching accuracy on data.eval's benchmark", scores_pairs=True),
     SuiteEntry("drawbench", "orchestrator.eval.drawbench:DrawBenchSuite",
                "DrawBench: CLIP-R-Precision per category and a sheet per category for human grading", needs="clip"),
+    SuiteEntry("geneval", "orchestrator.eval.geneval_suite:GenEvalSuite",
+               "GenEval: per-task accuracy of K images per prompt judged by a detector and a colour CLIP, and their "
+               "mean"),
     SuiteEntry("consistency", "orchestrator.eval.consistency:ConsistencySuite",
                "a chain's images from one embedding show the same objects, against chance"),
 )
