@@ -13,7 +13,8 @@
 #   Measured (400 held-out prompts, object accuracy; docs/variants/sd3.md has the table): fresh CLIPs,
 #   6,300 steps at batch 64: 0.465; CLIP-L from the demo base, 6,800 steps at batch 64: 0.560 (lr
 #   2e-3: 0.555); with T5_TOKENS=1, 7,900 steps at batch 64: 0.517; with T5_TOKENS=1, 14,000 steps at
-#   batch 32 (these defaults, the shipped base, 34 min 23 s): 0.600. All below the 0.7 asked.
+#   batch 32 (these defaults, the shipped base, 34 min 23 s): 0.600; --lr-schedule cosine with 11,500
+#   steps at batch 32: 0.542, with 19,000 at batch 16: 0.547. All below the 0.7 asked.
 # - Web captions (relation words drawn at random), so the base learns objects and no relation: the
 #   demo's spatial finetune is what must teach it where things go.
 set -euo pipefail
