@@ -77,9 +77,9 @@ def test_fenced_writes_stop_after_a_takeover_and_when_the_holder_process_is_gone
     # A holder process of this host that died: its lease is free at once, its fenced writes refused.
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        import psutil
+        from orchestrator.journal.lease import process_start
 
-        dead = Holder(Holder.this_process().host, child.pid, psutil.Process(child.pid).create_time(), "child")
+        dead = Holder(Holder.this_process().host, child.pid, process_start(child.pid), "child")
         owner = new_owner()
         journal.release_lease("e1", journal.lease("e1").owner)
         journal.acquire_lease("e1", owner, dead, ttl=300)
@@ -216,3 +216,25 @@ def test_workers_of_a_sigkilled_driver_stop_writing_within_a_heartbeat(tmp_path)
     blobs = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file() and "checkpoints" in p.parts]
     late_blobs = [str(p) for p in blobs if p.stat().st_mtime > limit]
     assert not late_blobs, f"checkpoints written after the driver died: {late_blobs}"
+
+
+def test_a_live_holder_stays_alive_when_the_boot_time_psutil_reads_moves(monkeypatch):
+    """psutil's create_time adds /proc/stat's btime as it reads now; a VM's clock sync moves btime
+    against the uptime (seen here: up a second within minutes), so a later check computed another
+    create_time for the same live process and took a live run's owner for dead (make demo, 2026-12-07).
+    The holder's start is its start in ticks since boot, which no clock moves."""
+    import psutil
+
+    from orchestrator.journal.lease import process_start
+
+    if not hasattr(psutil, "_pslinux"):
+        pytest.skip("psutil reads the boot time from /proc/stat on Linux only")
+    holder = Holder.this_process("orch run m.yaml")
+    before, btime = psutil.Process().create_time(), psutil._pslinux.boot_time()
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: btime + 1.0)  # btime a second on, as seen here
+    assert psutil.Process().create_time() == pytest.approx(before + 1.0)  # what fooled the old check
+    assert not holder.gone()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with pytest.raises(psutil.NoSuchProcess):
+        process_start(child.pid)

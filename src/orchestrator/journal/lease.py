@@ -66,6 +66,27 @@ class LeaseLost(JournalError):
     """This owner no longer holds the lease (taken over after expiry, or its process is gone)."""
 
 
+def process_start(pid: int) -> float:
+    """When process `pid` started, as a value that stays the same for the process's whole life (a
+    reused pid gets another). On Linux: its start in clock ticks since boot, from /proc/<pid>/stat.
+    Not psutil's create_time, which adds the boot time as /proc/stat's `btime` says at the time of
+    asking: `btime` follows the wall clock, which a VM's clock sync moves against the uptime (seen
+    here: ~4 ms/s, so `btime` went up by a second within minutes), and a later check computed another
+    create_time for the same live process and took it for dead.
+    Elsewhere: psutil's create_time. Raises psutil.NoSuchProcess when there is no such process."""
+    import psutil
+
+    stat = f"/proc/{pid}/stat"
+    if os.path.exists("/proc/self/stat"):
+        try:
+            with open(stat, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
+        except (FileNotFoundError, ProcessLookupError):
+            raise psutil.NoSuchProcess(pid) from None
+        return float(fields[19])  # field 22 of stat(5): starttime, in clock ticks since boot
+    return psutil.Process(pid).create_time()
+
+
 @dataclass(frozen=True)
 class Holder:
     """The process a lease belongs to. `pid` None: no process to watch (a lease handed over to a
@@ -73,7 +94,7 @@ class Holder:
 
     host: str
     pid: int | None
-    started: float | None  # the process's start time: a reused pid is not the same process
+    started: float | None  # process_start(pid): a reused pid is not the same process
     command: str
 
     @classmethod
@@ -81,10 +102,9 @@ class Holder:
         """This process, its command line as shown to whoever finds the lease held: enough to
         find the holder (host, pid, the command and its manifest), never a credential
         (`redact_argv`: `--journal postgresql://u:PASSWORD@...`, `--token X` are masked)."""
-        import psutil
 
         shown = command or " ".join(redact_argv([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
-        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time(), excerpt(shown, COMMAND_CHARS))
+        return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()), excerpt(shown, COMMAND_CHARS))
 
     def handover(self) -> Holder:
         return Holder(self.host, None, None, self.command)
@@ -96,10 +116,10 @@ class Holder:
         import psutil
 
         try:
-            return psutil.Process(self.pid).create_time() != self.started
+            return process_start(self.pid) != self.started
         except psutil.NoSuchProcess:
             return True
-        except psutil.Error:
+        except (psutil.Error, OSError, IndexError, ValueError):  # unreadable: not known dead
             return False
 
     def describe(self) -> str:
