@@ -75,10 +75,12 @@ WATCHDOG_WAIT_S = 15.0  # its SIGTERM grace and SIGKILL wait, and then some
 
 def _children() -> dict[int, float]:
     """This process's children: pid -> start time (what tells a recycled pid apart)."""
+    from orchestrator.journal.lease import process_start
+
     out = {}
     for p in psutil.Process().children():
         try:
-            out[p.pid] = round(p.create_time(), 2)
+            out[p.pid] = process_start(p.pid)
         except psutil.Error:
             continue
     return out
