@@ -59,8 +59,14 @@ def sd():
     return LoadedModel(get_variant("sd"), build_tiny(seed=0), "in-memory")
 
 
-def test_the_tasks_are_the_manifests():
-    assert TAGS == GENEVAL_TAGS
+def test_the_tasks_are_the_manifests(tmp_path):
+    """Every task the manifest offers is a tag the loader reads."""
+    from orchestrator.data.loaders.geneval import load_geneval_metadata
+
+    f = tmp_path / "m.jsonl"
+    f.write_text("".join(json.dumps({"tag": t, "prompt": "a photo of a cat", "include": [{"class": "cat", "count": 1}]})
+                         + "\n" for t in GENEVAL_TAGS))
+    assert [p.tag for p in load_geneval_metadata(f)] == list(GENEVAL_TAGS) == list(TAGS)
 
 
 def test_clip_colours_are_the_averaged_template_embeddings(files):

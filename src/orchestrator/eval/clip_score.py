@@ -42,6 +42,13 @@ def mean_with_interval(name: str, scores: np.ndarray) -> MetricValue:
     return MetricValue(name, mean, n, mean - half, mean + half, sd)
 
 
+def _per_image(name: str, scores: np.ndarray, info: dict[str, Any], ctx: Any, started: float) -> SuiteResult:
+    """A per-image score suite's result: the mean with its interval, every image's score for pairing."""
+    info = {**info, "interval": "normal: mean ± 1.96 sd / sqrt(n)", OUTCOMES: {name: [float(s) for s in scores]},
+            **ctx.generation_info}
+    return SuiteResult(name, [mean_with_interval(name, scores)], info, time.perf_counter() - started)
+
+
 class ClipScoreSuite:
     name = "clip_score"
 
@@ -52,9 +59,7 @@ class ClipScoreSuite:
         started = time.perf_counter()
         enc = ctx.clip()
         scores = clip_scores(enc, ctx.generated(), [p.text for p in ctx.prompts()])
-        info = {"clip": enc.name, "formula": FORMULA, "interval": "normal: mean ± 1.96 sd / sqrt(n)",
-                OUTCOMES: {self.name: [float(s) for s in scores]}, **ctx.generation_info}
-        return SuiteResult(self.name, [mean_with_interval(self.name, scores)], info, time.perf_counter() - started)
+        return _per_image(self.name, scores, {"clip": enc.name, "formula": FORMULA}, ctx, started)
 
 
 class PickScoreSuite:
@@ -68,8 +73,5 @@ class PickScoreSuite:
         model = ctx.pick_scorer()
         scale = float(model.model.logit_scale.detach().exp())
         cos = np.asarray(model.score_pairs([p.text for p in ctx.prompts()], ctx.generated()), dtype=np.float64)
-        scores = scale * cos
-        info = {"model": model.name, "formula": "exp(logit_scale) * cos(text, image)", "logit_scale_exp": scale,
-                "interval": "normal: mean ± 1.96 sd / sqrt(n)", OUTCOMES: {self.name: [float(s) for s in scores]},
-                **ctx.generation_info}
-        return SuiteResult(self.name, [mean_with_interval(self.name, scores)], info, time.perf_counter() - started)
+        info = {"model": model.name, "formula": "exp(logit_scale) * cos(text, image)", "logit_scale_exp": scale}
+        return _per_image(self.name, scale * cos, info, ctx, started)

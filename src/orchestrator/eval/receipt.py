@@ -14,6 +14,7 @@ import functools
 import hashlib
 import platform
 import subprocess
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,17 +66,27 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+# (path, each file's size and mtime) -> digest: the Evaluator digests the same CLIP and reference
+# files at every checkpoint it judges; unchanged files are not read again.
+_LOCAL_DIGESTS: dict[tuple, str] = {}
+
+
 def location_digest(value: str, store: Any = None) -> str | None:
     """sha256 of a local file, or over a local directory's files (relative path and digest, in
     order); a blob key the store holds: the sha256 it recorded. None where neither is at hand."""
     local = Path(value[len("file://"):] if value.startswith("file://") else value)
-    if local.is_file():
-        return file_digest(local)
-    if local.is_dir():
-        h = hashlib.sha256()
-        for p in sorted(q for q in local.rglob("*") if q.is_file()):
-            h.update(f"{p.relative_to(local).as_posix()}:{file_digest(p)};".encode())
-        return h.hexdigest()
+    if local.is_file() or local.is_dir():
+        files = [local] if local.is_file() else sorted(q for q in local.rglob("*") if q.is_file())
+        key = (str(local.resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+        if key not in _LOCAL_DIGESTS:
+            if local.is_file():
+                _LOCAL_DIGESTS[key] = file_digest(local)
+            else:
+                h = hashlib.sha256()
+                for p in files:
+                    h.update(f"{p.relative_to(local).as_posix()}:{file_digest(p)};".encode())
+                _LOCAL_DIGESTS[key] = h.hexdigest()
+        return _LOCAL_DIGESTS[key]
     if store is not None:
         from orchestrator.storage.base import StorageError
 
@@ -84,6 +95,19 @@ def location_digest(value: str, store: Any = None) -> str | None:
         except (StorageError, ValueError):  # not one object (a prefix: a directory), or not there
             return None
     return None
+
+
+_FROZEN_HASHES: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def _frozen_hash(module: Any) -> str:
+    """module_hash of a frozen metric model, once per loaded object (the Evaluator keeps its CLIP
+    across checkpoints; its weights never change)."""
+    from orchestrator.models.common.serialize import module_hash
+
+    if module not in _FROZEN_HASHES:
+        _FROZEN_HASHES[module] = module_hash(module)
+    return _FROZEN_HASHES[module]
 
 
 def model_digest(loaded: Any) -> str:
@@ -122,7 +146,6 @@ def make_receipt(ctx: Any, results: Sequence[SuiteResult]) -> dict[str, Any]:
     """The receipt of `results`, computed in the context that produced them."""
     import torch
 
-    from orchestrator.models.common.serialize import module_hash
 
     loaded = ctx.loaded()
     model = ctx.model_if_loaded()
@@ -137,7 +160,7 @@ def make_receipt(ctx: Any, results: Sequence[SuiteResult]) -> dict[str, Any]:
                     "threads": torch.get_num_threads(),
                     "deterministic": torch.are_deterministic_algorithms_enabled()},
         "weights": weights,
-        "metric_models": {"clip": None if clip is None else module_hash(clip.model),
+        "metric_models": {"clip": None if clip is None else _frozen_hash(clip.model),
                           "inception": None if inception is None else getattr(inception, "weights_sha256", None)},
         "inputs": inputs,
         "images": {r.suite: max((m.n for m in r.metrics), default=0) for r in results},

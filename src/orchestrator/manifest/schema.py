@@ -332,7 +332,7 @@ class DrawBenchSpec(Section):
         return v
 
 
-# GenEval's tasks (data/loaders/geneval.py TAGS implements exactly these: tests/test_geneval_suite.py holds it).
+# GenEval's tasks (data/loaders/geneval.py reads these as its TAGS).
 GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 # `eval.geneval.detector: shapes`: the shapes world's own detector and palette colours instead of a Mask2Former
 # directory (write ./shapes for a directory of that name).

@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from orchestrator.data.spatial_rule import GENEVAL_RELATIONS
+from orchestrator.manifest.schema import GENEVAL_TAGS
 
 from .errors import DataFormatError, ErrorPolicy, OnError, SkipReport, quote
 
 __all__ = ["COLORS", "OBJECT_NAMES", "RELATIONS", "TAGS", "ExcludeClause", "GenEvalPrompt", "IncludeClause",
            "load_geneval_metadata", "load_geneval_prompt", "parse_record"]
 
-TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+TAGS = GENEVAL_TAGS  # the manifest's eval.geneval.tags choices: one definition
 # GenEval's colours, in its order (the CLIP colour classifier's class order, too).
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 RELATIONS = GENEVAL_RELATIONS  # "left of", "right of", "above", "below"
