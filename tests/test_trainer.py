@@ -196,11 +196,20 @@ storage: {{blobs: {blobs}}}
 """
 
 KILLER = textwrap.dedent("""
-    import os, signal, sys, torch
+    import os, signal, sys, time, torch
+    from pathlib import Path
+    from orchestrator.storage import open_store
     from orchestrator.training import LoopConfig, RunControl, train_trial
     torch.set_num_threads(1)
+    store = open_store(Path(sys.argv[1]).parent / "killed-blobs")
     def kill_after_checkpoint(m):
         if m.step == 3:  # a checkpoint exists at 2; step 3's work is lost
+            # step 2's checkpoint uploads in the background: kill once it has landed (a loaded machine
+            # once killed before it had, and the resume rightly started from nothing)
+            deadline = time.monotonic() + 60
+            while (not any(k.endswith("step-00000002.json") for k in store.list("trials/"))
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
     train_trial(sys.argv[1], "0", control=RunControl(on_metrics=kill_after_checkpoint),
                 config=LoopConfig(num_threads=1))
