@@ -25,6 +25,9 @@ SEED=${SEED:-0}
 # T5_TOKENS: the length of T5's part of the prompt, all zeros here (no T5): 1 cuts the text stream
 # from 64 tokens to 33 and a transformer step by ~22% (32: build_tiny's default).
 T5_TOKENS=${T5_TOKENS:-1}
+# CLIP_TOKENS: both CLIP tokenizers' length (prompts are padded to it): the pairs world's captions
+# take at most 12 of build_tiny's default 32.
+CLIP_TOKENS=${CLIP_TOKENS:-32}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OPENBLAS_NUM_THREADS=1
 if [ -n "${SETTINGS_OVERRIDE:-}" ]; then
   read -r -a SETTINGS <<< "$SETTINGS_OVERRIDE"
@@ -42,17 +45,18 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
 # The init directory: fresh transformer and CLIPs (seeded) over the demo base's VAE.
-"$PY" - "$tmp/init" "$SEED" "$CLIP_FROM" "$T5_TOKENS" <<'PY'
+"$PY" - "$tmp/init" "$SEED" "$CLIP_FROM" "$T5_TOKENS" "$CLIP_TOKENS" <<'PY'
 import sys
 from diffusers import AutoencoderKL
 from transformers import CLIPTextModel
 from orchestrator.models.sd3.components import build_tiny
-out, seed, clip_from, t5_tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+out, seed, clip_from, t5_tokens, clip_tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 if clip_from not in ("demo", "none"):
     sys.exit(f"build_sd3_base: CLIP_FROM={clip_from!r}: use demo or none")
 vae = AutoencoderKL.from_pretrained("assets/demo-base/vae")
 clip = CLIPTextModel.from_pretrained("assets/demo-base/text_encoder") if clip_from == "demo" else None
-build_tiny(seed=seed, resolution=32, vae=vae, shift=1.0, clip_from=clip, max_sequence_length=t5_tokens).save(out)
+build_tiny(seed=seed, resolution=32, vae=vae, shift=1.0, clip_from=clip, max_sequence_length=t5_tokens,
+           clip_tokens=clip_tokens).save(out)
 PY
 "$PY" -m orchestrator.cli pretrain --variant sd3 --init "$tmp/init" --blobs "file://$tmp/blobs" --threads 1 \
   "${SETTINGS[@]}"
@@ -62,18 +66,19 @@ mkdir -p "$(dirname "$OUT")"
 # The blob store keeps objects in its own encoding: read them back as plain files.
 "$PY" -c "import sys; from orchestrator.storage import open_store; from orchestrator.storage.location import get_dir
 get_dir(open_store(sys.argv[1]), 'models/tiny-sd3-base', sys.argv[2])" "file://$tmp/blobs" "$OUT"
-"$PY" - "$OUT" "$commit" "$wall" "$CLIP_FROM" "$T5_TOKENS" "${SETTINGS[@]}" <<'PY'
+"$PY" - "$OUT" "$commit" "$wall" "$CLIP_FROM" "$T5_TOKENS" "$CLIP_TOKENS" "${SETTINGS[@]}" <<'PY'
 import hashlib, json, sys
 from pathlib import Path
 out, commit, wall, clip_from, t5_tokens = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-argv = sys.argv[6:]
+clip_tokens = int(sys.argv[6])
+argv = sys.argv[7:]
 settings = {argv[i].lstrip("-").replace("-", "_"): argv[i + 1] for i in range(0, len(argv), 2)}
 files = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
          for p in sorted(out.rglob("*")) if p.is_file()}
-record = {"command": f"CLIP_FROM={clip_from} T5_TOKENS={t5_tokens} scripts/build_sd3_base.sh (orch pretrain --variant sd3 "
+record = {"command": f"CLIP_FROM={clip_from} T5_TOKENS={t5_tokens} CLIP_TOKENS={clip_tokens} scripts/build_sd3_base.sh (orch pretrain --variant sd3 "
                      + " ".join(argv) + " --threads 1)",
           "init": {"build_tiny": {"seed": int(settings["seed"]), "resolution": 32, "shift": 1.0,
-                                         "max_sequence_length": t5_tokens},
+                                         "max_sequence_length": t5_tokens, "clip_tokens": clip_tokens},
                    "vae": "assets/demo-base/vae", "clip_from": clip_from},
           "settings": settings, "seed": int(settings["seed"]), "code_commit": commit,
           "wall_s": wall, "threads": 1,

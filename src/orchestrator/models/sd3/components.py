@@ -253,7 +253,8 @@ def _tiny_t5(tokenizer: T5Tokenizer) -> T5EncoderModel:
 def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | None = None, *,
                flavour: str = "sd3", with_t5: bool = False, latent_channels: int = 4,
                latent_downsample: int = 4, vae: AutoencoderKL | None = None, shift: float = 3.0,
-               clip_from: CLIPTextModel | None = None, max_sequence_length: int = MAX_TOKENS) -> SD3Components:
+               clip_from: CLIPTextModel | None = None, max_sequence_length: int = MAX_TOKENS,
+               clip_tokens: int = MAX_TOKENS) -> SD3Components:
     """A randomly initialised tiny SD3 (flavour "sd3") or SD3.5 ("sd35") in the real layout,
     over the shapes vocabulary (word-level CLIP tokenizers as the tiny SD's, a T5 tokenizer with
     `with_t5`); the same arguments give bitwise the same weights. The VAE is the tiny SD's
@@ -263,11 +264,12 @@ def build_tiny(seed: int = 0, resolution: int = 32, caption_texts: list[str] | N
     `clip_from`: a trained tiny SD text encoder over the same vocabulary (the demo base's) whose
     weights start the CLIP-L stand-in; its projection, which SD's encoder lacks, stays fresh.
     `max_sequence_length`: T5's part of the prompt (zeros without T5): its tokens cost every joint
-    block's text stream as much as CLIP's do."""
+    block's text stream as much as CLIP's do. `clip_tokens`: both CLIP tokenizers' length, to which
+    every prompt is padded (and past which it is cut): the pairs world's captions take at most 12."""
     from orchestrator.models.sd import tiny_config
 
     texts = list(caption_texts or [])
-    tokenizer, tokenizer_2 = build_tokenizer(texts), build_tokenizer(texts)
+    tokenizer, tokenizer_2 = build_tokenizer(texts, clip_tokens), build_tokenizer(texts, clip_tokens)
     tokenizer_3 = build_t5_tokenizer(texts) if with_t5 else None
     if vae is not None:
         latent_channels = int(vae.config.latent_channels)
