@@ -31,7 +31,7 @@ import torch
 from orchestrator.data.choices import labelled_choices
 from orchestrator.eval.context import NamedScorer
 from orchestrator.eval.matching import judge
-from orchestrator.eval.spatial import mcnemar, wilson_interval
+from orchestrator.eval.stats import mcnemar, wilson_interval
 from orchestrator.manifest.schema import DataSource
 from orchestrator.models.discffusion.options import DiscffusionOptions
 from orchestrator.models.discffusion.score import DiffusionScorer

@@ -120,6 +120,7 @@ def test_shapes_detector_gives_shapes_boxes_blobs_and_confident_scores():
         assert d.box == (x, y, x + w, y + h) == mask_box(d.mask)
         assert int(d.mask.sum()) == p.area and 0.95 < d.score <= 1.0
     assert found[0].score > found[1].score  # the larger blob is the more confident
+    assert [d.attributes for d in found] == [("red", "large"), ("blue", "small")]  # read off the blob
     assert ShapesColourClassifier()(image, found, "circle") == ["red", "blue"]
 
 

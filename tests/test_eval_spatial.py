@@ -10,10 +10,9 @@ from orchestrator.eval.spatial import (
     SpatialPrompt,
     heldout_spatial_prompts,
     judge,
-    mcnemar,
     score_spatial,
-    wilson_interval,
 )
+from orchestrator.eval.stats import mcnemar, wilson_interval
 
 SEED, N = 7, 60
 
@@ -129,6 +128,51 @@ def test_geneval_rule_judges_the_most_confident_detection_of_each_object():
     prompts = [SpatialPrompt.from_fact(e.spatial_fact) for e in ex] + [prompt]
     g, a = score_spatial(images, prompts), score_spatial(images, prompts, "all_pairs")
     assert g.correct == a.correct + 1 == len(images)
+
+
+def _as_geneval(prompt: SpatialPrompt):
+    """The spatial prompt as GenEval's position record: B, then A with its colour and the relation to B."""
+    from orchestrator.data.loaders.geneval import parse_record
+
+    def clause(desc, **more):
+        colours = [a for a in desc[1] if a in ("red", "green", "blue", "yellow")]
+        return {"class": desc[0], "count": 1, **({"color": colours[0]} if colours else {}), **more}
+    rec = {"tag": "position", "prompt": prompt.text or "p",
+           "include": [clause(prompt.object), clause(prompt.subject, position=[prompt.relation, 0])]}
+    return parse_record(rec, "mem.jsonl", 1, 0)
+
+
+def test_spatial_and_geneval_judges_agree_where_genevals_clauses_can_say_the_prompt():
+    """The spatial suite judges with GenEval's code (the shapes detector behind its interface, its
+    confidence order, its relation): on prompts naming two shapes, each drawn once, and on the fragment
+    example (a same-coloured fragment), its verdict is GenEval's own `evaluate_image`'s. Where one shape
+    is named twice, GenEval's class clauses take the same top detection for both and cannot hold."""
+    from orchestrator.eval import geneval as ge
+    from orchestrator.eval.colour_classifiers import ShapesColourClassifier
+    from orchestrator.eval.detectors import ShapesDetector
+
+    det, colours = ShapesDetector(), ShapesColourClassifier()
+    cases = []
+    for ex in _examples(120, 64):
+        p = SpatialPrompt.from_fact(ex.spatial_fact)
+        shapes = [o.shape for o in ex.scene.objects]
+        if p.subject[0] != p.object[0] and all(shapes.count(x) == 1 for x in (p.subject[0], p.object[0])):
+            cases += [(ex.image(), p), (ex.image(), p.swapped())]
+    square = ShapeObject("square", "blue", "large", 24, 20, 16, 16)
+    circle = ShapeObject("circle", "red", "large", 2, 20, 16, 16)
+    fragment = ShapeObject("circle", "red", "small", 48, 24, 7, 7)
+    left = SpatialPrompt("", ("circle", ("red",)), "left of", ("square", ("blue",)))
+    cases += [(render(Scene(64, (square, circle, fragment))), left),
+              (render(Scene(64, (square, replace(circle, x=48, y=20), replace(fragment, x=2)))), left)]
+    verdicts = [judge(im, p).correct for im, p in cases]
+    assert len(cases) >= 40 and 0 < sum(verdicts) < len(cases)  # both verdicts occur
+    assert verdicts == [ge.evaluate_image(im, _as_geneval(p), det, colours)["correct"] for im, p in cases]
+    # Two circles: the spatial judge picks each described one; GenEval's rule, the top circle twice.
+    blue = replace(circle, colour="blue", x=40)
+    two = SpatialPrompt("", ("circle", ("red",)), "left of", ("circle", ("blue",)))
+    image = render(Scene(64, (circle, blue)))
+    assert judge(image, two).correct
+    assert not ge.evaluate_image(image, _as_geneval(two), det, colours)["correct"]
 
 
 def test_wilson_interval_known_values():

@@ -12,7 +12,7 @@ from orchestrator.data import spatial_rule
 from orchestrator.data.loaders.geneval import parse_record
 from orchestrator.eval import geneval as ge
 from orchestrator.eval.geneval import ObjectDetection as Det
-from orchestrator.eval.spatial import wilson_interval
+from orchestrator.eval.stats import wilson_interval
 
 IMAGE = Image.new("RGB", (100, 100))
 
@@ -232,7 +232,7 @@ def test_box_adapter_gives_spatial_rule_genevals_relation():
     rng = np.random.default_rng(0)
     for _ in range(2000):
         a, b = (np.sort(rng.integers(0, 64, (2, 2)), axis=0).T.ravel()[[0, 2, 1, 3]] for _ in range(2))
-        assert set(ge._relations(Det("a", 1, a), Det("b", 1, b), 0.1)) == _geneval_formula(a, b)
+        assert set(ge.relations(Det("a", 1, a), Det("b", 1, b), 0.1)) == _geneval_formula(a, b)
     # Hand-computed: centres 30 px apart on x, shrink 0.1 * (10 + 10) = 2 -> dx = -28/30: "left of" only.
     assert spatial_rule.relation(ge._xywh((0, 0, 10, 10)), ge._xywh((30, 0, 40, 10))) == {"left of"}
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.eval.grading import agreement, cohen_kappa, experiment_tallies, preference_matrix, tally
 from orchestrator.eval.grading_task import blind_order
-from orchestrator.eval.spatial import wilson_interval
+from orchestrator.eval.stats import wilson_interval
 from orchestrator.journal import Grade, InvalidEvent, JournalConflict, UnknownGradingTask, open_journal
 from orchestrator.journal.grading import StaleGrade
 from tests.grading_fixtures import finished_experiment

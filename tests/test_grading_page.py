@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.eval.grading_task import blind_order
-from orchestrator.eval.spatial import wilson_interval
+from orchestrator.eval.stats import wilson_interval
 from tests.api_server import free_port
 from tests.fixtures_browser import new_browser, quit_browser
 from tests.grading_fixtures import finished_experiment

@@ -63,7 +63,7 @@ def test_metric_globs_select_columns_and_a_miss_is_an_error(journal):
 def test_paired_mcnemar_between_trials_that_differ_in_one_field(tmp_path):
     """Trials that share everything but the compared field pair up (seed by seed, lr by lr); the
     test runs on the per-prompt outcomes the spatial suite journals, with hand-counted discordants."""
-    from orchestrator.eval.spatial import mcnemar
+    from orchestrator.eval.stats import mcnemar
     from orchestrator.results import paired_tests, render_paired
 
     outcomes = {  # (captions, lr) -> accuracy bits over 10 prompts

@@ -5,10 +5,9 @@ from .spatial import (
     SpatialScore,
     heldout_spatial_prompts,
     judge,
-    mcnemar,
     score_spatial,
-    wilson_interval,
 )
+from .stats import mcnemar, wilson_interval
 
 __all__ = ["Judgement", "SpatialPrompt", "SpatialScore", "heldout_spatial_prompts", "judge", "mcnemar",
            "score_spatial", "wilson_interval"]

@@ -26,7 +26,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
-from .spatial import wilson_interval
+from .stats import wilson_interval
 
 NEGATIVES = 99
 CHUNKS = 10

@@ -27,7 +27,7 @@ from orchestrator.data.detector import Detection, detect
 
 from .context import generate_images
 from .results import MetricValue, SuiteResult
-from .spatial import mean_ci, wilson_interval
+from .stats import mean_ci, wilson_interval
 
 if TYPE_CHECKING:
     from .context import EvalContext

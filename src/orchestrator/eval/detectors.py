@@ -37,6 +37,7 @@ segmentation map would let later instances overwrite earlier ones where they ove
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,12 +46,14 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
+from orchestrator.data.detector import Detection, detect_with_masks
 from orchestrator.data.loaders.geneval import OBJECT_NAMES
+from orchestrator.data.shapes import SHAPES, SIZE_FRACTION
 
 from .geneval import ObjectDetection
 
-__all__ = ["LABEL_ALIASES", "Mask2FormerDetector", "ShapesDetector", "detector_labels", "geneval_labels",
-           "mask_box"]
+__all__ = ["IDEAL_FILL", "LABEL_ALIASES", "Mask2FormerDetector", "ShapesDetector", "detector_labels",
+           "geneval_labels", "mask_box", "shape_confidence", "size_class"]
 
 # Other spellings of GenEval's COCO names (after lower-casing, "_"/"-" to spaces): COCO's own ("mouse", "remote",
 # "keyboard", which detectron2, mmdet and transformers' COCO id2label use) and the VOC-style ones some exports use.
@@ -177,35 +180,47 @@ class Mask2FormerDetector:
                 for seg, mask in zip(segments, maps)]
 
 
+# How full a clean shape's box is: a square fills it, a circle pi/4 of it, a triangle half.
+IDEAL_FILL = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}
+
+
+def shape_confidence(det: Detection) -> tuple[int, float]:
+    """The shapes detector's confidence in a blob, for ranking: its pixel area first (a fragment or speck is
+    small), then how close its fill ratio is to its shape's ideal."""
+    return det.area, -abs(det.fill - IDEAL_FILL.get(det.shape, det.fill))
+
+
+def size_class(det: Detection, image_size: int) -> str:
+    """'small' or 'large' by the box's longer side, split halfway between the two drawn sizes."""
+    cut = (SIZE_FRACTION["small"] + SIZE_FRACTION["large"]) / 2 * image_size
+    return "large" if max(det.box[2], det.box[3]) > cut else "small"
+
+
 class ShapesDetector:
-    """The shapes world's detector (`data.detector.detect`) as a `geneval.Detector`: class = shape, box from its
-    x, y, w, h, mask = its blob.
+    """The shapes world's detector (`data.detector.detect_with_masks`) as a `geneval.Detector`: class = shape,
+    box from its x, y, w, h, mask = its blob, attributes = its palette colour and size class (`size_class`), in
+    the data detector's order.
 
     Scores. The detector has no probabilities: every blob of at least its `min_area` (its own speckle filter) is a
     detection it is sure of, so every score clears GenEval's thresholds (0.3; 0.9 for counting). A fixed 1.0 would
-    leave the order among a class's detections to `select`'s tie rule (the last found first); instead the scores
-    are 1 - 0.05 * rank / n in (0.95, 1], rank by the spatial suite's `confidence` (pixel area, then how close
-    the fill ratio is to the shape's), so "the most confident detection of each object" is the same one here as
-    in the spatial suite.
+    leave the order among a class's detections to `geneval.rank_order`'s tie rule (the last found first); instead
+    the scores are 1 - 0.05 * rank / n in (0.95, 1], rank by `shape_confidence` (ties in the order found), so "the
+    most confident detection of each object" is a whole shape, not a fragment beside it.
     """
     name = "shapes"
 
     def __init__(self, **detect_kw: Any):
-        from orchestrator.data.shapes import SHAPES
-
         self.classnames: tuple[str, ...] = tuple(SHAPES)
         self.detect_kw = detect_kw
 
     def __call__(self, image: Image.Image | np.ndarray) -> list[ObjectDetection]:
-        from orchestrator.data.detector import detect_with_masks
-
-        from .spatial import confidence
-
         found = detect_with_masks(image, **self.detect_kw)
-        order = sorted(range(len(found)), key=lambda i: confidence(found[i][0]), reverse=True)  # stable: ties
-        rank = {i: r for r, i in enumerate(order)}                                              # keep find order
+        side = max(image.size) if isinstance(image, Image.Image) else max(np.asarray(image).shape[:2])
+        order = sorted(range(len(found)), key=lambda i: shape_confidence(found[i][0]), reverse=True)  # stable
+        rank = {i: r for r, i in enumerate(order)}
         out = []
         for i, (det, mask) in enumerate(found):
             x, y, w, h = det.box
-            out.append(ObjectDetection(det.shape, 1.0 - 0.05 * rank[i] / len(found), (x, y, x + w, y + h), mask))
+            out.append(ObjectDetection(det.shape, 1.0 - 0.05 * rank[i] / len(found), (x, y, x + w, y + h), mask,
+                                       (det.colour, size_class(det, side))))
         return out

@@ -51,12 +51,12 @@ from orchestrator.data import spatial_rule
 from orchestrator.data.loaders.geneval import COLORS, TAGS, GenEvalPrompt
 
 from .results import MetricValue, bits
-from .spatial import wilson_interval
+from .stats import wilson_interval
 
 __all__ = ["BACKGROUND", "COLORS", "COLOUR_TEMPLATES", "COUNTING_THRESHOLD", "MAX_OBJECTS", "MAX_OVERLAP",
            "POSITION_THRESHOLD", "TAGS", "THRESHOLD", "ColourClassifier", "Detector", "GenEvalSummary",
            "ObjectDetection", "TagScore", "box_iou", "colour_texts", "crop_for_colour", "evaluate_image", "judge",
-           "result_record", "select", "summarise"]
+           "rank_order", "relations", "result_record", "select", "summarise"]
 
 THRESHOLD = 0.3            # keep detections scoring above this ...
 COUNTING_THRESHOLD = 0.9   # ... or above this for counting prompts
@@ -76,6 +76,9 @@ class ObjectDetection:
     score: float
     box: Box
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)  # H x W bool, or None
+    # Words the detector reads off the object itself: the shapes detector's palette colour and size
+    # class. Real-image detectors leave it empty; their colours come from a `ColourClassifier`.
+    attributes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         box = tuple(float(v) for v in self.box)
@@ -126,8 +129,7 @@ def select(detections: Iterable[ObjectDetection], tag: str, *, threshold: float 
         by_class.setdefault(det.classname, []).append(det)
     kept: dict[str, list[ObjectDetection]] = {}
     for name, dets in by_class.items():
-        scores = np.array([d.score for d in dets], dtype=np.float64)
-        order = [int(i) for i in np.argsort(scores)[::-1] if scores[i] > cut][:max_objects]
+        order = [i for i in rank_order(dets) if dets[i].score > cut][:max_objects]
         keep: list[ObjectDetection] = []
         while order:
             best = dets[order.pop(0)]
@@ -145,7 +147,14 @@ def _xywh(box: Sequence[float]) -> tuple[float, float, float, float]:
     return min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)
 
 
-def _relations(a: ObjectDetection, b: ObjectDetection, threshold: float) -> list[str]:
+def rank_order(detections: Sequence[ObjectDetection]) -> list[int]:
+    """Indices of `detections`, most confident first, ties as GenEval's reversed ``np.argsort``."""
+    scores = np.array([d.score for d in detections], dtype=np.float64)
+    return [int(i) for i in np.argsort(scores)[::-1]]
+
+
+def relations(a: ObjectDetection, b: ObjectDetection, threshold: float = POSITION_THRESHOLD) -> list[str]:
+    """GenEval's relations of `a` to `b` (``relative_position``), in `GENEVAL_RELATIONS` order."""
     rels = spatial_rule.relation(_xywh(a.box), _xywh(b.box), threshold)
     return [r for r in spatial_rule.GENEVAL_RELATIONS if r in rels]
 
@@ -188,7 +197,7 @@ def judge(image: Image.Image, selected: Mapping[str, Sequence[ObjectDetection]],
                 else:
                     for obj in found:
                         for other in targets:
-                            rels = _relations(obj, other, position_threshold)
+                            rels = relations(obj, other, position_threshold)
                             if relation not in rels:
                                 matched = False
                                 reasons.append(f"expected {name} {relation} {other.classname}, found "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Iterable, Sequence
 
-from .spatial import wilson_interval
+from .stats import wilson_interval
 
 
 @dataclass

@@ -22,7 +22,7 @@ from orchestrator.data.loaders.base import ImageChoice
 from orchestrator.manifest.schema import DataSource
 
 from .results import OUTCOMES, MetricValue, SuiteResult, bits
-from .spatial import wilson_interval
+from .stats import wilson_interval
 
 
 def _rate(name: str, flags: list[bool]) -> MetricValue:

@@ -1,14 +1,18 @@
 """Spatial accuracy of generated images, judged by detection (GenEval's position task, VISOR's splits).
 
-For a prompt stating "A <relation> B", the shapes detector finds the objects in the image and keeps
-those that fit A's description (shape, colour, and size when the description names one) and those
-that fit B's. Two rules (`eval.spatial_rule`) then decide with GenEval's relation test
-(`spatial_rule.relation`):
+The judging is GenEval's own code (`geneval`): the shapes world's detector sits behind GenEval's
+`Detector` interface (`detectors.ShapesDetector`), the most confident detection is GenEval's
+(`geneval.rank_order`), and the relation is GenEval's (`geneval.relations`, margin 0.1). What is the
+shapes world's own is which detections can stand for a described object: for "A <relation> B" the
+detections that fit A's description (shape, colour, and size when the description names one; `fits`)
+and those that fit B's. GenEval picks the top detections of a class and then asks their colour, which
+cannot judge "a red circle left of a blue circle": both clauses would take the same top circle.
+Two rules (`eval.spatial_rule`) then decide:
 - "geneval" (the default): as GenEval's `evaluate_images.py`, only the most confident detection of
   each described object counts (a prompt names one of each, and GenEval keeps the first `count`
   detections by confidence); the relation must hold between those two. The shapes detector's
-  confidence (`confidence`) is a blob's pixel area, then how close its fill ratio is to its shape's
-  (a square fills its box, a circle pi/4 of it, a triangle half): a fragment is small.
+  confidence (`detectors.shape_confidence`) is a blob's pixel area, then how close its fill ratio is
+  to its shape's (a square fills its box, a circle pi/4 of it, a triangle half): a fragment is small.
 - "all_pairs" (stricter, the project's rule before 2026-12-07): every pair of fitting detections
   must hold the relation, so a duplicated or fragmented object on the wrong side fails the image.
 
@@ -26,7 +30,6 @@ before the thresholded accuracy does.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -35,13 +38,15 @@ from PIL import Image
 
 from orchestrator.data import spatial_rule
 from orchestrator.data.captions import SpatialFact
-from orchestrator.data.detector import Detection, detect
 from orchestrator.data.shapes import COLOURS, SIZE_FRACTION, make_example
 from orchestrator.data.worlds import DEFAULT_WORLD
 from orchestrator.manifest.schema import SPATIAL_RULES
 
+from .detectors import ShapesDetector
+from .geneval import POSITION_THRESHOLD, ObjectDetection, rank_order, relations
+from .stats import mean_ci, wilson_interval
+
 Desc = tuple[str, tuple[str, ...]]  # (shape name, attributes), as captions.SpatialFact carries them
-Z95 = 1.959963984540054
 AXIS = {spatial_rule.LEFT: "x", spatial_rule.RIGHT: "x", spatial_rule.ABOVE: "y", spatial_rule.BELOW: "y"}
 # Unit vector of each relation in image coordinates (y down): "A left of B" wants A - B along (-1, 0).
 DIRECTION = {spatial_rule.LEFT: (-1, 0), spatial_rule.RIGHT: (1, 0), spatial_rule.ABOVE: (0, -1),
@@ -86,68 +91,41 @@ class Judgement:
     displacement: float | None = None  # mean offset of A from B along the stated direction / side
 
 
-def size_of(det: Detection, image_size: int) -> str:
-    """'small' or 'large' by the box's longer side, split halfway between the two drawn sizes."""
-    cut = (SIZE_FRACTION["small"] + SIZE_FRACTION["large"]) / 2 * image_size
-    return "large" if max(det.box[2], det.box[3]) > cut else "small"
-
-
-def fits(det: Detection, desc: Desc, image_size: int) -> bool:
-    """A detection fits a description when shape, colour and any stated size agree."""
+def fits(det: ObjectDetection, desc: Desc) -> bool:
+    """A detection fits a description when its shape is the named one and it carries every stated
+    colour and size (the shapes detector reads both off the blob)."""
     name, attrs = desc
-    if det.shape != name:
-        return False
-    for a in attrs:
-        if a in COLOURS and a != det.colour:
-            return False
-        if a in SIZE_FRACTION and a != size_of(det, image_size):
-            return False
-    return True
+    return det.classname == name and all(a in det.attributes for a in attrs if a in COLOURS or a in SIZE_FRACTION)
 
 
-IDEAL_FILL = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}
-
-
-def confidence(det: Detection) -> tuple[int, float]:
-    """The shapes detector's confidence in a detection, for ranking: its pixel area first (a
-    fragment or speck is small), then how close its fill ratio is to its shape's ideal."""
-    return det.area, -abs(det.fill - IDEAL_FILL.get(det.shape, det.fill))
+def _centre(det: ObjectDetection) -> tuple[float, float]:
+    x0, y0, x1, y1 = det.box
+    return (x0 + x1) / 2, (y0 + y1) / 2
 
 
 def judge(image: Image.Image | np.ndarray, prompt: SpatialPrompt, rule: str = SPATIAL_RULES[0],
           **detect_kw: Any) -> Judgement:
-    """Detect objects in one image and judge the prompt's relation by `rule` (module docstring)."""
+    """Detect objects in one image and judge the prompt's relation by `rule` (module docstring).
+    `detect_kw` goes to the shapes detector (`detectors.ShapesDetector`)."""
     if rule not in SPATIAL_RULES:
         raise ValueError(f"spatial rule must be one of {', '.join(SPATIAL_RULES)}, got {rule!r}")
-    dets = detect(image, **detect_kw)
+    dets = ShapesDetector(**detect_kw)(image)
     side = max(np.asarray(image).shape[:2]) if not isinstance(image, Image.Image) else max(image.size)
-    subj = [d for d in dets if fits(d, prompt.subject, side)]
-    obj = [d for d in dets if fits(d, prompt.object, side)]
+    subj = [d for d in dets if fits(d, prompt.subject)]
+    obj = [d for d in dets if fits(d, prompt.object)]
     if rule == "all_pairs":
         pairs = [(a, b) for a in subj for b in obj if a is not b]
-    else:  # the most confident of each; among equals max() keeps the first in the detector's order
-        top_a = max(subj, key=confidence, default=None)
-        top_b = max((b for b in obj if b is not top_a), key=confidence, default=None)
-        pairs = [(top_a, top_b)] if top_a is not None and top_b is not None else []
-    rels = [spatial_rule.relation(a.box, b.box) for a, b in pairs]
+    else:  # GenEval's: the most confident detection of each described object
+        top_a = subj[rank_order(subj)[0]] if subj else None
+        rest = [b for b in obj if b is not top_a]
+        pairs = [(top_a, rest[rank_order(rest)[0]])] if top_a is not None and rest else []
+    rels = [relations(a, b, POSITION_THRESHOLD) for a, b in pairs]
     correct = bool(pairs) and all(prompt.relation in r for r in rels)
     axis = bool(pairs) and all(any(AXIS[x] == AXIS[prompt.relation] for x in r) for r in rels)
     ux, uy = DIRECTION[prompt.relation]
-    shift = [((a.centre[0] - b.centre[0]) * ux + (a.centre[1] - b.centre[1]) * uy) / side for a, b in pairs]
+    shift = [((_centre(a)[0] - _centre(b)[0]) * ux + (_centre(a)[1] - _centre(b)[1]) * uy) / side for a, b in pairs]
     return Judgement(bool(subj), bool(obj), bool(pairs), correct, axis,
                      sum(shift) / len(shift) if shift else None)
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials; (0, 1) when n == 0."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # At k = 0 or k = n the bound is exactly 0 or 1; say so rather than leave rounding noise.
-    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
 
 
 @dataclass(frozen=True)
@@ -190,18 +168,6 @@ def score_judgements(judgements: Sequence[Judgement]) -> SpatialScore:
                         tuple(j.both_present for j in judgements))
 
 
-def mean_ci(xs: Sequence[float], z: float = Z95) -> tuple[float, tuple[float, float]]:
-    """Mean and its normal-approximation interval (z standard errors each side)."""
-    if not xs:
-        return 0.0, (0.0, 0.0)
-    mean = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return mean, (mean, mean)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
-    half = z * sd / math.sqrt(len(xs))
-    return mean, (mean - half, mean + half)
-
-
 def score_spatial(images: Iterable[Image.Image | np.ndarray], prompts: Sequence[SpatialPrompt],
                   rule: str = SPATIAL_RULES[0], **detect_kw: Any) -> SpatialScore:
     """Judge each image against its prompt (same order) by `rule` and aggregate."""
@@ -209,19 +175,6 @@ def score_spatial(images: Iterable[Image.Image | np.ndarray], prompts: Sequence[
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
     return score_judgements([judge(im, p, rule, **detect_kw) for im, p in zip(images, prompts)])
-
-
-def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
-    """Exact McNemar test for two models judged on the same prompts (and, here, the same noise):
-    only the discordant prompts carry information. Returns the counts and a two-sided p-value."""
-    if len(a) != len(b):
-        raise ValueError("paired outcomes must have the same length")
-    # Python ints: with numpy's int64 the 2 ** m below overflows past 62 discordant pairs (p = 1).
-    only_a = int(sum(bool(x) and not bool(y) for x, y in zip(a, b)))
-    only_b = int(sum(bool(y) and not bool(x) for x, y in zip(a, b)))
-    m = only_a + only_b
-    tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m if m else 1.0
-    return {"only_a": only_a, "only_b": only_b, "p_value": min(1.0, 2 * tail)}
 
 
 def heldout_spatial_prompts(seed: int, n: int, image_size: int = 32, start: int = 0,

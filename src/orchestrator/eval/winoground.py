@@ -21,7 +21,7 @@ import numpy as np
 from orchestrator.data.loaders.winoground import WinogroundExample, shapes_pairs
 
 from .results import bits
-from .spatial import wilson_interval
+from .stats import wilson_interval
 
 KINDS = ("text", "image", "group")
 

@@ -122,7 +122,7 @@ class _Pairing:
             raise ValueError(f"{metric}: trials {self.ta} and {self.tb} were judged on {len(a)} and {len(b)} "
                              f"samples: not paired")
         if isinstance(a, str) and isinstance(b, str):
-            from orchestrator.eval.spatial import mcnemar
+            from orchestrator.eval.stats import mcnemar
 
             fa, fb = [c == "1" for c in a], [c == "1" for c in b]
             m = mcnemar(fa, fb)
