@@ -38,4 +38,6 @@ def _raw_sweep_issues(source: YamlSource) -> list[ManifestIssue]:
         return []
     grid = sweep.get("grid") if isinstance(sweep.get("grid"), dict) else {}
     trials = sweep.get("trials") if isinstance(sweep.get("trials"), list) else []
-    return sweep_key_issues(grid, trials, bool(sweep.get("seeds")), source.file, source.line_of)
+    sample = sweep.get("sample") if isinstance(sweep.get("sample"), dict) else {}
+    space = sample.get("space") if isinstance(sample.get("space"), dict) else {}
+    return sweep_key_issues(grid, trials, bool(sweep.get("seeds")), source.file, source.line_of, space)

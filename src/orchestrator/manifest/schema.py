@@ -12,7 +12,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 # is_remote and local_path are read from here too (manifest.local_path, actors/evaluator.py).
 from orchestrator.storage.location import LocationError, confine, is_remote, local_path, parse_location  # noqa: F401
@@ -278,6 +288,54 @@ class TrainSpec(Section):
         return self
 
 
+# How a sampled sweep draws its points from the unit cube (manifest/sweep.py `sample_points`).
+SAMPLE_METHODS = ("random", "sobol")
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+
+
+class Distribution(Section):
+    """One swept field's distribution: exactly one of `uniform: [lo, hi]`, `loguniform: [lo, hi]`
+    (lo > 0), `int: [lo, hi]` (both ends included) or `choice: [a, b, ...]`."""
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)  # `int` is a keyword: the field is int_
+    uniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    loguniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    int_: Annotated[list[int], Field(min_length=2, max_length=2)] | None = Field(None, alias="int")
+    choice: Annotated[list[Any], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Distribution":
+        given = [k for k in DISTRIBUTIONS if self.bounds(k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(DISTRIBUTIONS)} (got {', '.join(given) or 'none'})")
+        kind, value = given[0], self.bounds(given[0])
+        if kind != "choice" and not value[0] < value[1]:
+            raise ValueError(f"{kind}: the low end must be below the high end, got {value}")
+        if kind == "loguniform" and value[0] <= 0:
+            raise ValueError(f"loguniform: both ends must be positive, got {value}")
+        return self
+
+    def bounds(self, kind: str) -> list[Any] | None:
+        return self.int_ if kind == "int" else getattr(self, kind)
+
+    @model_serializer(mode="plain")
+    def _as_written(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.bounds(self.kind))}
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in DISTRIBUTIONS if self.bounds(k) is not None)
+
+
+class SampleSpec(Section):
+    """`sweep.sample`: `num_samples` points drawn from `space` (dotted field -> distribution) by
+    `method`, seeded: the same seed draws the same points, hence the same trial ids."""
+    num_samples: PositiveInt
+    seed: Annotated[int, Field(ge=0)] = 0
+    method: Literal[SAMPLE_METHODS] = "random"  # type: ignore[valid-type]
+    space: Annotated[dict[str, Distribution], Field(min_length=1)]
+
+
 class SweepSpec(Section):
     ALWAYS_DUMPED = frozenset({"grid", "trials", "seeds"})  # the fields ids were first hashed with (Section)
     # dotted field path -> values; the trials are the cartesian product, in manifest order
@@ -285,6 +343,8 @@ class SweepSpec(Section):
     # explicit trials, each a mapping of dotted path -> value (crossed with the grid if both given)
     trials: list[dict[str, Any]] = []
     seeds: list[Annotated[int, Field(ge=0)]] = []
+    # sampled points (crossed with the grid, trials and seeds like them)
+    sample: SampleSpec | None = None
 
     @field_validator("seeds")
     @classmethod

@@ -1,4 +1,4 @@
-"""Sweep expansion: grid x explicit trials x seeds -> trials with content-hash ids.
+"""Sweep expansion: explicit trials x grid x sampled points x seeds -> trials with content-hash ids.
 
 A trial id is a hash of the trial's resolved training config (model, data, train), so the
 same manifest always yields the same ids whatever the key order, and resubmitting it can
@@ -12,15 +12,17 @@ import itertools
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
+import numpy as np
 from pydantic import ValidationError
 
 from .errors import ManifestError, ManifestIssue
 from .issues import issues_from_validation
 from .loaded import LoadedManifest
-from .schema import SWEEPABLE_SECTIONS, Manifest, section_at
+from .schema import SWEEPABLE_SECTIONS, Distribution, Manifest, SampleSpec, section_at
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,12 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
     `check_files=False`: local paths are not checked for existence (as `load_manifest`'s)."""
     m, src = loaded.manifest, loaded.source
     sweep = m.sweep
-    issues = sweep_key_issues(m.sweep.grid, m.sweep.trials, bool(m.sweep.seeds), src.file, src.line_of)
+    space = sweep.sample.space if sweep.sample else {}
+    issues = sweep_key_issues(m.sweep.grid, m.sweep.trials, bool(m.sweep.seeds), src.file, src.line_of, space)
     if issues:
         raise ManifestError(issues)
-    count = math.prod(len(v) for v in sweep.grid.values()) * max(len(sweep.trials), 1) * max(len(sweep.seeds), 1)
+    count = math.prod(len(v) for v in sweep.grid.values()) * max(len(sweep.trials), 1) * max(len(sweep.seeds), 1) \
+        * (sweep.sample.num_samples if sweep.sample else 1)
     limit = max_trials()
     if count > limit:  # counted before anything is built: a typo'd grid must not eat the memory
         raise ManifestError([ManifestIssue(src.file, "sweep", src.line_of(("sweep",)),
@@ -108,13 +112,15 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
     trial_points = [[(k, v, ("sweep", "trials", i, k)) for k, v in t.items()]
                     for i, t in enumerate(sweep.trials)] or [[]]
     seed_points = [[("train.seed", s, ("sweep", "seeds", j))] for j, s in enumerate(sweep.seeds)] or [[]]
+    drawn = [[(k, v, ("sweep", "sample", "space", k)) for k, v in p.items()]
+             for p in sample_points(sweep.sample)] if sweep.sample else [[]]
 
     base = m.model_dump(mode="json", exclude={"sweep"})
     context = loaded.context(check_files)
     trials: list[Trial] = []
     first_index: dict[str, int] = {}
-    for tp, gp, sp in itertools.product(trial_points, grid_points, seed_points):
-        point = tp + gp + sp
+    for tp, gp, dp, sp in itertools.product(trial_points, grid_points, drawn, seed_points):
+        point = tp + gp + dp + sp
         data = copy.deepcopy(base)
         for dotted, value, _ in point:
             set_dotted(data, dotted, value)
@@ -126,8 +132,11 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
         overrides = {dotted: value for dotted, value, _ in point}
         tid = content_id("t", trial_config(trial_manifest))
         if tid in first_index:
+            hint = (" (sweep.sample drew a config twice: draw fewer points or grid a space this small)"
+                    if sweep.sample and any(where[:2] == ("sweep", "sample") for _, _, where in point) else "")
             issues.append(ManifestIssue(src.file, "sweep", src.line_of(("sweep",)),
-                                        f"trial {len(trials)} duplicates trial {first_index[tid]} (same config {tid})"))
+                                        f"trial {len(trials)} duplicates trial {first_index[tid]} (same config {tid})"
+                                        + hint))
             continue
         first_index[tid] = len(trials)
         trials.append(Trial(tid, len(trials), overrides, trial_manifest))
@@ -137,7 +146,39 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
     return trials
 
 
-def sweep_key_issues(grid: dict, trials: list, has_seeds: bool, file: str, line_of) -> list[ManifestIssue]:
+def sample_points(spec: SampleSpec) -> list[dict[str, Any]]:
+    """`spec.num_samples` points of `spec.space`, in draw order: a point of the unit cube per trial, one
+    coordinate per field in manifest order, mapped through each field's distribution. "random": numpy's
+    PCG64 from `seed`; "sobol": scipy's scrambled Sobol sequence seeded alike (its first n points; n a power
+    of two keeps its balance). Floats keep 6 significant digits, so labels and written-out manifests read
+    cleanly; the same spec gives the same points on any machine."""
+    keys = list(spec.space)
+    rng = np.random.default_rng(spec.seed)
+    if spec.method == "sobol":
+        from scipy.stats import qmc
+
+        with warnings.catch_warnings():  # n need not be a power of two: the first n points are what is asked
+            warnings.filterwarnings("ignore", message=".*balance properties.*")
+            unit = qmc.Sobol(d=len(keys), scramble=True, rng=rng).random(spec.num_samples)
+    else:
+        unit = rng.random((spec.num_samples, len(keys)))
+    return [{k: draw(spec.space[k], float(u)) for k, u in zip(keys, row)} for row in unit]
+
+
+def draw(dist: Distribution, u: float) -> Any:
+    """The value at quantile `u` in [0, 1) of `dist` (inverse CDF)."""
+    kind, b = dist.kind, dist.bounds(dist.kind)
+    if kind == "choice":
+        return b[min(int(u * len(b)), len(b) - 1)]
+    if kind == "int":
+        return int(min(b[0] + math.floor(u * (b[1] - b[0] + 1)), b[1]))
+    lo, hi = (math.log(b[0]), math.log(b[1])) if kind == "loguniform" else (b[0], b[1])
+    x = lo + u * (hi - lo)
+    return float(f"{math.exp(x) if kind == 'loguniform' else x:.6g}")
+
+
+def sweep_key_issues(grid: dict, trials: list, has_seeds: bool, file: str, line_of,
+                     space: Mapping[str, Any] | None = None) -> list[ManifestIssue]:
     """Problems with the swept field names themselves; needs no valid base manifest."""
     issues: list[ManifestIssue] = []
 
@@ -166,6 +207,12 @@ def sweep_key_issues(grid: dict, trials: list, has_seeds: bool, file: str, line_
             check(("sweep", "trials", i, key), key)
             if key in grid:
                 add(("sweep", "trials", i, key), f"'{key}' is both in sweep.grid and this trial")
+    for key in space or {}:
+        check(("sweep", "sample", "space", key), key)
+        others = [name for name, keys in (("sweep.grid", grid), ("sweep.trials", {k for t in trials
+                  if isinstance(t, dict) for k in t})) if key in keys]
+        if others:
+            add(("sweep", "sample", "space", key), f"'{key}' is both sampled and in {others[0]}; sweep it in one place")
     return issues
 
 
