@@ -40,7 +40,7 @@ def test_dashboards_cover_what_the_issue_lists_and_only_known_metrics():
             bases = {w.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for w in used}
             assert bases <= known, f"{d.uid}/{panel.title}: unknown metric in {target.expr}"
     titles = {d.uid: {p.title for p in d.panels} for d in DASHBOARDS}
-    assert {"Trials by state", "Progress (done / total)", "Failed trials"} <= titles["orch-sweep"]
+    assert {"Trials by state", "Progress (done or stopped / total)", "Failed trials"} <= titles["orch-sweep"]
     assert {"Loss", "Learning rate", "Samples / s", "Step time quantiles", "Memory"} <= titles["orch-trial"]
 
 

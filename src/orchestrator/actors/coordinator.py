@@ -25,6 +25,7 @@ from typing import Any
 
 import ray
 
+from orchestrator.experiment.early_stop import Decision, Ladder
 from orchestrator.experiment.journaling import RunJournal
 from orchestrator.experiment.plan import SweepPlan
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, LeaseLost, TrialStatus, open_journal
@@ -88,6 +89,13 @@ class Coordinator:
         self.lock = threading.Lock()
         self.telemetry = install_from_env()
         self.queued = 0  # trials not yet handed to a trainer (the run loop's queue)
+        # Early stopping (sweep.early_stop): the rungs, restored from the journal in `_register`; a
+        # trainer that reports a rung checkpoint waits for its decision (`rung_decision`).
+        es = m.sweep.early_stop
+        self.ladder = Ladder(es, [(t.id, t.manifest.train.steps) for t in self.plan.trials]) if es else None
+        self.rung_queued: set[tuple[str, int]] = set()     # rung evaluations asked for
+        self.rung_answers: dict[tuple[str, int], bool] = {}  # journaled decisions: stop?
+        self.stopping: set[str] = set()  # stopped trials whose trainer is still on its way out
 
     # ------------------------------------------------------------- called by others
     def experiment_id(self) -> str:
@@ -129,12 +137,32 @@ class Coordinator:
         with self.lock:
             return list(self.notice_log[since:])
 
-    def on_checkpoint(self, trial_id: str, step: int, key: str, sha256: str, size: int) -> None:
-        """Journal a landed checkpoint; the trainer awaits this before it counts the checkpoint saved."""
+    def on_checkpoint(self, trial_id: str, step: int, key: str, sha256: str, size: int) -> dict:
+        """Journal a landed checkpoint; the trainer awaits this before it counts the checkpoint saved.
+        `{"rung": True}`: the step is an undecided early-stopping rung, and the trainer waits for
+        `rung_decision` before it trains on (the rung's evaluation is queued, once, even for a
+        checkpoint journaled before: a resumed trial reports its last one again)."""
         new = self._journaled(self.rj.checkpointed, trial_id, step, key, sha256, size)
+        if trial_id in self.stopping:  # stopped early: its trainer is on its way out
+            return {"rung": False}
+        if self.ladder is not None and self.ladder.is_rung(trial_id, step):
+            with self.lock:
+                if (trial_id, step) in self.rung_answers:
+                    return {"rung": False}
+                if (trial_id, step) not in self.rung_queued:
+                    self.rung_queued.add((trial_id, step))
+                    self.checkpoints.put((trial_id, step, key))
+            return {"rung": True}
         total = self.trials[trial_id].manifest.train.steps
         if new and self.suites and self.eval_every and step % self.eval_every == 0 and step < total:
             self.checkpoints.put((trial_id, step, key))
+        return {"rung": False}
+
+    def rung_decision(self, trial_id: str, step: int) -> dict | None:
+        """The journaled early-stopping decision at a rung, once there is one: {"stop": bool}."""
+        with self.lock:
+            answer = self.rung_answers.get((trial_id, step))
+        return None if answer is None else {"stop": answer}
 
     def progress(self) -> dict[str, dict[str, Any]]:
         with self.lock:
@@ -201,12 +229,16 @@ class Coordinator:
             self.rj.experiment(EventKind.SUBMITTED, **recorded)
         elif state.status is not ExperimentStatus.DONE:
             self.rj.experiment(EventKind.RESUMED, f"/after-{state.last_seq}", **recorded)
+        if self.ladder is not None:
+            self._restore_decisions()
+            state = self.journal.experiment_state(p.experiment_id)
         todo, requeue = [], {}
         for t in p.trials:
             st = state.trials[t.id]
             self._set(t.id, st.status, label=t.label, total_steps=t.manifest.train.steps,
                       step=st.last_checkpoint_step or 0)
-            if st.status is TrialStatus.DONE or (st.status is TrialStatus.FAILED and not self.retry_failed):
+            if st.status in (TrialStatus.DONE, TrialStatus.STOPPED) or \
+                    (st.status is TrialStatus.FAILED and not self.retry_failed):
                 continue
             if st.status is not TrialStatus.QUEUED:  # pending, lost (running/evaluating), cancelled, retry
                 requeue[t.id] = st.last_seq
@@ -216,6 +248,48 @@ class Coordinator:
             for tid in requeue:
                 self._set(tid, TrialStatus.QUEUED)
         return todo
+
+    def _restore_decisions(self) -> None:
+        """Rebuild the rungs from the journal: every rung evaluation in journal order, with its
+        journaled decision, or decided now if the run that evaluated it died before deciding (so
+        the decisions are those `early_stop.decisions_from_journal` computes)."""
+        events = self.journal.events(self.plan.experiment_id, kinds=[EventKind.EVALUATED, EventKind.RUNG,
+                                                                     EventKind.STOPPED])
+        journaled = {(e.trial_id, e.payload["step"]): Decision.from_json(e.payload, e.trial_id) for e in events
+                     if e.kind in (EventKind.RUNG, EventKind.STOPPED) and "bracket" in e.payload}
+        for e in sorted(events, key=lambda e: e.seq):
+            step = e.payload.get("step")
+            if e.kind is not EventKind.EVALUATED or e.payload.get("base") or e.trial_id not in self.trials \
+                    or not self.ladder.is_rung(e.trial_id, step) or (e.trial_id, step) in self.ladder.decided:
+                continue
+            if (e.trial_id, step) in journaled:
+                self.ladder.restore(journaled[(e.trial_id, step)])
+                self.rung_answers[(e.trial_id, step)] = journaled[(e.trial_id, step)].stop
+            else:
+                self._decide(e.trial_id, step, e.payload.get("metrics") or {})
+
+    def _decide(self, tid: str, step: int, metrics: dict, why: str | None = None) -> None:
+        """Decide a trial at a rung, journal the decision, and stop the trial if that is it."""
+        with self.lock:
+            decision = self.ladder.decide(tid, step, metrics)
+        if why is not None and decision.value is None:
+            decision = Decision.from_json({**decision.to_json(), "reason": why})
+        try:
+            self.rj.decided(tid, decision.to_json())
+        except IllegalTransition as exc:  # finished or cancelled meanwhile
+            log.warning("%s", exc)
+        with self.lock:
+            self.rung_answers[(tid, step)] = decision.stop
+        if decision.stop:
+            if isinstance(self.trainers.get(tid), TrainerGroup):  # its ranks cannot be preempted: end them
+                self._release(tid)
+                for ref in [r for r, t in self.active.items() if t.trial_id == tid and t.phase == "train"]:
+                    del self.active[ref]
+            else:  # the trainer read the decision: it checkpoints at its next step boundary and returns
+                self.stopping.add(tid)
+            self._count("stop")
+            self._set(tid, TrialStatus.STOPPED, step=step)
+        log.info("trial %s at step %d: %s", tid, step, decision.reason)
 
     def _resources(self) -> dict[str, float]:
         r = self.plan.manifest.resources
@@ -246,7 +320,8 @@ class Coordinator:
         handle = TrainerActor.options(**self._resources()).remote(*args, threads, **kwargs)
         self.trainers[trial_id] = handle
         expect = self.journal.trial_state(trial_id, self.plan.experiment_id).last_checkpoint_step
-        active[handle.train.remote(expect_checkpoint=expect, restart_missing=self.restart_missing)] = \
+        rungs = tuple(self.ladder.rungs[trial_id]) if self.ladder is not None else ()
+        active[handle.train.remote(expect_checkpoint=expect, restart_missing=self.restart_missing, rungs=rungs)] = \
             Task(trial_id, "train")
 
     def _evaluate(self, tid: str, source: dict, label: str):
@@ -279,6 +354,9 @@ class Coordinator:
         if result.get("checkpoint"):  # the last checkpoint's own report may still be in flight
             info = open_store(self.plan.blobs_uri).info(result["checkpoint"])
             self.rj.checkpointed(tid, result["step"], result["checkpoint"], info.sha256, info.size)
+        if tid in self.stopping:  # early-stopped: its `stopped` event is journaled already
+            self.stopping.discard(tid)
+            return
         if result.get("preempted"):
             self.rj.preempted(tid, result["step"], result.get("checkpoint"))
             self._set(tid, TrialStatus.RUNNING, step=result["step"], preempted=True)
@@ -312,6 +390,8 @@ class Coordinator:
         tid = task.trial_id
         if task.phase == "interim_eval":
             self._record_eval(tid, task.step, out)
+            if self.ladder is not None and self.ladder.is_rung(tid, task.step):
+                self._decide(tid, task.step, out["metrics"])
             return
         key = self._base_key(tid)
         if key in self.base_refs:  # none where eval.evaluate_base is false
@@ -431,6 +511,10 @@ class Coordinator:
                     error, trace = _describe(exc)
                     if task.phase == "interim_eval":
                         log.warning("interim evaluation of %s at step %d failed: %s", task.trial_id, task.step, error)
+                        if self.ladder is not None and self.ladder.is_rung(task.trial_id, task.step):
+                            # the trainer waits at the rung: let it go on, and say why
+                            self._decide(task.trial_id, task.step, {},
+                                         f"the rung's evaluation failed ({error}): going on without recording it")
                     else:
                         try:
                             self._fail(task.trial_id, error, trace)
@@ -449,7 +533,7 @@ class Coordinator:
         counts = self._counts()
         if self.preempt_requested.is_set():
             counts["preempted"] = sum(v.get("preempted", False) for v in self.live.values())
-        if counts.get("done", 0) == len(self.trials):
+        if counts.get("done", 0) + counts.get("stopped", 0) == len(self.trials):
             self.rj.experiment(EventKind.DONE)
         log.info("experiment %s: %s", eid, counts)
         return counts

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the ML core (torch, diffusers) loads in the trainer's proce
 
 log = logging.getLogger(__name__)
 REPORT_EVERY_S = 0.25  # live metrics are throttled; checkpoints and the last step are always sent, and awaited
+RUNG_POLL_S = 0.2  # how often a trainer waiting at an early-stopping rung asks for its decision
 PEER_GRACE_S = 15.0    # after one rank fails or dies, how long the others get to notice and return
 
 
@@ -96,10 +97,25 @@ class TrialWorker:
             _acknowledged(self.reporter.on_metrics.remote(self.trial_id, {**report, "history": history}))
             for step, key in m.checkpoints:  # landed in the store: safe to journal
                 info = open_store(self.blobs_uri).info(key)
-                _acknowledged(self.reporter.on_checkpoint.remote(self.trial_id, step, key, info.sha256, info.size))
+                answer = _acknowledged(self.reporter.on_checkpoint.remote(self.trial_id, step, key, info.sha256,
+                                                                          info.size))
+                if isinstance(answer, dict) and answer.get("rung"):
+                    self._await_rung(step)
         elif now - self._last_report >= REPORT_EVERY_S:
             self._last_report = now
             self.reporter.on_metrics.remote(self.trial_id, report)  # the bar's step and loss: nothing journaled
+
+    def _await_rung(self, step: int) -> None:
+        """Train no further than an early-stopping rung until the coordinator has journaled its
+        decision (sweep.early_stop): to stop, it kills this actor; until then this polls. A halted
+        run or a lost owner ends the wait (the loop stops at its next step boundary)."""
+        while not self._halted and not (self.owner is not None and self.owner.gone):
+            answer = _acknowledged(self.reporter.rung_decision.remote(self.trial_id, step))
+            if answer is not None:
+                if answer["stop"]:
+                    self._stop.set()  # the kill may lag: stop at the next boundary meanwhile
+                return
+            time.sleep(RUNG_POLL_S)
 
     def halt(self, reason: str) -> None:
         """Stop at the next step boundary without writing anything more (the journal is gone)."""
@@ -158,11 +174,13 @@ class TrialWorker:
             _acknowledged(self.reporter.on_notice.remote(self.trial_id, kind, details))  # journaled: awaited
 
     def train(self, max_steps: int | None = None, distributed: DistContext | None = None,
-              expect_checkpoint: int | None = None, restart_missing: bool = False) -> dict:
+              expect_checkpoint: int | None = None, restart_missing: bool = False,
+              rungs: tuple[int, ...] = ()) -> dict:
         """The TrainResult as a dict, or {"error", "traceback"} when the trial raised: the
         traceback is formatted here, where it is still whole. Fallbacks resume takes are
         reported (`on_notice`) as they happen; `expect_checkpoint` and `restart_missing` are the
-        journal's side of resume (RunControl, training/control.py)."""
+        journal's side of resume (RunControl, training/control.py); `rungs`: early-stopping rung
+        steps, whose checkpoints land (and are decided on) before training goes past them."""
         from orchestrator.manifest.record import ResolvedTrial
         from orchestrator.training.control import LoopConfig, RunControl
         from orchestrator.training.trial import train_resolved
@@ -174,7 +192,8 @@ class TrialWorker:
             callback = self._rank_metrics(distributed.rank, distributed.is_main)
         control = RunControl(stop=self._stop.is_set, guard=self._guard, on_metrics=callback,
                              on_notice=self._on_notice if is_main else None,
-                             expect_checkpoint=expect_checkpoint, restart_missing=restart_missing)
+                             expect_checkpoint=expect_checkpoint, restart_missing=restart_missing,
+                             land_at=frozenset(rungs))
         try:
             device = self._placed(0 if distributed is None else distributed.rank, is_main)
             result = train_resolved(ResolvedTrial.from_json(self.trial), control,

@@ -102,6 +102,19 @@ class RunJournal:
         key = f"{self.eid}/{trial_id}/placed/attempt-{self.trial(trial_id).attempts}/{who}"
         self._annotate(Event.for_trial(self.eid, trial_id, EventKind.PLACED, key, **where))
 
+    def decided(self, trial_id: str, decision: dict[str, Any]) -> bool:
+        """An early-stopping decision at a rung (experiment/early_stop.py): `rung` to go on, the
+        `stopped` transition to stop; either keyed by the rung, so it is journaled once."""
+        payload = {k: v for k, v in decision.items() if k != "trial_id"}  # the event names its trial
+        if decision["stop"]:
+            return self.transition(trial_id, EventKind.STOPPED, **payload)
+        key = f"{self.eid}/{trial_id}/rung/{decision['step']}"
+        try:
+            return self.journal.append(Event.for_trial(self.eid, trial_id, EventKind.RUNG, key, **payload))
+        except IllegalTransition as exc:  # no longer running (cancelled meanwhile): nothing to decide
+            log.warning("dropping the rung decision of %s at step %d: %s", trial_id, decision["step"], exc)
+            return False
+
     def _annotate(self, event: Event) -> None:
         try:
             self.journal.append(event)

@@ -33,6 +33,8 @@ class EventKind(StrEnum):
     PREEMPTED = "preempted"  # stopped on request at a checkpointed step; `orch resume` continues it
     STEP_METRICS = "step_metrics"  # loss and learning rate of a run of steps (report curves)
     PLACED = "placed"  # where a trainer process runs: node, assigned GPUs, device (each start and restart)
+    RUNG = "rung"  # an early-stopping decision to go on past a rung (sweep.early_stop): the values compared
+    STOPPED = "stopped"  # ended by early stopping at a rung (the decision's values); keeps its checkpoints
     # both scopes
     CANCELLED = "cancelled"
     DONE = "done"
@@ -53,6 +55,8 @@ TRIAL_KINDS: frozenset[EventKind] = frozenset(
         EventKind.PREEMPTED,
         EventKind.STEP_METRICS,
         EventKind.PLACED,
+        EventKind.RUNG,
+        EventKind.STOPPED,
         EventKind.CANCELLED,
         EventKind.DONE,
     }

@@ -33,7 +33,7 @@ class TrialState:
 
     @property
     def finished(self) -> bool:
-        return self.status in (TrialStatus.DONE, TrialStatus.FAILED, TrialStatus.CANCELLED)
+        return self.status in (TrialStatus.DONE, TrialStatus.FAILED, TrialStatus.CANCELLED, TrialStatus.STOPPED)
 
     def latest_metrics(self) -> dict[str, float]:
         """Metrics of the highest evaluated step, or {} when never evaluated."""

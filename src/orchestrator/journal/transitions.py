@@ -7,11 +7,14 @@ Trial lifecycle (`*` marks annotations that keep the status)::
     running, evaluating --failed--> failed --queued--> queued          (retry; attempts = #running)
     pending, queued, running, evaluating --cancelled--> cancelled --queued--> queued    (resume)
     running, evaluating --queued--> queued        (worker lost or preempted; re-run from checkpoint)
+    running, queued, cancelled --stopped--> stopped   (early stopping at a rung, decided live or, for a
+                                                  rung evaluated before a crash, on resume; keeps its checkpoints)
+    running *rung                                 (an early-stopping decision to go on)
     running *checkpointed                         (payload step [, uri])
     running, evaluating *placed                   (a trainer process started: node, GPUs, device)
     running, evaluating, done *evaluated          (payload step, metrics; done: post-hoc evaluation)
 
-`done` is terminal for the lifecycle. Anything else, e.g. done -> running or queued -> done,
+`done` and `stopped` are terminal for the lifecycle. Anything else, e.g. done -> running or queued -> done,
 raises IllegalTransition.
 
 Experiment lifecycle::
@@ -39,6 +42,7 @@ class TrialStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    STOPPED = "stopped"
 
 
 class ExperimentStatus(StrEnum):
@@ -51,19 +55,21 @@ class ExperimentStatus(StrEnum):
 T = TrialStatus
 TRIAL_ALLOWED: dict[TrialStatus, frozenset[K]] = {
     T.PENDING: frozenset({K.QUEUED, K.CANCELLED}),
-    T.QUEUED: frozenset({K.RUNNING, K.CANCELLED}),
+    T.QUEUED: frozenset({K.RUNNING, K.CANCELLED, K.STOPPED}),
     T.RUNNING: frozenset(
         {K.CHECKPOINTED, K.EVALUATED, K.EVALUATING, K.WARNED, K.PREEMPTED, K.STEP_METRICS, K.PLACED, K.DONE,
-         K.FAILED, K.CANCELLED, K.QUEUED}
+         K.FAILED, K.CANCELLED, K.QUEUED, K.RUNG, K.STOPPED}
     ),
     # Step metrics travel apart from the trainer's result: the last batch may land after it.
     T.EVALUATING: frozenset({K.EVALUATED, K.WARNED, K.STEP_METRICS, K.PLACED, K.DONE, K.FAILED, K.CANCELLED,
                              K.QUEUED}),
     T.DONE: frozenset({K.EVALUATED, K.STEP_METRICS}),
+    # A stopped trial's last loss curve or checkpoint row may land after the decision.
+    T.STOPPED: frozenset({K.EVALUATED, K.STEP_METRICS, K.CHECKPOINTED}),
     T.FAILED: frozenset({K.QUEUED}),
-    T.CANCELLED: frozenset({K.QUEUED}),
+    T.CANCELLED: frozenset({K.QUEUED, K.STOPPED}),
 }
-# Kinds absent here (checkpointed, evaluated, warned, preempted, step_metrics, placed) annotate without changing
+# Kinds absent here (checkpointed, evaluated, warned, preempted, step_metrics, placed, rung) annotate without changing
 # the status:
 # a preempted trial stays "running" in the journal, which `orch resume` requeues like a lost one.
 TRIAL_TARGET: dict[K, TrialStatus] = {
@@ -73,6 +79,7 @@ TRIAL_TARGET: dict[K, TrialStatus] = {
     K.DONE: T.DONE,
     K.FAILED: T.FAILED,
     K.CANCELLED: T.CANCELLED,
+    K.STOPPED: T.STOPPED,
 }
 
 E = ExperimentStatus

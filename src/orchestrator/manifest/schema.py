@@ -336,6 +336,49 @@ class SampleSpec(Section):
     space: Annotated[dict[str, Distribution], Field(min_length=1)]
 
 
+EARLY_STOP_ALGORITHMS = ("asha",)
+
+
+class EarlyStopSpec(Section):
+    """`sweep.early_stop`: stop unpromising trials at rungs on their interim evaluations
+    (experiment/early_stop.py). Rung k of bracket s sits at grace_steps * reduction_factor ** (k + s),
+    below each trial's train.steps; every rung must be an evaluated checkpoint (a multiple of
+    eval.every and of train.checkpoint_every)."""
+    algorithm: Literal[EARLY_STOP_ALGORITHMS] = "asha"  # type: ignore[valid-type]
+    metric: Annotated[str, Field(pattern=r"^[a-z_0-9]+(\.[A-Za-z_0-9/ -]+)*$")]  # e.g. spatial.accuracy, fid
+    mode: Literal["max", "min"]
+    grace_steps: PositiveInt
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+    brackets: Annotated[int, Field(ge=1, le=8)] = 1
+
+    def rungs(self, bracket: int, total_steps: int) -> list[int]:
+        """The steps of a bracket's rungs below `total_steps`."""
+        out, k = [], 0
+        while (step := self.grace_steps * self.reduction_factor ** (k + bracket)) < total_steps:
+            out.append(step)
+            k += 1
+        return out
+
+    def problems(self, trial: "Manifest", index: int) -> list[str]:
+        """What keeps this rule from judging the sweep's trial `index` (its bracket: index mod brackets)."""
+        out = []
+        suite = self.metric.split(".")[0]
+        if suite not in trial.eval.suites:
+            out.append(f"early_stop.metric {self.metric} needs the {suite} suite in eval.suites")
+        if trial.eval.every is None:
+            out.append("early_stop needs eval.every: its rungs are interim evaluations")
+        rungs = self.rungs(index % self.brackets, trial.train.steps)
+        if not rungs:
+            out.append(f"no rung below train.steps {trial.train.steps} (the first is at step "
+                       f"{self.grace_steps * self.reduction_factor ** (index % self.brackets)})")
+        cadences = (("eval.every", trial.eval.every), ("train.checkpoint_every", trial.train.checkpoint_every))
+        for step in rungs:
+            for name, every in cadences:
+                if every and step % every:
+                    out.append(f"rung at step {step} is not a multiple of {name} ({every}): it is never evaluated")
+        return out
+
+
 class SweepSpec(Section):
     ALWAYS_DUMPED = frozenset({"grid", "trials", "seeds"})  # the fields ids were first hashed with (Section)
     # dotted field path -> values; the trials are the cartesian product, in manifest order
@@ -345,6 +388,7 @@ class SweepSpec(Section):
     seeds: list[Annotated[int, Field(ge=0)]] = []
     # sampled points (crossed with the grid, trials and seeds like them)
     sample: SampleSpec | None = None
+    early_stop: EarlyStopSpec | None = None
 
     @field_validator("seeds")
     @classmethod

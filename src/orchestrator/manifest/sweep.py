@@ -38,7 +38,7 @@ class Trial:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={_fmt(v)}" for k, v in self.overrides.items()) or "(base)"
+        return _label(self.overrides) or "(base)"
 
 
 def canonical_json(value: Any) -> str:
@@ -59,6 +59,10 @@ def experiment_id(loaded: LoadedManifest, trials: list[Trial]) -> str:
     body = loaded.manifest.model_dump(mode="json", exclude={"storage", "description", "sweep"})
     body["trials"] = [t.id for t in trials]
     return content_id("e", body)
+
+
+def _label(overrides: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
 
 
 def _fmt(v: Any) -> str:
@@ -130,6 +134,12 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
             issues.extend(issues_from_validation(exc, src, data=data, remap=_remapper(point)))
             continue
         overrides = {dotted: value for dotted, value, _ in point}
+        if sweep.early_stop is not None:
+            where = ("sweep", "early_stop")
+            issues.extend(ManifestIssue(src.file, "sweep.early_stop", src.line_of(where),
+                                        f"trial {len(trials)}" + (f" ({_label(overrides)})" if overrides else "")
+                                        + f": {problem}")
+                          for problem in sweep.early_stop.problems(trial_manifest, len(trials)))
         tid = content_id("t", trial_config(trial_manifest))
         if tid in first_index:
             hint = (" (sweep.sample drew a config twice: draw fewer points or grid a space this small)"

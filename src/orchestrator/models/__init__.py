@@ -5,6 +5,7 @@ registry.py): import it before reading a manifest.
 """
 from orchestrator.manifest.variants import set_catalog
 
-from .registry import CATALOG
+from .registry import CATALOG, load_plugins
 
 set_catalog(CATALOG)
+load_plugins()  # variants named in ORCH_VARIANT_PLUGINS (registry.py)

@@ -12,6 +12,7 @@ Importing `orchestrator.models` installs this registry as the manifest's variant
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,24 @@ def register(spec: VariantSpec) -> None:
     if spec.name in _VARIANTS or spec.name in _plugged:
         raise ValueError(f"model variant {spec.name!r} is already registered")
     _plugged[spec.name] = spec
+
+
+PLUGINS_ENV = "ORCH_VARIANT_PLUGINS"
+
+
+def load_plugins() -> None:
+    """Register the variants named in ORCH_VARIANT_PLUGINS (comma-separated modules, each exporting
+    `SPEC`): an environment variable, so every process of a run (the driver, Ray's trainers and
+    evaluator, which inherit it) knows them. A module already registered is left as it is."""
+    for module in (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",")):
+        if not module:
+            continue
+        try:
+            spec = importlib.import_module(module).SPEC
+        except (ImportError, AttributeError) as exc:
+            raise ImportError(f"{PLUGINS_ENV}: cannot load a variant SPEC from module {module!r}: {exc}") from exc
+        if _plugged.get(spec.name) is not spec:
+            register(spec)
 
 
 def unregister(name: str) -> None:

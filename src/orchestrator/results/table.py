@@ -121,7 +121,9 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
         fields = field_values(trial.config or {}, group_keys)
         row = rows.setdefault(json.dumps(fields, sort_keys=True, default=str), Row(fields))
         row.trials.append(trial.trial_id)
-        row.statuses.append(trial.status.value)
+        stopped = trial.status is TrialStatus.STOPPED
+        rung = stopped_at(journal, experiment_id, trial.trial_id) if stopped else None
+        row.statuses.append(f"stopped@{rung}" if rung is not None else trial.status.value)
         if trial.status is TrialStatus.FAILED:
             row.errors.append(one_line(trial.last_error or "failed (no error journaled)"))
         steps = sorted(trial.metrics)
@@ -130,6 +132,8 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
             picks.append(("base", trial.metrics[0]))
         if steps and trial.status is TrialStatus.DONE:
             picks.append(("final", trial.metrics[steps[-1]]))
+        elif rung in trial.metrics:  # what the early-stopping decision judged
+            picks.append(("stopped", trial.metrics[rung]))
         for when, metrics in picks:
             for name, parts in split_metrics(metrics).items():
                 col = f"{name} ({when})"
@@ -142,10 +146,16 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
         loss = final_loss(journal.events(experiment_id, trial.trial_id, kinds=["evaluating", "done"]))
         if loss is not None:
             row.values.setdefault("final_loss", []).append(float(loss))
-    metric_names.sort(key=lambda c: (c.split(" (")[0], c.endswith("(final)")))
+    metric_names.sort(key=lambda c: (c.split(" (")[0], c.endswith("(final)"), c.endswith("(stopped)")))
     if any("final_loss" in r.values for r in rows.values()):
         metric_names.append("final_loss")
     return ResultsTable(experiment_id, state.name, group_keys, metric_names, list(rows.values()))
+
+
+def stopped_at(journal: Journal, experiment_id: str, trial_id: str) -> int | None:
+    """The rung step an early-stopped trial was stopped at (its `stopped` event's)."""
+    events = journal.events(experiment_id, trial_id, kinds=["stopped"])
+    return int(events[-1].payload["step"]) if events else None
 
 
 def final_loss(events: list) -> float | None:

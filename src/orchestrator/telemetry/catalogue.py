@@ -33,6 +33,7 @@ METRICS = [
     Metric("orch_trial_finishes_total", "counter", "Trials that reached done.", ("experiment",)),
     Metric("orch_trial_failures_total", "counter", "Trials journaled as failed.", ("experiment",)),
     Metric("orch_trial_retries_total", "counter", "Launches of a trial that had started before.", ("experiment",)),
+    Metric("orch_trial_stops_total", "counter", "Trials stopped early at a rung (sweep.early_stop).", ("experiment",)),
     # trainer
     Metric("orch_train_steps_total", "counter", "Optimiser steps completed.", TRIAL),
     Metric("orch_train_samples_total", "counter", "Training examples consumed (batch size x accumulation per step).",

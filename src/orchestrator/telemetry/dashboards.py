@@ -23,18 +23,19 @@ def _quantiles(metric: str, selector: str, by: str = "") -> tuple[Target, ...]:
 
 
 SWEEP = Dashboard("orch-sweep", "orch · sweep overview", variables=(EXPERIMENT,), panels=(
-    Panel("Progress (done / total)", (
-        Target(f'sum(orch_trials{{{EXP},state="done"}}) / sum(orch_sweep_trials{{{EXP}}})', "done"),),
+    Panel("Progress (done or stopped / total)", (
+        Target(f'sum(orch_trials{{{EXP},state=~"done|stopped"}}) / sum(orch_sweep_trials{{{EXP}}})', "ended"),),
         unit="percentunit", kind="stat", width=6),
     Panel("Trials in the sweep", (Target(f"sum(orch_sweep_trials{{{EXP}}})", "trials"),), kind="stat", width=6),
     Panel("Queue depth", (Target(f"sum(orch_queue_depth{{{EXP}}})", "queued"),), kind="stat", width=6),
     Panel("Failed trials", (Target(f"sum(orch_trial_failures_total{{{EXP}}})", "failures"),), kind="stat", width=6),
     Panel("Trials by state", (Target(f"sum by (state) (orch_trials{{{EXP}}})", "{{state}}"),), width=12),
-    Panel("Trial starts, finishes, failures, retries", (
+    Panel("Trial starts, finishes, failures, retries, early stops", (
         Target(f"sum(orch_trial_starts_total{{{EXP}}})", "starts"),
         Target(f"sum(orch_trial_finishes_total{{{EXP}}})", "finishes"),
         Target(f"sum(orch_trial_failures_total{{{EXP}}})", "failures"),
-        Target(f"sum(orch_trial_retries_total{{{EXP}}})", "retries")), width=12),
+        Target(f"sum(orch_trial_retries_total{{{EXP}}})", "retries"),
+        Target(f"sum(orch_trial_stops_total{{{EXP}}})", "early stops")), width=12),
     Panel("Training throughput (all trials)", (
         Target(f"sum by (experiment) (rate(orch_train_samples_total{{{EXP}}}[{RATE}]))", "{{experiment}}"),),
         unit="short", width=12, description="Examples per second."),

@@ -32,7 +32,7 @@ class Recorder:
 
     # coordinator
     def sweep(self, *, experiment: str, total: int, by_state: Mapping[str, int], queued: int) -> None: ...
-    def trial_event(self, *, experiment: str, event: str) -> None: ...  # start | finish | failure | retry
+    def trial_event(self, *, experiment: str, event: str) -> None: ...  # start | finish | failure | retry | stop
 
     # journal and blob store
     def journal_appended(self, *, backend: str, events: int, seconds: float) -> None: ...

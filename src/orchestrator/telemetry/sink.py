@@ -134,7 +134,7 @@ class PrometheusRecorder(Recorder):
         if experiment not in self._experiments:
             self._experiment(experiment)
             for name in ("orch_trial_starts_total", "orch_trial_finishes_total", "orch_trial_failures_total",
-                         "orch_trial_retries_total"):
+                         "orch_trial_retries_total", "orch_trial_stops_total"):
                 self.m[name].labels(experiment=experiment)
         self.m["orch_sweep_trials"].labels(experiment=experiment).set(total)
         self.m["orch_queue_depth"].labels(experiment=experiment).set(queued)
@@ -143,7 +143,8 @@ class PrometheusRecorder(Recorder):
 
     def trial_event(self, *, experiment: str, event: str) -> None:
         names = {"start": "orch_trial_starts_total", "finish": "orch_trial_finishes_total",
-                 "failure": "orch_trial_failures_total", "retry": "orch_trial_retries_total"}
+                 "failure": "orch_trial_failures_total", "retry": "orch_trial_retries_total",
+                 "stop": "orch_trial_stops_total"}
         self.m[names[event]].labels(experiment=experiment).inc()
 
     # ---- journal and blob store

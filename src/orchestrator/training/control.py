@@ -44,3 +44,6 @@ class RunControl:
     # unless `restart_missing` says to train again from step 0.
     expect_checkpoint: int | None = None
     restart_missing: bool = False
+    # Steps whose checkpoint must land before the step is reported (early-stopping rungs: the caller
+    # decides there whether the run goes on, so the run may not train past one meanwhile).
+    land_at: frozenset[int] = frozenset()

@@ -307,7 +307,8 @@ class Trainer:
                 if (self.step % self.spec.checkpoint_every == 0 or self.step == target or preempted) \
                         and self._writes:
                     last_ckpt = self._save_checkpoint(rec)
-                if self.step == target or preempted:  # the run's last checkpoint lands before it returns
+                # The run's last checkpoint lands before it returns; a rung's before it is reported.
+                if self.step == target or preempted or self.step in self.control.land_at:
                     self.uploader.wait()
                 landed = self.uploader.landed()
                 if self.control.on_metrics is not None or bar is not None:
