@@ -118,11 +118,11 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if a.variant == "probe":
-        from orchestrator.models.registry import PLUGINS_ENV
+        from orchestrator.models.registry import PLUGINS_ENV, load_plugins
 
-        os.environ[PLUGINS_ENV] = "orchestrator.testing.probe_variant"
+        os.environ[PLUGINS_ENV] = "orchestrator.testing.probe_variant"  # Ray's processes inherit it
         os.environ["ORCH_PROBE_STEP_S"] = str(a.step_s)
-    import orchestrator.models  # noqa: F401  (registers the plug-in in this process too)
+        load_plugins()  # and this one
 
     with tempfile.TemporaryDirectory(prefix="bench-asha-") as tmp:
         rows = [measure(a, Path(tmp) / name, early) for name, early in (("grid", False), ("asha", True))]

@@ -120,3 +120,10 @@ def _write(tmp_path, text):
     p = tmp_path / "w.yaml"
     p.write_text(text)
     return p
+
+
+def test_trials_start_in_a_seeded_shuffle_unless_told_the_plan_order():
+    shuffled = spec().start_order(16)
+    assert sorted(shuffled) == list(range(16)) and shuffled != list(range(16))
+    assert spec().start_order(16) == shuffled and spec(seed=1).start_order(16) != shuffled
+    assert spec(order="plan").start_order(5) == [0, 1, 2, 3, 4]

@@ -26,7 +26,7 @@ data: {train: {kind: shapes, captions: spatial, n: 8}}
 train: {steps: 30, batch_size: 2, lr: 1.0e-3, warmup_steps: 0, checkpoint_every: 5, seed: 0}
 sweep:
   grid: {train.lr: [3.0e-2, 1.0e-3, 2.0e-2, 3.0e-4, 1.0e-2]}
-  early_stop: {metric: spatial.accuracy, mode: max, grace_steps: 5, reduction_factor: 2}
+  early_stop: {metric: spatial.accuracy, mode: max, grace_steps: 5, reduction_factor: 2, order: plan}
 eval: {suites: [spatial], every: 5, samples: 20, evaluate_base: false, world: pairs}
 resources: {cpus_per_trial: 1, max_concurrent_trials: 1}
 storage: {blobs: ./blobs, journal: sqlite:///./journal.db}

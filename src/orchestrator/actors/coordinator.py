@@ -243,6 +243,9 @@ class Coordinator:
             if st.status is not TrialStatus.QUEUED:  # pending, lost (running/evaluating), cancelled, retry
                 requeue[t.id] = st.last_seq
             todo.append(t.id)
+        if self.ladder is not None:  # early stopping: start them in the rule's order (schema.EarlyStopSpec)
+            rank = {p.trials[i].id: r for r, i in enumerate(self.ladder.spec.start_order(len(p.trials)))}
+            todo.sort(key=rank.__getitem__)
         if requeue:  # one transaction for the whole sweep (a 1,000-trial sweep queues in milliseconds)
             self.rj.transition_all(requeue, EventKind.QUEUED)
             for tid in requeue:

@@ -350,6 +350,19 @@ class EarlyStopSpec(Section):
     grace_steps: PositiveInt
     reduction_factor: Annotated[int, Field(ge=2)] = 3
     brackets: Annotated[int, Field(ge=1, le=8)] = 1
+    # The order trials start in. ASHA judges a trial against those that reached the rung before it, so
+    # a grid started as written (say, ascending lr) lets every trial beat its predecessors:
+    # "shuffled" starts them in a random order drawn from `seed` (ids and brackets stay the plan's).
+    order: Literal["shuffled", "plan"] = "shuffled"
+    seed: Annotated[int, Field(ge=0)] = 0
+
+    def start_order(self, n: int) -> list[int]:
+        """Plan indices of n trials in the order they start."""
+        if self.order == "plan":
+            return list(range(n))
+        import numpy as np
+
+        return [int(i) for i in np.random.default_rng(self.seed).permutation(n)]
 
     def rungs(self, bracket: int, total_steps: int) -> list[int]:
         """The steps of a bracket's rungs below `total_steps`."""
