@@ -41,6 +41,8 @@ LAYERS: dict[str, int] = {
     "eval": 2,
     # ... and an experiment as it runs (its checked plan, by value; the run's journal writes): no Ray.
     "experiment": 2,
+    # ... and what tests and harnesses plug into it (the probe variant, loaded by name): no Ray.
+    "testing": 2,
     # 3 - the Ray actors: thin shells that move work and state between processes; and the results
     # table, read back from the journal (no Ray).
     "actors": 3,
