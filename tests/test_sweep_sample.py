@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +12,8 @@ import orchestrator.models  # noqa: F401  (the variant catalog: `model.<variant>
 from orchestrator.manifest import ManifestError, expand, load_manifest
 from orchestrator.manifest.schema import SampleSpec
 from orchestrator.manifest.sweep import sample_points
+from tests.test_manifest import BASE, write
 
-BASE = """\
-name: unit
-model: {variant: sd, resolution: 32}
-data:
-  train: {kind: shapes, captions: generic, n: 100}
-train:
-  steps: 50
-  lr: 1e-4
-"""
 SPACE = """\
 sweep:
   grid: {data.train.captions: [generic, spatial]}
@@ -36,12 +27,6 @@ sweep:
       train.warmup_steps: {int: [0, 9]}
       train.ema_decay: {uniform: [0.9, 0.999]}
 """
-
-
-def write(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(text))
-    return p
 
 
 @pytest.mark.parametrize("method", ["random", "sobol"])
