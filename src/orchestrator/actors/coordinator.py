@@ -288,7 +288,7 @@ class Coordinator:
                 self._release(tid)
                 for ref in [r for r, t in self.active.items() if t.trial_id == tid and t.phase == "train"]:
                     del self.active[ref]
-            else:  # the trainer read the decision: it checkpoints at its next step boundary and returns
+            elif tid in self.trainers:  # it read the decision: it checkpoints at its next boundary and returns
                 self.stopping.add(tid)
             self._count("stop")
             self._set(tid, TrialStatus.STOPPED, step=step)
