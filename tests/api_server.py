@@ -47,7 +47,10 @@ class Head:
         if token is not None:
             h["Authorization"] = f"Bearer {self.token if token == 'default' else token}"
         try:
-            conn.request(method, path, body=body, headers=h)
+            try:
+                conn.request(method, path, body=body, headers=h)
+            except BrokenPipeError:
+                pass  # the head answered (413) and closed before the body was sent: its answer is read below
             resp = conn.getresponse()
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         finally:
