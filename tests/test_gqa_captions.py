@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,8 +106,13 @@ def test_build_is_deterministic_and_idempotent(gqa, reference, tmp_path: Path) -
 
 
 def test_two_workers_give_the_same_output(gqa, reference, tmp_path: Path) -> None:
+    """In a fresh process, as the CLI runs it: the fork pool here would inherit this session's Ray
+    threads (tests.test_actors keeps one Ray for the session), and a child forked while one of them
+    holds a lock can hang (it did once, in a CI run)."""
     out, _ = reference
-    build_gqa_captions(*gqa, str(tmp_path / "w2"), examples_per_shard=32, on_error="skip", progress=False, workers=2)
+    code = ("import sys; from orchestrator.data.gqa_captions import build_gqa_captions; "
+            "build_gqa_captions(*sys.argv[1:4], examples_per_shard=32, on_error='skip', progress=False, workers=2)")
+    subprocess.run([sys.executable, "-c", code, *map(str, gqa), str(tmp_path / "w2")], check=True, timeout=240)
     assert contents(tmp_path / "w2") == contents(out)
 
 
