@@ -14,6 +14,7 @@ the run: trainers halt at their next step boundary and `run` returns `journal_un
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -25,7 +26,7 @@ from typing import Any
 
 import ray
 
-from orchestrator.experiment.early_stop import Decision, Ladder
+from orchestrator.experiment.early_stop import Decision, Ladder, undecided_rung_evaluations
 from orchestrator.experiment.journaling import RunJournal
 from orchestrator.experiment.plan import SweepPlan
 from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, LeaseLost, TrialStatus, open_journal
@@ -260,23 +261,19 @@ class Coordinator:
                                                                      EventKind.STOPPED])
         journaled = {(e.trial_id, e.payload["step"]): Decision.from_json(e.payload, e.trial_id) for e in events
                      if e.kind in (EventKind.RUNG, EventKind.STOPPED) and "bracket" in e.payload}
-        for e in sorted(events, key=lambda e: e.seq):
-            step = e.payload.get("step")
-            if e.kind is not EventKind.EVALUATED or e.payload.get("base") or e.trial_id not in self.trials \
-                    or not self.ladder.is_rung(e.trial_id, step) or (e.trial_id, step) in self.ladder.decided:
-                continue
-            if (e.trial_id, step) in journaled:
-                self.ladder.restore(journaled[(e.trial_id, step)])
-                self.rung_answers[(e.trial_id, step)] = journaled[(e.trial_id, step)].stop
+        for tid, step, metrics in undecided_rung_evaluations(self.ladder, events):
+            if (tid, step) in journaled:
+                self.ladder.restore(journaled[(tid, step)])
+                self.rung_answers[(tid, step)] = journaled[(tid, step)].stop
             else:
-                self._decide(e.trial_id, step, e.payload.get("metrics") or {})
+                self._decide(tid, step, metrics)
 
     def _decide(self, tid: str, step: int, metrics: dict, why: str | None = None) -> None:
         """Decide a trial at a rung, journal the decision, and stop the trial if that is it."""
         with self.lock:
             decision = self.ladder.decide(tid, step, metrics)
-        if why is not None and decision.value is None:
-            decision = Decision.from_json({**decision.to_json(), "reason": why})
+            if why is not None and decision.value is None:
+                decision = self.ladder.decided[(tid, step)] = dataclasses.replace(decision, reason=why)
         try:
             self.rj.decided(tid, decision.to_json())
         except IllegalTransition as exc:  # finished or cancelled meanwhile

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -127,16 +127,20 @@ def _value(metrics: Mapping[str, Any], name: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def decisions_from_journal(spec: Any, trials: Sequence[tuple[str, int]], events: Iterable[Any]) -> list[Decision]:
-    """Every decision the journal's `evaluated` events imply, in journal order: the evaluations of
-    checkpoints at rung steps, each trial's first at a step (a re-evaluation keeps the first)."""
-    ladder = Ladder(spec, trials)
-    out = []
+def undecided_rung_evaluations(ladder: Ladder, events: Iterable[Any]) -> Iterator[tuple[str, int, dict]]:
+    """(trial, step, metrics) of each `evaluated` event that judges a rung not yet decided, in journal
+    order: a trial's first evaluation at a rung counts (a re-evaluation keeps the first). Lazy, so a
+    caller that decides as it goes skips the rungs it has just decided."""
     for e in sorted(events, key=lambda e: e.seq):
         p = e.payload
         if e.kind.value != "evaluated" or p.get("base") or p.get("weights") == "base":
             continue
         step = int(p["step"])
-        if e.trial_id in ladder.rungs and ladder.is_rung(e.trial_id, step) and (e.trial_id, step) not in ladder.decided:
-            out.append(ladder.decide(e.trial_id, step, p.get("metrics") or {}))
-    return out
+        if ladder.is_rung(e.trial_id, step) and (e.trial_id, step) not in ladder.decided:
+            yield e.trial_id, step, p.get("metrics") or {}
+
+
+def decisions_from_journal(spec: Any, trials: Sequence[tuple[str, int]], events: Iterable[Any]) -> list[Decision]:
+    """Every decision the journal's `evaluated` events imply, in journal order."""
+    ladder = Ladder(spec, trials)
+    return [ladder.decide(tid, step, metrics) for tid, step, metrics in undecided_rung_evaluations(ladder, events)]

@@ -135,8 +135,7 @@ def expand(loaded: LoadedManifest, *, check_files: bool = True) -> list[Trial]:
             continue
         overrides = {dotted: value for dotted, value, _ in point}
         if sweep.early_stop is not None:
-            where = ("sweep", "early_stop")
-            issues.extend(ManifestIssue(src.file, "sweep.early_stop", src.line_of(where),
+            issues.extend(ManifestIssue(src.file, "sweep.early_stop", src.line_of(("sweep", "early_stop")),
                                         f"trial {len(trials)}" + (f" ({_label(overrides)})" if overrides else "")
                                         + f": {problem}")
                           for problem in sweep.early_stop.problems(trial_manifest, len(trials)))

@@ -121,8 +121,10 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
         fields = field_values(trial.config or {}, group_keys)
         row = rows.setdefault(json.dumps(fields, sort_keys=True, default=str), Row(fields))
         row.trials.append(trial.trial_id)
-        stopped = trial.status is TrialStatus.STOPPED
-        rung = stopped_at(journal, experiment_id, trial.trial_id) if stopped else None
+        ends = journal.events(experiment_id, trial.trial_id, kinds=["evaluating", "done", "stopped"])
+        stops = [e for e in ends if e.kind.value == "stopped"]
+        # an early-stopped trial: the rung it was stopped at (its `stopped` event's)
+        rung = int(stops[-1].payload["step"]) if trial.status is TrialStatus.STOPPED and stops else None
         row.statuses.append(f"stopped@{rung}" if rung is not None else trial.status.value)
         if trial.status is TrialStatus.FAILED:
             row.errors.append(one_line(trial.last_error or "failed (no error journaled)"))
@@ -143,19 +145,13 @@ def build_table(journal: Journal, experiment_id: str) -> ResultsTable:
                     continue             # no value at all, not a 0 to average in
                 row.values.setdefault(col, []).append(float(parts["value"]))
                 row.aux.setdefault(col, []).append({k: v for k, v in parts.items() if k != "value"})
-        loss = final_loss(journal.events(experiment_id, trial.trial_id, kinds=["evaluating", "done"]))
+        loss = final_loss(ends)
         if loss is not None:
             row.values.setdefault("final_loss", []).append(float(loss))
     metric_names.sort(key=lambda c: (c.split(" (")[0], c.endswith("(final)"), c.endswith("(stopped)")))
     if any("final_loss" in r.values for r in rows.values()):
         metric_names.append("final_loss")
     return ResultsTable(experiment_id, state.name, group_keys, metric_names, list(rows.values()))
-
-
-def stopped_at(journal: Journal, experiment_id: str, trial_id: str) -> int | None:
-    """The rung step an early-stopped trial was stopped at (its `stopped` event's)."""
-    events = journal.events(experiment_id, trial_id, kinds=["stopped"])
-    return int(events[-1].payload["step"]) if events else None
 
 
 def final_loss(events: list) -> float | None:
