@@ -1,8 +1,9 @@
 """Appending a batch of events inside a write transaction (the caller holds the write lock).
 
-Per batch: one query for the keys already stored, one probe per distinct entity (registered?
-newest status?), one multi-row INSERT. Each event is checked against the status left by the
-events before it, so a batch may walk a trial through several states.
+Per batch: one query for the keys already stored, one probe per experiment for its trials'
+newest statuses (and whether they are registered), one multi-row INSERT. Each event is checked
+against the status left by the events before it, so a batch may walk a trial through several
+states.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from .engine import insert_for
 from .errors import JournalConflict, JournalError, UnknownExperiment, UnknownTrial
@@ -39,7 +41,7 @@ _Entity = tuple[str, str | None]  # (experiment_id, trial_id or None for the exp
 def append_batch(conn: Connection, batch: Sequence[Event]) -> list[bool]:
     """Store the new events of `batch`; per event, True when stored and False when a duplicate."""
     known = stored_by_key(conn, [event.idempotency_key for event in batch])
-    statuses: dict[_Entity, _Status] = {}
+    statuses = _probe_statuses(conn, {(e.experiment_id, e.trial_id) for e in batch if e.idempotency_key not in known})
     results: list[bool] = []
     rows: list[dict[str, Any]] = []
     now = utcnow()
@@ -49,7 +51,9 @@ def append_batch(conn: Connection, batch: Sequence[Event]) -> list[bool]:
             results.append(same_or_conflict(prior, event))
             continue
         entity = (event.experiment_id, event.trial_id)
-        status = statuses[entity] if entity in statuses else _probe_status(conn, event)
+        status = statuses.get(entity)
+        if status is None:
+            _raise_unregistered(conn, event)
         if isinstance(status, TrialStatus):
             statuses[entity] = check_trial_transition(status, event.kind, event.describe())
         else:
@@ -72,13 +76,31 @@ def append_batch(conn: Connection, batch: Sequence[Event]) -> list[bool]:
 
 
 def stored_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, Event]:
-    found: dict[str, Event] = {}
+    """The stored events among `keys`: one query for the keys alone (nearly always none is
+    stored), then the whole rows of those that are."""
     unique = sorted(set(keys))
+    stored: list[str] = []
     for start in range(0, len(unique), CHUNK):
-        query = select(events_t).where(events_t.c.idempotency_key.in_(unique[start : start + CHUNK]))
-        for row in conn.execute(query):
+        query = select(events_t.c.idempotency_key).where(key_in(conn, unique[start : start + CHUNK]))
+        stored += conn.execute(query).scalars()
+    found: dict[str, Event] = {}
+    for start in range(0, len(stored), CHUNK):
+        for row in conn.execute(select(events_t).where(key_in(conn, stored[start : start + CHUNK]))):
             found[row.idempotency_key] = event_from_row(row)
     return found
+
+
+def key_in(conn: Connection, keys: Sequence[str]) -> ColumnElement[bool]:
+    return one_of(conn, events_t.c.idempotency_key, keys)
+
+
+def one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL as `= ANY(one array)`: one statement for any number of
+    values, which the server plans once (a list of N parameters is a new statement for each N,
+    planned as a scan of the table while its statistics are young)."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(values)
 
 
 def same_or_conflict(stored: Event, new: Event) -> bool:
@@ -110,34 +132,58 @@ def event_from_row(row: Any) -> Event:
     return event
 
 
-def _probe_status(conn: Connection, event: Event) -> _Status:
-    """The entity's current status, from its newest status-changing event; raises if unregistered."""
+def _probe_statuses(conn: Connection, entities: set[_Entity]) -> dict[_Entity, _Status]:
+    """Each registered entity's current status, from its newest status-changing event; an
+    unregistered one is left out. One query per experiment (and one per experiment itself)."""
     e = events_t.c
-    if event.trial_id is None:
-        owner = select(experiments_t.c.id).where(experiments_t.c.id == event.experiment_id)
-        entity, kinds = e.trial_id.is_(None), EXPERIMENT_STATUS_KINDS
-    else:
-        owner = select(trials_t.c.id).where(
-            trials_t.c.experiment_id == event.experiment_id, trials_t.c.id == event.trial_id
+    trial_kinds = sorted(k.value for k in TRIAL_STATUS_KINDS)
+    found: dict[_Entity, _Status] = {}
+    by_experiment: dict[str, list[str]] = {}
+    for experiment_id, trial_id in entities:
+        if trial_id is None:
+            status = _probe_experiment(conn, experiment_id)
+            if status is not None:
+                found[(experiment_id, None)] = status
+        else:
+            by_experiment.setdefault(experiment_id, []).append(trial_id)
+    for experiment_id, trial_ids in by_experiment.items():
+        newest = (
+            select(e.kind)
+            .where(e.experiment_id == experiment_id, e.trial_id == trials_t.c.id, one_of(conn, e.kind, trial_kinds))
+            .order_by(e.seq.desc())
+            .limit(1)
+            .scalar_subquery()
         )
-        entity, kinds = e.trial_id == event.trial_id, TRIAL_STATUS_KINDS
+        unique = sorted(set(trial_ids))
+        for start in range(0, len(unique), CHUNK):
+            chunk = one_of(conn, trials_t.c.id, unique[start : start + CHUNK])
+            query = select(trials_t.c.id, newest.label("newest_kind"))
+            rows = conn.execute(query.where(trials_t.c.experiment_id == experiment_id, chunk))
+            for row in rows:
+                status = TrialStatus.PENDING
+                if row.newest_kind is not None:
+                    status = trial_status_after(status, EventKind(row.newest_kind))
+                found[(experiment_id, row.id)] = status
+    return found
+
+
+def _probe_experiment(conn: Connection, experiment_id: str) -> ExperimentStatus | None:
+    e = events_t.c
     newest = (
         select(e.kind)
-        .where(e.experiment_id == event.experiment_id, entity, e.kind.in_(sorted(k.value for k in kinds)))
+        .where(e.experiment_id == experiment_id, e.trial_id.is_(None),
+               one_of(conn, e.kind, sorted(k.value for k in EXPERIMENT_STATUS_KINDS)))
         .order_by(e.seq.desc())
         .limit(1)
         .scalar_subquery()
     )
-    probe = conn.execute(owner.add_columns(newest.label("newest_kind"))).one_or_none()
+    probe = conn.execute(
+        select(experiments_t.c.id, newest.label("newest_kind")).where(experiments_t.c.id == experiment_id)
+    ).one_or_none()
     if probe is None:
-        _raise_unregistered(conn, event)
-    if event.trial_id is None:
-        experiment_status = ExperimentStatus.PENDING
-        if probe.newest_kind is None:
-            return experiment_status
-        return experiment_status_after(experiment_status, EventKind(probe.newest_kind))
-    trial_status = TrialStatus.PENDING
-    return trial_status if probe.newest_kind is None else trial_status_after(trial_status, EventKind(probe.newest_kind))
+        return None
+    status = ExperimentStatus.PENDING
+    return status if probe.newest_kind is None else experiment_status_after(status, EventKind(probe.newest_kind))
 
 
 def _raise_unregistered(conn: Connection, event: Event) -> NoReturn:
@@ -153,15 +199,21 @@ def _raise_unregistered(conn: Connection, event: Event) -> NoReturn:
 
 
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    # Rows as parameters of one statement (SQLAlchemy sends them as multi-row INSERTs): compiled
+    # once, where `.values(rows)` compiled a new statement for every batch.
     stmt = (
         insert_for(conn)(events_t)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(events_t.c.idempotency_key)
     )
-    inserted = set(conn.execute(stmt).scalars())
+    inserted = set(conn.execute(stmt, rows).scalars())
     if len(inserted) != len(rows):
-        # Only possible if something writes without the journal's write lock; roll back and let
-        # the caller retry, which then sees those events and dedupes against them.
+        # Another experiment's transaction (another lock) stored one of these keys while this one
+        # ran, or something wrote without the journal's locks: roll back; the caller runs the
+        # append again once, which then sees those events (a duplicate, or a JournalConflict).
         missing = sorted({row["idempotency_key"] for row in rows} - inserted)
-        raise JournalError(f"events {missing[:5]} were stored concurrently by a writer outside the journal's lock")
+        raise KeyRace(f"events {missing[:5]} were stored concurrently by another transaction")
+
+
+class KeyRace(JournalError):
+    """An idempotency key of the batch was stored by a concurrent transaction (see `_insert`)."""

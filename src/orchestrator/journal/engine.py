@@ -1,21 +1,28 @@
 """Engines for the journal: URL normalisation, SQLite pragmas and write-transaction locking.
 
-Write transactions are serialised on both backends, which is what makes the append-time
-transition check race-free and keeps `seq` order equal to commit order (a reader tailing with
-`after_seq` never skips an event that commits late with a smaller seq):
+Write transactions of one experiment are serialised on both backends, which is what makes the
+append-time transition check race-free and keeps an experiment's `seq` order equal to its commit
+order (a reader tailing one experiment with `after_seq` never skips an event that commits late
+with a smaller seq):
 
 - SQLite: WAL (readers never block the writer), a busy timeout, and `BEGIN IMMEDIATE` for writes,
   so a writer takes the database's write lock up front instead of failing with "database is
-  locked" when it upgrades a read transaction;
-- PostgreSQL: a transaction-scoped advisory lock taken first in every write transaction.
+  locked" when it upgrades a read transaction. One writer at a time, whatever the experiment.
+- PostgreSQL: transaction-scoped advisory locks, one per experiment the transaction writes (or
+  the journal-wide key for a write that names none), taken first, in key order so that two
+  transactions never wait on each other. Experiments are independent (a lifecycle check reads
+  only its own experiment's events), so writers of different experiments commit concurrently
+  and the server flushes their commits together: the journal's throughput grows with the
+  experiments writing, not only with batch size (benchmarks/bench_journal.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +42,21 @@ SQLITE_BUSY_TIMEOUT_S = 60.0
 _WRITE_OPTION = "journal_write"
 
 # Advisory lock keys (any fixed 64-bit ints; scoped to one PostgreSQL database).
-APPEND_LOCK_KEY = 0x6A6F75726E616C01  # "journal" + 1
+APPEND_LOCK_KEY = 0x6A6F75726E616C01  # "journal" + 1: writes that name no experiment
 MIGRATE_LOCK_KEY = 0x6A6F75726E616C02
+
+
+def experiment_lock_key(experiment_id: str) -> int:
+    """The advisory lock key of one experiment's writes: 64 bits of a hash of its id (two ids
+    that collide only share a lock)."""
+    digest = hashlib.blake2b(experiment_id.encode(), digest_size=8, person=b"orch-journal").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock_keys(experiment_ids: Iterable[str]) -> tuple[int, ...]:
+    """The keys a write transaction takes: one per experiment it writes, or the journal-wide key."""
+    keys = sorted({experiment_lock_key(e) for e in experiment_ids})
+    return tuple(keys) or (APPEND_LOCK_KEY,)
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -69,7 +89,11 @@ def create_journal_engine(url: str | URL, **kwargs: Any) -> Engine:
     """An Engine configured for the journal's locking rules (see module docstring)."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True, **kwargs)
+        # No pre-ping: a connection found dead fails its statement, and the journal's retry policy
+        # runs the whole operation again on a new one (retry.py); a ping would cost every
+        # transaction a round trip. No server-side prepared statements: a plan prepared while a
+        # journal's tables were young (a scan of a small table) would outlive their growth.
+        return create_engine(parsed, connect_args={"prepare_threshold": None}, **kwargs)
     return _create_sqlite_engine(parsed, **kwargs)
 
 
@@ -128,13 +152,15 @@ def _enter_wal(cursor: Any) -> None:
 
 
 @contextmanager
-def write_transaction(engine: Engine, lock_key: int = APPEND_LOCK_KEY) -> Iterator[Connection]:
-    """A transaction that holds the journal's write lock from its first statement to commit."""
+def write_transaction(engine: Engine, keys: Iterable[int] = (APPEND_LOCK_KEY,)) -> Iterator[Connection]:
+    """A transaction that holds the write locks `keys` (see `lock_keys`) from its first statement
+    to commit; on SQLite, the database's one write lock."""
     with engine.connect() as conn:
         conn.execution_options(**{_WRITE_OPTION: True})
         with conn.begin():
             if engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+                for key in sorted(set(keys)):  # one order for every transaction: no deadlock
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
             yield conn
 
 

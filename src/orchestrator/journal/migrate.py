@@ -52,7 +52,7 @@ def upgrade_to_head(engine: Engine) -> str:
     with engine.connect() as conn:
         if current_revision(conn) == head:  # the common case: no lock taken
             return head
-    with write_transaction(engine, MIGRATE_LOCK_KEY) as conn:
+    with write_transaction(engine, (MIGRATE_LOCK_KEY,)) as conn:
         current = current_revision(conn)
         if current == head:
             return head

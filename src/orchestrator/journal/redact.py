@@ -130,17 +130,30 @@ TRACEBACK_FIELDS = ("traceback",)
 def bound_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """An event payload as it may be stored and shown: error fields bounded (`excerpt`),
     tracebacks bounded (`bound_traceback`), credentials redacted from every other string."""
-    secrets = env_secrets()
+    secrets = _Secrets()
     return {k: _bound_value(k, v, secrets) for k, v in payload.items()}
 
 
-def _bound_value(key: str, value: Any, secrets: Sequence[str]) -> Any:
+class _Secrets:
+    """`env_secrets()`, read once and only when a string is met: most payloads (metrics, steps)
+    hold none, and reading the environment is most of what bounding them would cost."""
+
+    def __init__(self) -> None:
+        self._values: list[str] | None = None
+
+    def __call__(self) -> list[str]:
+        if self._values is None:
+            self._values = env_secrets()
+        return self._values
+
+
+def _bound_value(key: str, value: Any, secrets: _Secrets) -> Any:
     if isinstance(value, str):
         if key in ERROR_FIELDS:
-            return excerpt(value, secrets=secrets)
+            return excerpt(value, secrets=secrets())
         if key in TRACEBACK_FIELDS:
-            return bound_traceback(value, secrets=secrets)
-        return redact(value, secrets)
+            return bound_traceback(value, secrets=secrets())
+        return redact(value, secrets())
     if isinstance(value, dict):
         return {k: _bound_value(k, v, secrets) for k, v in value.items()}
     if isinstance(value, list):

@@ -1,9 +1,9 @@
 """The Journal: append-only event store plus experiment/trial registry and checkpoint index.
 
-Every write runs in one serialised write transaction (see engine.py). An append dedupes by
-idempotency key, checks the lifecycle transition against the entity's newest status event and
-inserts (appender.py); doing the check under the write lock makes it race-free between threads,
-processes and hosts.
+Every write runs in one write transaction holding the write lock of each experiment it writes
+(see engine.py). An append dedupes by idempotency key, checks the lifecycle transition against
+the entity's newest status event and inserts (appender.py); doing the check under the
+experiment's lock makes it race-free between threads, processes and hosts.
 
 Every operation, read or write (fence check included), runs whole under the journal's one retry
 policy (retry.py): a terminated connection, a failover or a locked SQLite file is retried with
@@ -28,21 +28,31 @@ from orchestrator.telemetry import current as telemetry
 
 from . import grading as grading_ops
 from . import lease as lease_ops
-from .appender import append_batch, event_from_row
+from .appender import KeyRace, append_batch, event_from_row
 from .checkpoints import Checkpoint
 from .engine import (
     JournalFile,
     insert_for,
     is_memory,
     location,
+    lock_keys,
     masked,
     normalize_url,
     open_checked,
     read_transaction,
     write_transaction,
 )
-from .errors import AmbiguousTrial, InvalidEvent, JournalConflict, JournalLocationError, UnknownExperiment, UnknownTrial
+from .errors import (
+    AmbiguousTrial,
+    IllegalTransition,
+    InvalidEvent,
+    JournalConflict,
+    JournalLocationError,
+    UnknownExperiment,
+    UnknownTrial,
+)
 from .events import Event, EventKind, canonical_json, check_id
+from .group_commit import GroupCommit
 from .lease import Fence, Holder, Lease
 from .migrate import upgrade_to_head
 from .retry import JournalRetry, JournalUnavailable, detail
@@ -99,6 +109,7 @@ class Journal:
         self._file = file
         self._policy = policy or JournalRetry.from_env()
         self._where = location(engine.url)
+        self._group = GroupCommit(self._commit_group)
 
     def fenced(self, experiment_id: str, owner: str, holder: Holder) -> Journal:
         """This journal (same engine) writing only while `owner` holds `experiment_id`'s lease
@@ -111,14 +122,21 @@ class Journal:
         if self._file is not None:
             self._file.check()
 
-    def _write(self, body: Callable[[Connection], R], what: str, fenced: bool = True) -> R:
-        """`body(conn)` in a write transaction (checked against the fence, if any), retried whole
+    def _write(self, body: Callable[[Connection], R], what: str, fenced: bool = True,
+               experiments: Iterable[str] = ()) -> R:
+        """`body(conn)` in a write transaction holding the locks of `experiments` (the ones it
+        writes; none: the journal-wide lock) and of the fence's (checked, if any), retried whole
         on transient faults; a journal that refuses writes (read-only file or database, no
         INSERT right) is a JournalLocationError naming it, or JournalUnavailable under a run."""
+        scope = set(experiments)
+        if fenced and self._fence is not None:
+            scope.add(self._fence.experiment_id)
+        keys = lock_keys(scope)
+
         def once() -> R:
             if self._fence is not None:  # a run's writes: into the file it began with, or none
                 self.check_file()
-            with write_transaction(self._engine) as conn:
+            with write_transaction(self._engine, keys) as conn:
                 if fenced and self._fence is not None:
                     self._fence.check(conn)
                 return body(conn)
@@ -178,7 +196,7 @@ class Journal:
                 select(experiments_t.c.name, experiments_t.c.manifest).where(experiments_t.c.id == experiment_id)
             ).one()
 
-        stored = self._write(body, f"register experiment {experiment_id}")
+        stored = self._write(body, f"register experiment {experiment_id}", experiments=[experiment_id])
         if stored is None:
             return True
         if (stored.name, stored.manifest) != (name, manifest):
@@ -222,7 +240,7 @@ class Journal:
                 result[trial_id] = False
             return result
 
-        return self._write(body, f"register {len(rows)} trial(s) of {experiment_id}")
+        return self._write(body, f"register {len(rows)} trial(s) of {experiment_id}", experiments=[experiment_id])
 
     # ------------------------------------------------------------------- events
 
@@ -244,11 +262,36 @@ class Journal:
         if not batch:
             return []
         started = time.perf_counter()
-        stored = self._write(lambda conn: append_batch(conn, batch),
-                             f"append {batch[0].describe(with_key=False)}"
-                             + (f" and {len(batch) - 1} more" if len(batch) > 1 else ""))
+        stored = self._group.append(batch)  # with whatever other threads append meanwhile
         telemetry().journal_appended(backend=self.dialect, events=len(batch), seconds=time.perf_counter() - started)
         return stored
+
+    def _commit_group(self, batches: Sequence[Sequence[Event]]) -> list[list[bool] | BaseException]:
+        """The batches of concurrent `append_many` calls, in one transaction (group_commit.py):
+        per batch, its results or the error that refused its events. An event refused (conflict,
+        illegal transition, unknown entity) fails only its own caller's batch: the group is then
+        run again with each batch in a savepoint of its own."""
+        flat = [event for batch in batches for event in batch]
+        what = f"append {flat[0].describe(with_key=False)}" + (f" and {len(flat) - 1} more" if len(flat) > 1 else "")
+        experiments = {event.experiment_id for event in flat}
+
+        def write(body: Callable[[Connection], R]) -> R:
+            try:
+                return self._write(body, what, experiments=experiments)
+            except KeyRace:  # once more: the keys are stored now, and dedupe (or conflict) as usual
+                return self._write(body, what, experiments=experiments)
+
+        try:
+            stored = write(lambda conn: append_batch(conn, flat))
+        except _REFUSED:
+            if len(batches) == 1:
+                raise
+            return write(lambda conn: _each_in_a_savepoint(conn, batches))
+        outcomes: list[list[bool] | BaseException] = []
+        for batch in batches:
+            outcomes.append(stored[:len(batch)])
+            stored = stored[len(batch):]
+        return outcomes
 
     def events(
         self,
@@ -260,8 +303,10 @@ class Journal:
     ) -> list[Event]:
         """Stored events in `seq` order, filtered by any of the arguments given.
 
-        Poll with `after_seq=<last seq seen>` to tail the journal: writes are serialised, so no
-        event with a smaller seq can commit after one with a larger seq.
+        Poll with `experiment_id` and `after_seq=<last seq seen>` to tail an experiment: its writes
+        are serialised, so none of its events with a smaller seq can commit after one with a
+        larger seq. Across experiments that does not hold (they commit concurrently): tail each
+        experiment on its own.
         """
         query = select(events_t)
         if experiment_id is not None:
@@ -393,17 +438,17 @@ class Journal:
         """Take `experiment_id`'s lease for `owner` (LeaseHeld when a live owner has it)."""
         ttl = lease_ops.ttl_s() if ttl is None else ttl
         return self._write(lambda conn: lease_ops.acquire(conn, experiment_id, owner, holder, ttl),
-                           f"take the lease of {experiment_id}", fenced=False)
+                           f"take the lease of {experiment_id}", fenced=False, experiments=[experiment_id])
 
     def renew_lease(self, experiment_id: str, owner: str, ttl: float | None = None) -> None:
         """Push the expiry on (LeaseLost when `owner` no longer holds it)."""
         ttl = lease_ops.ttl_s() if ttl is None else ttl
         self._write(lambda conn: lease_ops.renew(conn, experiment_id, owner, ttl),
-                    f"renew the lease of {experiment_id}", fenced=False)
+                    f"renew the lease of {experiment_id}", fenced=False, experiments=[experiment_id])
 
     def release_lease(self, experiment_id: str, owner: str) -> bool:
         return self._write(lambda conn: lease_ops.release(conn, experiment_id, owner),
-                           f"release the lease of {experiment_id}", fenced=False)
+                           f"release the lease of {experiment_id}", fenced=False, experiments=[experiment_id])
 
     def lease(self, experiment_id: str) -> Lease | None:
         return self._read(lambda conn: lease_ops.read(conn, experiment_id), f"read the lease of {experiment_id}")
@@ -453,6 +498,21 @@ class Journal:
         found = conn.execute(select(experiments_t.c.id).where(experiments_t.c.id == experiment_id)).first()
         if found is None:
             raise UnknownExperiment(f"no experiment {experiment_id!r} is registered; call register_experiment first")
+
+
+# What refuses one caller's events rather than the whole write.
+_REFUSED = (JournalConflict, IllegalTransition, UnknownExperiment, UnknownTrial)
+
+
+def _each_in_a_savepoint(conn: Connection, batches: Sequence[Sequence[Event]]) -> list[list[bool] | BaseException]:
+    outcomes: list[list[bool] | BaseException] = []
+    for batch in batches:
+        try:
+            with conn.begin_nested():
+                outcomes.append(append_batch(conn, batch))
+        except _REFUSED as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def _kind(kind: EventKind | str) -> str:

@@ -52,7 +52,7 @@ def run_online() -> None:
         return
     engine = create_journal_engine(_url())
     try:
-        with write_transaction(engine, MIGRATE_LOCK_KEY) as conn:
+        with write_transaction(engine, (MIGRATE_LOCK_KEY,)) as conn:
             _run(conn)
     finally:
         engine.dispose()
