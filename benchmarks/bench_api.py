@@ -1,11 +1,12 @@
 """The head's HTTP API under load: a real `orch serve` (embedded Ray, SQLite journal) on loopback.
 
-1. Submissions with 50 concurrent clients (each its own keep-alive connection), two kinds:
-   - resubmissions of manifests already there (200: validate, confine, plan, one journal read);
-     ORCH_BENCH_API_RESUBMITS requests (default 1000);
-   - new experiments (201: the above plus journaling and starting a detached coordinator actor);
-     ORCH_BENCH_API_NEW requests, each a distinct manifest (default 50).
-   Reported: submissions/s over the wall time, p50 and p99 latency.
+1. Requests from 1, 10 and 50 concurrent clients (each its own keep-alive connection):
+   - resubmissions of manifests already there (200: answered from memory and the journal's lease
+     and status); ORCH_BENCH_API_RESUBMITS requests (default 1000) per row;
+   - reads of one experiment (GET /v1/experiments/{id}: its trials' states), as many;
+   - new experiments (201: validate, confine, plan, journal, claim; the coordinator starts in the
+     background); ORCH_BENCH_API_NEW requests, each a distinct manifest (default 50).
+   Reported: requests/s over the wall time, p50 and p99 latency.
 2. A 1,000-trial sweep (ORCH_BENCH_SWEEP_TRIALS) scheduled through the API: the POST (validate,
    expand, journal 1,000 trials, start the coordinator) and the time until the coordinator has
    journaled every trial `queued`, per trial.
@@ -53,13 +54,16 @@ class Client(threading.local):
         self.head, self.conn = head, None
 
     def post(self, data: bytes) -> tuple[int, dict, float]:
+        return self.call(("POST", "/v1/experiments", data))
+
+    def call(self, request: tuple[str, str, bytes | None]) -> tuple[int, dict, float]:
+        method, path, data = request
         started = time.perf_counter()
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.head.port, timeout=600)
             try:
-                self.conn.request("POST", "/v1/experiments", body=data,
-                                  headers={"Authorization": f"Bearer {self.head.token}"})
+                self.conn.request(method, path, body=data, headers={"Authorization": f"Bearer {self.head.token}"})
                 resp = self.conn.getresponse()
                 answer = json.loads(resp.read())
                 return resp.status, answer, time.perf_counter() - started
@@ -71,19 +75,24 @@ class Client(threading.local):
         raise AssertionError("unreachable")
 
 
-def load(head: Head, bodies: list[bytes], expect: int) -> dict:
+def load(head: Head, bodies: list[bytes], expect: int, clients: int = CLIENTS) -> dict:
+    """POST each body, `clients` at a time."""
+    return calls(head, [("POST", "/v1/experiments", b) for b in bodies], expect, clients)
+
+
+def calls(head: Head, requests: list[tuple[str, str, bytes | None]], expect: int, clients: int = CLIENTS) -> dict:
     client = Client(head)
     started = time.perf_counter()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        results = list(pool.map(client.post, bodies))
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client.call, requests))
     wall = time.perf_counter() - started
     bad = [(s, a) for s, a, _ in results if s != expect]
     if bad:
         raise SystemExit(f"expected {expect} for every submission, got {bad[:3]}")
     lat = sorted(t for _, _, t in results)
-    return {"n": len(bodies), "per_s": len(bodies) / wall, "wall_s": wall,
+    return {"n": len(requests), "per_s": len(requests) / wall, "wall_s": wall,
             "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
-            "ids": {a["experiment_id"] for _, a, _ in results}}
+            "ids": {a.get("experiment_id") for _, a, _ in results} - {None}}
 
 
 def cancel_all(head: Head, ids) -> None:
@@ -129,20 +138,30 @@ def main() -> None:
         head = start_head(Path(tmp) / "head", cpus=1)
         try:
             seeds = [body(f"bench-api-seed-{i}") for i in range(10)]
-            cancel_all(head, load(head, seeds, 201)["ids"])  # 10 experiments to resubmit, not left training
+            ids = load(head, seeds, 201)["ids"]
+            cancel_all(head, ids)  # 10 experiments to resubmit and read, not left training
             quiet(head)
-            again = load(head, [seeds[i % len(seeds)] for i in range(resubmits)], 200)
-            fresh = load(head, [body(f"bench-api-new-{i}") for i in range(new)], 201)
-            cancel_all(head, fresh["ids"])
-            quiet(head)
+            rows = []
+            for clients in (1, 10, CLIENTS):
+                rows.append((f"resubmitted (200), {clients} clients",
+                             load(head, [seeds[i % len(seeds)] for i in range(resubmits)], 200, clients)))
+            reads = [("GET", f"/v1/experiments/{eid}", None) for eid in sorted(ids)]
+            for clients in (1, CLIENTS):
+                rows.append((f"read one experiment (200), {clients} clients",
+                             calls(head, [reads[i % len(reads)] for i in range(resubmits)], 200, clients)))
+            for clients in (1, CLIENTS):  # new experiments: answered once journaled and claimed
+                fresh = load(head, [body(f"bench-api-new-{clients}-{i}") for i in range(new)], 201, clients)
+                rows.append((f"new experiment (201), {clients} clients", fresh))
+                cancel_all(head, fresh["ids"])
+                quiet(head)
             sw = sweep(head, n_sweep)
         finally:
             stop_head(head)
-    print(f"orch serve on loopback, {CLIENTS} concurrent clients, {os.cpu_count()} CPU(s), SQLite journal, "
-          f"embedded Ray")
-    print(f"{'submissions':<34}{'n':>6}{'per s':>9}{'p50 ms':>10}{'p99 ms':>10}")
-    for label, r in (("resubmitted (200, idempotent)", again), ("new experiments (201, coordinator)", fresh)):
-        print(f"{label:<34}{r['n']:>6}{r['per_s']:>9.1f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}")
+    print(f"orch serve on loopback, {os.cpu_count()} CPU(s), SQLite journal, embedded Ray; targets (issue 32): "
+          f"p99 < 50 ms for reads and resubmissions at {CLIENTS} clients, a new experiment's 201 in < 100 ms")
+    print(f"{'requests':<44}{'n':>6}{'per s':>9}{'p50 ms':>10}{'p99 ms':>10}")
+    for label, r in rows:
+        print(f"{label:<44}{r['n']:>6}{r['per_s']:>9.1f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}")
     print(f"{n_sweep}-trial sweep through the API: POST {sw['post_s']:.2f} s ({sw['ms_per_trial_post']:.2f} ms/trial: "
           f"validate, expand, journal, start the coordinator); every trial queued after {sw['queued_s']:.2f} s "
           f"({sw['ms_per_trial_queued']:.2f} ms/trial)")

@@ -79,6 +79,7 @@ class Submitted(BaseModel):
     trials: int
     created: bool
     scheduled: bool
+    start_error: str | None = None
 
 
 class ExperimentSummary(BaseModel):
@@ -133,7 +134,6 @@ def create_app(settings: HeadSettings) -> BearerGate:
                   description="Submit experiment manifests and follow them. Every path but /healthz needs "
                               "`Authorization: Bearer <token>`.")
     app.state.settings, app.state.journal = settings, journal
-    jurl = settings.journal_url
 
     async def threaded(fn, *args):
         return await anyio.to_thread.run_sync(fn, *args)
@@ -174,13 +174,13 @@ def create_app(settings: HeadSettings) -> BearerGate:
 
     @app.get("/v1/experiments", response_model=list[ExperimentSummary], tags=["experiments"], responses=_r(401, 503))
     async def list_experiments() -> list[dict]:
-        return await threaded(queries.status, jurl)
+        return await threaded(queries.status, journal)
 
     @app.get("/v1/experiments/{experiment_id}", response_model=ExperimentDetail, tags=["experiments"],
              responses=_r(401, 404, 503))
     async def get_experiment(experiment_id: str) -> dict:
         """Trials with their states, attempts, last checkpoint, latest metrics and error; the owner."""
-        return (await threaded(queries.status, jurl, experiment_id))[0]
+        return (await threaded(queries.status, journal, experiment_id))[0]
 
     @app.get("/v1/experiments/{experiment_id}/results", tags=["experiments"], responses={
         200: {"description": "the results table", "content": {"application/json": {"schema": {"type": "object"}},
@@ -196,7 +196,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
         """Rows are trials, columns swept fields and metrics, as `orch results` prints them."""
         patterns = [p.strip() for p in metrics.split(",") if p.strip()] if metrics else None
         try:
-            text = await threaded(queries.results, jurl, experiment_id, format.value, patterns, paired)
+            text = await threaded(queries.results, journal, experiment_id, format.value, patterns, paired)
         except ValueError as exc:
             return JSONResponse({"detail": excerpt(exc)}, status_code=422)
         return Response(text, media_type=MEDIA[format])
@@ -205,7 +205,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
               responses=_r(401, 404, 503))
     async def cancel(experiment_id: str) -> dict:
         """Queued trials are cancelled now, running ones as their coordinator sees it (seconds)."""
-        return {"experiment_id": experiment_id, "counts": await threaded(queries.cancel, jurl, experiment_id)}
+        return {"experiment_id": experiment_id, "counts": await threaded(queries.cancel, journal, experiment_id)}
 
     @app.get("/v1/experiments/{experiment_id}/events", tags=["experiments"], responses={
         200: {"description": "server-sent events: id = journal seq, event = kind, data = the event as JSON",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, TrialStatus, open_journal
+from orchestrator.journal import EventKind, ExperimentStatus, IllegalTransition, Journal, TrialStatus, open_journal
 from orchestrator.results import (
     build_table,
     failed_trials,
@@ -21,10 +23,23 @@ from orchestrator.results import (
 
 from .defaults import default_journal
 
+JournalRef = str | Journal | None  # a URL opened for the call (None: the default), or a journal kept open
 
-def status(journal_url: str | None = None, experiment_id: str | None = None) -> list[dict[str, Any]]:
+
+@contextmanager
+def _opened(journal: JournalRef) -> Iterator[Journal]:
+    """A journal kept open (the head's: opening one costs a schema check) as it is; a URL opened
+    for this call and closed after."""
+    if isinstance(journal, Journal):
+        yield journal
+    else:
+        with open_journal(journal or default_journal(), create=False) as opened:
+            yield opened
+
+
+def status(journal_url: JournalRef = None, experiment_id: str | None = None) -> list[dict[str, Any]]:
     """Experiments (all, or one with its trials) as plain data; the default journal when none is named."""
-    with open_journal(journal_url or default_journal(), create=False) as journal:
+    with _opened(journal_url) as journal:
         states = ([journal.experiment_state(experiment_id)] if experiment_id else journal.list_experiments())
         leases = {s.experiment_id: journal.lease(s.experiment_id) for s in states}
     out = []
@@ -42,7 +57,7 @@ def status(journal_url: str | None = None, experiment_id: str | None = None) -> 
     return out
 
 
-def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: list[str] | None = None,
+def results(journal_url: JournalRef, experiment_id: str, fmt: str = "table", metrics: list[str] | None = None,
             paired: str | None = None) -> str:
     """The results table rendered as 'table', 'json' or 'csv'; `metrics` are glob patterns of the
     metric columns to keep (default: every metric in JSON and CSV, the headline ones in a table).
@@ -53,7 +68,7 @@ def results(journal_url: str, experiment_id: str, fmt: str = "table", metrics: l
         raise ValueError(f"unknown format {fmt!r}: use table, json or csv")
     if paired and fmt == "csv":
         raise ValueError("paired tests print as a table or json, not csv")
-    with open_journal(journal_url, create=False) as journal:
+    with _opened(journal_url) as journal:
         table = build_table(journal, experiment_id)
         tests = paired_tests(journal, experiment_id, paired, metrics) if paired else None
     if metrics is not None or fmt == "table":
@@ -70,7 +85,7 @@ def failures(journal_url: str, experiment_id: str) -> list[tuple[str, str]]:
     """(trial id, one-line error) of each failed trial: what makes `orch run` / `resume` exit 1.
     The error's whole first line as journaled (the table cuts it shorter), so a storage error
     keeps the store, the cause and the key."""
-    with open_journal(journal_url, create=False) as journal:
+    with _opened(journal_url) as journal:
         failed = failed_trials(build_table(journal, experiment_id))
         journaled = {t.trial_id: t.last_error for t in journal.experiment_state(experiment_id).trials.values()}
     return [(tid, _first_line(journaled.get(tid)) or error) for tid, error in failed]
@@ -98,12 +113,12 @@ def export_grids(blobs_uri: str, experiment_id: str, out_dir: Path) -> list[Path
     return written
 
 
-def cancel(journal_url: str, experiment_id: str) -> dict[str, int]:
+def cancel(journal_url: JournalRef, experiment_id: str) -> dict[str, int]:
     """Cancel through the journal: a running coordinator sees it within seconds and stops its
     trainers; queued and never-started trials are cancelled here. Returns the trial counts."""
     from orchestrator.experiment.journaling import RunJournal
 
-    with open_journal(journal_url, create=False) as journal:
+    with _opened(journal_url) as journal:
         state = journal.experiment_state(experiment_id)
         rj = RunJournal(journal, experiment_id)
         if state.status not in (ExperimentStatus.DONE, ExperimentStatus.CANCELLED):

@@ -1,12 +1,12 @@
 """`orch submit --address`: a sweep handed to a running Ray cluster under a detached coordinator,
-returning at once (the head's HTTP API submits through `submit_plan` too)."""
+returning at once (the head's HTTP API claims the lease itself, then calls `start_claimed`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from orchestrator.actors import launch
 from orchestrator.experiment.plan import SweepPlan, plan_sweep
-from orchestrator.journal.ownership import kept
+from orchestrator.journal.ownership import Ownership, kept
 
 from .base import ensure_base
 from .preflight import claim_experiment, preflight
@@ -21,11 +21,17 @@ def submit(manifest_path: str | Path, address: str, *, journal_url: str | None =
 
 
 def submit_plan(plan: SweepPlan, address: str, *, journal_url: str | None = None) -> str:
-    """`submit` of a manifest already loaded and planned (the head's HTTP API plans it once to
-    validate it). `journal_url` overrides the manifest's journal everywhere, preflight included."""
+    """`submit` of a manifest already loaded and planned. `journal_url` overrides the manifest's
+    journal everywhere, preflight included."""
     preflight(plan, journal_url)
-    own = claim_experiment(plan, journal_url, wait=False)
+    start_claimed(plan, address, journal_url, claim_experiment(plan, journal_url, wait=False))
+    return plan.experiment_id
+
+
+def start_claimed(plan: SweepPlan, address: str, journal_url: str | None, own: Ownership) -> None:
+    """The second half of `submit_plan`, once its lease is claimed: the tiny base made (minutes,
+    the first time), the detached coordinator started with the lease handed over. The head's
+    HTTP API claims while it answers and runs this in the background (api/submissions.py)."""
     with kept(own, release=False):  # released by the coordinator when the sweep ends
         ensure_base(plan)
         launch.start_detached(plan, journal_url, address, own)
-    return plan.experiment_id

@@ -13,10 +13,10 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
-from orchestrator.journal import open_journal
+from orchestrator.journal import Journal, open_journal
 from orchestrator.journal.lease import (
     Fence,
     Holder,
@@ -49,16 +49,18 @@ class Ownership:
 
 
 def claim(journal_url: str, experiment_id: str, *, wait: bool = False,
-          on_wait: Callable[[Lease], None] | None = None, holder: Holder | None = None) -> Ownership:
+          on_wait: Callable[[Lease], None] | None = None, holder: Holder | None = None,
+          journal: Journal | None = None) -> Ownership:
     """The experiment's lease for this process; LeaseHeld when another live run has it (with
-    `wait`: block until it is free, then take it)."""
+    `wait`: block until it is free, then take it). `journal`: that journal (at `journal_url`),
+    already open (the head's), instead of opening one."""
     owner, holder = new_owner(), holder or Holder.this_process()
-    with open_journal(journal_url) as journal:
+    with nullcontext(journal) if journal is not None else open_journal(journal_url) as opened:
         while True:
             if wait:
-                wait_free(lambda: journal.lease(experiment_id), heartbeat_s() / 2, on_wait)
+                wait_free(lambda: opened.lease(experiment_id), heartbeat_s() / 2, on_wait)
             try:
-                journal.acquire_lease(experiment_id, owner, holder)
+                opened.acquire_lease(experiment_id, owner, holder)
                 return Ownership(journal_url, experiment_id, owner, holder)
             except LeaseHeld:
                 if not wait:
