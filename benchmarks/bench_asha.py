@@ -139,8 +139,9 @@ def main() -> int:
         print(f"{'asha' if r['early_stop'] else 'grid':<6} {r['trainer_s']:>10.1f} {r['wall_s']:>8.1f} "
               f"{json.dumps(r['counts']):<22} {b['accuracy']:.3f} [{b['ci'][0]:.3f}, {b['ci'][1]:.3f}] "
               f"(lr {b['lr']:g}, {b['captions']}, n={b['n']})")
-    print(f"trainer-seconds asha / grid: {ratio:.2f} (target <= 0.40); asha's best within the grid best's "
-          f"interval: {within}")
+    verdict = "met" if ratio <= 0.40 and within else "NOT met"
+    print(f"trainer-seconds asha / grid: {ratio:.3f} (target <= 0.400); asha's best within the grid best's "
+          f"interval: {within}; {verdict}")
     if a.out:
         Path(a.out).write_text(json.dumps({"rows": rows, "ratio": ratio, "within": within}, indent=1))
     return 0
