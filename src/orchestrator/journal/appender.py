@@ -78,20 +78,16 @@ def append_batch(conn: Connection, batch: Sequence[Event]) -> list[bool]:
 def stored_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, Event]:
     """The stored events among `keys`: one query for the keys alone (nearly always none is
     stored), then the whole rows of those that are."""
-    unique = sorted(set(keys))
+    unique, key = sorted(set(keys)), events_t.c.idempotency_key
     stored: list[str] = []
     for start in range(0, len(unique), CHUNK):
-        query = select(events_t.c.idempotency_key).where(key_in(conn, unique[start : start + CHUNK]))
+        query = select(key).where(one_of(conn, key, unique[start : start + CHUNK]))
         stored += conn.execute(query).scalars()
     found: dict[str, Event] = {}
     for start in range(0, len(stored), CHUNK):
-        for row in conn.execute(select(events_t).where(key_in(conn, stored[start : start + CHUNK]))):
+        for row in conn.execute(select(events_t).where(one_of(conn, key, stored[start : start + CHUNK]))):
             found[row.idempotency_key] = event_from_row(row)
     return found
-
-
-def key_in(conn: Connection, keys: Sequence[str]) -> ColumnElement[bool]:
-    return one_of(conn, events_t.c.idempotency_key, keys)
 
 
 def one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
