@@ -19,8 +19,9 @@ Fast answers: a new experiment is answered (201) once it is journaled and its le
 coordinator starts in the background (seconds: a Ray actor; minutes the first time a tiny base is
 built). A start that fails is logged and told to the next submission of the manifest
 (`start_error`); its lease, no longer renewed, expires, and that submission schedules it again.
-A resubmission of bytes accepted before is answered from memory and two journal reads (its lease,
-and its status when the lease is free), without parsing the manifest again.
+A resubmission of bytes accepted before is answered from memory and at most two journal reads (its
+lease, and its status when the lease is free; none once it has been seen past pending), without
+parsing the manifest again.
 """
 from __future__ import annotations
 
