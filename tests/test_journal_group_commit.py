@@ -152,7 +152,7 @@ def test_writers_of_different_experiments_do_not_wait_on_each_other(postgres_dat
 
 # ------------------------------------------------------------- killed writers
 
-THREADS, EVENTS = 4, 120
+THREADS, EVENTS = 4, 200
 
 
 def _writer(url: str, exp: str, writer: int, log_dir: str) -> None:
@@ -198,12 +198,13 @@ def test_writers_killed_mid_batch_lose_no_acknowledged_event_and_store_none_twic
                 (tmp_path / f"w{w}t0.acked").exists() and (tmp_path / f"w{w}t0.acked").stat().st_size
                 for w in range(writers)):
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.1, 0.6))
+        time.sleep(rng.uniform(0.05, 0.3))
         for p in procs:
             p.kill()
         for p in procs:
             p.join(timeout=30)
-            assert p.exitcode == -9
+        # A fast writer (SQLite) may have finished its last events before the kill; most may not.
+        assert all(p.exitcode in (0, -9) for p in procs) and any(p.exitcode == -9 for p in procs)
         acked = {line.split(":")[0] for f in tmp_path.glob("*.acked") for line in f.read_text().split()}
         stored = {e.idempotency_key for e in journal.events(exp, kinds=["evaluated"])}
         assert acked <= stored, f"acknowledged but not stored: {sorted(acked - stored)[:5]}"
