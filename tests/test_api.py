@@ -133,7 +133,14 @@ def test_a_bad_tokens_line_names_file_and_line_never_its_text(tmp_path):
     from orchestrator.api.auth import TokenError, TokenSource
 
     secret = "s3cret-" + "z" * 20
-    for line, says in ((f"{secret} extra", "a line is `TOKEN` or `TOKEN graders=NAME,...`"),
+    for line, says in ((f"{secret} extra", "options are graders=, name=, quota=, priority= after the token"),
+                       (f"{secret} quota=gpus:2,gpus:3", "each once"),
+                       (f"{secret} quota=tpus:2", "write gpus:N and/or cpus:N"),
+                       (f"{secret} quota=gpus:-1", "gpus must be a number, 0 or more"),
+                       (f"{secret} priority=high", "priority= is an integer"),
+                       (f"{secret} name=a/b", "name= is 1-64 letters"),
+                       (f"{secret} priority=1 priority=2", "priority= is given twice"),
+                       (f"{secret} graders=al quota=gpus:1", "a grading token (graders=NAME,...) cannot submit"),
                        (f"{secret} graders=al,b/d", "a grader name is 1-64 letters"),
                        (f"{secret} graders=", "a grader name is 1-64 letters"),
                        ("short", "at least 16 characters")):

@@ -36,13 +36,21 @@ from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.storage import open_store
 from orchestrator.telemetry.sink import install_from_env
 
+from .admission import Admission
 from .cluster import cluster_slots
 from .evaluator import EvaluatorActor
-from .trainer import TrainerActor, TrainerGroup, trial_resources  # all light: the ML core loads in their own processes
+from .trainer import (  # all light: the ML core loads in their own processes
+    TrainerActor,
+    TrainerGroup,
+    trial_need,
+    trial_resources,
+)
 
 log = logging.getLogger(__name__)
 JOURNAL_POLL_S = 2.0  # how often a running sweep checks the journal for an external cancel (and the cluster's size)
 HALT_GRACE_S = 10.0   # how long halted trainers get to reach a step boundary before they are killed
+ADMISSION_POLL_S = 0.5       # how often a sweep with room and a tenant asks the admission book
+ADMISSION_HEARTBEAT_S = 5.0  # ... and, without room, tells it what still runs (its STALE_S is far above)
 
 
 @dataclass
@@ -97,6 +105,10 @@ class Coordinator:
         self.rung_queued: set[tuple[str, int]] = set()     # rung evaluations asked for
         self.rung_answers: dict[tuple[str, int], bool] = {}  # journaled decisions: stop?
         self.stopping: set[str] = set()  # stopped trials whose trainer is still on its way out
+        # A tenant's sweep (submitted through the head) starts a trial only with the cluster's
+        # admission book's grant (quotas and priorities, experiment/admission.py).
+        self.admission: Admission | None = None
+        self._asked_at = -ADMISSION_HEARTBEAT_S
 
     # ------------------------------------------------------------- called by others
     def experiment_id(self) -> str:
@@ -300,6 +312,19 @@ class Coordinator:
         slots = cluster_slots(r.cpus_per_trial, r.gpus_per_trial)
         return min(slots, r.max_concurrent_trials) if r.max_concurrent_trials else slots
 
+    def _startable(self, pending: deque, room: int) -> list[str]:
+        """The pending trials to start now, in order: as many as there is room for, and with a
+        tenant, those of them its admission grants (asked at most every ADMISSION_POLL_S)."""
+        room = max(0, min(room, len(pending)))
+        if self.admission is None:
+            return [pending[i] for i in range(room)]
+        since = time.monotonic() - self._asked_at
+        if since < ADMISSION_POLL_S or (not room and since < ADMISSION_HEARTBEAT_S):
+            return []
+        self._asked_at = time.monotonic()
+        running = [t.trial_id for t in self.active.values() if t.phase == "train"]
+        return self.admission.sync([pending[i] for i in range(room)], running, len(pending))
+
     def _launch(self, trial_id: str, active: dict) -> None:
         me = ray.get_runtime_context().current_actor
         res = self.plan.manifest.resources
@@ -452,6 +477,9 @@ class Coordinator:
             self._halt_trainers(reason)
             self._stop_workers()
             return {"journal_unavailable": reason}
+        finally:
+            if self.admission is not None:  # what it held is free for others now
+                self.admission.release()
 
     def _halt_trainers(self, reason: str) -> None:
         """Ask every trainer to stop at its next step boundary, writing nothing more, and give
@@ -474,6 +502,9 @@ class Coordinator:
         pending = deque(self._register())
         self.queued = len(pending)
         active: dict[Any, Task] = self.active
+        if self.plan.tenant is not None:
+            r = self.plan.manifest.resources
+            self.admission = Admission(eid, self.plan.tenant, trial_need(r.gpus_per_trial, r.cpus_per_trial))
         if self.suites:
             self._evaluate_bases(pending)
         slots, last_poll = self._slots(), time.monotonic()
@@ -493,9 +524,10 @@ class Coordinator:
                 if not training:
                     break  # evaluations still in flight are redone by resume
                 pending.clear()
-            while pending and training < slots:
-                self.queued = len(pending) - 1
-                self._launch(pending.popleft(), active)
+            for tid in self._startable(pending, slots - training):
+                pending.remove(tid)
+                self.queued = len(pending)
+                self._launch(tid, active)
                 training += 1
             while not self.checkpoints.empty():
                 tid, step, key = self.checkpoints.get()

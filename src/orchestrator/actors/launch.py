@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.journal.ownership import Ownership, hand_over
 
+from .names import NAMESPACE
+
 if TYPE_CHECKING:
     from orchestrator.experiment.plan import SweepPlan
-
-NAMESPACE = "orch"  # the Ray namespace of every coordinator (named coordinator-<experiment id>)
 
 
 def _coordinator(plan: SweepPlan, journal_url: str | None, *, retry_failed: bool, restart_missing: bool,

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import ray
 from ray.exceptions import RayActorError
 
+from orchestrator.experiment.admission import Need
 from orchestrator.journal.ownership import Ownership, OwnerWatch
 from orchestrator.journal.retry import JournalUnavailable
 from orchestrator.storage import open_store
@@ -229,6 +230,14 @@ def trial_resources(gpus_per_trial: int, cpus_per_trial: float) -> dict[str, flo
     if gpus_per_trial > 0:
         return {"num_gpus": 1, "num_cpus": cpus_per_trial}
     return {"num_cpus": cpus_per_trial}
+
+
+def trial_need(gpus_per_trial: int, cpus_per_trial: float) -> Need:
+    """What one trial holds while it trains, as the admission book counts it: a one-process trial
+    its `trial_resources`, a data-parallel group one GPU and one CPU per rank."""
+    if gpus_per_trial > 1:
+        return Need(gpus=gpus_per_trial, cpus=gpus_per_trial)
+    return Need(gpus=gpus_per_trial, cpus=cpus_per_trial)
 
 
 def worker_id(actor) -> str:

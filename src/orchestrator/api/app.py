@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from ray.exceptions import RayError
 
 from orchestrator.app import queries
+from orchestrator.app.quotas import TenantPublisher, quota_table
 from orchestrator.journal import JournalError, UnknownExperiment, open_journal
 from orchestrator.journal.redact import excerpt
 from orchestrator.manifest import ManifestError
@@ -37,7 +38,7 @@ from orchestrator.results import ResultsFormat
 from orchestrator.storage import StorageError
 
 from . import events
-from .auth import BearerGate, TokenSource
+from .auth import BearerGate, TokenSource, principal_of
 from .errors import Detail
 from .grading import grading_router
 from .limits import BodyLimit, FollowerCap
@@ -91,6 +92,37 @@ class ExperimentSummary(BaseModel):
     owner: str | None
 
 
+class QuotaLimits(BaseModel):
+    gpus: float | None
+    cpus: float | None
+
+
+class TenantRecord(BaseModel):
+    """Whom an experiment runs for: its token's name (never the token), priority and quota."""
+    name: str
+    priority: int
+    quota: QuotaLimits
+
+
+class Holding(BaseModel):
+    gpus: float
+    cpus: float
+    trials: int
+
+
+class TenantExperiment(BaseModel):
+    experiment_id: str
+    running_trials: int
+    waiting_trials: int
+
+
+class TenantUsage(TenantRecord):
+    """A tenant on the cluster now: what its running trials hold and how many trials wait."""
+    running: Holding
+    waiting_trials: int
+    experiments: list[TenantExperiment]
+
+
 class TrialRecord(BaseModel):
     trial_id: str
     status: str
@@ -101,6 +133,7 @@ class TrialRecord(BaseModel):
 
 
 class ExperimentDetail(ExperimentSummary):
+    tenant: TenantRecord | None  # None: not submitted through a head
     trials: list[TrialRecord]
 
 
@@ -130,6 +163,7 @@ def create_app(settings: HeadSettings) -> BearerGate:
     """The ASGI app: token gate -> event-stream cap -> body limit -> FastAPI (its journal opened now)."""
     journal = open_journal(settings.journal_url)
     subs = Submissions(settings.state_dir, settings.data_roots, journal, settings.journal_url, settings.ray_address)
+    settings.tokens.listen(TenantPublisher(settings.ray_address))  # quotas and priorities, kept current
     app = FastAPI(title="orch head API", version="1", docs_url=None, redoc_url=None,
                   description="Submit experiment manifests and follow them. Every path but /healthz needs "
                               "`Authorization: Bearer <token>`.")
@@ -163,8 +197,9 @@ def create_app(settings: HeadSettings) -> BearerGate:
     async def submit(request: Request) -> Response:
         """Validate, journal and schedule a manifest. The same manifest again answers 200 with the same id."""
         body = await request.body()
+        principal = principal_of(request.scope)
         try:
-            accepted = await threaded(subs.submit, body)
+            accepted = await threaded(subs.submit, body, principal.tenant if principal else None)
         except ManifestError as exc:
             return JSONResponse(_problems(exc.issues), status_code=422)
         except (ValueError, FileNotFoundError) as exc:  # refused at scheduling (e.g. a conflicting tiny base)
@@ -219,6 +254,13 @@ def create_app(settings: HeadSettings) -> BearerGate:
         start = after if after is not None else last_event_id
         return StreamingResponse(events.stream(journal, experiment_id, start, max_s=settings.sse_max_s),
                                  media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+    @app.get("/v1/quotas", response_model=list[TenantUsage], tags=["head"], responses=_r(401, 503))
+    async def quotas() -> list[dict]:
+        """Each tenant's quota and priority, the GPUs and CPUs its running trials hold and how many of
+        its trials wait; highest priority first. Tenants come from the tokens file (`name=`,
+        `quota=`, `priority=`) and from the experiments running on the cluster."""
+        return await threaded(quota_table, settings.ray_address)
 
     app.include_router(grading_router(journal))  # human grading: the page and its JSON API (grading.py)
     _document_security(app)

@@ -7,6 +7,17 @@ whitespace). A file line (blank lines and `#` comments ignored) is one of
     TOKEN graders=alice,bob     a grading token: the grading routes only, as alice or bob
     TOKEN graders=*             an operator's token: every route, and grades as anyone
 
+An API or operator token may also say who it submits for on a shared cluster (its tenant,
+experiment/admission.py), each option once, in any order:
+
+    TOKEN name=vision quota=gpus:8,cpus:32 priority=10
+
+`name` (default `token-` and the first 8 hex digits of the token's sha256; tokens may share one,
+and then share its quota) is what `orch status` and GET /v1/quotas show, never the token;
+`quota` caps the GPUs and CPUs its running trials hold (default: none); `priority` (an integer,
+default 0) puts its pending trials ahead of lower ones'. Tokens sharing a name must agree on
+its quota and priority.
+
 Why bind graders to tokens: a grade is stored under the grader the request names, so a token that
 could name anyone could forge or overwrite anyone's grades. A grader's link carries a token that
 acts as that grader only (`orch grade serve --grader NAME` mints one per grader; `orch grade link`
@@ -39,6 +50,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.experiment.admission import Quota, Tenant
+
 from .limits import send_json
 
 log = logging.getLogger(__name__)
@@ -59,21 +72,58 @@ class TokenError(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    """What one token may do: the whole API or only grading, and as which graders."""
+    """What one token may do: the whole API or only grading, as which graders, and (an API token)
+    for which tenant its experiments run."""
 
     api: bool
     graders: frozenset[str] | None  # None: any grader (graders=*)
+    tenant: Tenant | None = None
 
     def may_grade_as(self, grader: str) -> bool:
         return self.graders is None or grader in self.graders
 
 
-API_TOKEN = Principal(api=True, graders=frozenset())
-OPERATOR_TOKEN = Principal(api=True, graders=None)
+TENANT_NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+OPTIONS = ("graders", "name", "quota", "priority")
 
 
 def grading_token(graders: list[str] | tuple[str, ...]) -> Principal:
     return Principal(api=False, graders=frozenset(graders))
+
+
+def default_tenant_name(token: str) -> str:
+    return "token-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def api_principal(token: str, graders: frozenset[str] | None = frozenset(), tenant: Tenant | None = None) -> Principal:
+    return Principal(api=True, graders=graders, tenant=tenant or Tenant(default_tenant_name(token)))
+
+
+def _options(fields: list[str], at: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for f in fields:
+        key, sep, value = f.partition("=")
+        if not sep or key not in OPTIONS:
+            raise TokenError(f"{at}: options are {', '.join(o + '=' for o in OPTIONS)} after the token")
+        if key in found:
+            raise TokenError(f"{at}: {key}= is given twice")
+        found[key] = value
+    return found
+
+
+def _tenant(token: str, options: dict[str, str], at: str) -> Tenant:
+    name = options.get("name") or default_tenant_name(token)
+    if not re.match(TENANT_NAME_PATTERN, name):
+        raise TokenError(f"{at}: name= is 1-64 letters, digits or _.@-")
+    try:
+        quota = Quota.parse(options["quota"]) if "quota" in options else Quota()
+    except ValueError as exc:
+        raise TokenError(f"{at}: {exc}") from None
+    try:
+        priority = int(options.get("priority", "0"))
+    except ValueError:
+        raise TokenError(f"{at}: priority= is an integer") from None
+    return Tenant(name, priority, quota)
 
 
 def check_grader(name: str, where: str) -> str:
@@ -91,24 +141,35 @@ def _check_token(token: str, where: str) -> str:
 def parse_tokens(text: str, where: str) -> dict[str, Principal]:
     """A tokens file's lines (format in the module docstring); errors name the line, never its text."""
     tokens: dict[str, Principal] = {}
+    tenants: dict[str, tuple[Tenant, str]] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         fields = raw.split("#", 1)[0].split()
         if not fields:
             continue
         at = f"{where}:{n}"
         token = _check_token(fields[0], at)
-        if len(fields) == 1:
-            principal = API_TOKEN
-        elif len(fields) == 2 and fields[1].startswith("graders="):
-            names = fields[1].removeprefix("graders=")
-            principal = OPERATOR_TOKEN if names == "*" else grading_token(
-                [check_grader(g, f"{at}: graders=") for g in names.split(",")])
+        options = _options(fields[1:], at)
+        names = options.get("graders")
+        if names is not None and names != "*":
+            if set(options) != {"graders"}:
+                raise TokenError(f"{at}: a grading token (graders=NAME,...) cannot submit: it takes no "
+                                 f"name=, quota= or priority=")
+            principal = grading_token([check_grader(g, f"{at}: graders=") for g in names.split(",")])
         else:
-            raise TokenError(f"{at}: a line is `TOKEN` or `TOKEN graders=NAME,...` (or graders=*)")
+            tenant = _tenant(token, options, at)
+            earlier = tenants.setdefault(tenant.name, (tenant, at))
+            if earlier[0] != tenant:
+                raise TokenError(f"{at}: name={tenant.name} has another quota or priority at {earlier[1]}")
+            principal = api_principal(token, None if names == "*" else frozenset(), tenant)
         if token in tokens:
             raise TokenError(f"{at}: this token is already on an earlier line")
         tokens[token] = principal
     return tokens
+
+
+def tenants_of(principals: list[Principal]) -> list[Tenant]:
+    """The distinct tenants of these tokens, by name."""
+    return list({p.tenant.name: p.tenant for p in principals if p.tenant is not None}.values())
 
 
 def mint(graders: list[str], make: Callable[[], str]) -> dict[str, str]:
@@ -129,14 +190,18 @@ class TokenSource:
                  extra: Mapping[str, Principal] | None = None):
         self.file = Path(file) if file is not None else None
         env = os.environ.get(ENV_TOKENS, "") if env is None else env
-        fixed = {_check_token(t, f"${ENV_TOKENS}"): API_TOKEN for t in re.split(r"[,\s]+", env) if t}
+        fixed = {_check_token(t, f"${ENV_TOKENS}"): api_principal(t) for t in re.split(r"[,\s]+", env) if t}
         fixed.update({_check_token(t, "a minted token"): p for t, p in (extra or {}).items()})
         self._fixed = [(t.encode(), p) for t, p in fixed.items()]
         self._lock = threading.Lock()
         self._digest: bytes | None = None
         self._file_tokens: list[tuple[bytes, Principal]] = []
+        self._listeners: list[Callable[[list[Tenant]], None]] = []
+        self._tenants: list[Tenant] = []
         if self.file is not None:
             self._read_file(first=True)  # a missing or bad file fails at start, not at the first request
+        with self._lock:
+            self._tell()
         if not self.current():
             raise TokenError(f"no API token: give --tokens FILE or set ${ENV_TOKENS}")
 
@@ -166,6 +231,20 @@ class TokenSource:
                 parsed = {}
             self._file_tokens = [(t.encode(), p) for t, p in parsed.items()]
             self._digest = digest
+            self._tell()
+
+    def listen(self, fn: Callable[[list[Tenant]], None]) -> None:
+        """Call `fn` with the tenants now, and again each time an edit of the file changes them."""
+        with self._lock:
+            self._listeners.append(fn)
+            fn(self._tenants)
+
+    def _tell(self) -> None:  # under self._lock
+        tenants = tenants_of([p for _, p in self._file_tokens + self._fixed])
+        if tenants != self._tenants:
+            self._tenants = tenants
+            for fn in self._listeners:
+                fn(tenants)
 
     def current(self) -> list[tuple[bytes, Principal]]:
         if self.file is not None:

@@ -107,6 +107,9 @@ class Head:
     def cancel(self, experiment_id: str) -> dict[str, int]:
         return self._json("POST", f"/v1/experiments/{_seg(experiment_id)}/cancel")["counts"]
 
+    def quotas(self) -> list[dict]:
+        return self._json("GET", "/v1/quotas")
+
     def events(self, experiment_id: str, after: int | None = None) -> Iterator[dict]:
         """The experiment's journal events, live, until it is settled (reconnecting from the last
         seq when the head closes a long stream)."""

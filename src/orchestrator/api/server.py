@@ -41,6 +41,7 @@ class ServeOptions:
     port: int = 8470
     address: str | None = None        # a running Ray cluster; None: an embedded local one
     cpus: int | None = None           # CPU slots of the embedded Ray (default: all)
+    gpus: int | None = None           # GPUs the embedded Ray schedules (default: what Ray detects)
     tokens_file: Path | None = None
     data_roots: tuple[Path, ...] = ()
     state_dir: Path = Path("orch-state")
@@ -55,6 +56,8 @@ def check_options(opts: ServeOptions) -> list[str]:
     problems = [f"--data-root {r}: not a directory" for r in opts.data_roots if not Path(r).is_dir()]
     if opts.state_dir.exists() and not opts.state_dir.is_dir():
         problems.append(f"--state-dir {opts.state_dir}: not a directory")
+    if opts.gpus is not None and opts.address:
+        problems.append("--gpus: sizes the embedded Ray; the cluster at --address declares its own GPUs")
     if opts.sse_per_token < 1:
         problems.append(f"--sse-per-token {opts.sse_per_token}: must be at least 1")
     return problems + opts.limits.problems()
@@ -96,7 +99,7 @@ def serve(opts: ServeOptions) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     journal_url = (resolve_journal_url(opts.journal, Path.cwd()) if opts.journal
                    else head_journal_url(state_dir, None))
-    info = connect(opts.address) if opts.address else start_local(num_cpus=opts.cpus)
+    info = connect(opts.address) if opts.address else start_local(num_cpus=opts.cpus, num_gpus=opts.gpus)
     try:
         app = create_app(HeadSettings(state_dir=state_dir, journal_url=journal_url, ray_address=info.address,
                                       tokens=tokens, data_roots=[Path(r).resolve() for r in opts.data_roots],

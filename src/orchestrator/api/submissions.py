@@ -37,6 +37,7 @@ from pathlib import Path
 
 from orchestrator.app.preflight import check_blobs
 from orchestrator.app.submission import start_claimed
+from orchestrator.experiment.admission import Tenant
 from orchestrator.experiment.plan import SweepPlan, plan_sweep, resolve_journal_url
 from orchestrator.journal import ExperimentStatus, Journal, LeaseHeld
 from orchestrator.journal.ownership import Ownership, claim
@@ -72,14 +73,16 @@ class Submissions:
         self._submitted: set[str] = set()  # experiments seen past pending
         self._starts = ThreadPoolExecutor(START_WORKERS, thread_name_prefix="orch-start")
 
-    def submit(self, body: bytes) -> Accepted:
-        """ManifestError (422) for a bad manifest; the runtime's errors pass through."""
+    def submit(self, body: bytes, tenant: Tenant | None = None) -> Accepted:
+        """ManifestError (422) for a bad manifest; the runtime's errors pass through. `tenant`: whom
+        a new (or rescheduled) experiment runs for: its token's quota and priority apply to it."""
         digest = hashlib.sha256(body).hexdigest()
         known = self._accepted.get(digest)
         if known is not None and not self._orphaned(known.experiment_id):
             return replace(known, created=False, scheduled=False,
                            start_error=self._start_errors.get(known.experiment_id))
         plan, stored = self._plan(body, digest)
+        plan = replace(plan, tenant=tenant)
         with self._lock(plan.experiment_id):  # same-process requests queue instead of racing
             created = self.journal.register_experiment(plan.experiment_id, plan.name, plan.record())
             if created:

@@ -34,6 +34,9 @@ class Backend(Protocol):
     def cancel(self, experiment_id: str) -> dict[str, int]:
         """Cancel the experiment; its trial counts by status afterwards."""
 
+    def quotas(self) -> list[dict[str, Any]]:
+        """Per tenant on the cluster: quota, priority, what its running trials hold, what waits."""
+
 
 class LocalBackend:
     """A journal on this machine (`--journal`, else the default journal); `submit` starts a detached
@@ -72,3 +75,10 @@ class LocalBackend:
         from .queries import cancel
 
         return cancel(self.journal_url, experiment_id)
+
+    def quotas(self) -> list[dict[str, Any]]:
+        from .quotas import quota_table
+
+        if self.address is None:
+            raise ValueError("the quota table is kept on the Ray cluster: give its --address, or the head's --api")
+        return quota_table(self.address)

@@ -42,6 +42,7 @@ def status(journal_url: JournalRef = None, experiment_id: str | None = None) -> 
     with _opened(journal_url) as journal:
         states = ([journal.experiment_state(experiment_id)] if experiment_id else journal.list_experiments())
         leases = {s.experiment_id: journal.lease(s.experiment_id) for s in states}
+        tenants = {experiment_id: recorded_tenant(journal, experiment_id)} if experiment_id else {}
     out = []
     for s in states:
         lease = leases[s.experiment_id]
@@ -50,11 +51,21 @@ def status(journal_url: JournalRef = None, experiment_id: str | None = None) -> 
                                "updated_at": str(s.updated_at) if s.updated_at else None,
                                "owner": None if lease is None or lease.free() else lease.describe()}
         if experiment_id:
+            rec["tenant"] = tenants.get(s.experiment_id)
             rec["trials"] = [{"trial_id": t.trial_id, "status": t.status.value, "attempts": t.attempts,
                               "checkpoint_step": t.last_checkpoint_step, "metrics": t.latest_metrics(),
                               "error": t.last_error} for t in s.trials.values()]
         out.append(rec)
     return out
+
+
+def recorded_tenant(journal, experiment_id: str) -> dict[str, Any] | None:
+    """Whom the experiment runs for (name, priority, quota as submitted), from its latest plan in
+    the journal; None when it was not submitted through the head."""
+    for e in reversed(journal.events(experiment_id, kinds=[EventKind.SUBMITTED, EventKind.RESUMED])):
+        if e.trial_id is None and e.payload.get("plan"):
+            return e.payload["plan"].get("tenant")
+    return None
 
 
 def results(journal_url: JournalRef, experiment_id: str, fmt: str = "table", metrics: list[str] | None = None,

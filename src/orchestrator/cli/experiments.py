@@ -120,12 +120,17 @@ def status(
     api_url: str = typer.Option(None, "--api", help=API_HELP),
     follow: bool = typer.Option(False, "--follow", help="With --api and an experiment id: print its journal "
                                 "events as they happen, until it is done or cancelled."),
+    quotas: bool = typer.Option(False, "--quotas", help="Each tenant of the shared cluster: its quota and "
+                                "priority, what its running trials hold, how many wait (--api, or --address)."),
+    address: str = typer.Option(None, "--address", help="With --quotas and no --api: the Ray cluster's address."),
 ) -> None:
     """Show experiments, or one experiment's trials with their states and latest metrics."""
     from ..results import one_line
 
     if follow:
         return _follow(api_url, experiment, format)
+    if quotas:
+        return _quotas(api_url, journal, address, format)
     target = choose_backend(api_url, journal)
     with target.errors("status"):
         records = target.backend.status(experiment)
@@ -135,6 +140,9 @@ def status(
     title = "experiments" if experiment is None else f"experiment {experiment}"
     if experiment is not None and records[0]["owner"]:
         title += f"\nrun by {records[0]['owner']}"
+    tenant = records[0].get("tenant") if experiment is not None else None
+    if tenant:
+        title += f"\nfor {tenant['name']}, priority {tenant['priority']}"
     table = Table(title=title)
     if experiment is None:
         for col in ("experiment", "name", "status", "trials", "updated"):
@@ -150,6 +158,28 @@ def status(
                                 for k, v in (t["metrics"] or {}).items())
             table.add_row(t["trial_id"], t["status"], str(t["attempts"]), str(t["checkpoint_step"] or ""),
                           metrics, one_line(t["error"]) if t["error"] else "")
+    out.print(table)
+
+
+def _quotas(api_url: str | None, journal: str | None, address: str | None, format: TextFormat) -> None:
+    """`orch status --quotas`: the cluster's admission book, a row per tenant."""
+    target = choose_backend(api_url, journal, address)
+    with target.errors("status --quotas"):
+        rows = target.backend.quotas()
+    if format is TextFormat.json:
+        emit_json(rows)
+        return
+    table = Table(title="tenants (highest priority first)")
+    for col in ("tenant", "priority", "quota", "running", "waiting", "experiments"):
+        table.add_column(col)
+
+    def amounts(d: dict) -> str:
+        return ", ".join(f"{d[k]:g} {k}" for k in ("gpus", "cpus") if d.get(k) is not None) or "no limit"
+
+    for r in rows:
+        running = f"{r['running']['trials']} trial(s): {amounts(r['running'])}"
+        table.add_row(r["name"], str(r["priority"]), amounts(r["quota"]), running, str(r["waiting_trials"]),
+                      str(len(r["experiments"])))
     out.print(table)
 
 

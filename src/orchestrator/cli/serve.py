@@ -14,6 +14,8 @@ def serve(
     address: str = typer.Option(None, "--address", help="A running Ray cluster (default: an embedded local Ray, "
                                 "stopped with the server)."),
     cpus: int = typer.Option(None, "--cpus", min=1, help="CPU slots of the embedded Ray (default: all)."),
+    gpus: int = typer.Option(None, "--gpus", min=0, help="GPUs the embedded Ray schedules (default: those Ray "
+                             "detects); more than the machine has are scheduled but not there (tests, rehearsals)."),
     tokens: Path = typer.Option(None, "--tokens", help="Bearer tokens, one per line (# comments); re-read when "
                                 "it changes, so deleting a line revokes. Also (or instead): $ORCH_API_TOKENS."),
     data_root: list[Path] = typer.Option([], "--data-root", help="A directory submitted manifests may name "
@@ -40,7 +42,7 @@ def serve(
 
     limits = HttpLimits(header_timeout_s=header_timeout, body_timeout_s=body_timeout, keepalive_s=keepalive,
                         max_connections=max_connections)
-    opts = ServeOptions(host=host, port=port, address=address, cpus=cpus, tokens_file=tokens,
+    opts = ServeOptions(host=host, port=port, address=address, cpus=cpus, gpus=gpus, tokens_file=tokens,
                         data_roots=tuple(data_root), state_dir=state_dir, journal=journal,
                         sse_per_token=sse_per_token, limits=limits)
     problems = check_options(opts)

@@ -27,6 +27,8 @@ from orchestrator.manifest import (
 from orchestrator.manifest.record import ResolvedTrial, SweepRecord
 from orchestrator.storage.location import is_remote, local_path
 
+from .admission import Tenant
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +43,8 @@ class SweepPlan:
     source: Path | None = None      # the file it was read from: shown in messages, never read again
     # The file as parsed (line numbers): only where the plan was read from one.
     loaded: LoadedManifest | None = field(default=None, repr=False, compare=False)
+    # Who it runs for on a shared cluster (the head's token; admission.py): None outside the head.
+    tenant: Tenant | None = None
 
     @property
     def origin(self) -> str:
@@ -67,7 +71,8 @@ class SweepPlan:
     def to_json(self) -> dict[str, Any]:
         """The plan by value: the sweep record plus its id and where it came from."""
         return {**self.sweep.to_json(),
-                "experiment_id": self.experiment_id, "source": None if self.source is None else str(self.source)}
+                "experiment_id": self.experiment_id, "source": None if self.source is None else str(self.source),
+                "tenant": None if self.tenant is None else self.tenant.to_json()}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], journal_url: str | None = None) -> SweepPlan:
@@ -76,7 +81,7 @@ class SweepPlan:
         return cls(rec.manifest, base_dir, rec.trials, doc["experiment_id"],
                    journal_url or resolve_journal_url(rec.manifest.storage.journal, base_dir),
                    resolve_blobs_uri(rec.manifest.storage.blobs, base_dir),
-                   Path(doc["source"]) if doc.get("source") else None)
+                   Path(doc["source"]) if doc.get("source") else None, tenant=Tenant.from_json(doc.get("tenant")))
 
 
 def resolve_journal_url(url: str, base_dir: Path | None) -> str:
