@@ -1,5 +1,26 @@
-"""An experiment as it runs: its checked plan, which travels by value (`plan`), and the run's
-writes to the journal (`journaling`). Ray-free: the actors, the app and the HTTP head share it."""
-from .plan import SweepPlan, plan_sweep, recorded_plan
+"""An experiment as it runs: its checked plan, which travels by value (`plan`), the run's writes to
+the journal (`journaling`), early stopping (`early_stop`) and shared-cluster admission
+(`admission`). Ray-free: the actors, the app and the HTTP head share it.
+
+The plan's names are imported on first use: a trainer process needs `admission` alone, not the
+manifest and model catalogue the plan loads.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["SweepPlan", "plan_sweep", "recorded_plan"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import plan
+
+    value = getattr(plan, name)
+    globals()[name] = value  # found once
+    return value
+
+
+if TYPE_CHECKING:
+    from .plan import SweepPlan, plan_sweep, recorded_plan
