@@ -9,6 +9,7 @@ after a lost actor, at its next push.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from orchestrator.experiment.admission import AdmissionBook, Need, Quota, Tenant
 from .cluster import ON_HEAD
 from .names import NAMESPACE
 
+log = logging.getLogger(__name__)
 NAME = "orch-admission"
 CAPACITY_TTL_S = 2.0
 
@@ -63,10 +65,25 @@ class Admission:
     def __init__(self, experiment_id: str, tenant: Tenant, need: Need):
         self.experiment_id, self.tenant, self.need = experiment_id, tenant.to_json(), need.to_json()
         self._actor = admission()
+        self._unreachable = False
 
-    def sync(self, waiting: list[str], running: list[str], queued: int, timeout: float = 30.0) -> list[str]:
-        ref = self._actor.sync.remote(self.experiment_id, self.tenant, self.need, waiting, running, queued)
-        return ray.get(ref, timeout=timeout)
+    def sync(self, waiting: list[str], running: list[str], queued: int, timeout: float = 5.0) -> list[str]:
+        """The trials granted; none while the book cannot be reached (said once per outage): waiting
+        is the side that cannot break a quota."""
+        try:
+            granted = ray.get(self._actor.sync.remote(self.experiment_id, self.tenant, self.need, waiting, running,
+                                                      queued), timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - the actor lost with its node is recreated below
+            if not self._unreachable:
+                log.warning("experiment %s: the admission book is unreachable (%s); no trial starts until it "
+                            "answers", self.experiment_id, exc)
+            self._unreachable = True
+            self._actor = admission()
+            return []
+        if self._unreachable:
+            log.warning("experiment %s: the admission book answers again", self.experiment_id)
+            self._unreachable = False
+        return granted
 
     def release(self) -> None:
         try:

@@ -533,6 +533,9 @@ class Coordinator:
                 tid, step, key = self.checkpoints.get()
                 active[self._evaluate(tid, {"kind": "checkpoint", "key": key}, f"{tid}-step{step}")] = \
                     Task(tid, "interim_eval", step)
+            if not active:  # every trial waits for the admission book's grant: nothing to wait on
+                time.sleep(ADMISSION_POLL_S)
+                continue
             ready, _ = ray.wait(list(active), num_returns=1, timeout=0.5)
             for ref in ready:
                 self._check_journal()  # a trainer stopped by the journal's outage: no `failed` to write
