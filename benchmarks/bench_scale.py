@@ -14,10 +14,10 @@ submitted over HTTP. Measured, from the journal's timeline and the processes:
 - journal events/s over the run; the coordinator's CPU per 100 running trials (psutil, its process);
 - API p50/p99 with CLIENTS clients reading the experiment and resubmitting it while the trials run.
 
-Simulated time: each trial is STEPS steps of STEP_S seconds (default 40 x 0.05 s = 2 s of
+Simulated time: each trial is STEPS steps of STEP_S seconds (default 40 x 0.25 s = 10 s of
 "training"); the overhead per trial is measured in real seconds and scaled onto a 60 s trial.
 Memory bounds it: every trainer is a process with torch loaded (~0.3 GB), so the concurrent trials
-are NODES x GPUS_PER_NODE (default 4 x 4), and TRIALS (default 200; the issue's 1,000 with
+are NODES x GPUS_PER_NODE (default 4 x 2), and TRIALS (default 200; the issue's 1,000 with
 ORCH_BENCH_SCALE_TRIALS=1000) run in waves.
 
     python benchmarks/bench_scale.py            # ORCH_BENCH_SCALE_{NODES,GPUS,TRIALS,STEPS,STEP_S,CLIENTS}
@@ -43,10 +43,10 @@ from orchestrator.journal import EventKind, open_journal  # noqa: E402
 from tests.api_server import start_head, stop_head  # noqa: E402
 
 NODES = int(os.environ.get("ORCH_BENCH_SCALE_NODES", 4))
-GPUS = int(os.environ.get("ORCH_BENCH_SCALE_GPUS", 4))
+GPUS = int(os.environ.get("ORCH_BENCH_SCALE_GPUS", 2))
 TRIALS = int(os.environ.get("ORCH_BENCH_SCALE_TRIALS", 200))
 STEPS = int(os.environ.get("ORCH_BENCH_SCALE_STEPS", 40))
-STEP_S = float(os.environ.get("ORCH_BENCH_SCALE_STEP_S", 0.05))
+STEP_S = float(os.environ.get("ORCH_BENCH_SCALE_STEP_S", 0.25))
 CLIENTS = int(os.environ.get("ORCH_BENCH_SCALE_CLIENTS", 50))
 LOAD_S = float(os.environ.get("ORCH_BENCH_SCALE_LOAD_S", 15))
 TRIAL_S = 60.0  # the trials: overhead is scaled onto this
