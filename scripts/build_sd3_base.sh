@@ -16,7 +16,7 @@
 #   batch 32 (34 min 23 s): 0.600; --lr-schedule cosine with 11,500
 #   steps at batch 32: 0.542, with 19,000 at batch 16: 0.547; with CLIP_TOKENS=16 and 17,000 steps at
 #   batch 32 (these defaults, the shipped base since 2026-12-07's second session, 39 min 38 s beside
-#   other work): 0.6825 [0.635, 0.726]. Still below the 0.7 asked.
+#   other work): 0.6825 [0.635, 0.726]; the same with --lr-schedule cosine: 0.610. Still below the 0.7 asked.
 # - Web captions (relation words drawn at random), so the base learns objects and no relation: the
 #   demo's spatial finetune is what must teach it where things go.
 set -euo pipefail
