@@ -30,6 +30,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "orchestrator"
 LAYERS: dict[str, int] = {
     # 0 - a utility every layer may use: the metrics recorder and catalogue, no orchestrator import.
     "telemetry": 0,
+    # ... and a package's names imported on first use (PEP 562), for any package's __init__.
+    "lazy": 0,
     # 1 - foundations with no ML in them: blob store, event journal, the manifest's schema.
     "storage": 1,
     "journal": 1,

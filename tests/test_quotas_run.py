@@ -16,6 +16,7 @@ import pytest
 from orchestrator.journal import EventKind, open_journal
 from tests.api_server import env, start_head, stop_head
 from tests.test_actors_cli import ORCH
+from tests.test_multinode import wait_for
 
 PROBE_ENV = {"ORCH_VARIANT_PLUGINS": "orchestrator.testing.probe_variant", "ORCH_PROBE_STEP_S": "0.1"}
 GPUS = 3
@@ -41,16 +42,6 @@ def head(tmp_path):
     stop_head(h)
 
 
-def wait(what: str, predicate, timeout: float = 240.0, every: float = 0.3):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_quotas_and_priorities_on_a_head_with_fake_gpus(head, tmp_path):
     alice, bob = secrets.token_hex(16), secrets.token_hex(16)
     # edited while the head runs: the tenants reach the admission book without a restart
@@ -67,8 +58,8 @@ def test_quotas_and_priorities_on_a_head_with_fake_gpus(head, tmp_path):
         assert status == 200, rows
         return {r["name"]: r for r in rows}
 
-    tenants = wait("the tenants in the book", lambda: (lambda t: t if {"alice", "bob", "others"} <= set(t) else None)(
-        table()))
+    tenants = wait_for(lambda: (lambda t: t if {"alice", "bob", "others"} <= set(t) else None)(table()), 240,
+                       "the tenants in the book")
     assert tenants["alice"]["quota"] == {"gpus": 1.0, "cpus": None} and tenants["bob"]["priority"] == 5
 
     a = submit(alice, sweep("alice-sweep", 3))
@@ -80,9 +71,10 @@ def test_quotas_and_priorities_on_a_head_with_fake_gpus(head, tmp_path):
         seen_alice.append(t["alice"]["running"]["gpus"])
         return sum(r["running"]["gpus"] for r in t.values()) == GPUS
 
-    wait("the cluster full", full)
+    wait_for(full, 240, "the cluster full", every=0.3)
     b = submit(bob, sweep("bob-sweep", 2))
-    wait("bob's sweep in the book", lambda: any(e["experiment_id"] == b for e in table()["bob"]["experiments"]))
+    wait_for(lambda: any(e["experiment_id"] == b for e in table()["bob"]["experiments"]), 240,
+             "bob's sweep in the book", every=0.3)
     time.sleep(1.0)  # a grant made before bob's first ask is journaled within this
     with open_journal(head.journal_url, create=False) as j:
         known_at = max(e.seq for e in j.events())
@@ -91,7 +83,7 @@ def test_quotas_and_priorities_on_a_head_with_fake_gpus(head, tmp_path):
         with open_journal(head.journal_url, create=False) as j:
             return all(j.experiment_state(e).status.value == "done" for e in (a, b, c))
 
-    wait("every sweep done", settled, timeout=400, every=1.0)
+    wait_for(settled, 400, "every sweep done", every=1.0)
     assert max(seen_alice) <= 1
 
     # The journal's timeline: a trial holds its GPU from `running` until training ends (`evaluating`).

@@ -21,8 +21,9 @@ The names below are imported on first use: the journal's SQL stack is slow to im
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orchestrator.lazy import lazy_exports
 
 # name -> the module that defines it
 _EXPORTS = {
@@ -41,13 +42,7 @@ __all__ = ["NAMESPACE", "Backend", "LocalBackend", "MetricsOptions", "Preempted"
            "run_plan", "status", "submit", "submit_plan"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # found once
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:

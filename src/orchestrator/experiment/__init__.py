@@ -7,19 +7,12 @@ manifest and model catalogue the plan loads.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orchestrator.lazy import lazy_exports
 
 __all__ = ["SweepPlan", "plan_sweep", "recorded_plan"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import plan
-
-    value = getattr(plan, name)
-    globals()[name] = value  # found once
-    return value
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, ".plan"))
 
 
 if TYPE_CHECKING:

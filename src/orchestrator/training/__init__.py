@@ -9,8 +9,9 @@ about 4 s of each trial's start, measured with `python -X importtime`).
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orchestrator.lazy import lazy_exports
 
 # name -> the module that defines it
 _EXPORTS = {
@@ -24,13 +25,7 @@ __all__ = ["LoopConfig", "MetricsCallback", "RunControl", "StepMetrics", "TINY_B
            "Trainer", "pretrain_base", "set_deterministic", "train_resolved", "train_trial"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # found once
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
