@@ -33,7 +33,26 @@ def test_a_tenant_never_holds_more_than_its_quota():
     assert book.sync("A", alice, GPU, todo[2:], ["a1"]) == ["a2"]
     # her second experiment shares the quota
     assert book.sync("A2", alice, GPU, ["x0"], []) == []
-    assert book.sync("A", alice, GPU, todo[3:], []) == ["a3", "a4"]
+    # both of hers end: one slot each, the experiment running fewer going first
+    assert book.sync("A", alice, GPU, todo[3:], []) == ["a3"]
+    assert book.sync("A2", alice, GPU, ["x0"], []) == ["x0"]
+
+
+def test_equal_priorities_share_fairly():
+    """A one-trial experiment is not queued behind a big sweep of the same priority: a freed GPU
+    goes to the tenant running fewer trials (then the experiment running fewer)."""
+    book = AdmissionBook(Quota(gpus=2, cpus=64))
+    big = Tenant("big")
+    assert book.sync("B", big, GPU, trials("b", 100), []) == ["b0", "b1"]
+    assert book.sync("S", Tenant("small"), GPU, ["s0"], []) == []
+    assert book.sync("B", big, GPU, trials("b", 100)[2:], ["b1"]) == []   # b0 ended: small runs nothing
+    assert book.sync("S", Tenant("small"), GPU, ["s0"], []) == ["s0"]
+    # within one tenant too: its second experiment gets the next GPU before its first gets a third
+    assert book.sync("B", big, GPU, trials("b", 100)[2:], []) == ["b2"]    # b1 ended
+    assert book.sync("B2", big, GPU, ["c0"], []) == []                     # full: b2 and s0
+    book.sync("S", Tenant("small"), GPU, [], [])                           # s0 ended
+    assert book.sync("B", big, GPU, trials("b", 100)[3:], ["b2"]) == []
+    assert book.sync("B2", big, GPU, ["c0"], []) == ["c0"]
 
 
 def test_cpu_quota_and_fractional_cpus():

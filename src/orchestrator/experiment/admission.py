@@ -7,9 +7,11 @@ cluster's one admission book (actors/admission.py keeps it in a named actor):
 
 - a tenant's running trials never hold more than its quota;
 - granted trials never hold more than the cluster has, so a trial granted is a trial placed;
-- pending trials are granted highest priority first, then oldest experiment first, then in each
-  experiment's own order; a trial that does not fit the cluster holds back every trial after it
-  (no backfill: a big gang trial is not starved by small ones), while a trial held by its own
+- pending trials are granted highest priority first; among equal priorities, to the tenant
+  running the fewest trials, then to its experiment running the fewest, then to the oldest
+  (fair shares: a small experiment is not queued behind a big sweep); each experiment's trials in
+  its own order. The trial next in line that does not fit the cluster holds back every trial after
+  it (no backfill: a big gang trial is not starved by small ones), while one held by its own
   tenant's quota holds back nobody else.
 
 The book is soft state, rebuilt from what coordinators tell it: each `sync` says which of the
@@ -160,25 +162,41 @@ class AdmissionBook:
             del self._asking[eid]
 
     def _grant(self) -> None:
-        held: dict[str, Need] = {}
+        """Grant waiting trials one at a time: always to the highest priority; among equals, to the
+        tenant running the fewest trials, then its experiment running the fewest, then the oldest
+        (a one-trial experiment is not queued behind a 1,000-trial sweep of the same priority)."""
+        held: dict[str, Need] = {}     # by tenant
+        count: dict[str, int] = {}     # running trials, by tenant and by experiment
         total = Need()
-        for a in self._asking.values():
-            name = a.tenant.name
-            held[name] = held.get(name, Need()) + a.holding()
-            total = total + a.holding()
-        order = sorted(self._asking.values(), key=lambda a: (-self.tenant(a.tenant).priority, a.arrived))
-        for a in order:
-            t = self.tenant(a.tenant)
-            for tid in a.waiting:
-                if tid in a.offered:
-                    continue
-                if not (held.get(t.name, Need()) + a.need).within(t.quota):
-                    break  # this tenant is at its quota: its later trials wait too, others go on
-                if self.capacity is not None and not (total + a.need).within(self.capacity):
-                    return  # the cluster is full for it: nothing after it may jump the queue
-                a.offered.add(tid)
-                held[t.name] = held.get(t.name, Need()) + a.need
-                total = total + a.need
+        for eid, a in self._asking.items():
+            name, holding = a.tenant.name, a.holding()
+            held[name] = held.get(name, Need()) + holding
+            n = len(a.running | a.offered)
+            count[name], count[eid] = count.get(name, 0) + n, n
+            total = total + holding
+        queues = {eid: [t for t in a.waiting if t not in a.offered] for eid, a in self._asking.items()}
+        asking = {eid for eid, q in queues.items() if q}
+
+        def rank(eid: str) -> tuple:
+            a = self._asking[eid]
+            return -self.tenant(a.tenant).priority, count[a.tenant.name], count[eid], a.arrived
+
+        while asking:
+            eid = min(asking, key=rank)
+            a = self._asking[eid]
+            quota = self.tenant(a.tenant).quota
+            if not (held[a.tenant.name] + a.need).within(quota):
+                asking.discard(eid)  # its tenant is at its quota: it waits, others go on
+                continue
+            if self.capacity is not None and not (total + a.need).within(self.capacity):
+                return  # the cluster is full for the next in line: nobody after it jumps the queue
+            a.offered.add(queues[eid].pop(0))
+            held[a.tenant.name] = held[a.tenant.name] + a.need
+            count[a.tenant.name] += 1
+            count[eid] += 1
+            total = total + a.need
+            if not queues[eid]:
+                asking.discard(eid)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Per tenant: its quota and priority, what its running trials hold, how many wait, and its
