@@ -1,8 +1,14 @@
 """What the benchmarks share: the mean wall time of a step (CUDA work waited for), two contenders
-timed alternately, the step benchmarks' flags."""
+timed alternately, the step benchmarks' flags, a percentile."""
 from __future__ import annotations
 
 import time
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The q-quantile of `xs` by nearest rank (nan when empty)."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
 def timed(fn, steps: int, device=None) -> float:

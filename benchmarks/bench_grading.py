@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from _timing import pct  # noqa: E402
 from tests.api_server import free_port  # noqa: E402
 from tests.grading_fixtures import finished_experiment  # noqa: E402
 
@@ -78,11 +79,6 @@ class Client:
         if r.status != 200:
             raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
         return data
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
 def http_rounds(port: int, task: str, items: int, n: int) -> tuple[list[float], list[float]]:

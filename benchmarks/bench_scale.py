@@ -39,6 +39,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from _timing import pct  # noqa: E402
+from bench_api import Client  # noqa: E402
 from orchestrator.journal import EventKind, open_journal  # noqa: E402
 from tests.api_server import start_head, stop_head  # noqa: E402
 
@@ -66,11 +68,6 @@ resources: {{gpus_per_trial: 1, cpus_per_trial: 1}}
 """.encode()
 
 
-def pct(values: list[float], q: float) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
-
-
 def coordinator_process():
     """The (first) coordinator's worker process (Ray titles it after the actor's class), or None."""
     import psutil
@@ -84,9 +81,6 @@ def coordinator_process():
 
 def api_load(head, eid: str, body: bytes, seconds: float, clients: int) -> dict:
     """`clients` threads alternating a read of the experiment (its trials) and a resubmission."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_api import Client
-
     client, lat, stop = Client(head), [], time.monotonic() + seconds
     requests = [("GET", f"/v1/experiments/{eid}", None), ("POST", "/v1/experiments", body)]
     lock = threading.Lock()
