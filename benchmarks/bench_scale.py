@@ -79,6 +79,16 @@ def coordinator_process():
     return None
 
 
+def cpu_seconds(proc) -> float | None:
+    """User + system CPU seconds of `proc` so far; None once it has exited (or was never found)."""
+    import psutil
+
+    try:
+        return sum(proc.cpu_times()[:2]) if proc is not None else None
+    except psutil.NoSuchProcess:
+        return None
+
+
 def api_load(head, eid: str, body: bytes, seconds: float, clients: int) -> dict:
     """`clients` threads alternating a read of the experiment (its trials) and a resubmission."""
     client, lat, stop = Client(head), [], time.monotonic() + seconds
@@ -166,7 +176,8 @@ def main() -> None:
         while proc is None and time.perf_counter() - started < 120:
             proc = coordinator_process()
             time.sleep(0.2)
-        cpu0, t0 = (sum(proc.cpu_times()[:2]) if proc else 0.0), time.perf_counter()
+        cpu0, t0 = cpu_seconds(proc), time.perf_counter()
+        last = (cpu0, t0)  # the coordinator's CPU, read while it lives: it exits with its sweep
         time.sleep(min(5.0, LOAD_S))
         t_new = time.perf_counter()
         status, _ = head.json("POST", "/v1/experiments", sweep("bench-scale-new", 1).replace(
@@ -179,9 +190,11 @@ def main() -> None:
             while j.experiment_state(eid).status.value not in ("done", "cancelled"):
                 if time.perf_counter() - started > 3600:
                     raise SystemExit("the sweep did not finish within an hour")
+                now = cpu_seconds(proc)
+                last = (now, time.perf_counter()) if now is not None else last
                 time.sleep(1.0)
-        wall = time.perf_counter() - t0
-        cpu = (sum(proc.cpu_times()[:2]) - cpu0) if proc else float("nan")
+        cpu = last[0] - cpu0 if cpu0 is not None and last[0] is not None else float("nan")
+        wall = max(last[1] - t0, 1e-9)
         out.update(timeline(head.journal_url, eid))
         running_avg = out["trials_done"] * (out["overhead_s_p50"] + STEPS * STEP_S) / out["wall_s"]
         out["coordinator_cores"] = cpu / wall
